@@ -1,0 +1,39 @@
+"""Merge LoRA adapters of a vision transformer into one multi-task model.
+
+The helper library of the book *Can I just merge my vision LoRAs?*. The main entry points:
+
+* :func:`get_profile` -- the ``tiny`` (offline CPU) or ``full`` (Colab GPU) settings;
+* :func:`create_backbone` -- the profile's frozen timm ViT (``num_classes=0``);
+* :func:`load_task` -- one of the profile's six tasks, with torch-dataset ``train``/``test`` splits;
+* :func:`train_head`, :func:`train_adapter` -- the baseline and the LoRA training loops;
+* :func:`load_adapters`, :func:`merge_adapters`, :class:`MultiTaskModel` -- load, merge, serve;
+* :class:`Study`, :func:`run_study`, :func:`evaluate_merges` -- the study's grid and tables.
+"""
+
+from .artifacts import ArtifactStore, load_adapters, load_head
+from .backbone import backbone_identity, create_backbone
+from .evaluation import (
+    accuracy,
+    evaluate_merges,
+    evaluate_multitask,
+    head_accuracy,
+    merge_combinations,
+    pairwise_matrix,
+    summarize_merges,
+)
+from .merging import MERGE_METHODS, delta_weights, get_merge_method, merge_adapters
+from .multitask import MultiTaskModel
+from .profiles import FULL, TINY, Profile, get_device, get_profile
+from .study import Study, run_study
+from .tasks import ImageTask, load_task, load_tasks, task_names
+from .training import extract_features, lora_config, train_adapter, train_head
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArtifactStore", "FULL", "ImageTask", "MERGE_METHODS", "MultiTaskModel", "Profile", "Study", "TINY",
+    "accuracy", "backbone_identity", "create_backbone", "delta_weights", "evaluate_merges", "evaluate_multitask",
+    "extract_features", "get_device", "get_merge_method", "get_profile", "head_accuracy", "load_adapters",
+    "load_head", "load_task", "load_tasks", "lora_config", "merge_adapters", "merge_combinations",
+    "pairwise_matrix", "run_study", "summarize_merges", "task_names", "train_adapter", "train_head",
+]

@@ -1,0 +1,7 @@
+"""``python -m lora_merge_utils``: see :mod:`lora_merge_utils.cli`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

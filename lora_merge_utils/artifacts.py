@@ -1,0 +1,216 @@
+"""Where artifacts live and how they are written: atomically, and only as safetensors or JSON.
+
+Layout under an output root (``artifacts/<profile>`` by default)::
+
+    heads/<task>/head.safetensors, metrics.json          head-only baseline
+    adapters/<task>/adapter_config.json                  PEFT format: PeftModel.from_pretrained(backbone, path)
+                   /adapter_model.safetensors
+                   /head.safetensors, metrics.json        the adapter's own head, accuracy, time, seed, versions
+    results/singles.csv, merges.csv, *.png
+
+Every directory is assembled in a temporary sibling and renamed into place, so a run killed mid-way leaves no
+half-written artifact and the next run simply redoes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .profiles import Profile, get_profile
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", "metrics.json")
+HEAD_FILES = ("head.safetensors", "metrics.json")
+
+
+def default_root(profile: Profile | str | None = None) -> Path:
+    """``artifacts/<profile>`` under the current directory, or ``$LORA_BOOK_ARTIFACTS/<profile>``."""
+    base = Path(os.environ.get("LORA_BOOK_ARTIFACTS", "artifacts"))
+    return base / get_profile(profile).name
+
+
+def library_versions() -> dict[str, str]:
+    """Versions recorded in every metrics file."""
+    import peft
+    import timm
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "peft": peft.__version__}
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary directory beside ``final``; on success replace ``final`` by it, on error delete it."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_atomic(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+def read_json(path: Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing.") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete its directory and rerun to rebuild it.") from None
+
+
+def save_head(head: nn.Linear, path: Path) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    write_atomic(path, lambda tmp: save_file(state, str(tmp)))
+
+
+def load_head(path: Path) -> nn.Linear:
+    """A linear head from ``head.safetensors`` (never unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; retrain this task (delete its directory and rerun).")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} is corrupt ({error}); delete its directory and rerun to retrain it.") from None
+    if set(state) != {"weight", "bias"}:
+        raise ValueError(f"{path} is not a linear head (keys {sorted(state)}); delete its directory and rerun.")
+    out_features, in_features = state["weight"].shape
+    head = nn.Linear(in_features, out_features)
+    head.load_state_dict(state)
+    return head.eval().requires_grad_(False)
+
+
+class ArtifactStore:
+    """Paths and completeness checks for one output root."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def adapter_dir(self, task: str) -> Path:
+        return self.root / "adapters" / task
+
+    def head_dir(self, task: str) -> Path:
+        return self.root / "heads" / task
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    def has_adapter(self, task: str) -> bool:
+        return all((self.adapter_dir(task) / f).is_file() for f in ADAPTER_FILES)
+
+    def has_head(self, task: str) -> bool:
+        return all((self.head_dir(task) / f).is_file() for f in HEAD_FILES)
+
+
+def save_adapter(peft_model, head: nn.Linear, metrics: dict, directory: Path) -> Path:
+    """Save an adapter in PEFT format plus its head and metrics, atomically, and return the directory."""
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        peft_model.save_pretrained(str(tmp), safe_serialization=True)
+        head_state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+        save_file(head_state, str(tmp / "head.safetensors"))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def check_adapter_dir(directory: Path) -> dict:
+    """Validate an adapter directory and return its metrics; a clear error names what is missing or corrupt."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"Adapter directory {directory} does not exist. Train it first (`python -m lora_merge_utils "
+            f"train-adapter --task {directory.name}`), or check the --out path."
+        )
+    missing = [f for f in ADAPTER_FILES if not (directory / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"Adapter directory {directory} is incomplete: missing {', '.join(missing)}. Delete it and retrain "
+            f"(`python -m lora_merge_utils train-adapter --task {directory.name}`)."
+        )
+    read_json(directory / "adapter_config.json")
+    try:
+        with safe_open(str(directory / "adapter_model.safetensors"), framework="pt") as handle:
+            if not list(handle.keys()):
+                raise ValueError("no tensors")
+    except (SafetensorError, ValueError, OSError):
+        raise ValueError(
+            f"{directory / 'adapter_model.safetensors'} is corrupt. Delete {directory} and retrain the adapter."
+        ) from None
+    return read_json(directory / "metrics.json")
+
+
+def load_adapters(backbone: nn.Module, adapter_dirs: dict[str, Path | str]):
+    """Load several saved adapters onto one copy of ``backbone`` as a ``PeftModel`` with adapters named by task.
+
+    Each directory is validated first (files present, not corrupt, trained on this very backbone), so a mistake
+    surfaces as a clear ``FileNotFoundError``/``ValueError`` instead of an error from deep inside PEFT. The backbone
+    passed in is not modified. Returns ``(peft_model, heads)`` where ``heads`` maps task name to its linear head.
+    """
+    import copy
+
+    from peft import PeftModel
+
+    from .backbone import backbone_identity
+
+    if not adapter_dirs:
+        raise ValueError("Give at least one adapter directory to load.")
+    identity = backbone_identity(backbone)
+    model = None
+    heads: dict[str, nn.Linear] = {}
+    for name, directory in adapter_dirs.items():
+        directory = Path(directory)
+        metrics = check_adapter_dir(directory)
+        trained_on = metrics.get("backbone")
+        if trained_on != identity:
+            raise ValueError(
+                f"Adapter {name!r} in {directory} was trained on backbone {trained_on!r}, but this backbone is "
+                f"{identity!r}. Adapters can only be merged on the backbone they were trained on: load the matching "
+                "backbone, or retrain the adapter on this one."
+            )
+        if model is None:
+            model = PeftModel.from_pretrained(copy.deepcopy(backbone), str(directory), adapter_name=name)
+        else:
+            model.load_adapter(str(directory), adapter_name=name)
+        heads[name] = load_head(directory / "head.safetensors")
+    model.eval()
+    return model, heads

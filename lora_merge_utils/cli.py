@@ -1,0 +1,172 @@
+"""Command line: ``python -m lora_merge_utils <command>`` runs the study, or one step of it, headless."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .merging import MERGE_METHODS
+from .profiles import PROFILES, default_profile_name
+
+DESCRIPTION = """Train, merge and evaluate LoRA adapters of a vision transformer.
+
+Every command reads what earlier steps saved under --out and trains only what is missing, so commands can be run in
+any order. `run` does everything; the others do one thing at a time."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default=None, choices=sorted(PROFILES),
+                        help="tiny: offline CPU; full: Colab GPU (default: $LORA_BOOK_PROFILE, else full on a Colab "
+                             "GPU, else tiny)")
+    parser.add_argument("--out", type=Path, default=None, help="artifact root (default: artifacts/<profile>)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lora_merge_utils", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the whole study: baselines, adapters, all pairs and triples, tables",
+                              description="Train what is missing, then evaluate single adapters and every pair and "
+                                          "triple merge; write results/singles.csv, merges.csv, summary.csv and "
+                                          "heatmaps under --out, and print a summary.")
+    _common(run)
+    run.add_argument("--methods", nargs="+", default=["task_arithmetic", "linear"], choices=list(MERGE_METHODS),
+                     help="merge methods to compare (default: task_arithmetic linear)")
+
+    head = commands.add_parser("train-head", help="train (or load) the head-only baseline of one task",
+                               description="Frozen backbone + linear head for one task; saved under heads/<task>/.")
+    _common(head)
+    head.add_argument("--task", required=True)
+    head.add_argument("--retrain", action="store_true", help="train again even if saved")
+
+    adapter = commands.add_parser("train-adapter", help="train (or load) the LoRA adapter of one task",
+                                  description="One LoRA adapter + its own head for one task, saved in PEFT format "
+                                              "under adapters/<task>/.")
+    _common(adapter)
+    adapter.add_argument("--task", required=True)
+    adapter.add_argument("--retrain", action="store_true", help="train again even if saved")
+
+    evaluate = commands.add_parser("evaluate", help="test accuracy of one task's head baseline and adapter",
+                                   description="Score one task's head-only baseline and its single adapter.")
+    _common(evaluate)
+    evaluate.add_argument("--task", required=True)
+
+    merge = commands.add_parser("merge", help="merge some adapters and score each member task",
+                                description="Merge the adapters of the given tasks with one method and score each "
+                                            "member task with its own head, against its single adapter.")
+    _common(merge)
+    merge.add_argument("tasks", nargs="+", help="tasks whose adapters to merge")
+    merge.add_argument("--method", default="task_arithmetic", choices=list(MERGE_METHODS))
+    merge.add_argument("--weights", type=float, nargs="+", default=None, help="one per task (default: 1/K each)")
+    merge.add_argument("--density", type=float, default=None, help="fraction kept, for ties/dare_*/magnitude_prune")
+    merge.add_argument("--svd-rank", type=int, default=None, help="rank of the svd merge")
+    merge.add_argument("--seed", type=int, default=0, help="seed of DARE's random drop")
+
+    commands.add_parser("list", help="profiles, tasks and merge methods",
+                        description="List the profiles with their tasks, and the merge methods.")
+    return parser
+
+
+def _open(args):
+    from .study import Study
+
+    return Study.open(args.profile or default_profile_name(), args.out, device=args.device,
+                      progress=False if args.quiet else None)
+
+
+def _print(title: str, table: pd.DataFrame) -> None:
+    print(f"\n{title}\n{table.to_string(index=False)}")
+
+
+def _run(args) -> None:
+    from .study import run_study
+
+    start = time.perf_counter()
+    profile = args.profile or default_profile_name()
+    out = args.out or Path("artifacts") / profile
+    tables = run_study(profile, out, methods=tuple(args.methods), device=args.device,
+                       progress=False if args.quiet else None)
+    _print("Single adapters against the head-only baseline (test accuracy):", tables["singles"])
+    _print("Merges (normalized accuracy = merged / single adapter):", tables["summary"])
+    print(f"\nResults in {Path(out) / 'results'} ({time.perf_counter() - start:.0f} s)")
+
+
+def _train_head(args) -> None:
+    study = _open(args)
+    _, metrics = study.ensure_head(args.task, retrain=args.retrain)
+    print(f"{args.task}: head-only test accuracy {metrics['accuracy']:.4f} ({study.store.head_dir(args.task)})")
+
+
+def _train_adapter(args) -> None:
+    from .artifacts import read_json
+
+    study = _open(args)
+    directory = study.ensure_adapter(args.task, retrain=args.retrain)
+    metrics = read_json(directory / "metrics.json")
+    print(f"{args.task}: adapter test accuracy {metrics['accuracy']:.4f} ({directory})")
+
+
+def _evaluate(args) -> None:
+    from .evaluation import adapter_accuracy, head_accuracy
+
+    study = _open(args)
+    head, _ = study.ensure_head(args.task)
+    model, heads = study.load_all_adapters([args.task])
+    data = study.task(args.task)
+    print(f"{args.task}: head-only {head_accuracy(head, *study.features(args.task, 'test')):.4f}, adapter "
+          f"{adapter_accuracy(model, heads[args.task], args.task, data.test, **study._eval_kwargs()):.4f} "
+          f"on {len(data.test)} test images")
+
+
+def _merge(args) -> None:
+    from .artifacts import read_json
+    from .evaluation import evaluate_multitask
+    from .merging import merge_adapters
+    from .multitask import MultiTaskModel
+
+    study = _open(args)
+    for task in args.tasks:
+        study.task(task)  # validates the name before any training
+    model, heads = study.load_all_adapters(args.tasks)
+    start = time.perf_counter()
+    merged = merge_adapters(model, args.tasks, args.weights, args.method, density=args.density,
+                            svd_rank=args.svd_rank, seed=args.seed).to(study.device)
+    seconds = time.perf_counter() - start
+    multitask = MultiTaskModel(merged, heads).to(study.device)
+    scores = evaluate_multitask(multitask, {t: study.task(t).test for t in args.tasks}, **study._eval_kwargs())
+    rows = []
+    for task in args.tasks:
+        single = read_json(study.store.adapter_dir(task) / "metrics.json")["accuracy"]
+        rows.append({"task": task, "merged_accuracy": round(scores[task], 4), "adapter_accuracy": single,
+                     "normalized_accuracy": round(scores[task] / single, 4)})
+    _print(f"{args.method} merge of {'+'.join(args.tasks)} (merged in {seconds:.2f} s):", pd.DataFrame(rows))
+
+
+def _list(args) -> None:
+    for name, profile in PROFILES.items():
+        print(f"profile {name}: backbone {profile.backbone.model_name}, {profile.image_size} px; tasks: "
+              f"{', '.join(profile.tasks)}")
+    print("merge methods:")
+    for method in MERGE_METHODS.values():
+        print(f"  {method.name:16s} {method.description}")
+
+
+COMMANDS = {"run": _run, "train-head": _train_head, "train-adapter": _train_adapter, "evaluate": _evaluate,
+            "merge": _merge, "list": _list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,153 @@
+"""Accuracy of heads, adapters and merges, and the tidy tables of the study (one row per merge x method x task)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+
+import pandas as pd
+import torch
+from peft import PeftModel
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .merging import get_merge_method, merge_adapters
+from .multitask import MultiTaskModel
+from .training import autocast, make_loader
+
+DECIMALS = 6
+
+
+@torch.inference_mode()
+def predict(model: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, batch_size: int = 256,
+            device: torch.device | None = None, amp: bool = True, num_workers: int = 0) -> tuple[torch.Tensor, ...]:
+    """``(predicted labels, true labels)`` of ``model`` (images -> logits) over a dataset."""
+    device = device or torch.device("cpu")
+    preds, labels = [], []
+    for x, y in make_loader(dataset, batch_size, shuffle=False, num_workers=num_workers):
+        with autocast(device, amp):
+            preds.append(model(x.to(device)).argmax(-1).cpu())
+        labels.append(torch.as_tensor(y))
+    return torch.cat(preds), torch.cat(labels)
+
+
+def accuracy(model: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, **kwargs) -> float:
+    """Top-1 accuracy of ``model`` (images -> logits) on a dataset."""
+    preds, labels = predict(model, dataset, **kwargs)
+    return float((preds == labels).float().mean())
+
+
+@torch.inference_mode()
+def head_accuracy(head: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy of a linear head on cached features."""
+    return float((head(features).argmax(-1) == labels).float().mean())
+
+
+def evaluate_multitask(model: MultiTaskModel, test_sets: dict[str, Dataset], **kwargs) -> dict[str, float]:
+    """Score each task of a multi-task model on its own test set with its own head."""
+    results = {}
+    for task, dataset in test_sets.items():
+        results[task] = accuracy(lambda x, t=task: model(x, tasks=[t])[t], dataset, **kwargs)
+    return results
+
+
+def adapter_accuracy(model: PeftModel, head: nn.Module, adapter: str, dataset: Dataset, **kwargs) -> float:
+    """Accuracy of one adapter of a multi-adapter ``PeftModel`` with its head (the un-merged reference)."""
+    model.set_adapter(adapter)
+    return accuracy(lambda x: head(model(x)), dataset, **kwargs)
+
+
+def weights_label(weights: Sequence[float] | None, size: int) -> str:
+    """How a weight vector is written in the tables: ``"equal"`` or e.g. ``"0.7+0.3"``."""
+    if weights is None:
+        return "equal"
+    return "+".join(f"{w:g}" for w in weights)
+
+
+def merge_combinations(tasks: Sequence[str], sizes: Sequence[int] = (2, 3)) -> list[tuple[str, ...]]:
+    """All merges of ``size`` adapters among ``tasks`` (15 pairs and 20 triples for six tasks), in a fixed order."""
+    return [combo for size in sizes for combo in itertools.combinations(tasks, size)]
+
+
+def evaluate_merges(
+    model: PeftModel,
+    heads: dict[str, nn.Module],
+    test_sets: dict[str, Dataset],
+    singles: pd.DataFrame,
+    methods: Sequence[str] = ("task_arithmetic", "linear"),
+    sizes: Sequence[int] = (2, 3),
+    combos: Sequence[Sequence[str]] | None = None,
+    method_kwargs: dict[str, dict] | None = None,
+    device: torch.device | None = None,
+    batch_size: int = 256,
+    amp: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Merge every combination with every method and score each member task with its own head.
+
+    Args:
+        model: ``PeftModel`` holding one adapter per task (named by task).
+        heads: The adapters' heads by task.
+        test_sets: Test split of each task.
+        singles: The singles table (columns ``task``, ``head_accuracy``, ``adapter_accuracy``), for normalisation.
+        methods: Merge method names (see :data:`lora_merge_utils.merging.MERGE_METHODS`).
+        sizes: Numbers of adapters per merge; ignored when ``combos`` is given.
+        method_kwargs: Extra arguments per method, e.g. ``{"ties": {"density": 0.5}}``.
+
+    Returns:
+        One row per merge x method x member task with ``members, size, method, weights, task, accuracy,
+        adapter_accuracy, head_accuracy, normalized_accuracy, beats_head``.
+    """
+    for method in methods:
+        get_merge_method(method)
+    device = device or torch.device("cpu")
+    method_kwargs = method_kwargs or {}
+    combos = [tuple(c) for c in combos] if combos is not None else merge_combinations(list(heads), sizes)
+    reference = singles.set_index("task")
+    rows = []
+    jobs = [(combo, method) for combo in combos for method in methods]
+    for combo, method in tqdm(jobs, desc="merges", disable=not progress):
+        merged = merge_adapters(model, combo, method=method, **method_kwargs.get(method, {})).to(device)
+        multitask = MultiTaskModel(merged, {t: heads[t] for t in combo}).to(device).eval()
+        scores = evaluate_multitask(multitask, {t: test_sets[t] for t in combo}, device=device,
+                                    batch_size=batch_size, amp=amp)
+        for task in combo:
+            single = reference.loc[task]
+            rows.append({
+                "members": "+".join(combo),
+                "size": len(combo),
+                "method": method,
+                "weights": weights_label(None, len(combo)),
+                "task": task,
+                "accuracy": round(scores[task], DECIMALS),
+                "adapter_accuracy": single["adapter_accuracy"],
+                "head_accuracy": single["head_accuracy"],
+                "normalized_accuracy": round(scores[task] / single["adapter_accuracy"], DECIMALS),
+                "beats_head": bool(scores[task] > single["head_accuracy"]),
+            })
+    return pd.DataFrame(rows)
+
+
+def summarize_merges(merges: pd.DataFrame) -> pd.DataFrame:
+    """Per method and merge size: mean and worst normalized accuracy, and how often a merge beats the head baseline."""
+    grouped = merges.groupby(["method", "size"], sort=False)
+    summary = grouped.agg(
+        mean_normalized=("normalized_accuracy", "mean"),
+        worst_normalized=("normalized_accuracy", "min"),
+        mean_accuracy=("accuracy", "mean"),
+        beats_head=("beats_head", "mean"),
+        rows=("task", "size"),
+    ).reset_index()
+    return summary.round(4)
+
+
+def pairwise_matrix(merges: pd.DataFrame, method: str, tasks: Sequence[str]) -> pd.DataFrame:
+    """Task x partner matrix of normalized accuracy in pair merges: row = task scored, column = the other adapter."""
+    pairs = merges[(merges["size"] == 2) & (merges["method"] == method)]
+    matrix = pd.DataFrame(float("nan"), index=list(tasks), columns=list(tasks))
+    for _, row in pairs.iterrows():
+        members = row["members"].split("+")
+        partner = members[1] if members[0] == row["task"] else members[0]
+        matrix.loc[row["task"], partner] = row["normalized_accuracy"]
+    return matrix

@@ -1,0 +1,206 @@
+"""One entry point to merge LoRA adapters, by method name: exact task arithmetic or any PEFT combination type.
+
+``merge_adapters(model, ["digits", "shapes"], method="task_arithmetic")`` returns a *new* plain backbone whose weights
+are ``W + sum_i w_i * dW_i`` (with the method's notion of the combined ``dW``). The adapters in ``model`` are never
+changed: every method works on a copy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from peft import PeftModel
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    """A merge method addressable by name: what it is and which knobs it takes."""
+
+    name: str
+    description: str
+    peft_combination: str | None = None
+    needs_equal_rank: bool = False
+    uses_density: bool = False
+    uses_svd_rank: bool = False
+    random: bool = False
+
+
+MERGE_METHODS: dict[str, MergeMethod] = {
+    m.name: m
+    for m in [
+        MergeMethod("task_arithmetic", "exact sum of weight updates, sum_i w_i * B_i A_i * scaling_i"),
+        MergeMethod("linear", "PEFT linear: weighted sums of the A and of the B factors separately (not exact)",
+                    "linear", needs_equal_rank=True),
+        MergeMethod("cat", "PEFT cat: concatenated factors, exact, rank grows to the sum of ranks", "cat"),
+        MergeMethod("svd", "PEFT svd: exact sum truncated to svd_rank by SVD", "svd", uses_svd_rank=True),
+        MergeMethod("ties", "PEFT TIES: trim to density, elect signs, disjoint mean (on A and B)", "ties",
+                    needs_equal_rank=True, uses_density=True),
+        MergeMethod("dare_linear", "PEFT DARE: random drop to density and rescale, then linear", "dare_linear",
+                    needs_equal_rank=True, uses_density=True, random=True),
+        MergeMethod("dare_ties", "PEFT DARE then TIES sign election", "dare_ties",
+                    needs_equal_rank=True, uses_density=True, random=True),
+        MergeMethod("magnitude_prune", "PEFT: keep the largest-magnitude fraction density, then linear",
+                    "magnitude_prune", needs_equal_rank=True, uses_density=True),
+    ]
+}
+MERGED_ADAPTER = "__merged__"
+
+
+def get_merge_method(name: str) -> MergeMethod:
+    """The method called ``name``; a ``ValueError`` lists the valid names."""
+    try:
+        return MERGE_METHODS[name]
+    except KeyError:
+        raise ValueError(f"Unknown merge method {name!r}. Valid methods: {', '.join(MERGE_METHODS)}.") from None
+
+
+def lora_layers(model: PeftModel) -> dict[str, LoraLayer]:
+    """The LoRA-wrapped modules of a PEFT model by their name in the plain backbone (e.g. ``blocks.0.attn.qkv``)."""
+    prefix = "base_model.model."
+    return {
+        name[len(prefix):] if name.startswith(prefix) else name: module
+        for name, module in model.named_modules()
+        if isinstance(module, LoraLayer)
+    }
+
+
+def delta_weights(model: PeftModel, adapter: str) -> dict[str, torch.Tensor]:
+    """``dW = scaling * B @ A`` of one adapter, per target module, as PEFT itself computes it when merging."""
+    return {
+        name: layer.get_delta_weight(adapter).detach().clone()
+        for name, layer in lora_layers(model).items()
+        if adapter in layer.lora_A
+    }
+
+
+def _validate(model: PeftModel, adapters: Sequence[str], weights: Sequence[float] | None, method: MergeMethod,
+              density: float | None) -> list[float]:
+    if not isinstance(model, PeftModel):
+        raise ValueError(
+            f"merge_adapters needs a peft.PeftModel holding the adapters, got {type(model).__name__}. Load them "
+            "with lora_merge_utils.load_adapters(backbone, {name: path, ...})."
+        )
+    adapters = list(adapters)
+    if not adapters:
+        raise ValueError("Give at least one adapter name to merge.")
+    if len(set(adapters)) != len(adapters):
+        raise ValueError(f"Adapter names repeat in {adapters}; each adapter can be merged once.")
+    unknown = [a for a in adapters if a not in model.peft_config]
+    if unknown:
+        loaded = [a for a in model.peft_config if a != MERGED_ADAPTER]
+        raise ValueError(f"Adapter(s) {unknown} are not loaded in this model. Loaded adapters: {loaded}.")
+    if weights is None:
+        weights = [1.0 / len(adapters)] * len(adapters)
+    weights = [float(w) for w in weights]
+    if len(weights) != len(adapters):
+        raise ValueError(
+            f"Got {len(weights)} weight(s) for {len(adapters)} adapter(s); give one weight per adapter, "
+            "or none for equal weights 1/K."
+        )
+    configs = [model.peft_config[a] for a in adapters]
+    if method.needs_equal_rank and len({c.r for c in configs}) > 1:
+        ranks = {a: c.r for a, c in zip(adapters, configs)}
+        raise ValueError(
+            f"Method {method.name!r} needs adapters of equal rank, got {ranks}. Use 'task_arithmetic', 'cat' or "
+            "'svd', which accept different ranks."
+        )
+    targets = {a: frozenset(lora_layers_names(model, a)) for a in adapters}
+    if method.needs_equal_rank and len(set(targets.values())) > 1:
+        raise ValueError(
+            f"Method {method.name!r} needs adapters with the same target modules, but they differ: "
+            + "; ".join(f"{a}: {len(t)} modules" for a, t in targets.items())
+            + ". Use 'task_arithmetic' or 'cat', or retrain with the same target_modules."
+        )
+    if method.uses_density:
+        if density is None:
+            raise ValueError(f"Method {method.name!r} needs density=, the fraction of weights kept, in (0, 1].")
+        if not 0.0 < float(density) <= 1.0:
+            raise ValueError(f"density must be in (0, 1], got {density}.")
+    elif density is not None:
+        raise ValueError(f"Method {method.name!r} takes no density; only {_density_methods()} do.")
+    return weights
+
+
+def _density_methods() -> str:
+    return ", ".join(m.name for m in MERGE_METHODS.values() if m.uses_density)
+
+
+def lora_layers_names(model: PeftModel, adapter: str) -> list[str]:
+    return [name for name, layer in lora_layers(model).items() if adapter in layer.lora_A]
+
+
+def merge_adapters(
+    model: PeftModel,
+    adapters: Sequence[str],
+    weights: Sequence[float] | None = None,
+    method: str = "task_arithmetic",
+    *,
+    density: float | None = None,
+    svd_rank: int | None = None,
+    majority_sign_method: str = "total",
+    seed: int = 0,
+) -> nn.Module:
+    """Merge named adapters of ``model`` into a new plain backbone (no LoRA layers left).
+
+    Args:
+        model: A ``PeftModel`` holding the adapters (see :func:`lora_merge_utils.load_adapters`); left unchanged.
+        adapters: Names of the adapters to merge.
+        weights: One weight per adapter; default equal weights ``1/K``.
+        method: One of :data:`MERGE_METHODS`: ``task_arithmetic`` (exact ``W + sum_i w_i dW_i``), or a PEFT
+            ``add_weighted_adapter`` combination type: ``linear``, ``cat``, ``svd``, ``ties``, ``dare_linear``,
+            ``dare_ties``, ``magnitude_prune``.
+        density: Fraction of weights kept, in (0, 1], for ``ties``, ``dare_*`` and ``magnitude_prune``.
+        svd_rank: Rank of the ``svd`` result (default: the largest input rank).
+        majority_sign_method: ``"total"`` or ``"frequency"``, for the TIES sign election.
+        seed: Seeds DARE's random drop, so a merge is reproducible (the global RNG is left as it was).
+
+    Returns:
+        A deep copy of the base backbone with the merged update folded into its weights, in eval mode.
+    """
+    spec = get_merge_method(method)
+    weights = _validate(model, adapters, weights, spec, density)
+    work = copy.deepcopy(model)
+    if spec.peft_combination is None:
+        merged = _task_arithmetic(work, list(adapters), weights)
+    else:
+        kwargs = {"combination_type": spec.peft_combination, "majority_sign_method": majority_sign_method}
+        if spec.uses_density:
+            kwargs["density"] = float(density)
+        if spec.uses_svd_rank:
+            kwargs["svd_rank"] = svd_rank
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            work.add_weighted_adapter(list(adapters), weights, adapter_name=MERGED_ADAPTER, **kwargs)
+        work.set_adapter(MERGED_ADAPTER)
+        merged = work.merge_and_unload(adapter_names=[MERGED_ADAPTER])
+    merged.eval()
+    merged.requires_grad_(False)
+    return merged
+
+
+def _task_arithmetic(work: PeftModel, adapters: list[str], weights: list[float]) -> nn.Module:
+    deltas: dict[str, torch.Tensor] = {}
+    for adapter, weight in zip(adapters, weights):
+        for name, delta in delta_weights(work, adapter).items():
+            deltas[name] = deltas.get(name, 0) + weight * delta
+    plain = work.unload()
+    modules = dict(plain.named_modules())
+    with torch.no_grad():
+        for name, delta in deltas.items():
+            modules[name].weight += delta.to(modules[name].weight.dtype)
+    return plain
+
+
+def merged_delta(base: nn.Module, merged: nn.Module) -> dict[str, torch.Tensor]:
+    """Per-layer ``W_merged - W_base`` for every weight that changed (to inspect or compare merges)."""
+    base_state = base.state_dict()
+    return {
+        name.removesuffix(".weight"): (tensor - base_state[name])
+        for name, tensor in merged.state_dict().items()
+        if name.endswith(".weight") and not torch.equal(tensor, base_state[name])
+    }

@@ -1,0 +1,43 @@
+"""A multi-task model: one (merged) backbone, one linear head per task, one forward pass for all tasks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MultiTaskModel(nn.Module):
+    """One backbone shared by K tasks, each with its own head.
+
+    ``model(x)`` runs the backbone once and returns ``{task: logits}`` for every head (or only the ``tasks`` asked
+    for). The heads are copies, so the caller's heads are never changed.
+    """
+
+    def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module]):
+        super().__init__()
+        if not heads:
+            raise ValueError("A MultiTaskModel needs at least one head.")
+        width = getattr(backbone, "num_features", None)
+        for name, head in heads.items():
+            if width is not None and getattr(head, "in_features", width) != width:
+                raise ValueError(
+                    f"Head {name!r} expects {head.in_features} features but the backbone gives {width}: "
+                    "it was trained on another backbone."
+                )
+        self.backbone = backbone
+        self.heads = nn.ModuleDict({name: _copy(head) for name, head in heads.items()})
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.heads)
+
+    def forward(self, x: torch.Tensor, tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
+        features = self.backbone(x)
+        names = tasks or self.tasks
+        return {name: self.heads[name](features) for name in names}
+
+
+def _copy(module: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(module)

@@ -1,0 +1,58 @@
+"""Shared fixtures. Tests never touch the network: the Hub is switched to offline mode before anything imports it."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.pop("LORA_BOOK_PROFILE", None)
+os.environ.pop("LORA_BOOK_DATA_DIR", None)
+os.environ.pop("LORA_BOOK_BACKBONE_FILE", None)
+
+import copy  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from peft import LoraConfig, get_peft_model  # noqa: E402
+from torch import nn  # noqa: E402
+
+from lora_merge_utils import TINY, create_backbone  # noqa: E402
+from lora_merge_utils.artifacts import save_adapter  # noqa: E402
+from lora_merge_utils.backbone import backbone_identity  # noqa: E402
+from lora_merge_utils.profiles import TrainSettings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def backbone() -> nn.Module:
+    """The shipped tiny backbone (frozen, CPU)."""
+    return create_backbone(TINY)
+
+
+@pytest.fixture(scope="session")
+def mini_profile():
+    """The tiny profile shrunk for tests: three tasks, few images, one short epoch."""
+    return TINY.replace(
+        tasks=("digits", "shapes", "gratings"),
+        train_per_class=12,
+        test_per_class=8,
+        train=TrainSettings(head_epochs=5, adapter_epochs=1, batch_size=32, eval_batch_size=128),
+    )
+
+
+def make_random_adapter(backbone: nn.Module, directory: Path, seed: int, rank: int = 4, num_classes: int = 3,
+                        target_modules: str | None = None) -> Path:
+    """Save an adapter with random (non-zero) A and B factors, as training would leave it, plus a head."""
+    torch.manual_seed(seed)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, init_lora_weights=False,
+                        target_modules=target_modules or TINY.lora.target_modules)
+    model = get_peft_model(copy.deepcopy(backbone), config)
+    head = nn.Linear(backbone.num_features, num_classes)
+    return save_adapter(model, head, {"backbone": backbone_identity(backbone), "accuracy": 0.5}, directory)
+
+
+@pytest.fixture
+def random_adapters(backbone, tmp_path):
+    """Three random rank-4 adapters saved under tmp_path, as ``{name: directory}``."""
+    return {name: make_random_adapter(backbone, tmp_path / name, seed=i) for i, name in enumerate(["a", "b", "c"])}

@@ -1,0 +1,77 @@
+import copy
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+
+from lora_merge_utils import TINY, create_backbone, load_adapters
+from lora_merge_utils.artifacts import atomic_dir, check_adapter_dir
+
+from .conftest import make_random_adapter
+
+
+def test_saved_adapter_is_plain_peft_format_and_round_trips(backbone, tmp_path, random_adapters):
+    directory = random_adapters["a"]
+    assert {"adapter_config.json", "adapter_model.safetensors", "head.safetensors", "metrics.json"} <= {
+        p.name for p in directory.iterdir()}
+    plain = PeftModel.from_pretrained(copy.deepcopy(backbone), str(directory)).eval()
+    ours, heads = load_adapters(backbone, {"a": directory})
+    ours.set_adapter("a")
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), ours(x), rtol=0, atol=0)
+        assert not torch.allclose(plain(x), backbone(x)), "the adapter changes the output"
+    assert heads["a"].out_features == 3
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "adapters" / "digits"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "adapter_config.json").write_text("{}")
+            raise RuntimeError("killed mid-way")
+    assert not target.exists()
+    assert list((tmp_path / "adapters").iterdir()) == []
+
+
+def test_atomic_dir_replaces_an_old_version(tmp_path):
+    target = tmp_path / "x"
+    for version in ("1", "2"):
+        with atomic_dir(target) as tmp:
+            (tmp / "v").write_text(version)
+    assert (target / "v").read_text() == "2"
+    assert [p.name for p in tmp_path.iterdir()] == ["x"]
+
+
+def test_missing_adapter_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train-adapter --task ghost"):
+        check_adapter_dir(tmp_path / "ghost")
+
+
+def test_incomplete_adapter_directory(random_adapters):
+    (random_adapters["a"] / "head.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="missing head.safetensors"):
+        check_adapter_dir(random_adapters["a"])
+
+
+def test_corrupt_adapter_weights(random_adapters, backbone):
+    path = random_adapters["b"] / "adapter_model.safetensors"
+    path.write_bytes(b"\x07" * 64)
+    with pytest.raises(ValueError, match="corrupt"):
+        load_adapters(backbone, {"b": random_adapters["b"]})
+
+
+def test_corrupt_metrics(random_adapters):
+    (random_adapters["c"] / "metrics.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        check_adapter_dir(random_adapters["c"])
+
+
+def test_adapters_of_another_backbone_are_refused(tmp_path, backbone):
+    other = create_backbone(TINY, pretrained=False)
+    directory = make_random_adapter(other, tmp_path / "other", seed=0)
+    with pytest.raises(ValueError, match="trained on backbone"):
+        load_adapters(backbone, {"other": directory})
+    metrics = json.loads((directory / "metrics.json").read_text())
+    assert metrics["backbone"].startswith("vit_tiny_patch16_224@")

@@ -1,0 +1,72 @@
+import json
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from lora_merge_utils import FULL, TINY, create_backbone
+from lora_merge_utils.backbone import asset_path, backbone_identity
+from lora_merge_utils.profiles import BackboneSpec
+
+
+def test_tiny_backbone_loads_shipped_weights(backbone):
+    manifest = json.loads(asset_path("tiny_vit_fractal.json").read_text())
+    assert asset_path("tiny_vit_fractal.safetensors").stat().st_size < 10 * 2**20
+    assert manifest["parameters"] == sum(p.numel() for p in backbone.state_dict().values())
+    assert backbone.num_classes == 0
+    assert backbone(torch.zeros(2, 3, 32, 32)).shape == (2, 96)
+    assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_random_backbone_differs_and_has_another_identity(backbone):
+    random = create_backbone(TINY, pretrained=False)
+    assert backbone_identity(random) != backbone_identity(backbone)
+    assert backbone_identity(create_backbone(TINY)) == backbone_identity(backbone)
+
+
+def test_corrupt_shipped_weights_are_refused(tmp_path, monkeypatch):
+    weights = tmp_path / "tiny_vit_fractal.safetensors"
+    weights.write_bytes(asset_path("tiny_vit_fractal.safetensors").read_bytes()[:-10] + b"0" * 10)
+    (tmp_path / "tiny_vit_fractal.json").write_text(asset_path("tiny_vit_fractal.json").read_text())
+    monkeypatch.setattr("lora_merge_utils.backbone.asset_path", lambda name: tmp_path / name)
+    with pytest.raises(ValueError, match="corrupt"):
+        create_backbone(TINY)
+
+
+SMALL = dict(img_size=32, depth=1, embed_dim=64, num_heads=2)
+
+
+def _hub_like_checkpoint(path):
+    """A stand-in for the Hub checkpoint: same timm architecture family and keys, including the 21k head."""
+    reference = timm.create_model(FULL.backbone.model_name, pretrained=False, num_classes=21843, **SMALL)
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    return reference
+
+
+def test_full_backbone_loads_a_local_weights_file(tmp_path):
+    reference = _hub_like_checkpoint(tmp_path / "model.safetensors")
+    profile = FULL.replace(backbone=BackboneSpec(FULL.backbone.model_name, str(tmp_path / "model.safetensors"), SMALL))
+    model = create_backbone(profile)
+    assert model.num_classes == 0
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, reference.state_dict()[name])
+
+
+def test_full_backbone_reads_weights_file_from_environment(tmp_path, monkeypatch):
+    reference = _hub_like_checkpoint(tmp_path / "model.safetensors")
+    monkeypatch.setenv("LORA_BOOK_BACKBONE_FILE", str(tmp_path / "model.safetensors"))
+    model = create_backbone(FULL.replace(backbone=BackboneSpec(FULL.backbone.model_name, "hub", SMALL)))
+    torch.testing.assert_close(model.state_dict()["pos_embed"], reference.state_dict()["pos_embed"])
+
+
+def test_full_backbone_offline_without_local_copy_says_how_to_get_one():
+    profile = FULL.replace(backbone=BackboneSpec(FULL.backbone.model_name, "hub", SMALL))
+    with pytest.raises(FileNotFoundError, match="LORA_BOOK_BACKBONE_FILE"):
+        create_backbone(profile)
+
+
+def test_missing_local_weights_file(tmp_path):
+    profile = FULL.replace(backbone=BackboneSpec(FULL.backbone.model_name, str(tmp_path / "nope.safetensors"), SMALL))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        create_backbone(profile)

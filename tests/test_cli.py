@@ -1,0 +1,39 @@
+import subprocess
+import sys
+
+import pytest
+
+from lora_merge_utils.cli import build_parser, main
+
+
+@pytest.mark.parametrize("command", ["run", "train-head", "train-adapter", "evaluate", "merge", "list"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and len(out.splitlines()[2]) > 40, "each command describes itself"
+
+
+def test_list_names_tasks_and_methods(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "digits" in out and "task_arithmetic" in out and "dare_ties" in out
+
+
+def test_unknown_task_is_a_clear_error(tmp_path, capsys):
+    assert main(["merge", "digits", "cifar", "--profile", "tiny", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "Unknown task 'cifar'" in capsys.readouterr().err
+    assert not (tmp_path / "adapters").exists(), "nothing was trained before the name was checked"
+
+
+def test_unknown_method_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["merge", "digits", "mnist", "--method", "average"])
+    assert "invalid choice: 'average'" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "lora_merge_utils", "list"], capture_output=True, text=True,
+                            check=True)
+    assert "profile tiny" in result.stdout

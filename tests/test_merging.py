@@ -1,0 +1,137 @@
+import copy
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lora_merge_utils import load_adapters, merge_adapters
+from lora_merge_utils.artifacts import read_json
+from lora_merge_utils.merging import MERGE_METHODS, merged_delta
+
+from .conftest import make_random_adapter
+
+
+def independent_delta(directory, layer: str) -> torch.Tensor:
+    """dW = (alpha / r) * B @ A read straight from the saved safetensors file, without PEFT's layer code."""
+    config = read_json(directory / "adapter_config.json")
+    state = load_file(str(directory / "adapter_model.safetensors"))
+    prefix = f"base_model.model.{layer}"
+    a, b = state[f"{prefix}.lora_A.weight"], state[f"{prefix}.lora_B.weight"]
+    return (config["lora_alpha"] / config["r"]) * (b.double() @ a.double())
+
+
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.double() - want).norm() / want.norm())
+
+
+@pytest.mark.parametrize("weights", [None, [0.7, 0.2, 0.5]])
+def test_task_arithmetic_is_the_exact_weighted_sum_layer_by_layer(backbone, random_adapters, weights):
+    names = list(random_adapters)
+    model, _ = load_adapters(backbone, random_adapters)
+    merged = merge_adapters(model, names, weights, method="task_arithmetic")
+    deltas = merged_delta(backbone, merged)
+    w = weights or [1 / 3] * 3
+    assert len(deltas) == 4 * len(backbone.blocks)
+    for layer, delta in deltas.items():
+        want = sum(wi * independent_delta(random_adapters[n], layer) for wi, n in zip(w, names))
+        assert relative_error(delta, want) < 1e-5, layer
+
+
+def test_peft_linear_is_not_the_weighted_sum_but_cat_is(backbone, random_adapters):
+    model, _ = load_adapters(backbone, random_adapters)
+    names = list(random_adapters)
+    want = {layer: sum(independent_delta(random_adapters[n], layer) for n in names) / 3
+            for layer in merged_delta(backbone, merge_adapters(model, names))}
+    linear = merged_delta(backbone, merge_adapters(model, names, method="linear"))
+    cat = merged_delta(backbone, merge_adapters(model, names, method="cat"))
+    linear_errors = [relative_error(linear[layer], want[layer]) for layer in want]
+    cat_errors = [relative_error(cat[layer], want[layer]) for layer in want]
+    assert min(linear_errors) > 0.1, "PEFT linear mixes A and B factors: far from the sum of updates"
+    assert max(cat_errors) < 1e-5
+
+
+def test_merging_leaves_adapters_untouched(backbone, random_adapters):
+    model, _ = load_adapters(backbone, random_adapters)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    files = {n: (d / "adapter_model.safetensors").read_bytes() for n, d in random_adapters.items()}
+    for method, kwargs in [("task_arithmetic", {}), ("linear", {}), ("ties", {"density": 0.5}),
+                           ("dare_linear", {"density": 0.5}), ("svd", {"svd_rank": 4})]:
+        merge_adapters(model, list(random_adapters), method=method, **kwargs)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for key, tensor in before.items():
+        assert torch.equal(tensor, after[key]), key
+    assert set(model.peft_config) == set(random_adapters)
+    for name, directory in random_adapters.items():
+        assert (directory / "adapter_model.safetensors").read_bytes() == files[name]
+
+
+@pytest.mark.parametrize("method", list(MERGE_METHODS))
+def test_every_method_returns_a_working_plain_backbone(backbone, random_adapters, method):
+    model, _ = load_adapters(backbone, random_adapters)
+    spec = MERGE_METHODS[method]
+    kwargs = {"density": 0.5} if spec.uses_density else {}
+    merged = merge_adapters(model, ["a", "b"], method=method, **kwargs)
+    assert not any("lora" in name for name, _ in merged.named_modules())
+    x = torch.randn(2, 3, 32, 32)
+    out = merged(x)
+    assert out.shape == (2, 96) and torch.isfinite(out).all()
+    assert not torch.allclose(out, backbone(x))
+
+
+def test_dare_is_reproducible_with_a_seed_and_varies_without(backbone, random_adapters):
+    model, _ = load_adapters(backbone, random_adapters)
+    first = merge_adapters(model, ["a", "b"], method="dare_linear", density=0.5, seed=1).state_dict()
+    again = merge_adapters(model, ["a", "b"], method="dare_linear", density=0.5, seed=1).state_dict()
+    other = merge_adapters(model, ["a", "b"], method="dare_linear", density=0.5, seed=2).state_dict()
+    key = "blocks.0.attn.qkv.weight"
+    assert torch.equal(first[key], again[key]) and not torch.equal(first[key], other[key])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(method="mean"), "Valid methods: task_arithmetic, linear"),
+        (dict(weights=[0.5]), "1 weight\\(s\\) for 2 adapter"),
+        (dict(method="ties", density=0.0), "density must be in \\(0, 1\\]"),
+        (dict(method="ties", density=1.5), "density must be in \\(0, 1\\]"),
+        (dict(method="ties"), "needs density="),
+        (dict(method="linear", density=0.5), "takes no density"),
+    ],
+)
+def test_bad_arguments_are_named(backbone, random_adapters, kwargs, error):
+    model, _ = load_adapters(backbone, random_adapters)
+    with pytest.raises(ValueError, match=error):
+        merge_adapters(model, ["a", "b"], **kwargs)
+
+
+def test_unknown_adapter_name_lists_the_loaded_ones(backbone, random_adapters):
+    model, _ = load_adapters(backbone, random_adapters)
+    with pytest.raises(ValueError, match="Loaded adapters: \\['a', 'b', 'c'\\]"):
+        merge_adapters(model, ["a", "z"])
+
+
+def test_unequal_ranks_are_refused_where_needed_and_fine_for_exact_methods(backbone, tmp_path):
+    dirs = {"r4": make_random_adapter(backbone, tmp_path / "r4", seed=0, rank=4),
+            "r8": make_random_adapter(backbone, tmp_path / "r8", seed=1, rank=8)}
+    model, _ = load_adapters(backbone, dirs)
+    with pytest.raises(ValueError, match="equal rank"):
+        merge_adapters(model, ["r4", "r8"], method="linear")
+    merge_adapters(model, ["r4", "r8"], method="task_arithmetic")
+    merge_adapters(model, ["r4", "r8"], method="cat")
+
+
+def test_unequal_target_modules_are_refused_where_needed(backbone, tmp_path):
+    dirs = {"all": make_random_adapter(backbone, tmp_path / "all", seed=0),
+            "attn": make_random_adapter(backbone, tmp_path / "attn", seed=1,
+                                        target_modules=r"blocks\.\d+\.attn\.qkv")}
+    model, _ = load_adapters(backbone, dirs)
+    with pytest.raises(ValueError, match="same target modules"):
+        merge_adapters(model, ["all", "attn"], method="ties", density=0.5)
+    merged = merge_adapters(model, ["all", "attn"], method="task_arithmetic")
+    assert len(merged_delta(backbone, merged)) == 4 * len(backbone.blocks)
+
+
+def test_merge_needs_a_peft_model(backbone):
+    with pytest.raises(ValueError, match="needs a peft.PeftModel"):
+        merge_adapters(copy.deepcopy(backbone), ["a"])

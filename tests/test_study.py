@@ -1,0 +1,68 @@
+import pandas as pd
+import pytest
+
+from lora_merge_utils import Study, run_study
+from lora_merge_utils.evaluation import merge_combinations, pairwise_matrix, summarize_merges
+
+SINGLES = {"task", "head_accuracy", "adapter_accuracy", "num_test"}
+MERGES = {"members", "size", "method", "weights", "task", "accuracy", "adapter_accuracy", "head_accuracy",
+          "normalized_accuracy"}
+
+
+def test_merge_combinations_of_six_tasks():
+    combos = merge_combinations(list("abcdef"))
+    assert sum(len(c) == 2 for c in combos) == 15 and sum(len(c) == 3 for c in combos) == 20
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory, mini_profile):
+    root = tmp_path_factory.mktemp("study")
+    first = run_study(mini_profile, root, methods=("task_arithmetic", "linear"), progress=False)
+    return root, first
+
+
+def test_run_study_writes_the_tables(study_run, mini_profile):
+    root, tables = study_run
+    singles = pd.read_csv(root / "results" / "singles.csv")
+    merges = pd.read_csv(root / "results" / "merges.csv")
+    assert SINGLES <= set(singles.columns) and list(singles["task"]) == list(mini_profile.tasks)
+    assert MERGES <= set(merges.columns)
+    # 3 pairs x 2 members + 1 triple x 3 members, for each of 2 methods
+    assert len(merges) == 2 * (3 * 2 + 3)
+    assert set(merges["members"]) == {"digits+shapes", "digits+gratings", "shapes+gratings", "digits+shapes+gratings"}
+    ratio = merges["accuracy"] / merges["adapter_accuracy"]
+    assert (ratio - merges["normalized_accuracy"]).abs().max() < 1e-5
+    for method in ("task_arithmetic", "linear"):
+        assert (root / "results" / f"pairwise_heatmap_{method}.png").stat().st_size > 10_000
+    for task in mini_profile.tasks:
+        assert (root / "adapters" / task / "adapter_model.safetensors").is_file()
+        assert (root / "heads" / task / "head.safetensors").is_file()
+
+
+def test_second_run_reuses_artifacts_and_gives_identical_tables(study_run, mini_profile):
+    root, _ = study_run
+    adapter = root / "adapters" / "digits" / "adapter_model.safetensors"
+    stamp = adapter.stat().st_mtime_ns
+    before = {name: (root / "results" / name).read_text() for name in ("singles.csv", "merges.csv")}
+    run_study(mini_profile, root, progress=False)
+    assert adapter.stat().st_mtime_ns == stamp, "a warm run must not retrain"
+    for name, text in before.items():
+        assert (root / "results" / name).read_text() == text, f"{name} differs between runs"
+
+
+def test_a_killed_adapter_is_retrained(study_run, mini_profile):
+    root, _ = study_run
+    (root / "adapters" / "shapes" / "metrics.json").unlink()  # as if killed before the last file
+    study = Study.open(mini_profile, root, progress=False)
+    assert not study.store.has_adapter("shapes")
+    study.ensure_adapter("shapes")
+    assert study.store.has_adapter("shapes")
+
+
+def test_summary_and_pairwise_matrix(study_run, mini_profile):
+    _, tables = study_run
+    summary = summarize_merges(tables["merges"])
+    assert set(summary["size"]) == {2, 3}
+    assert summary["worst_normalized"].le(summary["mean_normalized"]).all()
+    matrix = pairwise_matrix(tables["merges"], "task_arithmetic", mini_profile.tasks)
+    assert matrix.isna().values.diagonal().all() and matrix.notna().sum().sum() == 6
