@@ -18,7 +18,8 @@ def pairwise_heatmap(merges: pd.DataFrame, method: str, tasks: Sequence[str], ax
     own = ax is None
     if own:
         figure, ax = plt.subplots(figsize=(6.2, 5))
-    sns.heatmap(matrix, annot=True, fmt=".2f", vmin=max(0.0, float(np.nanmin(matrix.values)) - 0.05), vmax=1.0,
+    low, high = float(np.nanmin(matrix.values)), float(np.nanmax(matrix.values))
+    sns.heatmap(matrix, annot=True, fmt=".2f", vmin=max(0.0, low - 0.05), vmax=max(1.0, high),
                 cmap="viridis", mask=matrix.isna(), square=True, cbar_kws={"label": "merged / single-adapter accuracy"},
                 ax=ax)
     ax.set_xlabel("merged with adapter of")

@@ -61,6 +61,16 @@ class Study:
         backbone = create_backbone(profile).to(device)
         return cls(profile, root, backbone, device, progress)
 
+    def describe(self) -> str:
+        """A few lines saying what this run uses: profile, device, backbone, artifact folder and library versions."""
+        versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
+        return (f"profile: {self.profile.name} ({len(self.profile.tasks)} tasks: {', '.join(self.profile.tasks)})\n"
+                f"device: {self.device}\n"
+                f"backbone: {backbone_identity(self.backbone)} "
+                f"({sum(p.numel() for p in self.backbone.parameters()):,} parameters)\n"
+                f"artifacts: {self.root}\n"
+                f"versions: {versions}")
+
     @property
     def store(self) -> ArtifactStore:
         return ArtifactStore(self.root)
