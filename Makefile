@@ -1,22 +1,27 @@
-# Everything a reader or CI needs: `make run`, `make test` (and later `make book`). Each sets up .venv if missing.
+# Everything a reader or CI needs: `make book`, `make run`, `make test`. Each sets up .venv if missing.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= tiny
 OUT ?= artifacts/$(PROFILE)
 
-.PHONY: help setup run test lint bench clean
+NOTEBOOKS := $(wildcard notebooks/[0-9]*.ipynb)
+# Notebooks always run in the tiny profile here, without progress bars (their stored outputs hold results).
+NB_ENV := LORA_BOOK_PROFILE=tiny LORA_BOOK_PROGRESS=0 PYTHONHASHSEED=0
+
+.PHONY: help setup run test lint bench notebooks book student clean
 
 help:
-	@echo "make run    - run the whole study headless in the $(PROFILE) profile (results in $(OUT)/results)"
-	@echo "make test   - run the test suite"
-	@echo "make lint   - ruff"
-	@echo "make bench  - print training/evaluation throughput, merge time and grid wall times"
-	@echo "make clean  - remove artifacts and build outputs (keeps .venv)"
+	@echo "make book     - execute every chapter in the tiny profile and render the book into _build/html"
+	@echo "make run      - run the whole study headless in the $(PROFILE) profile (results in $(OUT)/results)"
+	@echo "make test     - ruff, the unit tests, and every chapter executed by nbval"
+	@echo "make student  - notebooks/student/: chapters with solutions stubbed and outputs cleared"
+	@echo "make lint     - ruff"
+	@echo "make bench    - print training/evaluation throughput, merge time and grid wall times"
+	@echo "make clean    - remove artifacts and build outputs (keeps .venv)"
 
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c requirements/constraints.txt -e '.[dev,book]'
 	touch $@
 
@@ -26,14 +31,24 @@ run: setup
 	$(PY) -m lora_merge_utils run --profile $(PROFILE) --out $(OUT)
 
 test: setup
-	$(PY) -m ruff check lora_merge_utils scripts benchmarks tests
-	$(PY) -m pytest -q
+	$(PY) -m ruff check .
+	$(NB_ENV) $(PY) -m pytest -q tests $(NOTEBOOKS) --nbval-lax
 
 lint: setup
-	$(PY) -m ruff check lora_merge_utils scripts benchmarks tests
+	$(PY) -m ruff check .
 
 bench: setup
 	$(PY) benchmarks/benchmark_grid.py
+
+notebooks: setup
+	$(NB_ENV) $(PY) scripts/execute_notebooks.py
+
+book: notebooks
+	rm -rf _build/html
+	$(VENV)/bin/jupyter-book build . -W --keep-going
+
+student: setup
+	$(PY) scripts/make_student.py
 
 clean:
 	rm -rf artifacts _build notebooks/student .pytest_cache

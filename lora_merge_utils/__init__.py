@@ -10,6 +10,7 @@ The helper library of the book *Can I just merge my vision LoRAs?*. The main ent
 * :class:`Study`, :func:`run_study`, :func:`evaluate_merges` -- the study's grid and tables.
 """
 
+from . import _progress  # noqa: F401  (first: imports tqdm.auto before any library does, without its warning)
 from .artifacts import ArtifactStore, load_adapters, load_head
 from .backbone import backbone_identity, create_backbone
 from .evaluation import (

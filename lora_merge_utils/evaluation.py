@@ -10,8 +10,8 @@ import torch
 from peft import PeftModel
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
+from ._progress import tqdm
 from .merging import get_merge_method, merge_adapters
 from .multitask import MultiTaskModel
 from .training import autocast, make_loader

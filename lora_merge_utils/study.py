@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from ._progress import tqdm
 from .artifacts import (
     ArtifactStore,
     default_root,

@@ -12,8 +12,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm.auto import tqdm
 
+from ._progress import tqdm
 from .profiles import LoraSettings, Profile, TrainSettings, get_device
 
 

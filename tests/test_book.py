@@ -1,0 +1,89 @@
+"""The book's structure: every chapter has what a reader and an instructor expect, and the stored outputs are clean.
+(Executing the chapters is nbval's job: `pytest --nbval-lax notebooks/`.)"""
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+
+
+def _toc_files():
+    files = [TOC["root"]]
+    for part in TOC["parts"]:
+        files += [chapter["file"] for chapter in part["chapters"]]
+    return files
+
+
+def test_there_are_chapters_and_the_toc_lists_every_one():
+    assert len(CHAPTERS) >= 5
+    listed = _toc_files()
+    for path in CHAPTERS:
+        assert f"notebooks/{path.stem}" in listed, f"{path.name} is missing from _toc.yml"
+    for entry in listed:
+        assert (ROOT / f"{entry}.md").exists() or (ROOT / f"{entry}.ipynb").exists(), entry
+
+
+def test_book_builds_with_jupyter_book_1():
+    assert CONFIG["execute"]["execute_notebooks"] == "off", "the book renders the committed outputs"
+    assert CONFIG["launch_buttons"]["colab_url"].startswith("https://colab.research.google.com")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_structure(path):
+    notebook = nbformat.read(path, as_version=4)
+    cells = notebook.cells
+    first = cells[0].source
+    url = CONFIG["repository"]["url"].rstrip("/")
+    owner_repo = url.split("github.com/")[-1]
+    badge = f"colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{path.name}"
+    assert first.startswith("# ") and badge in first
+    setup = [c for c in cells if "setup" in c.metadata.get("tags", [])]
+    assert len(setup) == 1 and f'REPO_URL = "{url}"' in setup[0].source
+    headings = [c.source for c in cells if c.cell_type == "markdown"]
+    assert any(h.startswith("## What we found") for h in headings)
+    exercises = [h for h in headings if h.startswith("## Exercises")]
+    assert len(exercises) == 1
+    numbered = re.findall(r"^\d+\. \*\((easy|medium|open)\)\*", exercises[0], flags=re.M)
+    solutions = [c for c in cells if "solution" in c.metadata.get("tags", [])]
+    assert 3 <= len(numbered) <= 5 and len(solutions) == len(numbered)
+    assert all("hide-input" in c.metadata["tags"] for c in solutions), "solutions render collapsed"
+    code = [c for c in cells if c.cell_type == "code"]
+    assert any("NBVAL_CHECK_OUTPUT" in c.source for c in code)
+    assert any(re.search(r"^assert ", c.source, flags=re.M) for c in code), "a key result is guarded by an assert"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_is_committed_executed_and_clean(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code" and c.source.strip()]
+    assert all(c.execution_count for c in code), "execute it with `make notebooks` before committing"
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), "executed top to bottom in one run"
+    for cell in code:
+        for output in cell.outputs:
+            assert not (output.output_type == "stream" and output.name == "stderr"), output.text[:200]
+            assert output.output_type != "error"
+            text = json.dumps(output)
+            assert str(ROOT) not in text and str(Path.home()) + "/" not in text, "no absolute paths in outputs"
+
+
+def test_student_version_stubs_solutions_and_clears_outputs():
+    spec = importlib.util.spec_from_file_location("make_student", ROOT / "scripts" / "make_student.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    original = nbformat.read(CHAPTERS[0], as_version=4)
+    student = module.student_version(original)
+    solutions = [c for c in original.cells if "solution" in c.metadata.get("tags", [])]
+    assert sum(c.source == module.STUB for c in student.cells) == len(solutions) > 0
+    assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
+    assert len(student.cells) == len(original.cells)
+    assert any(c.get("outputs") for c in original.cells if c.cell_type == "code"), "the original is untouched"
