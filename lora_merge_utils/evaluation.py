@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
@@ -65,6 +67,24 @@ def weights_label(weights: Sequence[float] | None, size: int) -> str:
     return "+".join(f"{w:g}" for w in weights)
 
 
+@dataclass(frozen=True)
+class MergeSpec:
+    """A merge method with its hyperparameters, under a label for tables: ``MergeSpec("ties d=0.5", "ties",
+    {"density": 0.5})``. A plain method name stands for ``MergeSpec(name, name, {})``."""
+
+    label: str
+    method: str
+    params: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, spec: MergeSpec | str) -> MergeSpec:
+        return spec if isinstance(spec, MergeSpec) else cls(spec, spec, {})
+
+    @property
+    def params_label(self) -> str:
+        return json.dumps(self.params, sort_keys=True)
+
+
 def merge_combinations(tasks: Sequence[str], sizes: Sequence[int] = (2, 3)) -> list[tuple[str, ...]]:
     """All merges of ``size`` adapters among ``tasks`` (15 pairs and 20 triples for six tasks), in a fixed order."""
     return [combo for size in sizes for combo in itertools.combinations(tasks, size)]
@@ -75,10 +95,9 @@ def evaluate_merges(
     heads: dict[str, nn.Module],
     test_sets: dict[str, Dataset],
     singles: pd.DataFrame,
-    methods: Sequence[str] = ("task_arithmetic", "linear"),
+    methods: Sequence[str | MergeSpec] = ("task_arithmetic", "linear"),
     sizes: Sequence[int] = (2, 3),
     combos: Sequence[Sequence[str]] | None = None,
-    method_kwargs: dict[str, dict] | None = None,
     device: torch.device | None = None,
     batch_size: int = 256,
     amp: bool = True,
@@ -89,26 +108,26 @@ def evaluate_merges(
     Args:
         model: ``PeftModel`` holding one adapter per task (named by task).
         heads: The adapters' heads by task.
-        test_sets: Test split of each task.
-        singles: The singles table (columns ``task``, ``head_accuracy``, ``adapter_accuracy``), for normalisation.
-        methods: Merge method names (see :data:`lora_merge_utils.merging.MERGE_METHODS`).
+        test_sets: The split to score on, per task (the test split, or the validation split when tuning).
+        singles: The singles table on the same split (``task``, ``head_accuracy``, ``adapter_accuracy``).
+        methods: Merge method names (see :data:`lora_merge_utils.merging.MERGE_METHODS`) or :class:`MergeSpec`
+            objects carrying hyperparameters, e.g. ``MergeSpec("ties d=0.5", "ties", {"density": 0.5})``.
         sizes: Numbers of adapters per merge; ignored when ``combos`` is given.
-        method_kwargs: Extra arguments per method, e.g. ``{"ties": {"density": 0.5}}``.
 
     Returns:
-        One row per merge x method x member task with ``members, size, method, weights, task, accuracy,
+        One row per merge x method x member task with ``members, size, method, params, weights, task, accuracy,
         adapter_accuracy, head_accuracy, normalized_accuracy, beats_head``.
     """
-    for method in methods:
-        get_merge_method(method)
+    specs = [MergeSpec.of(m) for m in methods]
+    for spec in specs:
+        get_merge_method(spec.method)
     device = device or torch.device("cpu")
-    method_kwargs = method_kwargs or {}
     combos = [tuple(c) for c in combos] if combos is not None else merge_combinations(list(heads), sizes)
     reference = singles.set_index("task")
     rows = []
-    jobs = [(combo, method) for combo in combos for method in methods]
-    for combo, method in tqdm(jobs, desc="merges", disable=not progress):
-        merged = merge_adapters(model, combo, method=method, **method_kwargs.get(method, {})).to(device)
+    jobs = [(combo, spec) for combo in combos for spec in specs]
+    for combo, spec in tqdm(jobs, desc="merges", disable=not progress):
+        merged = merge_adapters(model, combo, method=spec.method, **spec.params).to(device)
         multitask = MultiTaskModel(merged, {t: heads[t] for t in combo}).to(device).eval()
         scores = evaluate_multitask(multitask, {t: test_sets[t] for t in combo}, device=device,
                                     batch_size=batch_size, amp=amp)
@@ -117,8 +136,10 @@ def evaluate_merges(
             rows.append({
                 "members": "+".join(combo),
                 "size": len(combo),
-                "method": method,
-                "weights": weights_label(None, len(combo)),
+                "method": spec.label,
+                "params": spec.params_label,
+                "weights": weights_label(spec.params.get("weights"), len(combo)) if "scale" not in spec.params
+                else f"{spec.params['scale']:g} each",
                 "task": task,
                 "accuracy": round(scores[task], DECIMALS),
                 "adapter_accuracy": single["adapter_accuracy"],

@@ -46,6 +46,8 @@ MERGE_METHODS: dict[str, MergeMethod] = {
                     needs_equal_rank=True, uses_density=True, random=True),
         MergeMethod("magnitude_prune", "PEFT: keep the largest-magnitude fraction density, then linear",
                     "magnitude_prune", needs_equal_rank=True, uses_density=True),
+        MergeMethod("knots_ties", "KnOTS: align the updates in a shared SVD basis, then TIES-merge there",
+                    uses_density=True),
     ]
 }
 MERGED_ADAPTER = "__merged__"
@@ -79,7 +81,7 @@ def delta_weights(model: PeftModel, adapter: str) -> dict[str, torch.Tensor]:
 
 
 def _validate(model: PeftModel, adapters: Sequence[str], weights: Sequence[float] | None, method: MergeMethod,
-              density: float | None) -> list[float]:
+              density: float | None, scale: float | None = None) -> list[float]:
     if not isinstance(model, PeftModel):
         raise ValueError(
             f"merge_adapters needs a peft.PeftModel holding the adapters, got {type(model).__name__}. Load them "
@@ -94,8 +96,10 @@ def _validate(model: PeftModel, adapters: Sequence[str], weights: Sequence[float
     if unknown:
         loaded = [a for a in model.peft_config if a != MERGED_ADAPTER]
         raise ValueError(f"Adapter(s) {unknown} are not loaded in this model. Loaded adapters: {loaded}.")
+    if weights is not None and scale is not None:
+        raise ValueError("Give either weights= (one per adapter) or scale= (the same weight for all), not both.")
     if weights is None:
-        weights = [1.0 / len(adapters)] * len(adapters)
+        weights = [1.0 / len(adapters) if scale is None else float(scale)] * len(adapters)
     weights = [float(w) for w in weights]
     if len(weights) != len(adapters):
         raise ValueError(
@@ -144,6 +148,7 @@ def merge_adapters(
     svd_rank: int | None = None,
     majority_sign_method: str = "total",
     seed: int = 0,
+    scale: float | None = None,
 ) -> nn.Module:
     """Merge named adapters of ``model`` into a new plain backbone (no LoRA layers left).
 
@@ -151,10 +156,12 @@ def merge_adapters(
         model: A ``PeftModel`` holding the adapters (see :func:`lora_merge_utils.load_adapters`); left unchanged.
         adapters: Names of the adapters to merge.
         weights: One weight per adapter; default equal weights ``1/K``.
+        scale: Instead of ``weights``: the same weight ``scale`` for every adapter (task arithmetic's lambda:
+            ``W + scale * sum_i dW_i``).
         method: One of :data:`MERGE_METHODS`: ``task_arithmetic`` (exact ``W + sum_i w_i dW_i``), or a PEFT
             ``add_weighted_adapter`` combination type: ``linear``, ``cat``, ``svd``, ``ties``, ``dare_linear``,
-            ``dare_ties``, ``magnitude_prune``.
-        density: Fraction of weights kept, in (0, 1], for ``ties``, ``dare_*`` and ``magnitude_prune``.
+            ``dare_ties``, ``magnitude_prune``; or ``knots_ties`` (see :func:`knots_ties_delta`).
+        density: Fraction of weights kept, in (0, 1], for ``ties``, ``dare_*``, ``magnitude_prune``, ``knots_ties``.
         svd_rank: Rank of the ``svd`` result (default: the largest input rank).
         majority_sign_method: ``"total"`` or ``"frequency"``, for the TIES sign election.
         seed: Seeds DARE's random drop, so a merge is reproducible (the global RNG is left as it was).
@@ -163,10 +170,16 @@ def merge_adapters(
         A deep copy of the base backbone with the merged update folded into its weights, in eval mode.
     """
     spec = get_merge_method(method)
-    weights = _validate(model, adapters, weights, spec, density)
+    weights = _validate(model, adapters, weights, spec, density, scale)
     work = copy.deepcopy(model)
-    if spec.peft_combination is None:
+    if spec.name == "task_arithmetic":
         merged = _task_arithmetic(work, list(adapters), weights)
+    elif spec.name == "knots_ties":
+        merged = _apply_deltas(work, {
+            name: knots_ties_delta([delta_weights(work, a)[name] for a in adapters], weights, float(density),
+                                   majority_sign_method)
+            for name in _common_layers(work, adapters)
+        })
     else:
         kwargs = {"combination_type": spec.peft_combination, "majority_sign_method": majority_sign_method}
         if spec.uses_density:
@@ -188,6 +201,51 @@ def _task_arithmetic(work: PeftModel, adapters: list[str], weights: list[float])
     for adapter, weight in zip(adapters, weights):
         for name, delta in delta_weights(work, adapter).items():
             deltas[name] = deltas.get(name, 0) + weight * delta
+    return _apply_deltas(work, deltas)
+
+
+def _common_layers(model: PeftModel, adapters: Sequence[str]) -> list[str]:
+    names = [set(lora_layers_names(model, a)) for a in adapters]
+    return sorted(set.intersection(*names))
+
+
+def _ties(tensors: torch.Tensor, density: float, majority_sign_method: str = "total") -> torch.Tensor:
+    """TIES on a stack ``[K, ...]``: keep each tensor's top-``density`` entries by magnitude, elect a sign per entry,
+    and average the entries that agree with it (Yadav et al., 2023)."""
+    flat = tensors.flatten(1)
+    keep = max(1, int(round(density * flat.shape[1])))
+    threshold = flat.abs().kthvalue(flat.shape[1] - keep + 1, dim=1, keepdim=True).values
+    trimmed = torch.where(flat.abs() >= threshold, flat, torch.zeros_like(flat))
+    if majority_sign_method == "frequency":
+        sign = torch.sign(torch.sign(trimmed).sum(0))
+    else:
+        sign = torch.sign(trimmed.sum(0))
+    agree = (torch.sign(trimmed) == sign) & (trimmed != 0)
+    merged = (trimmed * agree).sum(0) / agree.sum(0).clamp(min=1)
+    return merged.view(tensors.shape[1:])
+
+
+def knots_ties_delta(deltas: Sequence[torch.Tensor], weights: Sequence[float], density: float,
+                     majority_sign_method: str = "total") -> torch.Tensor:
+    """KnOTS-TIES for one layer (Stoica et al., 2024, "Model merging with SVD to tie the KnOTS", arXiv:2410.19735).
+
+    LoRA updates of different tasks live in different subspaces, so entry-wise merges such as TIES compare
+    numbers that do not correspond. KnOTS first aligns them: the updates are concatenated side by side,
+    ``[dW_1 ... dW_K] = U S [V_1 ... V_K]^T``, so every ``dW_i = U S V_i^T`` shares the basis ``U S``. The
+    task-specific ``V_i`` (scaled by ``w_i``) are merged with TIES in that basis, and the result is mapped back:
+    ``dW = U S V_merged^T``.
+    """
+    stacked = torch.cat([d.double() for d in deltas], dim=1)
+    u, s, vh = torch.linalg.svd(stacked, full_matrices=False)
+    rank = int((s > s.max() * 1e-10).sum()) if s.numel() else 0
+    u, s, vh = u[:, :rank], s[:rank], vh[:rank]
+    width = deltas[0].shape[1]
+    blocks = torch.stack([w * vh[:, i * width:(i + 1) * width] for i, w in enumerate(weights)])
+    merged_v = _ties(blocks, density, majority_sign_method)
+    return ((u * s) @ merged_v).to(deltas[0].dtype)
+
+
+def _apply_deltas(work: PeftModel, deltas: dict[str, torch.Tensor]) -> nn.Module:
     plain = work.unload()
     modules = dict(plain.named_modules())
     with torch.no_grad():

@@ -66,6 +66,7 @@ class Profile:
         tasks: The six task names, in a fixed order (the order of every table and plot).
         similar_pairs: Task pairs built to be similar, used to test the study's similarity claim.
         train_per_class / test_per_class: Class-balanced subsampling of each split (``None`` keeps all).
+        val_per_class: Images per class held out of training for choosing hyperparameters (never the test split).
         lora / train: Hyperparameters.
         data_dir: Where local copies of datasets live (full profile); ``None`` means the Hugging Face cache.
         amp: Use mixed precision on CUDA.
@@ -78,6 +79,7 @@ class Profile:
     similar_pairs: tuple[tuple[str, str], ...]
     train_per_class: int | None
     test_per_class: int | None
+    val_per_class: int = 30
     lora: LoraSettings = LoraSettings()
     train: TrainSettings = TrainSettings()
     data_dir: str | None = None

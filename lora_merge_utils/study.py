@@ -6,6 +6,8 @@ Chapters call the same functions, so any chapter can run on its own.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from .artifacts import (
     write_json,
 )
 from .backbone import backbone_identity, create_backbone
-from .evaluation import DECIMALS, adapter_accuracy, evaluate_merges, head_accuracy, summarize_merges
+from .evaluation import DECIMALS, MergeSpec, adapter_accuracy, evaluate_merges, head_accuracy, summarize_merges
 from .profiles import Profile, get_device, get_profile, progress_enabled
 from .tasks import ImageTask, check_task_name, load_task
 from .training import extract_features, train_adapter, train_head
@@ -174,8 +176,8 @@ class Study:
         return model.to(self.device), {k: v.to(self.device) for k, v in heads.items()}
 
     # ---------------------------------------------------------------------------------------------------- tables
-    def singles_table(self, model=None, heads=None) -> pd.DataFrame:
-        """Per task: head-only baseline accuracy and single-adapter accuracy on the test split."""
+    def singles_table(self, model=None, heads=None, split: str = "test") -> pd.DataFrame:
+        """Per task: head-only baseline accuracy and single-adapter accuracy on ``split`` (test by default)."""
         if model is None:
             model, heads = self.load_all_adapters()
         rows = []
@@ -186,9 +188,9 @@ class Study:
                 "task": task,
                 "num_classes": data.num_classes,
                 "num_train": len(data.train),
-                "num_test": len(data.test),
-                "head_accuracy": round(head_accuracy(baseline, *self.features(task, "test")), DECIMALS),
-                "adapter_accuracy": round(adapter_accuracy(model, heads[task], task, data.test,
+                f"num_{split}": len(data.split(split)),
+                "head_accuracy": round(head_accuracy(baseline, *self.features(task, split)), DECIMALS),
+                "adapter_accuracy": round(adapter_accuracy(model, heads[task], task, data.split(split),
                                                            **self._eval_kwargs()), DECIMALS),
             })
         table = pd.DataFrame(rows)
@@ -196,14 +198,41 @@ class Study:
         return table
 
     def merges_table(self, singles: pd.DataFrame, methods=DEFAULT_METHODS, sizes=(2, 3), model=None, heads=None,
-                     **kwargs) -> pd.DataFrame:
-        """Every merge of ``sizes`` adapters with every method, each member task scored (see evaluate_merges)."""
+                     split: str = "test", cache: bool = False, **kwargs) -> pd.DataFrame:
+        """Every merge of ``sizes`` adapters with every method, each member task scored on ``split`` against the
+        ``singles`` table of the same split (see :func:`~lora_merge_utils.evaluation.evaluate_merges`).
+
+        With ``cache=True`` the table is saved under ``results/`` keyed by the request and the adapters' contents,
+        and loaded from there by any later call with the same request (so chapters can share evaluations).
+        """
+        path = None
+        if cache:
+            specs = [MergeSpec.of(m) for m in methods]
+            request = [split, [(m.label, m.method, m.params_label) for m in specs], list(sizes),
+                       [list(c) for c in kwargs.get("combos") or []], self.adapters_fingerprint(),
+                       singles.to_csv(index=False)]
+            key = hashlib.sha256(json.dumps(request).encode()).hexdigest()[:16]
+            path = self.store.results_dir / "cache" / f"merges-{key}.csv"
+            if path.is_file():
+                return pd.read_csv(path, keep_default_na=False)
         if model is None:
             model, heads = self.load_all_adapters()
-        test_sets = {t: self.task(t).test for t in self.profile.tasks}
+        eval_sets = {t: self.task(t).split(split) for t in self.profile.tasks}
         e = self._eval_kwargs()
-        return evaluate_merges(model, heads, test_sets, singles, methods=methods, sizes=sizes, device=e["device"],
-                               batch_size=e["batch_size"], amp=e["amp"], progress=self.progress, **kwargs)
+        table = evaluate_merges(model, heads, eval_sets, singles, methods=methods, sizes=sizes, device=e["device"],
+                                batch_size=e["batch_size"], amp=e["amp"], progress=self.progress, **kwargs)
+        if path is not None:
+            save_table(table, path)
+        return table
+
+    def adapters_fingerprint(self) -> str:
+        """A hash of every saved adapter's weights and head: cached evaluations are valid only for these."""
+        digest = hashlib.sha256()
+        for task in self.profile.tasks:
+            for name in ("adapter_model.safetensors", "head.safetensors"):
+                file = self.store.adapter_dir(task) / name
+                digest.update(file.read_bytes() if file.is_file() else b"missing")
+        return digest.hexdigest()[:16]
 
 
 def save_table(table: pd.DataFrame, path: Path) -> None:

@@ -138,6 +138,7 @@ def make_shapes(per_class: int, rng: np.random.Generator, split: str = "train"):
 # ------------------------------------------------------------------------------------------------------ textures
 TEXTURE_SOURCES = ["brick", "grass", "gravel", "moon", "coins", "chelsea", "coffee", "immunohistochemistry"]
 _TEST_FRACTION = 0.3
+_VAL_FRACTION = 0.15
 
 
 def _texture_image(name: str) -> np.ndarray:
@@ -153,15 +154,17 @@ def _texture_image(name: str) -> np.ndarray:
 def make_textures(per_class: int, rng: np.random.Generator, split: str = "train"):
     """Grayscale 32 px patches of eight scikit-image sample photographs; the class is the photograph.
 
-    The test split is cut from the bottom 30% of each photograph and the train split from the top 70%, so no test
-    pixel was seen in training. Patches are cropped at a random scale (24-56 px) and jittered in contrast.
+    The test split is cut from the bottom 30% of each photograph, the validation split from the 15% above it and the
+    train split from the top 55%, so no validation or test pixel was seen in training. Patches are cropped at a random
+    scale (24-56 px) and jittered in contrast.
     """
     images, labels = [], []
     for label, name in enumerate(TEXTURE_SOURCES):
         source = _texture_image(name)
         height = source.shape[0]
-        cut = int(height * (1 - _TEST_FRACTION))
-        region = source[:cut] if split == "train" else source[cut:]
+        test_cut = int(height * (1 - _TEST_FRACTION))
+        val_cut = int(height * (1 - _TEST_FRACTION - _VAL_FRACTION))
+        region = {"train": source[:val_cut], "val": source[val_cut:test_cut], "test": source[test_cut:]}[split]
         for _ in range(per_class):
             crop = int(rng.integers(24, min(57, region.shape[0], region.shape[1])))
             top = int(rng.integers(0, region.shape[0] - crop + 1))

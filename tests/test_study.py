@@ -66,3 +66,16 @@ def test_summary_and_pairwise_matrix(study_run, mini_profile):
     assert summary["worst_normalized"].le(summary["mean_normalized"]).all()
     matrix = pairwise_matrix(tables["merges"], "task_arithmetic", mini_profile.tasks)
     assert matrix.isna().values.diagonal().all() and matrix.notna().sum().sum() == 6
+
+
+def test_cached_merge_tables_are_reused_and_keyed_by_request(study_run, mini_profile):
+    root, tables = study_run
+    study = Study.open(mini_profile, root, progress=False)
+    singles = tables["singles"]
+    first = study.merges_table(singles, methods=("task_arithmetic",), sizes=(2,), cache=True)
+    cached = list((root / "results" / "cache").glob("merges-*.csv"))
+    assert len(cached) == 1
+    again = study.merges_table(singles, methods=("task_arithmetic",), sizes=(2,), cache=True)
+    pd.testing.assert_frame_equal(first.reset_index(drop=True), again.reset_index(drop=True), check_dtype=False)
+    study.merges_table(singles, methods=("linear",), sizes=(2,), cache=True)
+    assert len(list((root / "results" / "cache").glob("merges-*.csv"))) == 2

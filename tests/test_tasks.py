@@ -21,16 +21,30 @@ def test_tiny_task_splits(name):
 
 @pytest.mark.parametrize("name", TINY.tasks)
 def test_tiny_task_builders_are_deterministic(name):
-    first = TINY_BUILDERS[name](5, 3, 0)
-    second = TINY_BUILDERS[name](5, 3, 0)
-    for a, b in zip(first[:4], second[:4]):
-        np.testing.assert_array_equal(a, b)
+    small = TINY.replace(train_per_class=5, test_per_class=3, val_per_class=2)
+    first = TINY_BUILDERS[name](small, 0)
+    second = TINY_BUILDERS[name](small, 0)
+    for split in ("train", "val", "test"):
+        for a, b in zip(first[0][split], second[0][split]):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_real_image_splits_do_not_overlap():
-    train_idx, test_idx = balanced_split(np.repeat(np.arange(3), 10), 2, 5, seed=0)
-    assert not set(train_idx) & set(test_idx)
-    assert len(test_idx) == 6 and len(train_idx) == 15
+    idx = balanced_split(np.repeat(np.arange(3), 10), 2, 5, seed=0, val_per_class=2)
+    assert not set(idx["train"]) & set(idx["test"]) and not set(idx["val"]) & (set(idx["train"]) | set(idx["test"]))
+    assert len(idx["test"]) == 6 and len(idx["val"]) == 6 and len(idx["train"]) == 15
+
+
+@pytest.mark.parametrize("name", ["digits", "textures"])
+def test_validation_split_is_held_out_and_balanced(name):
+    task = load_task(TINY, name)
+    x_val, y_val = task.val.tensors
+    counts = np.bincount(y_val.numpy(), minlength=task.num_classes)
+    assert counts.min() == counts.max() == TINY.val_per_class
+    train_rows = {row.numpy().tobytes() for row in task.train.tensors[0]}
+    assert not any(row.numpy().tobytes() in train_rows for row in x_val), "no validation image is a training image"
+    with pytest.raises(ValueError, match="Unknown split"):
+        task.split("holdout")
 
 
 def test_unknown_task_lists_valid_ones():
@@ -56,8 +70,10 @@ def test_full_loader_reads_a_local_copy(tmp_path, monkeypatch):
     task = load_task(FULL.replace(image_size=32), "mnist")
     assert task.class_names == ["zero", "one"]
     x, y = task.train[3]
-    assert x.shape == (3, 32, 32) and y == 1
+    assert x.shape == (3, 32, 32)
     assert len(task.test) == 20
+    assert len(task.val) > 0 and len(task.train) > 0
+    assert len(task.val) + len(task.train) <= 20, "validation is carved out of the training split, disjoint"
 
 
 def test_full_loader_reports_a_wrong_schema(tmp_path, monkeypatch):
