@@ -124,8 +124,8 @@ FULL = Profile(
 )
 """The Colab GPU profile: timm ViT-B/16 pretrained on ImageNet-21k at 224 px and six Hugging Face Hub datasets
 (MNIST and SVHN are the similar digit pair, EuroSAT and RESISC45 the similar remote-sensing pair, GTSRB and DTD stand
-apart). Training sets are subsampled to 2,000 images per task and test sets to 1,000 (see
-``lora_merge_utils.tasks.FULL_SUBSAMPLE``).
+apart). Training sets are subsampled to 2,000 images per task (plus 500 more held out of the training split for
+validation) and test sets to 1,000 (see ``lora_merge_utils.tasks.FULL_SUBSAMPLE``).
 
 Time estimate on a Colab T4 with AMP (an estimate from ViT-B/16 throughput, about 120 training and 450 evaluation
 images/s, not a measurement of this exact grid): 6 adapters x 2,000 images x 2 epochs ~ 4 min of training, feature

@@ -2,9 +2,11 @@
 
     python scripts/execute_notebooks.py [notebooks/03_pairwise_merges.ipynb ...]
 
-For each notebook: refresh the setup cell and the Colab badge from the repository URL in ``_config.yml`` (the one
-place it is configured), execute it top to bottom in the tiny profile with progress bars off, check that no output
-went to stderr and that no absolute path of this machine leaked into an output, then write it back atomically.
+A full run (no notebook named) starts from cold: it deletes ``notebooks/artifacts`` so the stored outputs show what
+a reader's first run shows. For each notebook: refresh the setup cell and the Colab badge from the repository URL in
+``_config.yml`` (the one place it is configured), execute it top to bottom in the tiny profile with progress bars
+off, check that no output went to stderr and that no absolute path of this machine leaked into an output, then write
+it back atomically.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -88,8 +91,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
+    parser.add_argument("--keep-artifacts", action="store_true",
+                        help="reuse notebooks/artifacts (by default a full run starts from cold, as a new reader does)")
     args = parser.parse_args()
     paths = args.notebooks or sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+    if not args.notebooks and not args.keep_artifacts:
+        # Stored outputs show what a reader's first run shows: training included.
+        shutil.rmtree(NOTEBOOKS / "artifacts", ignore_errors=True)
     total = 0.0
     for path in paths:
         seconds = execute(path.resolve(), args.timeout)
