@@ -60,7 +60,7 @@ def adapter_accuracy(model: PeftModel, head: nn.Module, adapter: str, dataset: D
     return accuracy(lambda x: head(model(x)), dataset, **kwargs)
 
 
-def weights_label(weights: Sequence[float] | None, size: int) -> str:
+def weights_label(weights: Sequence[float] | None) -> str:
     """How a weight vector is written in the tables: ``"equal"`` or e.g. ``"0.7+0.3"``."""
     if weights is None:
         return "equal"
@@ -138,7 +138,7 @@ def evaluate_merges(
                 "size": len(combo),
                 "method": spec.label,
                 "params": spec.params_label,
-                "weights": weights_label(spec.params.get("weights"), len(combo)) if "scale" not in spec.params
+                "weights": weights_label(spec.params.get("weights")) if "scale" not in spec.params
                 else f"{spec.params['scale']:g} each",
                 "task": task,
                 "accuracy": round(scores[task], DECIMALS),

@@ -12,6 +12,15 @@ import seaborn as sns
 from .evaluation import pairwise_matrix
 
 
+def _finish(ax, own: bool):
+    """A figure we created is laid out and closed (so notebooks show it once, via its return value); a caller's axes
+    are left for the caller to finish."""
+    if own:
+        ax.figure.tight_layout()
+        plt.close(ax.figure)
+    return ax.figure
+
+
 def pairwise_heatmap(merges: pd.DataFrame, method: str, tasks: Sequence[str], ax=None):
     """Heatmap of normalized accuracy in pair merges: row = task scored, column = the adapter merged with it."""
     matrix = pairwise_matrix(merges, method, tasks)
@@ -25,11 +34,7 @@ def pairwise_heatmap(merges: pd.DataFrame, method: str, tasks: Sequence[str], ax
     ax.set_xlabel("merged with adapter of")
     ax.set_ylabel("task scored")
     ax.set_title(f"Pair merges, {method}: accuracy kept")
-    if own:
-        figure.tight_layout()
-        plt.close(figure)
-        return figure
-    return ax.figure
+    return _finish(ax, own)
 
 
 def accuracy_bars(singles: pd.DataFrame, ax=None):
@@ -45,11 +50,7 @@ def accuracy_bars(singles: pd.DataFrame, ax=None):
     ax.set_xlabel("")
     ax.legend(loc="lower right", title=None)
     ax.set_title("Test accuracy per task")
-    if own:
-        figure.tight_layout()
-        plt.close(figure)
-        return figure
-    return ax.figure
+    return _finish(ax, own)
 
 
 def accuracy_by_size(singles: pd.DataFrame, merges: pd.DataFrame, ax=None):
@@ -64,11 +65,7 @@ def accuracy_by_size(singles: pd.DataFrame, merges: pd.DataFrame, ax=None):
     ax.set_xlabel("adapters merged (K)")
     ax.set_ylabel("merged / single accuracy")
     ax.set_title("Accuracy kept as K grows (median, 25-75%)")
-    if own:
-        figure.tight_layout()
-        plt.close(figure)
-        return figure
-    return ax.figure
+    return _finish(ax, own)
 
 
 def sample_grid(images: np.ndarray, labels: Sequence[str], columns: int = 8, title: str | None = None):
