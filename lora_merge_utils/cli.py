@@ -121,7 +121,7 @@ def _evaluate(args) -> None:
     model, heads = study.load_all_adapters([args.task])
     data = study.task(args.task)
     print(f"{args.task}: head-only {head_accuracy(head, *study.features(args.task, 'test')):.4f}, adapter "
-          f"{adapter_accuracy(model, heads[args.task], args.task, data.test, **study._eval_kwargs()):.4f} "
+          f"{adapter_accuracy(model, heads[args.task], args.task, data.test, **study.eval_kwargs()):.4f} "
           f"on {len(data.test)} test images")
 
 
@@ -140,7 +140,7 @@ def _merge(args) -> None:
                             svd_rank=args.svd_rank, seed=args.seed).to(study.device)
     seconds = time.perf_counter() - start
     multitask = MultiTaskModel(merged, heads).to(study.device)
-    scores = evaluate_multitask(multitask, {t: study.task(t).test for t in args.tasks}, **study._eval_kwargs())
+    scores = evaluate_multitask(multitask, {t: study.task(t).test for t in args.tasks}, **study.eval_kwargs())
     rows = []
     for task in args.tasks:
         single = read_json(study.store.adapter_dir(task) / "metrics.json")["accuracy"]

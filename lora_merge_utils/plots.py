@@ -26,7 +26,7 @@ def pairwise_heatmap(merges: pd.DataFrame, method: str, tasks: Sequence[str], ax
     matrix = pairwise_matrix(merges, method, tasks)
     own = ax is None
     if own:
-        figure, ax = plt.subplots(figsize=(6.2, 5))
+        _, ax = plt.subplots(figsize=(6.2, 5))
     low, high = float(np.nanmin(matrix.values)), float(np.nanmax(matrix.values))
     sns.heatmap(matrix, annot=True, fmt=".2f", vmin=max(0.0, low - 0.05), vmax=max(1.0, high),
                 cmap="viridis", mask=matrix.isna(), square=True, cbar_kws={"label": "merged / single-adapter accuracy"},
@@ -44,7 +44,7 @@ def accuracy_bars(singles: pd.DataFrame, ax=None):
     data["model"] = data["model"].map({"head_accuracy": "head only", "adapter_accuracy": "LoRA adapter"})
     own = ax is None
     if own:
-        figure, ax = plt.subplots(figsize=(7, 3.5))
+        _, ax = plt.subplots(figsize=(7, 3.5))
     sns.barplot(data=data, x="task", y="accuracy", hue="model", ax=ax)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("")
@@ -60,7 +60,7 @@ def accuracy_by_size(singles: pd.DataFrame, merges: pd.DataFrame, ax=None):
     data = pd.concat([pd.DataFrame(rows), merges[["size", "method", "normalized_accuracy", "task"]]])
     own = ax is None
     if own:
-        figure, ax = plt.subplots(figsize=(5.5, 3.5))
+        _, ax = plt.subplots(figsize=(5.5, 3.5))
     sns.pointplot(data=data, x="size", y="normalized_accuracy", hue="method", errorbar=("pi", 50), dodge=0.2, ax=ax)
     ax.set_xlabel("adapters merged (K)")
     ax.set_ylabel("merged / single accuracy")

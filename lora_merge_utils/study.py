@@ -95,7 +95,8 @@ class Study:
             )
         return self._features[key]
 
-    def _eval_kwargs(self) -> dict:
+    def eval_kwargs(self) -> dict:
+        """Device, batch size, AMP and workers for the evaluation helpers, from the profile."""
         return dict(device=self.device, batch_size=self.profile.train.eval_batch_size, amp=self.profile.amp,
                     num_workers=self.profile.num_workers)
 
@@ -145,7 +146,7 @@ class Study:
         )
         model.to(self.device)
         head.to(self.device)
-        acc = adapter_accuracy(model, head, "default", data.test, **self._eval_kwargs())
+        acc = adapter_accuracy(model, head, "default", data.test, **self.eval_kwargs())
         model.cpu()
         head.cpu()
         steps = max(1, len(result.loss_curve) // 50)
@@ -191,7 +192,7 @@ class Study:
                 f"num_{split}": len(data.split(split)),
                 "head_accuracy": round(head_accuracy(baseline, *self.features(task, split)), DECIMALS),
                 "adapter_accuracy": round(adapter_accuracy(model, heads[task], task, data.split(split),
-                                                           **self._eval_kwargs()), DECIMALS),
+                                                           **self.eval_kwargs()), DECIMALS),
             })
         table = pd.DataFrame(rows)
         table["adapter_gain"] = (table["adapter_accuracy"] - table["head_accuracy"]).round(DECIMALS)
@@ -218,7 +219,7 @@ class Study:
         if model is None:
             model, heads = self.load_all_adapters()
         eval_sets = {t: self.task(t).split(split) for t in self.profile.tasks}
-        e = self._eval_kwargs()
+        e = self.eval_kwargs()
         table = evaluate_merges(model, heads, eval_sets, singles, methods=methods, sizes=sizes, device=e["device"],
                                 batch_size=e["batch_size"], amp=e["amp"], progress=self.progress, **kwargs)
         if path is not None:
