@@ -2,16 +2,26 @@
 
 A profile is a frozen dataclass addressed by name, the way timm addresses models: ``get_profile("tiny")``.
 All other modules read their settings from it, so the training, merging and evaluation code is one code path.
+
+Any field can be changed for one run without editing code, through ``$LORA_BOOK_OVERRIDES``: a JSON object (inline,
+or the path of a JSON file) of dotted field names, e.g. ``{"data.train_size": 500, "train.adapter_epochs": 1}``.
+Overrides are applied to whichever profile is picked by name, are listed by :meth:`Study.describe`, and send
+artifacts to a folder of their own (``artifacts/full-<hash>``), so a shrunk run never mixes with a real one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
 PROFILE_ENV_VAR = "LORA_BOOK_PROFILE"
+OVERRIDES_ENV_VAR = "LORA_BOOK_OVERRIDES"
 
 
 @dataclass(frozen=True)
@@ -27,6 +37,10 @@ class BackboneSpec:
     weights: str
     overrides: dict = field(default_factory=dict)
     local_weights_env: str = "LORA_BOOK_BACKBONE_FILE"
+
+    def __hash__(self) -> int:  # a dict field: hash its sorted JSON so profiles stay usable as cache keys
+        return hash((self.model_name, self.weights, json.dumps(self.overrides, sort_keys=True),
+                     self.local_weights_env))
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,49 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class GeneratedData:
+    """Tasks built offline (tiny profile) from data that installed packages carry or that we generate.
+
+    Sizes are images **per class**; generated tasks get at least 300 test images whatever ``test_per_class`` says.
+    """
+
+    train_per_class: int = 200
+    val_per_class: int = 30
+    test_per_class: int = 40
+
+
+@dataclass(frozen=True)
+class HubData:
+    """Tasks read from Hugging Face Hub datasets (full profile), or from local ``save_to_disk`` copies of them.
+
+    Sizes are images **per task**, drawn class-balanced (``size // classes`` per class, fewer where a class has fewer)
+    with the profile's seed; ``None`` keeps the whole split. Validation images come out of the hub's training
+    split, disjoint from the training images. Only the hub's ``train`` and ``test`` splits are downloaded.
+    """
+
+    train_size: int | None = 2000
+    val_size: int = 500
+    test_size: int | None = 1000
+    data_dir: str | None = None
+    """A folder of ``<task>/`` copies saved with ``DatasetDict.save_to_disk`` (``$LORA_BOOK_DATA_DIR`` wins)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many images per task the chapters that try many merge settings score, so that they fit a session.
+
+    ``None`` uses the whole split. The full profile chooses hyperparameters on a sample of the validation split and
+    compares merge methods (chapter 5) on a sample of the test split; every method of that comparison is scored on
+    the same sample.
+    """
+
+    tuning_images: int | None = None
+    """Validation images per task used to choose merge hyperparameters."""
+    comparison_images: int | None = None
+    """Test images per task used by chapter 5's comparison of merge methods."""
+
+
+@dataclass(frozen=True)
 class Profile:
     """Everything that differs between the two worlds.
 
@@ -65,11 +122,15 @@ class Profile:
         backbone: How to build and load the ViT.
         tasks: The six task names, in a fixed order (the order of every table and plot).
         similar_pairs: Task pairs built to be similar, used to test the study's similarity claim.
-        train_per_class / test_per_class: Class-balanced subsampling of each split (``None`` keeps all).
-        val_per_class: Images per class held out of training for choosing hyperparameters (never the test split).
+        data: Where the tasks come from and how many images each split keeps (:class:`GeneratedData` or
+            :class:`HubData`).
         lora / train: Hyperparameters.
-        data_dir: Where local copies of datasets live (full profile); ``None`` means the Hugging Face cache.
+        budget: How many images the chapters that try many merge settings score (see :class:`Budget`).
         amp: Use mixed precision on CUDA.
+        num_workers: DataLoader worker processes for decoding images (0 decodes in the main process).
+        smoke: A shrunk run that only proves the code path works (stand-in data, a shallow backbone): its numbers
+            mean nothing, and checks that need real pretrained weights are skipped, saying so.
+        overrides: The ``$LORA_BOOK_OVERRIDES`` applied to this profile, as ``(dotted name, JSON value)`` pairs.
     """
 
     name: str
@@ -77,18 +138,26 @@ class Profile:
     backbone: BackboneSpec
     tasks: tuple[str, ...]
     similar_pairs: tuple[tuple[str, str], ...]
-    train_per_class: int | None
-    test_per_class: int | None
-    val_per_class: int = 30
+    data: GeneratedData | HubData
     lora: LoraSettings = LoraSettings()
     train: TrainSettings = TrainSettings()
-    data_dir: str | None = None
+    budget: Budget = Budget()
     amp: bool = True
     num_workers: int = 0
+    smoke: bool = False
+    overrides: tuple[tuple[str, str], ...] = ()
 
     def replace(self, **changes) -> Profile:
         """A copy with some fields changed (profiles are frozen)."""
         return replace(self, **changes)
+
+    @property
+    def label(self) -> str:
+        """The name, plus a short hash of the overrides if any: the name of this variant's artifact folder."""
+        if not self.overrides:
+            return self.name
+        digest = hashlib.sha256(json.dumps(self.overrides).encode()).hexdigest()[:8]
+        return f"{self.name}-{digest}"
 
 
 TINY = Profile(
@@ -101,8 +170,7 @@ TINY = Profile(
     ),
     tasks=("digits", "mnist", "letters", "shapes", "textures", "gratings"),
     similar_pairs=(("digits", "mnist"),),
-    train_per_class=200,
-    test_per_class=40,
+    data=GeneratedData(train_per_class=200, val_per_class=30, test_per_class=40),
 )
 """The offline profile: a 0.68 M-parameter ViT (32 px, patch 4, width 96, depth 6) pretrained by
 ``scripts/pretrain_tiny_backbone.py`` on synthetic fractals, and six small tasks built from data that installed packages
@@ -114,23 +182,19 @@ FULL = Profile(
     backbone=BackboneSpec(model_name="vit_base_patch16_224.augreg_in21k", weights="hub"),
     tasks=("mnist", "svhn", "eurosat", "resisc45", "gtsrb", "dtd"),
     similar_pairs=(("mnist", "svhn"), ("eurosat", "resisc45")),
-    train_per_class=None,
-    test_per_class=None,
+    data=HubData(train_size=2000, val_size=500, test_size=1000),
     lora=LoraSettings(rank=8, alpha=16, dropout=0.1),
     train=TrainSettings(
         head_epochs=50, head_lr=1e-2, adapter_epochs=2, adapter_lr=5e-4, batch_size=64, eval_batch_size=256
     ),
+    budget=Budget(tuning_images=200, comparison_images=250),
     num_workers=2,
 )
 """The Colab GPU profile: timm ViT-B/16 pretrained on ImageNet-21k at 224 px and six Hugging Face Hub datasets
 (MNIST and SVHN are the similar digit pair, EuroSAT and RESISC45 the similar remote-sensing pair, GTSRB and DTD stand
-apart). Training sets are subsampled to 2,000 images per task (plus 500 more held out of the training split for
-validation) and test sets to 1,000 (see ``lora_merge_utils.tasks.FULL_SUBSAMPLE``).
-
-Time estimate on a Colab T4 with AMP (an estimate from ViT-B/16 throughput, about 120 training and 450 evaluation
-images/s, not a measurement of this exact grid): 6 adapters x 2,000 images x 2 epochs ~ 4 min of training, feature
-extraction for the head baselines ~ 1 min, and 35 merges x 2 methods scoring their member tasks (180 x 1,000 images)
-~ 7 min, plus dataset download and preprocessing (~ 10-20 min the first time): well under an hour in total."""
+apart). Each task keeps a class-balanced sample: about 2,000 training images, 500 validation images (held out of the
+hub's training split) and 1,000 test images (from the hub's test split). ``python -m lora_merge_utils plan --profile
+full`` prints the expected time of every chapter on a Colab T4."""
 
 PROFILES: dict[str, Profile] = {"tiny": TINY, "full": FULL}
 
@@ -152,18 +216,92 @@ def default_profile_name() -> str:
 
 
 def get_profile(name: str | Profile | None = None) -> Profile:
-    """Return the profile called ``name`` (``"tiny"`` or ``"full"``); ``None`` picks :func:`default_profile_name`."""
+    """Return the profile called ``name`` (``"tiny"`` or ``"full"``) with ``$LORA_BOOK_OVERRIDES`` applied;
+    ``None`` picks :func:`default_profile_name`; a :class:`Profile` is returned as it is."""
     if isinstance(name, Profile):
         return name
     if name is None:
         name = default_profile_name()
     try:
-        return PROFILES[name]
+        profile = PROFILES[name]
     except KeyError:
         raise ValueError(
             f"Unknown profile {name!r}. Valid profiles: {', '.join(sorted(PROFILES))}. "
             f"Pass one of them, or set ${PROFILE_ENV_VAR} to one of them."
         ) from None
+    overrides = read_overrides()
+    return apply_overrides(profile, overrides) if overrides else profile
+
+
+def read_overrides() -> dict:
+    """``$LORA_BOOK_OVERRIDES`` as a dict: an inline JSON object, or the path of a JSON file holding one."""
+    value = os.environ.get(OVERRIDES_ENV_VAR, "").strip()
+    if not value:
+        return {}
+    source = "it"
+    if not value.startswith("{"):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ValueError(f"${OVERRIDES_ENV_VAR} is neither a JSON object nor an existing file: {value!r}.")
+        source, value = str(path), path.read_text()
+    try:
+        overrides = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"${OVERRIDES_ENV_VAR}: {source} is not valid JSON ({error}).") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"${OVERRIDES_ENV_VAR} must hold a JSON object of dotted names, e.g. "
+                         '{"data.train_size": 500}.')
+    return overrides
+
+
+def apply_overrides(profile: Profile, overrides: dict) -> Profile:
+    """A copy of ``profile`` with dotted fields replaced, e.g. ``{"train.adapter_epochs": 1,
+    "backbone.overrides.depth": 2}``; names and value types are checked, and the overrides are recorded in
+    :attr:`Profile.overrides`."""
+    for key, value in sorted(overrides.items()):
+        profile = _set_path(profile, key.split("."), value, key)
+    recorded = dict(profile.overrides)
+    recorded.update({key: json.dumps(value, sort_keys=True) for key, value in overrides.items()})
+    return replace(profile, overrides=tuple(sorted(recorded.items())))
+
+
+def _set_path(obj, parts: list[str], value, key: str):
+    head, rest = parts[0], parts[1:]
+    if isinstance(obj, dict):  # e.g. backbone.overrides.depth: timm keyword arguments, free-form
+        if rest:
+            raise ValueError(f"Override {key!r}: {head!r} holds a plain value, not fields.")
+        return {**obj, head: value}
+    if not dataclasses.is_dataclass(obj):
+        raise ValueError(f"Override {key!r}: {type(obj).__name__} has no fields to set.")
+    names = [f.name for f in dataclasses.fields(obj) if f.name != "overrides" or isinstance(obj, BackboneSpec)]
+    if head not in names:
+        raise ValueError(f"Override {key!r}: {type(obj).__name__} has no field {head!r}. Valid: {', '.join(names)}.")
+    current = getattr(obj, head)
+    new = _set_path(current, rest, value, key) if rest else _checked(current, value, key)
+    return replace(obj, **{head: new})
+
+
+def _checked(current, value, key: str):
+    """The JSON value, converted to the field's type where that is lossless; a clear error otherwise."""
+    if dataclasses.is_dataclass(current):
+        if not isinstance(value, dict):
+            raise ValueError(f"Override {key!r}: give a JSON object of its fields, got {value!r}.")
+        for name, item in value.items():
+            current = _set_path(current, [name], item, f"{key}.{name}")
+        return current
+    if isinstance(current, bool) or isinstance(value, bool):
+        if not isinstance(value, bool) or not isinstance(current, bool | type(None)):
+            raise ValueError(f"Override {key!r}: expected {type(current).__name__}, got {value!r}.")
+        return value
+    if isinstance(current, tuple):
+        if not isinstance(value, list):
+            raise ValueError(f"Override {key!r}: expected a list, got {value!r}.")
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    if isinstance(current, float) and isinstance(value, int | float):
+        return float(value)
+    if current is None or value is None or isinstance(value, type(current)):
+        return value
+    raise ValueError(f"Override {key!r}: expected {type(current).__name__}, got {value!r}.")
 
 
 def progress_enabled() -> bool:

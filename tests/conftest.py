@@ -6,9 +6,8 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ.pop("LORA_BOOK_PROFILE", None)
-os.environ.pop("LORA_BOOK_DATA_DIR", None)
-os.environ.pop("LORA_BOOK_BACKBONE_FILE", None)
+for _name in [name for name in os.environ if name.startswith("LORA_BOOK_")]:
+    os.environ.pop(_name)
 
 import copy  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -21,7 +20,13 @@ from torch import nn  # noqa: E402
 from lora_merge_utils import TINY, create_backbone  # noqa: E402
 from lora_merge_utils.artifacts import save_adapter  # noqa: E402
 from lora_merge_utils.backbone import backbone_identity  # noqa: E402
-from lora_merge_utils.profiles import TrainSettings  # noqa: E402
+from lora_merge_utils.profiles import GeneratedData, TrainSettings  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _artifacts_in_tmp(tmp_path_factory, monkeypatch):
+    """Nothing a test writes by default (samples of hub datasets, artifacts) lands in the working directory."""
+    monkeypatch.setenv("LORA_BOOK_ARTIFACTS", str(tmp_path_factory.getbasetemp() / "artifacts"))
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +40,7 @@ def mini_profile():
     """The tiny profile shrunk for tests: three tasks, few images, one short epoch."""
     return TINY.replace(
         tasks=("digits", "shapes", "gratings"),
-        train_per_class=12,
-        test_per_class=8,
+        data=GeneratedData(train_per_class=12, val_per_class=30, test_per_class=8),
         train=TrainSettings(head_epochs=5, adapter_epochs=1, batch_size=32, eval_batch_size=128),
     )
 

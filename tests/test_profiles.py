@@ -1,3 +1,6 @@
+import json
+import re
+
 import pytest
 
 from lora_merge_utils import FULL, TINY, get_profile
@@ -33,3 +36,47 @@ def test_profile_is_frozen():
     with pytest.raises(AttributeError):
         TINY.name = "other"
     assert TINY.replace(image_size=16).image_size == 16 and TINY.image_size == 32
+
+
+def test_overrides_change_fields_by_dotted_name(monkeypatch, tmp_path):
+    from lora_merge_utils.artifacts import default_root
+
+    overrides = {"data.train_size": 500, "train.adapter_epochs": 1, "backbone.overrides.depth": 2, "smoke": True,
+                 "train.adapter_lr": 1}
+    monkeypatch.setenv("LORA_BOOK_OVERRIDES", json.dumps(overrides))
+    profile = get_profile("full")
+    assert profile.data.train_size == 500 and profile.data.val_size == FULL.data.val_size
+    assert profile.train.adapter_epochs == 1 and profile.train.adapter_lr == 1.0
+    assert profile.backbone.overrides == {"depth": 2} and profile.smoke
+    assert dict(profile.overrides)["data.train_size"] == "500"
+    assert profile.label.startswith("full-") and default_root(profile).name == profile.label, \
+        "a changed profile never writes into the real profile's artifacts"
+    monkeypatch.setenv("LORA_BOOK_PROFILE", "full")
+    assert get_profile(None) == profile, "applied to the profile picked by the environment too"
+    monkeypatch.delenv("LORA_BOOK_PROFILE")
+    file = tmp_path / "smoke.json"
+    file.write_text(json.dumps(overrides))
+    monkeypatch.setenv("LORA_BOOK_OVERRIDES", str(file))
+    assert get_profile("full") == profile
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"data.trian_size": 5}, "HubData has no field 'trian_size'. Valid: train_size, val_size"),
+    ({"train.adapter_epochs": "two"}, "expected int, got 'two'"),
+    ({"smoke": 1}, "expected bool, got 1"),
+    ({"image_size.x": 1}, "int has no fields"),
+    ({"overrides": []}, "Profile has no field 'overrides'"),
+])
+def test_bad_overrides_are_refused_clearly(monkeypatch, overrides, message):
+    monkeypatch.setenv("LORA_BOOK_OVERRIDES", json.dumps(overrides))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_profile("full")
+
+
+def test_overrides_that_are_not_json_are_refused(monkeypatch):
+    monkeypatch.setenv("LORA_BOOK_OVERRIDES", "{data.train_size: 5}")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        get_profile("full")
+    monkeypatch.setenv("LORA_BOOK_OVERRIDES", "no-such-file.json")
+    with pytest.raises(ValueError, match="neither a JSON object nor an existing file"):
+        get_profile("full")
