@@ -34,10 +34,19 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "head.safet
 HEAD_FILES = ("head.safetensors", "metrics.json")
 
 
+ARTIFACTS_ENV = "LORA_BOOK_ARTIFACTS"
+
+
+def artifacts_base() -> Path:
+    """``$LORA_BOOK_ARTIFACTS`` (e.g. a Google Drive folder, so every chapter finds what earlier ones trained), else
+    ``artifacts`` under the current directory."""
+    return Path(os.environ.get(ARTIFACTS_ENV, "artifacts")).expanduser()
+
+
 def default_root(profile: Profile | str | None = None) -> Path:
-    """``artifacts/<profile>`` under the current directory, or ``$LORA_BOOK_ARTIFACTS/<profile>``."""
-    base = Path(os.environ.get("LORA_BOOK_ARTIFACTS", "artifacts"))
-    return base / get_profile(profile).name
+    """``<artifacts base>/<profile label>``: ``artifacts/tiny``, ``artifacts/full``, or ``artifacts/full-<hash>`` for a
+    profile changed by ``$LORA_BOOK_OVERRIDES`` (see :func:`artifacts_base`)."""
+    return artifacts_base() / get_profile(profile).label
 
 
 def library_versions() -> dict[str, str]:

@@ -97,7 +97,7 @@ def _no_weights_error(spec: BackboneSpec, error: Exception) -> FileNotFoundError
     return FileNotFoundError(
         f"Could not get pretrained weights for {spec.model_name!r} ({type(error).__name__}: {error}). "
         "This needs the Hugging Face Hub. Without network, download them once elsewhere, e.g. "
-        f"`huggingface-cli download timm/{spec.model_name} model.safetensors --local-dir vit_weights`, copy the file "
+        f"`hf download timm/{spec.model_name} model.safetensors --local-dir vit_weights`, copy the file "
         f"here and set ${spec.local_weights_env}=vit_weights/model.safetensors; or use the offline profile "
         "(`--profile tiny`, or LORA_BOOK_PROFILE=tiny)."
     )

@@ -17,6 +17,7 @@ from torch import nn
 from .benchmarking import parameter_bytes, time_call
 from .merging import merge_adapters
 from .multitask import MultiTaskModel
+from .workload import count
 
 
 class AdapterSwitching(nn.Module):
@@ -26,6 +27,7 @@ class AdapterSwitching(nn.Module):
         super().__init__()
         self.model = peft_model
         self.heads = nn.ModuleDict(heads)
+        self.passes = len(heads)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {}
@@ -42,6 +44,7 @@ class SeparateModels(nn.Module):
         super().__init__()
         self.backbones = nn.ModuleDict(backbones)
         self.heads = nn.ModuleDict(heads)
+        self.passes = len(backbones)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {task: self.heads[task](self.backbones[task](x)) for task in self.heads}
@@ -72,6 +75,7 @@ def inference_cost(strategies: dict[str, nn.Module], k: int, image_size: int, ba
         for batch in batch_sizes:
             x = torch.randn(batch, 3, image_size, image_size, device=device)
             timing = time_call(lambda m=module, x=x: m(x), warmup=warmup, repeats=repeats, device=device)
+            count("timed", (warmup + repeats) * batch * getattr(module, "passes", 1))
             rows.append({
                 "strategy": name, "tasks": 1 if name == "base" else k, "batch": batch,
                 "median_ms": 1000 * timing["median"], "p10_ms": 1000 * timing["p10"], "p90_ms": 1000 * timing["p90"],

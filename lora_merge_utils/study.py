@@ -30,9 +30,20 @@ from .artifacts import (
     write_json,
 )
 from .backbone import backbone_identity, create_backbone
-from .evaluation import DECIMALS, MergeSpec, adapter_accuracy, evaluate_merges, head_accuracy, summarize_merges
+from .batches import decode_all
+from .evaluation import (
+    DECIMALS,
+    MergeSpec,
+    ScoreStore,
+    adapter_accuracy,
+    code_version,
+    evaluate_merges,
+    head_accuracy,
+    merge_combinations,
+    summarize_merges,
+)
 from .profiles import Profile, get_device, get_profile, progress_enabled
-from .tasks import ImageTask, check_task_name, load_task
+from .tasks import ImageTask, check_task_name, load_task, subsample
 from .training import extract_features, train_adapter, train_head
 
 DEFAULT_METHODS = ("task_arithmetic", "linear")
@@ -48,6 +59,7 @@ class Study:
     device: torch.device
     progress: bool = True
     _features: dict = field(default_factory=dict, repr=False)
+    _decoded: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, profile: Profile | str | None = None, root: Path | str | None = None,
@@ -66,12 +78,26 @@ class Study:
     def describe(self) -> str:
         """A few lines saying what this run uses: profile, device, backbone, artifact folder and library versions."""
         versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
-        return (f"profile: {self.profile.name} ({len(self.profile.tasks)} tasks: {', '.join(self.profile.tasks)})\n"
-                f"device: {self.device}\n"
-                f"backbone: {backbone_identity(self.backbone)} "
-                f"({sum(p.numel() for p in self.backbone.parameters()):,} parameters)\n"
-                f"artifacts: {self.root}\n"
-                f"versions: {versions}")
+        lines = [f"profile: {self.profile.name} ({len(self.profile.tasks)} tasks: {', '.join(self.profile.tasks)})"]
+        if self.profile.overrides:
+            lines.append("overrides: " + ", ".join(f"{k}={v}" for k, v in self.profile.overrides))
+        if self.profile.smoke:
+            lines.append("smoke run: stand-in data and a shallow backbone prove the code path; the numbers mean "
+                         "nothing, and checks that need real pretrained weights are skipped")
+        lines += [f"device: {self.device}",
+                  f"backbone: {backbone_identity(self.backbone)} "
+                  f"({sum(p.numel() for p in self.backbone.parameters()):,} parameters)",
+                  f"artifacts: {self.root}",
+                  f"versions: {versions}"]
+        return "\n".join(lines)
+
+    def expects_real_results(self, check: str) -> bool:
+        """Whether a check that needs real pretrained weights and real data should run: ``True``, except in a smoke
+        run (:attr:`Profile.smoke`), where it prints that ``check`` is skipped and why, and returns ``False``."""
+        if self.profile.smoke:
+            print(f"smoke run: skipped the check that {check} (it needs real pretrained weights and real data)")
+            return False
+        return True
 
     @property
     def store(self) -> ArtifactStore:
@@ -84,14 +110,31 @@ class Study:
         """A distinct, fixed seed per task."""
         return self.profile.train.seed * 1000 + self.profile.tasks.index(task)
 
-    def features(self, task: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frozen-backbone features of a split, computed once per session."""
-        key = (task, split)
+    def dataset(self, task: str, split: str, images: int | None = None):
+        """A split (or a class-balanced sample of ``images`` of its images) decoded and resized once per session and
+        held in memory: every later use (features, training, each merge's evaluation) reads the same tensors
+        instead of decoding the images again."""
+        whole = self.task(task).split(split)
+        chosen = subsample(whole, images, self.profile.train.seed)
+        key = (task, split, len(chosen))
+        if key not in self._decoded:
+            decoded_whole = self._decoded.get((task, split, len(whole)))
+            if decoded_whole is not None:  # the whole split is in memory already: pick the sample from it
+                self._decoded[key] = subsample(decoded_whole, images, self.profile.train.seed)
+            else:
+                self._decoded[key] = decode_all(chosen, self.profile.num_workers,
+                                                progress=f"{task} {split} images" if self.progress else False)
+        return self._decoded[key]
+
+    def features(self, task: str, split: str, images: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen-backbone features of a split (or of the sample :meth:`dataset` gives), computed once per
+        session."""
+        dataset = self.dataset(task, split, images)
+        key = (task, split, len(dataset))
         if key not in self._features:
-            dataset = getattr(self.task(task), split)
             self._features[key] = extract_features(
                 self.backbone, dataset, self.profile.train.eval_batch_size, self.device, self.profile.amp,
-                progress=f"{task} {split} features" if self.progress else False, num_workers=self.profile.num_workers,
+                progress=f"{task} {split} features" if self.progress else False,
             )
         return self._features[key]
 
@@ -141,12 +184,12 @@ class Study:
         baseline, _ = self.ensure_head(task)
         data = self.task(task)
         model, head, result = train_adapter(
-            self.backbone, data.train, data.num_classes, self.profile, seed=self.seed_of(task), init_head=baseline,
-            device=self.device, progress=f"{task} adapter" if self.progress else False,
+            self.backbone, self.dataset(task, "train"), data.num_classes, self.profile, seed=self.seed_of(task),
+            init_head=baseline, device=self.device, progress=f"{task} adapter" if self.progress else False,
         )
         model.to(self.device)
         head.to(self.device)
-        acc = adapter_accuracy(model, head, "default", data.test, **self.eval_kwargs())
+        acc = adapter_accuracy(model, head, "default", self.dataset(task, "test"), **self.eval_kwargs())
         model.cpu()
         head.cpu()
         steps = max(1, len(result.loss_curve) // 50)
@@ -177,8 +220,9 @@ class Study:
         return model.to(self.device), {k: v.to(self.device) for k, v in heads.items()}
 
     # ---------------------------------------------------------------------------------------------------- tables
-    def singles_table(self, model=None, heads=None, split: str = "test") -> pd.DataFrame:
-        """Per task: head-only baseline accuracy and single-adapter accuracy on ``split`` (test by default)."""
+    def singles_table(self, model=None, heads=None, split: str = "test", images: int | None = None) -> pd.DataFrame:
+        """Per task: head-only baseline accuracy and single-adapter accuracy on ``split`` (test by default), or on the
+        class-balanced sample of ``images`` images per task that :meth:`dataset` gives."""
         if model is None:
             model, heads = self.load_all_adapters()
         rows = []
@@ -189,42 +233,48 @@ class Study:
                 "task": task,
                 "num_classes": data.num_classes,
                 "num_train": len(data.train),
-                f"num_{split}": len(data.split(split)),
-                "head_accuracy": round(head_accuracy(baseline, *self.features(task, split)), DECIMALS),
-                "adapter_accuracy": round(adapter_accuracy(model, heads[task], task, data.split(split),
-                                                           **self.eval_kwargs()), DECIMALS),
+                f"num_{split}": len(self.dataset(task, split, images)),
+                "head_accuracy": round(head_accuracy(baseline, *self.features(task, split, images)), DECIMALS),
+                "adapter_accuracy": round(adapter_accuracy(model, heads[task], task,
+                                                           self.dataset(task, split, images), **self.eval_kwargs()),
+                                          DECIMALS),
             })
         table = pd.DataFrame(rows)
         table["adapter_gain"] = (table["adapter_accuracy"] - table["head_accuracy"]).round(DECIMALS)
         return table
 
     def merges_table(self, singles: pd.DataFrame, methods=DEFAULT_METHODS, sizes=(2, 3), model=None, heads=None,
-                     split: str = "test", cache: bool = False, **kwargs) -> pd.DataFrame:
-        """Every merge of ``sizes`` adapters with every method, each member task scored on ``split`` against the
-        ``singles`` table of the same split (see :func:`~lora_merge_utils.evaluation.evaluate_merges`).
+                     split: str = "test", cache: bool = False, combos=None, images: int | None = None
+                     ) -> pd.DataFrame:
+        """Every merge of ``sizes`` adapters (or the merges in ``combos``) with every method, each member task scored
+        on ``split`` (or on the sample of ``images`` images per task that :meth:`dataset` gives) against the
+        ``singles`` table of the same images (see :func:`~lora_merge_utils.evaluation.evaluate_merges`).
 
-        With ``cache=True`` the table is saved under ``results/`` keyed by the request and the adapters' contents,
-        and loaded from there by any later call with the same request (so chapters can share evaluations).
+        With ``cache=True`` each merge's scores are saved under ``results/scores``, keyed by the split, the merge,
+        the method and its hyperparameters, the adapters' contents and the scoring code's version, and reused by any
+        later request that contains the same merge (so chapters share evaluations, and an edit of the merging code
+        is never served stale scores).
         """
-        path = None
+        specs = [MergeSpec.of(m) for m in methods]
+        combos = [tuple(c) for c in combos] if combos is not None else merge_combinations(self.profile.tasks, sizes)
+        scores = None
         if cache:
-            specs = [MergeSpec.of(m) for m in methods]
-            request = [split, [(m.label, m.method, m.params_label) for m in specs], list(sizes),
-                       [list(c) for c in kwargs.get("combos") or []], self.adapters_fingerprint(),
-                       singles.to_csv(index=False)]
-            key = hashlib.sha256(json.dumps(request).encode()).hexdigest()[:16]
-            path = self.store.results_dir / "cache" / f"merges-{key}.csv"
-            if path.is_file():
-                return pd.read_csv(path, keep_default_na=False)
-        if model is None:
+            context = json.dumps([split, images, self.adapters_fingerprint(), code_version()])
+            scores = ScoreStore(self.store.results_dir / "scores", context)
+        missing = scores is None or any(scores.get(c, s) is None for c in combos for s in specs)
+        if model is None and missing:
             model, heads = self.load_all_adapters()
-        eval_sets = {t: self.task(t).split(split) for t in self.profile.tasks}
+        if heads is None:
+            heads = {task: self.adapter_head(task) for task in self.profile.tasks}
+        eval_sets = {t: self.dataset(t, split, images) for t in {t for c in combos for t in c}} if missing else {}
         e = self.eval_kwargs()
-        table = evaluate_merges(model, heads, eval_sets, singles, methods=methods, sizes=sizes, device=e["device"],
-                                batch_size=e["batch_size"], amp=e["amp"], progress=self.progress, **kwargs)
-        if path is not None:
-            save_table(table, path)
-        return table
+        return evaluate_merges(model, heads, eval_sets, singles, methods=specs, combos=combos, device=e["device"],
+                               batch_size=e["batch_size"], amp=e["amp"], num_workers=e["num_workers"],
+                               progress=self.progress, scores=scores)
+
+    def adapter_head(self, task: str) -> nn.Linear:
+        """The saved head of a task's adapter (trained first if missing), on the study's device."""
+        return load_head(self.ensure_adapter(task) / "head.safetensors").to(self.device)
 
     def adapters_fingerprint(self) -> str:
         """A hash of every saved adapter's weights and head: cached evaluations are valid only for these."""

@@ -5,30 +5,17 @@ from __future__ import annotations
 import copy
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ._progress import tqdm
+from .batches import autocast, in_memory, iterate_batches, make_loader
 from .profiles import LoraSettings, Profile, TrainSettings, get_device
-
-
-def autocast(device: torch.device, enabled: bool = True):
-    """fp16 autocast on CUDA when ``enabled``; a no-op on CPU (CPU autocast is slower than fp32 for a small ViT)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
-
-
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0) -> DataLoader:
-    """A DataLoader whose shuffling depends on ``seed`` only."""
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=num_workers, persistent_workers=False)
+from .workload import count
 
 
 @torch.inference_mode()
@@ -45,12 +32,13 @@ def extract_features(
     device = device or next(backbone.parameters()).device
     backbone.eval()
     feats, labels = [], []
-    loader = make_loader(dataset, batch_size, shuffle=False, num_workers=num_workers)
     desc = progress if isinstance(progress, str) else "features"
-    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    batches = iterate_batches(dataset, batch_size, device, num_workers)
+    for x, y in tqdm(batches, desc=desc, disable=not progress, leave=False, total=-(-len(dataset) // batch_size)):
         with autocast(device, amp):
-            feats.append(backbone(x.to(device, non_blocking=True)).float().cpu())
+            feats.append(backbone(x).float().cpu())
         labels.append(torch.as_tensor(y))
+        count("evaluated", len(y))
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -172,7 +160,10 @@ def train_adapter(
     head = head.to(device).requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.adapter_lr, weight_decay=settings.adapter_weight_decay)
-    loader = make_loader(train_set, settings.batch_size, shuffle=True, seed=seed, num_workers=profile.num_workers)
+    # Images already decoded into memory need no worker processes; lazily decoded ones are decoded by the workers.
+    lazy = not in_memory(train_set)
+    loader = make_loader(train_set, settings.batch_size, shuffle=True, seed=seed,
+                         num_workers=profile.num_workers if lazy else 0)
     total = settings.adapter_epochs * len(loader)
     schedule = _cosine_with_warmup(optimizer, total, warmup_steps=max(1, len(loader) // 4))
     use_amp = profile.amp and device.type == "cuda"
@@ -194,6 +185,9 @@ def train_adapter(
             schedule.step()
             result.loss_curve.append(loss.item())
             result.images_seen += len(y)
+            count("trained", len(y))
+            if lazy:
+                count("decoded", len(y))
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()

@@ -68,14 +68,37 @@ def test_summary_and_pairwise_matrix(study_run, mini_profile):
     assert matrix.isna().values.diagonal().all() and matrix.notna().sum().sum() == 6
 
 
-def test_cached_merge_tables_are_reused_and_keyed_by_request(study_run, mini_profile):
+def test_merge_scores_are_cached_per_merge_and_shared_between_requests(study_run, mini_profile, monkeypatch):
+    from lora_merge_utils.workload import work_done
+
     root, tables = study_run
     study = Study.open(mini_profile, root, progress=False)
     singles = tables["singles"]
-    first = study.merges_table(singles, methods=("task_arithmetic",), sizes=(2,), cache=True)
-    cached = list((root / "results" / "cache").glob("merges-*.csv"))
-    assert len(cached) == 1
+    start = work_done()["merges"]
+    pairs = study.merges_table(singles, methods=("task_arithmetic",), sizes=(2,), cache=True)
+    assert work_done()["merges"] - start == 3
+    both = study.merges_table(singles, methods=("task_arithmetic",), sizes=(2, 3), cache=True)
+    assert work_done()["merges"] - start == 4, "the pairs come from the cache: only the triple is merged"
+    pd.testing.assert_frame_equal(both[both["size"] == 2].reset_index(drop=True), pairs)
+    assert len(list((root / "results" / "scores").glob("*.json"))) == 4
+    study.merges_table(singles, methods=("task_arithmetic",), sizes=(2,), cache=True, split="val")
+    assert work_done()["merges"] - start == 7, "another split is another request"
+    monkeypatch.setattr("lora_merge_utils.study.code_version", lambda: "edited merging code")
     again = study.merges_table(singles, methods=("task_arithmetic",), sizes=(2,), cache=True)
-    pd.testing.assert_frame_equal(first.reset_index(drop=True), again.reset_index(drop=True), check_dtype=False)
-    study.merges_table(singles, methods=("linear",), sizes=(2,), cache=True)
-    assert len(list((root / "results" / "cache").glob("merges-*.csv"))) == 2
+    assert work_done()["merges"] - start == 10, "edited code is never served stale scores"
+    pd.testing.assert_frame_equal(again, pairs)
+
+
+def test_a_split_is_decoded_once_per_session(study_run, mini_profile):
+    from lora_merge_utils.workload import work_done
+
+    root, _ = study_run
+    study = Study.open(mini_profile, root, progress=False)
+    first = study.dataset("digits", "test")
+    assert study.dataset("digits", "test") is first
+    sample = study.dataset("digits", "test", images=20)
+    assert len(sample) == 20 and study.dataset("digits", "test", images=20) is sample
+    start = work_done()["evaluated"]
+    study.features("digits", "test")
+    study.features("digits", "test")
+    assert work_done()["evaluated"] - start == len(first), "features are computed once"

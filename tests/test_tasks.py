@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from lora_merge_utils import FULL, TINY, load_task
+from lora_merge_utils.profiles import GeneratedData, HubData
 from lora_merge_utils.tasks import TINY_BUILDERS, balanced_split
 
 
@@ -21,7 +22,7 @@ def test_tiny_task_splits(name):
 
 @pytest.mark.parametrize("name", TINY.tasks)
 def test_tiny_task_builders_are_deterministic(name):
-    small = TINY.replace(train_per_class=5, test_per_class=3, val_per_class=2)
+    small = GeneratedData(train_per_class=5, val_per_class=2, test_per_class=3)
     first = TINY_BUILDERS[name](small, 0)
     second = TINY_BUILDERS[name](small, 0)
     for split in ("train", "val", "test"):
@@ -40,7 +41,7 @@ def test_validation_split_is_held_out_and_balanced(name):
     task = load_task(TINY, name)
     x_val, y_val = task.val.tensors
     counts = np.bincount(y_val.numpy(), minlength=task.num_classes)
-    assert counts.min() == counts.max() == TINY.val_per_class
+    assert counts.min() == counts.max() == TINY.data.val_per_class
     train_rows = {row.numpy().tobytes() for row in task.train.tensors[0]}
     assert not any(row.numpy().tobytes() in train_rows for row in x_val), "no validation image is a training image"
     with pytest.raises(ValueError, match="Unknown split"):
@@ -52,38 +53,115 @@ def test_unknown_task_lists_valid_ones():
         load_task(TINY, "cifar")
 
 
-def _save_stand_in(directory, columns=("image", "label"), n=20):
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def _save_stand_in(directory, columns=("image", "label"), n=40):
     import datasets
 
     rng = np.random.default_rng(0)
-    features = datasets.Features({columns[0]: datasets.Image(),
-                                  columns[1]: datasets.ClassLabel(names=["zero", "one"])})
+    features = datasets.Features({columns[0]: datasets.Image(), columns[1]: datasets.ClassLabel(names=NAMES)})
     split = {columns[0]: [Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)) for _ in range(n)],
-             columns[1]: [i % 2 for i in range(n)]}
+             columns[1]: [i % 10 for i in range(n)]}
     data = datasets.DatasetDict({s: datasets.Dataset.from_dict(split, features=features) for s in ("train", "test")})
     data.save_to_disk(str(directory))
+
+
+SMALL_HUB = FULL.replace(image_size=32, data=HubData(train_size=20, val_size=10, test_size=None))
 
 
 def test_full_loader_reads_a_local_copy(tmp_path, monkeypatch):
     _save_stand_in(tmp_path / "mnist")
     monkeypatch.setenv("LORA_BOOK_DATA_DIR", str(tmp_path))
-    task = load_task(FULL.replace(image_size=32), "mnist")
-    assert task.class_names == ["zero", "one"]
+    task = load_task(SMALL_HUB, "mnist")
+    assert task.class_names == NAMES, "class names come from the data's ClassLabel"
     x, y = task.train[3]
     assert x.shape == (3, 32, 32)
-    assert len(task.test) == 20
-    assert len(task.val) > 0 and len(task.train) > 0
-    assert len(task.val) + len(task.train) <= 20, "validation is carved out of the training split, disjoint"
+    assert len(task.test) == 40, "test_size None keeps the whole test split"
+    assert (len(task.val), len(task.train)) == (10, 20), "val_size and train_size: 1 and 2 per class"
+    assert not _encoded(task.val) & _encoded(task.train), "validation is carved out of the training split, disjoint"
+
+
+def _encoded(dataset) -> set[bytes]:
+    import datasets
+
+    return {row["bytes"] for row in dataset.data.cast_column("image", datasets.Image(decode=False))["image"]}
+
+
+def test_a_split_too_small_for_the_sample_is_a_clear_error(tmp_path, monkeypatch):
+    _save_stand_in(tmp_path / "mnist")
+    monkeypatch.setenv("LORA_BOOK_DATA_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="train sample would be empty.*Lower data.val_size"):
+        load_task(FULL.replace(image_size=32), "mnist")
 
 
 def test_full_loader_reports_a_wrong_schema(tmp_path, monkeypatch):
     _save_stand_in(tmp_path / "svhn", columns=("img", "label"))
     monkeypatch.setenv("LORA_BOOK_DATA_DIR", str(tmp_path))
     with pytest.raises(ValueError, match="no column 'image'"):
-        load_task(FULL.replace(image_size=32), "svhn")
+        load_task(SMALL_HUB, "svhn")
 
 
 def test_full_loader_offline_without_copy_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.setenv("LORA_BOOK_DATA_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="save_to_disk"):
         load_task(FULL.replace(image_size=32), "dtd")
+
+
+def test_hub_loader_downloads_only_the_splits_it_reads_and_keeps_a_sample(tmp_path, monkeypatch, capsys):
+    """The hub path end to end against a folder laid out like the hub (``$LORA_BOOK_HUB_MIRROR``): only the train
+    and test parquet files are read (SVHN's ``extra`` here is not even a parquet file), their bytes are printed, and
+    the class-balanced sample saved under the artifacts folder serves the next load without the hub."""
+    import datasets
+
+    from lora_merge_utils import tasks as tasks_module
+
+    _save_stand_in(tmp_path / "copy")
+    saved = datasets.load_from_disk(str(tmp_path / "copy"))
+    folder = tmp_path / "mirror" / "ufldl-stanford" / "svhn" / "cropped_digits"
+    folder.mkdir(parents=True)
+    for split in ("train", "test"):
+        saved[split].to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+    (folder / "extra-00000-of-00002.parquet").write_bytes(b"not parquet: reading it would fail")
+    monkeypatch.setenv("LORA_BOOK_HUB_MIRROR", str(tmp_path / "mirror"))
+    monkeypatch.setenv("LORA_BOOK_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("LORA_BOOK_PROGRESS", "0")
+
+    task = load_task(SMALL_HUB, "svhn")
+    printed = capsys.readouterr().out
+    sizes = {split: (folder / f"{split}-00000-of-00001.parquet").stat().st_size / 1e6 for split in ("train", "test")}
+    assert f"train {sizes['train']:,.1f} MB, test {sizes['test']:,.1f} MB" in printed
+    assert "not downloading extra" in printed and "saved a sample of 20 train, 10 val, 40 test" in printed
+    assert task.class_names == NAMES and "Hugging Face Hub" in task.description
+    assert (len(task.train), len(task.val), len(task.test)) == (20, 10, 40)
+
+    import shutil
+
+    shutil.rmtree(tmp_path / "mirror")
+    tasks_module._CACHE.clear()
+    again = load_task(SMALL_HUB, "svhn")
+    assert "downloading" not in capsys.readouterr().out, "the saved sample is reused"
+    np.testing.assert_array_equal(again.labels("train"), task.labels("train"))
+    assert torch.equal(again.test[5][0], task.test[5][0])
+
+
+def test_decoded_once_gives_exactly_the_lazy_items(tmp_path, monkeypatch):
+    from lora_merge_utils.batches import InMemoryImages, decode_all, iterate_batches
+    from lora_merge_utils.tasks import subsample
+
+    _save_stand_in(tmp_path / "mnist")
+    monkeypatch.setenv("LORA_BOOK_DATA_DIR", str(tmp_path))
+    lazy = load_task(SMALL_HUB, "mnist").test
+    decoded = decode_all(lazy, num_workers=0)
+    assert isinstance(decoded, InMemoryImages) and decoded.images.dtype == torch.uint8
+    for i in (0, 7, 39):
+        x_lazy, y_lazy = lazy[i]
+        x_mem, y_mem = decoded[i]
+        assert torch.equal(x_lazy, x_mem) and y_lazy == y_mem
+    batches = list(iterate_batches(decoded, 16, torch.device("cpu")))
+    assert [len(y) for _, y in batches] == [16, 16, 8]
+    assert torch.equal(batches[1][0][0], lazy[16][0])
+    sample = subsample(lazy, 20, seed=0)
+    assert len(sample) == 20 and np.bincount(sample.labels, minlength=10).tolist() == [2] * 10
+    assert torch.equal(decode_all(sample).images, subsample(decoded, 20, seed=0).images), "same sample either way"
+    assert subsample(lazy, None) is lazy and subsample(lazy, 1000) is lazy
