@@ -168,3 +168,54 @@ def test_knots_aligns_before_ties_so_it_differs_from_entrywise_ties(backbone, ra
     # At full density with agreeing signs, TIES in the shared basis is the mean of the aligned factors.
     same = knots_ties_delta([deltas[0], deltas[0]], [1.0, 1.0], density=1.0)
     assert relative_error(same, deltas[0].double()) < 1e-5
+
+
+def _scale_updates(model, target_ratio: float) -> float:
+    """Scale every B factor so that ||dW|| / ||W|| is about ``target_ratio`` per layer (the ViT-B regime)."""
+    from lora_merge_utils.merging import lora_layers
+
+    ratios = []
+    with torch.no_grad():
+        for layer in lora_layers(model).values():
+            for adapter in layer.lora_A:
+                delta = layer.get_delta_weight(adapter)
+                layer.lora_B[adapter].weight.mul_(target_ratio * layer.get_base_layer().weight.norm() / delta.norm())
+                ratios.append(float(layer.get_delta_weight(adapter).norm() / layer.get_base_layer().weight.norm()))
+    return max(ratios)
+
+
+def test_exactness_is_measured_in_float64_at_vit_b_magnitudes(backbone, random_adapters):
+    """At ||dW|| / ||W|| = 1e-4, reading a float32 merged weight back as (W + dW) - W loses ~1e-3 of the update, so a
+    1e-5 check there would fail even for an exact merge; update_error works on a float64 copy and stays exact."""
+    from lora_merge_utils.merging import update_error
+
+    model, _ = load_adapters(backbone, random_adapters)
+    names = list(random_adapters)[:2]
+    assert _scale_updates(model, 1e-4) < 2e-4
+    float32 = merged_delta(backbone, merge_adapters(model, names))
+    want = {layer: sum(model.base_model.model.get_submodule(layer).get_delta_weight(n).double() for n in names) / 2
+            for layer in float32}
+    naive = max(relative_error(float32[layer], want[layer]) for layer in want)
+    assert naive > 1e-5, "float32 rounding of W + dW hides the update at this scale"
+    exact = update_error(model, names)
+    assert len(exact) == 4 * len(backbone.blocks) and max(exact.values()) < 1e-9
+    assert min(update_error(model, names, method="linear").values()) > 0.1, "and a non-exact method still shows"
+    assert next(model.parameters()).dtype == torch.float32, "the model itself is not converted"
+
+
+def test_lowrank_svd_matches_the_full_svd():
+    from lora_merge_utils.merging import knots_ties_delta, lowrank_svd
+
+    torch.manual_seed(0)
+    factors = [(torch.randn(48, 4), torch.randn(4, 32)) for _ in range(3)]
+    stacked = torch.cat([b.double() @ a.double() for b, a in factors], dim=1)
+    u, s, vh = lowrank_svd(factors)
+    assert u.shape == (48, 12) and vh.shape == (12, 96)
+    torch.testing.assert_close(u @ torch.diag(s) @ vh, stacked, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s, torch.linalg.svdvals(stacked)[:12], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(u.T @ u, torch.eye(12, dtype=torch.float64), rtol=0, atol=1e-10)
+    # In float64 the full SVD sees rank 12 too (float32 products would add noise directions that trimming counts).
+    deltas = [b.double() @ a.double() for b, a in factors]
+    for density in (0.3, 1.0):
+        torch.testing.assert_close(knots_ties_delta(factors, [0.5, 0.3, 0.2], density).double(),
+                                   knots_ties_delta(deltas, [0.5, 0.3, 0.2], density), rtol=1e-5, atol=1e-6)
