@@ -22,7 +22,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default=None, choices=sorted(PROFILES),
                         help="tiny: offline CPU; full: Colab GPU (default: $LORA_BOOK_PROFILE, else full on a Colab "
                              "GPU, else tiny)")
-    parser.add_argument("--out", type=Path, default=None, help="artifact root (default: artifacts/<profile>)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="artifact root (default: $LORA_BOOK_ARTIFACTS/<profile>, else artifacts/<profile>)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -71,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list", help="profiles, tasks and merge methods",
                         description="List the profiles with their tasks, and the merge methods.")
+
+    plan = commands.add_parser("plan", help="expected time of every chapter on a Colab T4",
+                               description="Replay what each chapter does (images decoded, trained and evaluated, "
+                                           "merges) for a profile and print the expected minutes per chapter on a "
+                                           "Colab T4: in order with artifacts kept on Drive, and alone on a fresh "
+                                           "runtime. Estimates, from the throughput figures in "
+                                           "lora_merge_utils.plan.T4.")
+    plan.add_argument("--profile", default="full", choices=sorted(PROFILES), help="default: full")
     return parser
 
 
@@ -86,11 +95,13 @@ def _print(title: str, table: pd.DataFrame) -> None:
 
 
 def _run(args) -> None:
+    from .artifacts import default_root
+    from .profiles import get_profile
     from .study import run_study
 
     start = time.perf_counter()
-    profile = args.profile or default_profile_name()
-    out = args.out or Path("artifacts") / profile
+    profile = get_profile(args.profile or default_profile_name())
+    out = args.out or default_root(profile)
     tables = run_study(profile, out, methods=tuple(args.methods), device=args.device,
                        progress=False if args.quiet else None)
     _print("Single adapters against the head-only baseline (test accuracy):", tables["singles"])
@@ -149,6 +160,14 @@ def _merge(args) -> None:
     _print(f"{args.method} merge of {'+'.join(args.tasks)} (merged in {seconds:.2f} s):", pd.DataFrame(rows))
 
 
+def _plan(args) -> None:
+    from .plan import T4, chapter_plan, format_plan
+    from .profiles import get_profile
+
+    profile = get_profile(args.profile)
+    print(format_plan(chapter_plan(profile, T4), profile, T4))
+
+
 def _list(args) -> None:
     for name, profile in PROFILES.items():
         print(f"profile {name}: backbone {profile.backbone.model_name}, {profile.image_size} px; tasks: "
@@ -159,7 +178,7 @@ def _list(args) -> None:
 
 
 COMMANDS = {"run": _run, "train-head": _train_head, "train-adapter": _train_adapter, "evaluate": _evaluate,
-            "merge": _merge, "list": _list}
+            "merge": _merge, "list": _list, "plan": _plan}
 
 
 def main(argv: list[str] | None = None) -> int:
