@@ -9,13 +9,15 @@ NOTEBOOKS := $(wildcard notebooks/[0-9]*.ipynb)
 # Notebooks always run in the tiny profile here, without progress bars (their stored outputs hold results).
 NB_ENV := LORA_BOOK_PROFILE=tiny LORA_BOOK_PROGRESS=0 PYTHONHASHSEED=0
 
-.PHONY: help setup run test lint bench notebooks book student clean
+.PHONY: help setup run test lint bench notebooks smoke plan book student clean
 
 help:
 	@echo "make book     - execute every chapter in the tiny profile and render the book into _build/html"
 	@echo "make run      - run the whole study headless in the $(PROFILE) profile (results in $(OUT)/results)"
 	@echo "make test     - ruff, the unit tests, and every chapter executed by nbval"
 	@echo "make student  - notebooks/student/: chapters with solutions stubbed and outputs cleared"
+	@echo "make smoke    - every chapter in the full profile, on offline stand-ins, on this CPU (nothing written back)"
+	@echo "make plan     - expected minutes of every chapter on a Colab T4 (full profile)"
 	@echo "make lint     - ruff"
 	@echo "make bench    - print training/evaluation throughput, merge time and grid wall times"
 	@echo "make clean    - remove artifacts and build outputs (keeps .venv)"
@@ -42,6 +44,12 @@ bench: setup
 
 notebooks: setup
 	$(NB_ENV) $(PY) scripts/execute_notebooks.py
+
+smoke: setup
+	$(PY) scripts/execute_notebooks.py --full-smoke
+
+plan: setup
+	$(PY) -m lora_merge_utils plan --profile full
 
 book: notebooks
 	rm -rf _build/html

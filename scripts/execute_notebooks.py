@@ -1,12 +1,18 @@
-"""The repository's own execute command for the chapters (``make notebooks``; ``make book`` runs it first).
+"""The repository's own execute command for the chapters (``make notebooks``; ``make book`` runs it first), and the
+full-profile smoke run of every chapter (``make smoke``; the test suite runs it too).
 
     python scripts/execute_notebooks.py [notebooks/03_pairwise_merges.ipynb ...]
+    python scripts/execute_notebooks.py --full-smoke [DIR]
 
-A full run (no notebook named) starts from cold: it deletes ``notebooks/artifacts`` so the stored outputs show what
-a reader's first run shows. For each notebook: refresh the setup cell and the Colab badge from the repository URL in
-``_config.yml`` (the one place it is configured), execute it top to bottom in the tiny profile with progress bars
-off, check that no output went to stderr and that no absolute path of this machine leaked into an output, then write
-it back atomically.
+A tiny run (the default) starts from cold: it deletes ``notebooks/artifacts`` so the stored outputs show what a
+reader's first run shows. For each notebook it regenerates the setup cell, the Colab badge and the expected T4 time
+(from the repository URL and version, and from :mod:`lora_merge_utils.plan`), executes it top to bottom in the tiny
+profile with progress bars off, checks that no output went to stderr and that no absolute path of this machine
+leaked into an output, then writes it back atomically.
+
+A full-smoke run executes every chapter in order in the ``full`` profile against offline stand-ins
+(:mod:`lora_merge_utils.standins`) on this machine's CPU, sharing one artifact folder as Google Drive would, and
+writes nothing back. It prints each chapter's time and the work it did (images decoded, trained, evaluated, merges).
 """
 
 from __future__ import annotations
@@ -22,11 +28,47 @@ import time
 from pathlib import Path
 
 import nbformat
+import tomllib
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 COLAB = "https://colab.research.google.com/github/{owner_repo}/blob/{branch}/notebooks/{name}"
+TIME_MARK = "**Time on a Colab T4**"
+WORK_MARK = "LORA_BOOK_WORK "
+
+SETUP = '''\
+# Setup. On Colab: install this book's package at the version these pages were made with (Colab's own torch is
+# kept) and, with USE_DRIVE = True, keep trained adapters and the datasets' samples on Google Drive, so that every
+# chapter opened later starts from what earlier chapters trained and downloaded. Everywhere: pick the profile
+# (tiny on a CPU, full on a Colab GPU) and say what this run uses.
+import importlib.util
+import os
+import subprocess
+import sys
+
+USE_DRIVE = False  # True: mount Google Drive and keep artifacts and data in MyDrive/lora-merge-book
+REPO_URL = "{url}"
+BOOK_REF = "{ref}"  # a tag of REPO_URL; "main" for the newest code
+
+if "google.colab" in sys.modules:
+    if USE_DRIVE:
+        from google.colab import drive
+
+        drive.mount("/content/drive")
+        os.environ.setdefault("LORA_BOOK_ARTIFACTS", "/content/drive/MyDrive/lora-merge-book")
+    if importlib.util.find_spec("lora_merge_utils") is None:
+        install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{{REPO_URL}}@{{BOOK_REF}}"],
+                                 capture_output=True, text=True)
+        if install.returncode != 0:
+            raise SystemExit(f"Could not install lora_merge_utils from {{REPO_URL}}@{{BOOK_REF}}: check that this "
+                             "runtime has internet access and that the repository and the tag exist (or set "
+                             "BOOK_REF = 'main'), then run this cell again.")
+
+import lora_merge_utils as lmu  # noqa: E402
+
+study = lmu.Study.open()  # profile from $LORA_BOOK_PROFILE, else full on a Colab GPU, else tiny
+print(study.describe())'''
 
 
 def repository() -> tuple[str, str]:
@@ -37,16 +79,40 @@ def repository() -> tuple[str, str]:
     return config["url"].rstrip("/"), config.get("branch", "main")
 
 
-def refresh_links(notebook, name: str) -> None:
-    """Point the setup cell's REPO_URL and the Colab badge at the configured repository."""
+def book_ref() -> str:
+    """The tag the setup cells install: ``v`` + the package version in ``pyproject.toml``."""
+    return "v" + tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def setup_source() -> str:
+    url, _ = repository()
+    return SETUP.format(url=url, ref=book_ref())
+
+
+def time_line(name: str) -> str:
+    """The chapter's expected time on a Colab T4, from the plan of the full profile."""
+    from lora_merge_utils.plan import chapter_plan
+
+    row = chapter_plan("full").set_index("notebook").loc[name]
+    return (f"{TIME_MARK} (full profile, from `python -m lora_merge_utils plan --profile full`): about "
+            f"{row['warm_minutes']:.0f} min when earlier chapters' artifacts are kept on Drive, "
+            f"{row['alone_minutes']:.0f} min on a fresh runtime.")
+
+
+def refresh(notebook, name: str) -> None:
+    """Regenerate the setup cell, the Colab badge and the expected T4 time of a chapter."""
     url, branch = repository()
-    owner_repo = url.split("github.com/")[-1]
-    badge = COLAB.format(owner_repo=owner_repo, branch=branch, name=name)
+    badge = COLAB.format(owner_repo=url.split("github.com/")[-1], branch=branch, name=name)
     for cell in notebook.cells:
         if cell.cell_type == "code" and "setup" in cell.metadata.get("tags", []):
-            cell.source = re.sub(r'REPO_URL = ".*"', f'REPO_URL = "{url}"', cell.source)
+            cell.source = setup_source()
         if cell.cell_type == "markdown" and "colab.research.google.com" in cell.source:
             cell.source = re.sub(r"https://colab\.research\.google\.com/github/\S+?\.ipynb", badge, cell.source)
+    title = notebook.cells[0]
+    lines = [line for line in title.source.split("\n") if not line.startswith(TIME_MARK)]
+    badge_line = next(i for i, line in enumerate(lines) if "colab-badge" in line)
+    title.source = "\n".join(lines[:badge_line + 1] + ["", time_line(name)] + lines[badge_line + 1:]).replace(
+        "\n\n\n", "\n\n")
 
 
 def check_outputs(notebook, name: str) -> list[str]:
@@ -64,16 +130,24 @@ def check_outputs(notebook, name: str) -> list[str]:
     return problems
 
 
-def execute(path: Path, timeout: int) -> float:
-    notebook = nbformat.read(path, as_version=4)
-    refresh_links(notebook, path.name)
-    os.environ.update({"LORA_BOOK_PROFILE": "tiny", "LORA_BOOK_PROGRESS": "0", "PYTHONHASHSEED": "0",
-                       "TQDM_DISABLE": "1"})
+def run(notebook, directory: Path, env: dict[str, str], timeout: int) -> float:
+    """Execute ``notebook`` in a fresh kernel started in ``directory`` with ``env``; return the seconds it took."""
     start = time.perf_counter()
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
-    client.execute()
-    seconds = time.perf_counter() - start
+                            resources={"metadata": {"path": str(directory)}})
+    client.execute(env=env)
+    return time.perf_counter() - start
+
+
+TINY_ENV = {"LORA_BOOK_PROFILE": "tiny", "LORA_BOOK_PROGRESS": "0", "PYTHONHASHSEED": "0", "TQDM_DISABLE": "1"}
+
+
+def execute(path: Path, timeout: int) -> float:
+    """Refresh, execute in the tiny profile and write back one chapter."""
+    notebook = nbformat.read(path, as_version=4)
+    refresh(notebook, path.name)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LORA_BOOK_")} | TINY_ENV
+    seconds = run(notebook, path.parent, env, timeout)
     for cell in notebook.cells:
         cell.metadata.pop("execution", None)
     notebook.metadata.pop("widgets", None)
@@ -87,22 +161,56 @@ def execute(path: Path, timeout: int) -> float:
     return seconds
 
 
+def smoke_environment(directory: Path) -> dict[str, str]:
+    """The environment of a full-profile smoke run whose stand-ins and artifacts live under ``directory``."""
+    from lora_merge_utils.standins import build_standins
+
+    env = build_standins(directory / "standins")
+    base = {key: value for key, value in os.environ.items() if not key.startswith("LORA_BOOK_")}
+    return base | env | {"LORA_BOOK_PROFILE": "full", "LORA_BOOK_ARTIFACTS": str(directory / "artifacts"),
+                         "LORA_BOOK_PROGRESS": "0", "TQDM_DISABLE": "1", "PYTHONHASHSEED": "0"}
+
+
+def smoke_chapter(path: Path, env: dict[str, str], timeout: int) -> tuple[float, dict[str, int], object]:
+    """Execute one chapter in the full-profile smoke run: ``(seconds, work tallies, executed notebook)``."""
+    notebook = nbformat.read(path, as_version=4)
+    tally = ("import json\nfrom lora_merge_utils.workload import work_done\n"
+             f"print({WORK_MARK!r} + json.dumps(work_done()))")
+    notebook.cells.append(nbformat.v4.new_code_cell(tally))
+    seconds = run(notebook, Path(env["LORA_BOOK_ARTIFACTS"]).parent, env, timeout)
+    text = "".join(output.get("text", "") for output in notebook.cells[-1].outputs)
+    work = json.loads(text.split(WORK_MARK, 1)[1])
+    return seconds, work, notebook
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
     parser.add_argument("--keep-artifacts", action="store_true",
                         help="reuse notebooks/artifacts (by default a full run starts from cold, as a new reader does)")
+    parser.add_argument("--full-smoke", type=Path, nargs="?", const=Path("artifacts/full-smoke"), default=None,
+                        metavar="DIR", help="run the chapters in the full profile against stand-ins under DIR "
+                                            "(default artifacts/full-smoke) instead; nothing is written back")
     args = parser.parse_args()
-    paths = args.notebooks or sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
-    if not args.notebooks and not args.keep_artifacts:
-        # Stored outputs show what a reader's first run shows: training included.
-        shutil.rmtree(NOTEBOOKS / "artifacts", ignore_errors=True)
+    paths = [p.resolve() for p in args.notebooks] or sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
     total = 0.0
-    for path in paths:
-        seconds = execute(path.resolve(), args.timeout)
-        total += seconds
-        print(f"{path.name}: {seconds:.0f} s", flush=True)
+    if args.full_smoke is not None:
+        directory = args.full_smoke.resolve()
+        shutil.rmtree(directory / "artifacts", ignore_errors=True)
+        env = smoke_environment(directory)
+        for path in paths:
+            seconds, work, _ = smoke_chapter(path, env, args.timeout)
+            total += seconds
+            print(f"{path.name}: {seconds:.0f} s, work {json.dumps(work)}", flush=True)
+    else:
+        if not args.notebooks and not args.keep_artifacts:
+            # Stored outputs show what a reader's first run shows: training included.
+            shutil.rmtree(NOTEBOOKS / "artifacts", ignore_errors=True)
+        for path in paths:
+            seconds = execute(path, args.timeout)
+            total += seconds
+            print(f"{path.name}: {seconds:.0f} s", flush=True)
     print(f"all {len(paths)} notebooks: {total:.0f} s", file=sys.stdout)
 
 

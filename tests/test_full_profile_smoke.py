@@ -1,0 +1,84 @@
+"""The Colab student's path without the GPU and the network: every chapter executed in the ``full`` profile against
+offline stand-ins with the real datasets' schema (``lora_merge_utils.standins``), on this CPU.
+
+The chapters run in order sharing one artifact folder, as they do on Colab with artifacts kept on Google Drive; one
+chapter also runs alone on a fresh folder, as on a new runtime without Drive. Each run's work tallies (images decoded,
+trained, evaluated, timed; merges) must match what the time plan (``lora_merge_utils.plan``) predicts, so the plan's
+T4 minutes follow the chapters.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from lora_merge_utils.plan import CHAPTERS, T4, Session, chapter_plan, sizes_of
+from lora_merge_utils.profiles import FULL, apply_overrides
+from lora_merge_utils.workload import KINDS
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+
+
+def _execute_script():
+    spec = importlib.util.spec_from_file_location("execute_notebooks", ROOT / "scripts" / "execute_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _close(measured: dict, planned: dict) -> list[str]:
+    """Kinds of work where the run and the plan disagree by more than 2% (one solution picks a triple whose size
+    the plan cannot know in advance)."""
+    return [f"{kind}: ran {measured[kind]}, planned {planned[kind]}" for kind in KINDS
+            if abs(measured[kind] - planned[kind]) > 0.02 * planned[kind] + 150]
+
+
+def _stderr(notebook) -> list[str]:
+    return [output.get("text", "")[:300] for cell in notebook.cells for output in cell.get("outputs", [])
+            if output.get("output_type") == "stream" and output.get("name") == "stderr"]
+
+
+@pytest.fixture(scope="module")
+def script():
+    return _execute_script()
+
+
+@pytest.fixture(scope="module")
+def smoke_profile():
+    from lora_merge_utils.standins import SMOKE_OVERRIDES
+
+    return apply_overrides(FULL, SMOKE_OVERRIDES)
+
+
+def test_the_chapters_are_the_plans_chapters():
+    assert sorted(CHAPTERS) == [path.name for path in NOTEBOOKS]
+
+
+def test_every_chapter_runs_in_the_full_profile_in_order(tmp_path, script, smoke_profile):
+    env = script.smoke_environment(tmp_path)
+    assert json.loads(env["LORA_BOOK_OVERRIDES"])["smoke"] is True and env["LORA_BOOK_PROFILE"] == "full"
+    plan = chapter_plan(smoke_profile, T4).set_index("notebook")
+    printed = {}
+    for path in NOTEBOOKS:
+        _, work, notebook = script.smoke_chapter(path, env, timeout=600)
+        assert not _stderr(notebook), f"{path.name} wrote to stderr: {_stderr(notebook)}"
+        assert not _close(work, plan.loc[path.name]), f"{path.name}: {_close(work, plan.loc[path.name])}"
+        printed[path.name] = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert "profile: full" in printed[NOTEBOOKS[0].name] and "smoke run" in printed[NOTEBOOKS[0].name]
+    assert "smoke run: skipped the check that the pretrained backbone" in printed["01_head_finetuning_baseline.ipynb"]
+    assert "datasets/" in printed[NOTEBOOKS[0].name], "chapter 0 saves the sample of every task"
+
+
+def test_a_chapter_runs_alone_on_a_fresh_runtime(tmp_path, script, smoke_profile):
+    """Chapter 4 opened first, with nothing saved: it loads the data, trains heads and adapters, then merges."""
+    env = script.smoke_environment(tmp_path)
+    path = ROOT / "notebooks" / "04_triple_merges.ipynb"
+    _, work, notebook = script.smoke_chapter(path, env, timeout=600)
+    alone = Session(smoke_profile, sizes_of(smoke_profile))
+    CHAPTERS[path.name][1](alone, T4)
+    assert work["trained"] > 0 and not _close(work, alone.work), _close(work, alone.work)
+    assert (tmp_path / "artifacts").is_dir() and any((tmp_path / "artifacts").glob("full-*/adapters/*"))
