@@ -15,7 +15,6 @@ from safetensors.torch import load_file
 from .profiles import BackboneSpec, Profile, get_profile
 
 ASSET_PREFIX = "asset:"
-MANIFEST_NAME = "tiny_vit_fractal.json"
 
 
 def asset_path(filename: str) -> Path:
@@ -32,7 +31,7 @@ def state_dict_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -50,7 +49,7 @@ def _load_asset_weights(model: torch.nn.Module, filename: str) -> None:
     manifest_file = path.with_suffix(".json")
     if manifest_file.is_file():
         expected = json.loads(manifest_file.read_text())["sha256"]
-        actual = _file_sha256(path)
+        actual = file_sha256(path)
         if actual != expected:
             raise ValueError(
                 f"The shipped backbone weights {path} do not match their manifest (sha256 {actual[:12]}... instead of "
@@ -112,6 +111,14 @@ def create_backbone(profile: Profile | str | None = None, pretrained: bool = Tru
 
     The returned model is in eval mode with every parameter frozen. Its attribute ``lora_book_identity`` is a
     fingerprint of its weights: adapters remember it, and merging refuses adapters of different backbones.
+
+    Example:
+        >>> import torch
+        >>> backbone = create_backbone("tiny")
+        >>> backbone(torch.zeros(2, 3, 32, 32)).shape  # pooled features, no classifier
+        torch.Size([2, 96])
+        >>> any(p.requires_grad for p in backbone.parameters())
+        False
     """
     profile = get_profile(profile)
     spec = profile.backbone

@@ -99,7 +99,7 @@ def _shape_mask(shape: str, rng: np.random.Generator) -> np.ndarray:
     scale = 4
     canvas = Image.new("L", (SIZE * scale, SIZE * scale), 0)
     draw = ImageDraw.Draw(canvas)
-    radius = rng.uniform(7, 12) * scale
+    radius = rng.uniform(9, 13) * scale
     centre = tuple(rng.uniform(radius + scale, SIZE * scale - radius - scale, size=2))
     angle = rng.uniform(0, 2 * np.pi)
     cx, cy = centre
@@ -130,7 +130,7 @@ def make_shapes(per_class: int, rng: np.random.Generator, split: str = "train"):
     images, labels = [], []
     for label, shape in enumerate(SHAPES):
         for _ in range(per_class):
-            images.append(_compose(_shape_mask(shape, rng), rng, noise=0.08))
+            images.append(_compose(_shape_mask(shape, rng), rng, noise=0.04, clutter=0.08))
             labels.append(label)
     return np.stack(images), np.asarray(labels), SHAPES
 
@@ -166,14 +166,14 @@ def make_textures(per_class: int, rng: np.random.Generator, split: str = "train"
         val_cut = int(height * (1 - _TEST_FRACTION - _VAL_FRACTION))
         region = {"train": source[:val_cut], "val": source[val_cut:test_cut], "test": source[test_cut:]}[split]
         for _ in range(per_class):
-            crop = int(rng.integers(24, min(57, region.shape[0], region.shape[1])))
+            crop = int(rng.integers(32, min(49, region.shape[0], region.shape[1])))
             top = int(rng.integers(0, region.shape[0] - crop + 1))
             left = int(rng.integers(0, region.shape[1] - crop + 1))
             patch = Image.fromarray(region[top:top + crop, left:left + crop]).resize((SIZE, SIZE), Image.BILINEAR)
             if rng.random() < 0.5:
                 patch = patch.transpose(Image.FLIP_LEFT_RIGHT)
             array = np.asarray(patch, dtype=np.float32) / 255
-            array = np.clip((array - 0.5) * rng.uniform(0.7, 1.3) + 0.5 + rng.uniform(-0.1, 0.1), 0, 1)
+            array = np.clip((array - 0.5) * rng.uniform(0.85, 1.15) + 0.5 + rng.uniform(-0.05, 0.05), 0, 1)
             images.append((np.repeat(array[..., None], 3, axis=2) * 255).astype(np.uint8))
             labels.append(label)
     return np.stack(images), np.asarray(labels), TEXTURE_SOURCES

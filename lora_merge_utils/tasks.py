@@ -212,10 +212,45 @@ def _tensor_dataset(images: np.ndarray, labels: np.ndarray) -> TensorDataset:
     return TensorDataset(to_tensor(images), torch.as_tensor(labels, dtype=torch.long))
 
 
+_GENERATOR_SOURCES = ("tasks.py", "synthetic.py")
+
+
+def _built_splits(profile: Profile, name: str) -> tuple[dict, list[str], str]:
+    """A tiny task's uint8 images and labels per split, its class names and description: read from
+    ``<sample_cache_dir()>/generated/`` when this exact task (settings, seed and generator code) was built before,
+    else built (several seconds per task on a CPU) and saved there, so every chapter after the first starts at once."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file, save_file
+
+    from .artifacts import write_atomic
+
+    code = hashlib.sha256(b"".join((Path(__file__).parent / f).read_bytes() for f in _GENERATOR_SOURCES))
+    key = json.dumps([name, vars(profile.data), profile.train.seed, code.hexdigest()], sort_keys=True)
+    path = sample_cache_dir() / "generated" / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+    if path.exists():
+        try:
+            arrays = load_file(path)
+            with open(path.with_suffix(".json")) as handle:
+                meta = json.load(handle)
+            splits = {split: (arrays[f"{split}.images"], arrays[f"{split}.labels"]) for split in meta["splits"]}
+            return splits, meta["names"], meta["description"]
+        except (OSError, KeyError, ValueError, SafetensorError):
+            pass  # unreadable: build it again below, over it
+    splits, names, description = TINY_BUILDERS[name](profile.data, profile.train.seed)
+    tensors = {f"{split}.{part}": np.ascontiguousarray(array) for split, (images, labels) in splits.items()
+               for part, array in (("images", images), ("labels", np.asarray(labels, dtype=np.int64)))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The metadata first: a reader finding the images finds their names too.
+    write_atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(
+        {"splits": list(splits), "names": list(names), "description": description})))
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp)))
+    return splits, names, description
+
+
 def _load_generated(profile: Profile, name: str) -> ImageTask:
     if name not in TINY_BUILDERS:
         raise ValueError(f"No offline builder for task {name!r}; builders exist for {', '.join(TINY_BUILDERS)}.")
-    splits, names, description = TINY_BUILDERS[name](profile.data, profile.train.seed)
+    splits, names, description = _built_splits(profile, name)
     datasets = {split: _tensor_dataset(*arrays) for split, arrays in splits.items()}
     return ImageTask(name, names, datasets["train"], datasets["test"], description, val=datasets["val"])
 
@@ -533,7 +568,16 @@ _CACHE: dict[tuple, ImageTask] = {}
 
 
 def load_task(profile: Profile | str | None, name: str) -> ImageTask:
-    """Load one task of a profile by name (cached in memory for the session)."""
+    """Load one task of a profile by name (cached in memory for the session).
+
+    Example:
+        >>> task = load_task("tiny", "shapes")
+        >>> task.num_classes, len(task.class_names) == task.num_classes
+        (6, True)
+        >>> image, label = task.train[0]
+        >>> tuple(image.shape), image.dtype
+        ((3, 32, 32), torch.float32)
+    """
     profile = get_profile(profile)
     check_task_name(profile, name)
     key = (type(profile.data), profile.data, profile.image_size, profile.train.seed, os.environ.get(DATA_DIR_ENV),

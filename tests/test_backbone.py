@@ -11,8 +11,8 @@ from lora_merge_utils.profiles import BackboneSpec
 
 
 def test_tiny_backbone_loads_shipped_weights(backbone):
-    manifest = json.loads(asset_path("tiny_vit_fractal.json").read_text())
-    assert asset_path("tiny_vit_fractal.safetensors").stat().st_size < 10 * 2**20
+    manifest = json.loads(asset_path("tiny_vit_formula.json").read_text())
+    assert asset_path("tiny_vit_formula.safetensors").stat().st_size < 10 * 2**20
     assert manifest["parameters"] == sum(p.numel() for p in backbone.state_dict().values())
     assert backbone.num_classes == 0
     assert backbone(torch.zeros(2, 3, 32, 32)).shape == (2, 96)
@@ -26,9 +26,9 @@ def test_random_backbone_differs_and_has_another_identity(backbone):
 
 
 def test_corrupt_shipped_weights_are_refused(tmp_path, monkeypatch):
-    weights = tmp_path / "tiny_vit_fractal.safetensors"
-    weights.write_bytes(asset_path("tiny_vit_fractal.safetensors").read_bytes()[:-10] + b"0" * 10)
-    (tmp_path / "tiny_vit_fractal.json").write_text(asset_path("tiny_vit_fractal.json").read_text())
+    weights = tmp_path / "tiny_vit_formula.safetensors"
+    weights.write_bytes(asset_path("tiny_vit_formula.safetensors").read_bytes()[:-10] + b"0" * 10)
+    (tmp_path / "tiny_vit_formula.json").write_text(asset_path("tiny_vit_formula.json").read_text())
     monkeypatch.setattr("lora_merge_utils.backbone.asset_path", lambda name: tmp_path / name)
     with pytest.raises(ValueError, match="corrupt"):
         create_backbone(TINY)

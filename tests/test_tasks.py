@@ -30,6 +30,25 @@ def test_tiny_task_builders_are_deterministic(name):
             np.testing.assert_array_equal(a, b)
 
 
+def test_generated_tasks_are_kept_on_disk_and_rebuilt_when_unreadable(tmp_path, monkeypatch):
+    from lora_merge_utils.tasks import _built_splits
+
+    monkeypatch.setenv("LORA_BOOK_ARTIFACTS", str(tmp_path))
+    small = TINY.replace(data=GeneratedData(train_per_class=5, val_per_class=2, test_per_class=3))
+    built, names, _ = _built_splits(small, "shapes")
+    (saved,) = (tmp_path / "datasets" / "generated").glob("shapes-*.safetensors")
+    again, names_again, _ = _built_splits(small, "shapes")
+    assert names_again == names
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(built[split][0], again[split][0])
+        np.testing.assert_array_equal(built[split][1], again[split][1])
+    saved.write_bytes(b"not a safetensors file")
+    rebuilt, _, _ = _built_splits(small, "shapes")
+    np.testing.assert_array_equal(rebuilt["train"][0], built["train"][0])
+    other = small.replace(data=GeneratedData(train_per_class=6, val_per_class=2, test_per_class=3))
+    assert len(_built_splits(other, "shapes")[0]["train"][1]) == 6 * len(names), "other settings, another file"
+
+
 def test_real_image_splits_do_not_overlap():
     idx = balanced_split(np.repeat(np.arange(3), 10), 2, 5, seed=0, val_per_class=2)
     assert not set(idx["train"]) & set(idx["test"]) and not set(idx["val"]) & (set(idx["train"]) | set(idx["test"]))
