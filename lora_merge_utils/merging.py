@@ -1,58 +1,123 @@
-"""One entry point to merge LoRA adapters, by method name: exact task arithmetic or any PEFT combination type.
+"""One entry point to merge LoRA adapters by method name: ``merge_adapters(model, names, method=...)``.
 
 ``merge_adapters(model, ["digits", "shapes"], method="task_arithmetic")`` returns a *new* plain backbone whose weights
-are ``W + sum_i w_i * dW_i`` (with the method's notion of the combined ``dW``). The adapters in ``model`` are never
-changed: every method works on a copy.
+are ``W + dW_merged``, with the method's notion of the combined update. The adapters in ``model`` are never changed:
+every method works on a copy. Three kinds of method share the entry point (``python -m lora_merge_utils list``):
+
+* ours, on the true updates ``dW_i = scaling_i B_i A_i`` (:mod:`lora_merge_utils.combine`): task arithmetic, TIES,
+  DARE, magnitude pruning, KnOTS-TIES, TSV-Merge, Iso-C, Iso-CTS;
+* PEFT's ``add_weighted_adapter``: ``linear``, ``cat``, ``svd``, and the factor-wise ``*_on_factors`` variants of
+  TIES, DARE and magnitude pruning, which combine the A factors and the B factors separately (not the updates);
+* AdaMerging, which learns one coefficient per layer and task from unlabeled images
+  (:mod:`lora_merge_utils.adamerging`).
+
+A request for a merge is a :class:`MergeSpec`: a method, its hyperparameters, a label for tables, and whether each
+task's head is refitted on the merged backbone's features.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from dataclasses import dataclass
+import json
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
+from . import combine
 from .workload import count
 
 
 @dataclass(frozen=True)
 class MergeMethod:
-    """A merge method addressable by name: what it is and which knobs it takes."""
+    """A merge method addressable by name: what it is, where it comes from, what it needs and which knobs it takes."""
 
     name: str
     description: str
+    combine: Callable | None = None
+    """Ours: a function of :mod:`lora_merge_utils.combine` on the true updates."""
     peft_combination: str | None = None
+    """PEFT's: the ``add_weighted_adapter`` combination type."""
     needs_equal_rank: bool = False
     uses_density: bool = False
     uses_svd_rank: bool = False
+    uses_common_fraction: bool = False
     random: bool = False
+    data: str = "none"
+    """What the method needs besides the adapters: ``"none"``, or ``"unlabeled validation images"``."""
 
 
 MERGE_METHODS: dict[str, MergeMethod] = {
     m.name: m
     for m in [
-        MergeMethod("task_arithmetic", "exact sum of weight updates, sum_i w_i * B_i A_i * scaling_i"),
+        MergeMethod("task_arithmetic", "exact weighted sum of the updates, W + sum_i w_i dW_i (average: w_i = 1/K)",
+                    combine.task_arithmetic),
+        MergeMethod("ties", "TIES on the true updates: keep each task's largest entries (whole model), elect signs, "
+                    "disjoint mean", combine.ties, uses_density=True),
+        MergeMethod("dare_linear", "DARE on the true updates: random drop to density and rescale, then weighted sum",
+                    combine.dare_linear, uses_density=True, random=True),
+        MergeMethod("dare_ties", "DARE on the true updates, then TIES's sign election and disjoint mean",
+                    combine.dare_ties, uses_density=True, random=True),
+        MergeMethod("magnitude_prune", "keep each task's largest entries of the true update (whole model), then "
+                    "weighted sum", combine.magnitude_prune, uses_density=True),
+        MergeMethod("knots_ties", "KnOTS: the updates in a shared SVD basis, TIES on S V_i (whole model), mapped back",
+                    combine.knots_ties, uses_density=True),
+        MergeMethod("tsv", "TSV-Merge: each task's singular vectors, made orthogonal across tasks, then summed",
+                    combine.tsv),
+        MergeMethod("iso_c", "Iso-C: the weighted sum with a flat (isotropic) spectrum", combine.iso_c),
+        MergeMethod("iso_cts", "Iso-CTS: common subspace of the sum plus task-specific subspaces, flat spectrum",
+                    combine.iso_cts, uses_common_fraction=True),
         MergeMethod("linear", "PEFT linear: weighted sums of the A and of the B factors separately (not exact)",
-                    "linear", needs_equal_rank=True),
-        MergeMethod("cat", "PEFT cat: concatenated factors, exact, rank grows to the sum of ranks", "cat"),
-        MergeMethod("svd", "PEFT svd: exact sum truncated to svd_rank by SVD", "svd", uses_svd_rank=True),
-        MergeMethod("ties", "PEFT TIES: trim to density, elect signs, disjoint mean (on A and B)", "ties",
-                    needs_equal_rank=True, uses_density=True),
-        MergeMethod("dare_linear", "PEFT DARE: random drop to density and rescale, then linear", "dare_linear",
-                    needs_equal_rank=True, uses_density=True, random=True),
-        MergeMethod("dare_ties", "PEFT DARE then TIES sign election", "dare_ties",
-                    needs_equal_rank=True, uses_density=True, random=True),
-        MergeMethod("magnitude_prune", "PEFT: keep the largest-magnitude fraction density, then linear",
-                    "magnitude_prune", needs_equal_rank=True, uses_density=True),
-        MergeMethod("knots_ties", "KnOTS: align the updates in a shared SVD basis, then TIES-merge there",
-                    uses_density=True),
+                    peft_combination="linear", needs_equal_rank=True),
+        MergeMethod("cat", "PEFT cat: concatenated factors, exact, rank grows to the sum of ranks",
+                    peft_combination="cat"),
+        MergeMethod("svd", "PEFT svd: exact sum truncated to svd_rank by SVD", peft_combination="svd",
+                    uses_svd_rank=True),
+        MergeMethod("ties_on_factors", "PEFT ties: TIES on the A and on the B factors separately (not the updates)",
+                    peft_combination="ties", needs_equal_rank=True, uses_density=True),
+        MergeMethod("dare_linear_on_factors", "PEFT dare_linear: DARE on the A and B factors separately",
+                    peft_combination="dare_linear", needs_equal_rank=True, uses_density=True, random=True),
+        MergeMethod("dare_ties_on_factors", "PEFT dare_ties: DARE and TIES on the A and B factors separately",
+                    peft_combination="dare_ties", needs_equal_rank=True, uses_density=True, random=True),
+        MergeMethod("magnitude_prune_on_factors", "PEFT magnitude_prune: on the A and B factors separately",
+                    peft_combination="magnitude_prune", needs_equal_rank=True, uses_density=True),
+        MergeMethod("adamerging", "AdaMerging: a coefficient per layer and task, learned by minimising the entropy "
+                    "of the heads' predictions on unlabeled validation images", data="unlabeled validation images"),
     ]
 }
 MERGED_ADAPTER = "__merged__"
+
+
+@dataclass(frozen=True)
+class MergeSpec:
+    """A merge request: ``MergeSpec("ties d=0.5", "ties", {"density": 0.5})``, optionally with each task's head
+    refitted on the merged backbone's features (``refit_heads=True``). A plain method name stands for
+    ``MergeSpec(name, name, {})``."""
+
+    label: str
+    method: str
+    params: dict = field(default_factory=dict)
+    refit_heads: bool = False
+
+    def __hash__(self) -> int:
+        return hash((self.label, self.method, self.params_label, self.refit_heads))
+
+    @classmethod
+    def of(cls, spec: MergeSpec | str) -> MergeSpec:
+        return spec if isinstance(spec, MergeSpec) else cls(spec, spec, {})
+
+    @property
+    def params_label(self) -> str:
+        return json.dumps(self.params, sort_keys=True)
+
+    @property
+    def key(self) -> str:
+        """What identifies the merge's result (the label is for display only)."""
+        return json.dumps([self.method, self.params, self.refit_heads], sort_keys=True)
 
 
 def get_merge_method(name: str) -> MergeMethod:
@@ -80,6 +145,50 @@ def delta_weights(model: PeftModel, adapter: str) -> dict[str, torch.Tensor]:
         for name, layer in lora_layers(model).items()
         if adapter in layer.lora_A
     }
+
+
+def lora_factors(layer: LoraLayer, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scaling * B, A)`` of one adapter in one layer, so that ``dW = (scaling * B) @ A``."""
+    if getattr(layer, "fan_in_fan_out", False):
+        raise ValueError("Layers that store weights transposed (fan_in_fan_out) are not supported here.")
+    return layer.lora_B[adapter].weight.detach() * layer.scaling[adapter], layer.lora_A[adapter].weight.detach()
+
+
+def adapter_factors(model: PeftModel, adapters: Sequence[str]) -> combine.Factors:
+    """``{layer: [(scaling * B_i, A_i) for each adapter]}`` over every layer any adapter targets; an adapter that
+    does not target a layer contributes a zero update there (rank-1 zero factors)."""
+    layers = lora_layers(model)
+    targeted = sorted(set.union(*(set(lora_layers_names(model, a)) for a in adapters)))
+    factors = {}
+    for name in targeted:
+        weight = layers[name].get_base_layer().weight
+        factors[name] = [lora_factors(layers[name], a) if a in layers[name].lora_A else
+                         (weight.new_zeros(weight.shape[0], 1), weight.new_zeros(1, weight.shape[1]))
+                         for a in adapters]
+    return factors
+
+
+def lora_layers_names(model: PeftModel, adapter: str) -> list[str]:
+    return [name for name, layer in lora_layers(model).items() if adapter in layer.lora_A]
+
+
+_PLAIN_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def plain_copy(model: PeftModel) -> nn.Module:
+    """A copy of ``model``'s base backbone without any LoRA layer. The first call unloads a deep copy of the whole
+    PEFT model (slow: every adapter is copied too) and keeps that plain backbone; later calls copy only it, after
+    checking that the base weights have not changed since (``merge_adapter`` changes them in place)."""
+    cached = _PLAIN_COPIES.get(model)
+    if cached is not None:
+        modules = dict(cached.named_modules())
+        if all(torch.equal(layer.get_base_layer().weight, modules[name].weight)
+               for name, layer in lora_layers(model).items()):
+            return copy.deepcopy(cached)
+    cached = copy.deepcopy(model).unload()
+    cached.eval().requires_grad_(False)
+    _PLAIN_COPIES[model] = cached
+    return copy.deepcopy(cached)
 
 
 def _validate(model: PeftModel, adapters: Sequence[str], weights: Sequence[float] | None, method: MergeMethod,
@@ -136,10 +245,6 @@ def _density_methods() -> str:
     return ", ".join(m.name for m in MERGE_METHODS.values() if m.uses_density)
 
 
-def lora_layers_names(model: PeftModel, adapter: str) -> list[str]:
-    return [name for name, layer in lora_layers(model).items() if adapter in layer.lora_A]
-
-
 def merge_adapters(
     model: PeftModel,
     adapters: Sequence[str],
@@ -151,6 +256,11 @@ def merge_adapters(
     majority_sign_method: str = "total",
     seed: int = 0,
     scale: float | None = None,
+    common_fraction: float = 0.8,
+    unlabeled: dict[str, torch.Tensor] | None = None,
+    heads: dict[str, nn.Module] | None = None,
+    steps: int = 10,
+    lr: float = 0.02,
 ) -> nn.Module:
     """Merge named adapters of ``model`` into a new plain backbone (no LoRA layers left).
 
@@ -160,31 +270,58 @@ def merge_adapters(
         weights: One weight per adapter; default equal weights ``1/K``.
         scale: Instead of ``weights``: the same weight ``scale`` for every adapter (task arithmetic's lambda:
             ``W + scale * sum_i dW_i``).
-        method: One of :data:`MERGE_METHODS`: ``task_arithmetic`` (exact ``W + sum_i w_i dW_i``), or a PEFT
-            ``add_weighted_adapter`` combination type: ``linear``, ``cat``, ``svd``, ``ties``, ``dare_linear``,
-            ``dare_ties``, ``magnitude_prune``; or ``knots_ties`` (see :func:`knots_ties_delta`).
-        density: Fraction of weights kept, in (0, 1], for ``ties``, ``dare_*``, ``magnitude_prune``, ``knots_ties``.
+        method: One of :data:`MERGE_METHODS` (``python -m lora_merge_utils list``).
+        density: Fraction of entries kept, in (0, 1], for the TIES, DARE, magnitude-pruning and KnOTS methods.
         svd_rank: Rank of the ``svd`` result (default: the largest input rank).
         majority_sign_method: ``"total"`` or ``"frequency"``, for the TIES sign election.
-        seed: Seeds DARE's random drop, so a merge is reproducible (the global RNG is left as it was).
+        seed: Seeds DARE's random drop and AdaMerging's batches, so a merge is reproducible.
+        common_fraction: ``iso_cts``: the share of the spectrum given to the common subspace.
+        unlabeled, heads, steps, lr: ``adamerging``: unlabeled images ``[N, 3, H, W]`` and the head of every task,
+            the number of Adam steps and their learning rate (see :func:`lora_merge_utils.adamerging.adamerging`).
 
     Returns:
         A deep copy of the base backbone with the merged update folded into its weights, in eval mode.
+
+    Example:
+        >>> import copy, torch
+        >>> from peft import get_peft_model
+        >>> from lora_merge_utils import TINY, create_backbone
+        >>> from lora_merge_utils.training import lora_config
+        >>> backbone = create_backbone("tiny")
+        >>> model = get_peft_model(copy.deepcopy(backbone), lora_config(TINY.lora), adapter_name="first")
+        >>> model.add_adapter("second", lora_config(TINY.lora))
+        >>> with torch.no_grad():  # stand-ins for trained adapters: LoRA's B starts at zero
+        ...     for name, p in model.named_parameters():
+        ...         if "lora_B" in name:
+        ...             _ = p.normal_(std=0.01)
+        >>> merged = merge_adapters(model, ["first", "second"], method="ties", density=0.5, scale=0.5)
+        >>> type(merged).__name__, sorted(model.peft_config)  # a plain ViT; the adapters are left as they were
+        ('VisionTransformer', ['first', 'second'])
+        >>> merged(torch.zeros(1, 3, 32, 32)).shape
+        torch.Size([1, 96])
     """
     spec = get_merge_method(method)
     weights = _validate(model, adapters, weights, spec, density, scale)
+    adapters = list(adapters)
     count("merges")
-    work = copy.deepcopy(model)
-    if spec.name == "task_arithmetic":
-        merged = _task_arithmetic(work, list(adapters), weights)
-    elif spec.name == "knots_ties":
-        layers = lora_layers(work)
-        merged = _apply_deltas(work, {
-            name: knots_ties_delta([lora_factors(layers[name], a) for a in adapters], weights, float(density),
-                                   majority_sign_method)
-            for name in _common_layers(work, adapters)
-        })
+    if spec.name == "adamerging":
+        from .adamerging import adamerging
+
+        if unlabeled is None or heads is None or set(adapters) - set(unlabeled) - set(heads):
+            raise ValueError("Method 'adamerging' needs unlabeled= images and heads= for every adapter merged.")
+        merged = adamerging(plain_copy(model), adapter_factors(model, adapters), {t: unlabeled[t] for t in adapters},
+                            heads, init=weights, steps=steps, lr=lr, seed=seed)
+    elif spec.combine is not None:
+        options = {"density": density} if spec.uses_density else {}
+        if spec.combine in (combine.ties, combine.dare_ties, combine.knots_ties):
+            options["majority_sign_method"] = majority_sign_method
+        if spec.random:
+            options["seed"] = seed
+        if spec.uses_common_fraction:
+            options["common_fraction"] = common_fraction
+        merged = _add_deltas(plain_copy(model), spec.combine(adapter_factors(model, adapters), weights, **options))
     else:
+        work = copy.deepcopy(model)
         kwargs = {"combination_type": spec.peft_combination, "majority_sign_method": majority_sign_method}
         if spec.uses_density:
             kwargs["density"] = float(density)
@@ -192,7 +329,7 @@ def merge_adapters(
             kwargs["svd_rank"] = svd_rank
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            work.add_weighted_adapter(list(adapters), weights, adapter_name=MERGED_ADAPTER, **kwargs)
+            work.add_weighted_adapter(adapters, weights, adapter_name=MERGED_ADAPTER, **kwargs)
         work.set_adapter(MERGED_ADAPTER)
         merged = work.merge_and_unload(adapter_names=[MERGED_ADAPTER])
     merged.eval()
@@ -200,96 +337,7 @@ def merge_adapters(
     return merged
 
 
-def _task_arithmetic(work: PeftModel, adapters: list[str], weights: list[float]) -> nn.Module:
-    deltas: dict[str, torch.Tensor] = {}
-    for adapter, weight in zip(adapters, weights):
-        for name, delta in delta_weights(work, adapter).items():
-            deltas[name] = deltas.get(name, 0) + weight * delta
-    return _apply_deltas(work, deltas)
-
-
-def _common_layers(model: PeftModel, adapters: Sequence[str]) -> list[str]:
-    names = [set(lora_layers_names(model, a)) for a in adapters]
-    return sorted(set.intersection(*names))
-
-
-def _ties(tensors: torch.Tensor, density: float, majority_sign_method: str = "total") -> torch.Tensor:
-    """TIES on a stack ``[K, ...]``: keep each tensor's top-``density`` entries by magnitude, elect a sign per entry,
-    and average the entries that agree with it (Yadav et al., 2023)."""
-    flat = tensors.flatten(1)
-    keep = max(1, int(round(density * flat.shape[1])))
-    threshold = flat.abs().kthvalue(flat.shape[1] - keep + 1, dim=1, keepdim=True).values
-    trimmed = torch.where(flat.abs() >= threshold, flat, torch.zeros_like(flat))
-    if majority_sign_method == "frequency":
-        sign = torch.sign(torch.sign(trimmed).sum(0))
-    else:
-        sign = torch.sign(trimmed.sum(0))
-    agree = (torch.sign(trimmed) == sign) & (trimmed != 0)
-    merged = (trimmed * agree).sum(0) / agree.sum(0).clamp(min=1)
-    return merged.view(tensors.shape[1:])
-
-
-def lora_factors(layer: LoraLayer, adapter: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scaling * B, A)`` of one adapter in one layer, so that ``dW = (scaling * B) @ A``."""
-    if getattr(layer, "fan_in_fan_out", False):
-        raise ValueError("Layers that store weights transposed (fan_in_fan_out) are not supported here.")
-    return layer.lora_B[adapter].weight.detach() * layer.scaling[adapter], layer.lora_A[adapter].weight.detach()
-
-
-def lowrank_svd(factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
-    """Thin SVD of ``[B_1 A_1, ..., B_K A_K]`` (the K updates side by side) from the factors, in float64.
-
-    The concatenation has rank at most ``K r``, so instead of decomposing a ``d_out x K d_in`` matrix we write it as
-    ``Q_B (R_B R_A^T) Q_A^T`` with QR decompositions of ``[B_1 ... B_K]`` and of each ``A_i^T``, and decompose only
-    the small ``K r x K r`` core. Same singular values and subspaces as the full SVD, at a cost that does not grow
-    with the layer's size (the full SVD in float64 is slow on GPUs, which run float64 at 1/32 of float32).
-
-    Returns ``(U, S, Vh)`` with ``U @ diag(S) @ Vh`` equal to the concatenation, singular values above
-    ``1e-10 * max`` only.
-    """
-    bs = torch.cat([b.double() for b, _ in factors], dim=1)
-    q_b, r_b = torch.linalg.qr(bs)
-    qa_blocks, ra_blocks = zip(*(torch.linalg.qr(a.double().T) for _, a in factors))
-    core = r_b @ torch.block_diag(*ra_blocks).T
-    u_c, s, vh_c = torch.linalg.svd(core)
-    keep = s > s.max() * 1e-10 if s.numel() else s.bool()
-    u_c, s, vh_c = u_c[:, keep], s[keep], vh_c[keep]
-    offsets = [0]
-    for q in qa_blocks:
-        offsets.append(offsets[-1] + q.shape[1])
-    vh = torch.cat([vh_c[:, offsets[i]:offsets[i + 1]] @ q.T for i, q in enumerate(qa_blocks)], dim=1)
-    return q_b @ u_c, s, vh
-
-
-def knots_ties_delta(updates: Sequence[torch.Tensor | tuple[torch.Tensor, torch.Tensor]], weights: Sequence[float],
-                     density: float, majority_sign_method: str = "total") -> torch.Tensor:
-    """KnOTS-TIES for one layer (Stoica et al., 2024, "Model merging with SVD to tie the KnOTS", arXiv:2410.19735).
-
-    LoRA updates of different tasks live in different subspaces, so entry-wise merges such as TIES compare
-    numbers that do not correspond. KnOTS first aligns them: the updates are concatenated side by side,
-    ``[dW_1 ... dW_K] = U S [V_1 ... V_K]^T``, so every ``dW_i = U S V_i^T`` shares the basis ``U S``. The
-    task-specific ``V_i`` (scaled by ``w_i``) are merged with TIES in that basis, and the result is mapped back:
-    ``dW = U S V_merged^T``.
-
-    ``updates`` are the layer's updates ``dW_i``, or their LoRA factors ``(scaling * B_i, A_i)`` (then the SVD is
-    computed from the factors, see :func:`lowrank_svd`; the result is the same).
-    """
-    if all(isinstance(u, tuple) for u in updates):
-        u, s, vh = lowrank_svd(updates)
-        dtype, width = updates[0][1].dtype, updates[0][1].shape[1]
-    else:
-        stacked = torch.cat([d.double() for d in updates], dim=1)
-        u, s, vh = torch.linalg.svd(stacked, full_matrices=False)
-        rank = int((s > s.max() * 1e-10).sum()) if s.numel() else 0
-        u, s, vh = u[:, :rank], s[:rank], vh[:rank]
-        dtype, width = updates[0].dtype, updates[0].shape[1]
-    blocks = torch.stack([w * vh[:, i * width:(i + 1) * width] for i, w in enumerate(weights)])
-    merged_v = _ties(blocks, density, majority_sign_method)
-    return ((u * s) @ merged_v).to(dtype)
-
-
-def _apply_deltas(work: PeftModel, deltas: dict[str, torch.Tensor]) -> nn.Module:
-    plain = work.unload()
+def _add_deltas(plain: nn.Module, deltas: dict[str, torch.Tensor]) -> nn.Module:
     modules = dict(plain.named_modules())
     with torch.no_grad():
         for name, delta in deltas.items():

@@ -11,6 +11,14 @@ class MultiTaskModel(nn.Module):
 
     ``model(x)`` runs the backbone once and returns ``{task: logits}`` for every head (or only the ``tasks`` asked
     for). The heads are copies, so the caller's heads are never changed.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lora_merge_utils import create_backbone
+        >>> model = MultiTaskModel(create_backbone("tiny"), {"digits": nn.Linear(96, 10), "shapes": nn.Linear(96, 6)})
+        >>> {task: tuple(logits.shape) for task, logits in model(torch.zeros(4, 3, 32, 32)).items()}
+        {'digits': (4, 10), 'shapes': (4, 6)}
     """
 
     def __init__(self, backbone: nn.Module, heads: dict[str, nn.Module]):

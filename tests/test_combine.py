@@ -1,0 +1,118 @@
+"""Each merge method's defining property, on small hand-computed cases (not only shapes): the tests fail if a
+method is replaced by a plain mean or sum, trims per layer instead of over the whole model, or drops zero-sum signs."""
+
+import pytest
+import torch
+
+from lora_merge_utils import combine
+
+
+def _rank1(b, a):
+    return torch.tensor(b, dtype=torch.float64).view(-1, 1), torch.tensor(a, dtype=torch.float64).view(1, -1)
+
+
+@pytest.fixture
+def two_layers():
+    """Two layers, two tasks, rank-1 updates chosen so every step is computable by hand.
+
+    layer a: dW_1 = [[3, .2], [0, 0]], dW_2 = [[-1, 0], [0, 0]];
+    layer b: dW_1 = [[0, 0], [0, .1]], dW_2 = [[0, 0], [0, 2]].
+    """
+    return {
+        "a": [_rank1([1, 0], [3, 0.2]), _rank1([1, 0], [-1, 0])],
+        "b": [_rank1([0, 1], [0, 0.1]), _rank1([0, 1], [0, 2])],
+    }
+
+
+def test_knots_ties_by_hand(two_layers):
+    """Per layer, [dW_1 dW_2] has rank 1: U = e_row, S V_i^T is the row of dW_i, so each task's vector over the
+    whole model is t1 = [3, .2, 0, .1], t2 = [-1, 0, 0, 2]. Keeping 50% per task *over the whole model* keeps
+    t1 -> [3, .2, 0, 0] (the .1 of layer b goes; trimming per layer would keep it) and t2 -> [-1, 0, 0, 2]. Signs:
+    3 - 1 > 0, .2 > 0, 2 > 0. Disjoint mean with weight 1: [3, .2, 0, 2] (task 2's -1 disagrees)."""
+    merged = combine.knots_ties(two_layers, [1.0, 1.0], density=0.5)
+    torch.testing.assert_close(merged["a"], torch.tensor([[3.0, 0.2], [0.0, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(merged["b"], torch.tensor([[0.0, 0.0], [0.0, 2.0]], dtype=torch.float64))
+    mean = combine.task_arithmetic(two_layers, [0.5, 0.5])
+    assert not torch.allclose(merged["a"], mean["a"]) and not torch.allclose(merged["b"], mean["b"])
+    half = combine.knots_ties(two_layers, [0.6, 0.6], density=0.5)
+    torch.testing.assert_close(half["b"], 0.6 * merged["b"]), "the scale multiplies the disjoint mean"
+
+
+def test_ties_resolves_zero_sum_signs_to_the_majority():
+    """Entry 0: +1 and -1 sum to zero, so it takes the model-wide majority sign (+: two of three elected signs are
+    +) and keeps the +1; dropping zero-sum entries would give 0 there."""
+    layer = {"w": [_rank1([1], [1.0, 2.0, 3.0]), _rank1([1], [-1.0, 2.0, -1.0])]}
+    merged = combine.ties(layer, [1.0, 1.0], density=1.0)["w"]
+    torch.testing.assert_close(merged, torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64))
+
+
+def test_ties_trims_over_the_whole_model(two_layers):
+    """Plain TIES on the updates: t1 = [3, .2, 0, 0 | 0, 0, 0, .1], t2 = [-1, 0, 0, 0 | 0, 0, 0, 2]; 25% of 8 entries =
+    2 kept per task over both layers: t1 keeps 3 and .2 (its .1 in layer b goes), t2 keeps -1 and 2."""
+    merged = combine.ties(two_layers, [1.0, 1.0], density=0.25)
+    torch.testing.assert_close(merged["a"], torch.tensor([[3.0, 0.2], [0.0, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(merged["b"], torch.tensor([[0.0, 0.0], [0.0, 2.0]], dtype=torch.float64))
+
+
+def test_magnitude_prune_keeps_the_largest_entries_then_sums(two_layers):
+    merged = combine.magnitude_prune(two_layers, [1.0, 1.0], density=0.25)
+    torch.testing.assert_close(merged["a"], torch.tensor([[2.0, 0.2], [0.0, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(merged["b"], torch.tensor([[0.0, 0.0], [0.0, 2.0]], dtype=torch.float64))
+
+
+def test_dare_keeps_the_expected_update_and_is_seeded():
+    torch.manual_seed(0)
+    layer = {"w": [(torch.randn(64, 4), torch.randn(4, 64)) for _ in range(2)]}
+    exact = combine.task_arithmetic(layer, [0.5, 0.5])["w"]
+    draws = torch.stack([combine.dare_linear(layer, [0.5, 0.5], density=0.5, seed=s)["w"] for s in range(200)])
+    assert (draws[0] == 0).float().mean() > 0.2, "entries are dropped"
+    assert float((draws.mean(0) - exact).norm() / exact.norm()) < 0.1, "rescaling keeps the update in expectation"
+    torch.testing.assert_close(combine.dare_linear(layer, [0.5, 0.5], 0.5, seed=3)["w"], draws[3])
+
+
+def test_tsv_orthogonalises_overlapping_subspaces_and_keeps_disjoint_ones():
+    """Updates on orthogonal directions are left as their sum; two updates on the same direction are spread over
+    orthogonal ones (the polar factor of [u, u] is two orthonormal columns), so the result has rank 2 and neither
+    doubles the shared direction (the sum would) nor averages it."""
+    disjoint = {"w": [_rank1([1, 0, 0], [1, 0, 0]), _rank1([0, 1, 0], [0, 2, 0])]}
+    torch.testing.assert_close(combine.tsv(disjoint, [1.0, 1.0])["w"],
+                               combine.task_arithmetic(disjoint, [1.0, 1.0])["w"])
+    shared = {"w": [_rank1([1, 0, 0], [1, 0, 0]), _rank1([1, 0, 0], [1, 0, 0])]}
+    merged = combine.tsv(shared, [1.0, 1.0])["w"]
+    assert torch.linalg.matrix_rank(merged) == 2
+    torch.testing.assert_close(torch.linalg.svdvals(merged)[:2], torch.tensor([1.0, 1.0], dtype=torch.float64))
+
+
+def test_iso_c_flattens_the_spectrum_of_the_sum():
+    """The sum diag(3, 1) has singular values 3 and 1; Iso-C keeps its singular vectors and gives both the mean, 2."""
+    layer = {"w": [_rank1([1, 0], [3, 0]), _rank1([0, 1], [0, 1])]}
+    torch.testing.assert_close(combine.iso_c(layer, [1.0, 1.0])["w"], torch.tensor([[2.0, 0.0], [0.0, 2.0]],
+                                                                                    dtype=torch.float64))
+
+
+def test_iso_cts_gives_each_task_its_own_directions():
+    """Two tasks of rank 2 on four orthogonal directions (singular values 4, 3 and 2, 1), common fraction 0.5: the
+    common subspace is the sum's top two directions (both of task 1's), and each task adds its top residual
+    direction: task 1 has none left (nothing remains after projection, so it adds no direction), task 2 its value-2
+    direction. With a flat spectrum the result keeps three directions at the mean (4 + 3 + 2) / 3; Iso-C keeps all
+    four at (4 + 3 + 2 + 1) / 4."""
+    eye = torch.eye(4, dtype=torch.float64)
+    task1 = (torch.stack([4 * eye[0], 3 * eye[1]], dim=1), torch.stack([eye[0], eye[1]]))
+    task2 = (torch.stack([2 * eye[2], 1 * eye[3]], dim=1), torch.stack([eye[2], eye[3]]))
+    merged = combine.iso_cts({"w": [task1, task2]}, [1.0, 1.0], common_fraction=0.5)["w"]
+    values = torch.linalg.svdvals(merged)
+    torch.testing.assert_close(values[:3], torch.full((3,), 3.0, dtype=torch.float64))
+    assert values[3] < 1e-9, "task 2's weakest direction is left out"
+    iso = torch.linalg.svdvals(combine.iso_c({"w": [task1, task2]}, [1.0, 1.0])["w"])
+    torch.testing.assert_close(iso, torch.full((4,), 10 / 4, dtype=torch.float64))
+
+
+def test_lowrank_svd_matches_the_full_svd():
+    torch.manual_seed(0)
+    factors = [(torch.randn(48, 4), torch.randn(4, 32)) for _ in range(3)]
+    stacked = torch.cat([b.double() @ a.double() for b, a in factors], dim=1)
+    u, s, vh = combine.lowrank_svd(factors)
+    assert u.shape == (48, 12) and vh.shape == (12, 96)
+    torch.testing.assert_close(u @ torch.diag(s) @ vh, stacked, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(s, torch.linalg.svdvals(stacked)[:12], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(u.T @ u, torch.eye(12, dtype=torch.float64), rtol=0, atol=1e-10)
