@@ -1,12 +1,17 @@
-"""A small timing harness: warm up, repeat, report the median and the spread. Used by the benchmarks and chapter 7."""
+"""A small timing harness: warm up, repeat, report the median and the spread; or time several strategies
+interleaved, round after round. Used by the benchmarks and chapter 7."""
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
 
+import pandas as pd
 import torch
+
+from .workload import count
 
 
 def _sync(device: torch.device | None) -> None:
@@ -33,6 +38,33 @@ def time_call(fn: Callable[[], object], warmup: int = 3, repeats: int = 20,
     times.sort()
     q = statistics.quantiles(times, n=10) if len(times) > 1 else [times[0]] * 9
     return {"median": statistics.median(times), "p10": q[0], "p90": q[-1], "mean": statistics.fmean(times)}
+
+
+def interleaved_timings(calls: dict[str, tuple[Callable[[], object], int]], rounds: int = 20, warmup: int = 3,
+                        device: torch.device | None = None, seed: int = 0) -> pd.DataFrame:
+    """Seconds of each call, once per round, the calls in a new random order every round (after ``warmup`` untimed
+    rounds), so that a drift of the machine (another process, clock changes) hits every call alike and a ratio of
+    two calls can be paired by round. ``calls`` maps a name to ``(function, images it processes)``.
+    Returns one row per (round, name) with ``seconds``."""
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1.")
+    order = list(calls)
+    rng = random.Random(seed)
+    rows = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for fn, _ in calls.values():
+                fn()
+        for r in range(rounds):
+            rng.shuffle(order)
+            for name in order:
+                _sync(device)
+                start = time.perf_counter()
+                calls[name][0]()
+                _sync(device)
+                rows.append({"round": r, "strategy": name, "seconds": time.perf_counter() - start})
+    count("timed", (warmup + rounds) * sum(images for _, images in calls.values()))
+    return pd.DataFrame(rows)
 
 
 def parameter_bytes(module: torch.nn.Module) -> int:

@@ -1,12 +1,13 @@
-"""Accuracy of heads, adapters and merges, and the tidy tables of the study (one row per merge x method x task)."""
+"""The study's tables: every merge of a grid scored (one row per merge x method x scored task x seed), cached merge
+scores, and summaries. Scoring a single model lives in :mod:`lora_merge_utils.scoring`."""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -16,52 +17,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ._progress import tqdm
-from .batches import autocast, iterate_batches
-from .merging import get_merge_method, merge_adapters
+from .merging import MergeSpec, get_merge_method, merge_adapters
 from .multitask import MultiTaskModel
-from .workload import count
+from .scoring import multitask_correctness, refit_heads
+from .stats import pack, unpack
 
 DECIMALS = 6
-
-
-@torch.inference_mode()
-def predict(model: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, batch_size: int = 256,
-            device: torch.device | None = None, amp: bool = True, num_workers: int = 0) -> tuple[torch.Tensor, ...]:
-    """``(predicted labels, true labels)`` of ``model`` (images -> logits) over a dataset."""
-    device = device or torch.device("cpu")
-    preds, labels = [], []
-    for x, y in iterate_batches(dataset, batch_size, device, num_workers):
-        with autocast(device, amp):
-            preds.append(model(x).argmax(-1).cpu())
-        labels.append(torch.as_tensor(y))
-        count("evaluated", len(y))
-    return torch.cat(preds), torch.cat(labels)
-
-
-def accuracy(model: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, **kwargs) -> float:
-    """Top-1 accuracy of ``model`` (images -> logits) on a dataset."""
-    preds, labels = predict(model, dataset, **kwargs)
-    return float((preds == labels).float().mean())
-
-
-@torch.inference_mode()
-def head_accuracy(head: nn.Module, features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Accuracy of a linear head on cached features."""
-    return float((head(features).argmax(-1) == labels).float().mean())
-
-
-def evaluate_multitask(model: MultiTaskModel, test_sets: dict[str, Dataset], **kwargs) -> dict[str, float]:
-    """Score each task of a multi-task model on its own test set with its own head."""
-    results = {}
-    for task, dataset in test_sets.items():
-        results[task] = accuracy(lambda x, t=task: model(x, tasks=[t])[t], dataset, **kwargs)
-    return results
-
-
-def adapter_accuracy(model: PeftModel, head: nn.Module, adapter: str, dataset: Dataset, **kwargs) -> float:
-    """Accuracy of one adapter of a multi-adapter ``PeftModel`` with its head (the un-merged reference)."""
-    model.set_adapter(adapter)
-    return accuracy(lambda x: head(model(x)), dataset, **kwargs)
 
 
 def weights_label(weights: Sequence[float] | None) -> str:
@@ -71,70 +32,94 @@ def weights_label(weights: Sequence[float] | None) -> str:
     return "+".join(f"{w:g}" for w in weights)
 
 
-@dataclass(frozen=True)
-class MergeSpec:
-    """A merge method with its hyperparameters, under a label for tables: ``MergeSpec("ties d=0.5", "ties",
-    {"density": 0.5})``. A plain method name stands for ``MergeSpec(name, name, {})``."""
-
-    label: str
-    method: str
-    params: dict = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, spec: MergeSpec | str) -> MergeSpec:
-        return spec if isinstance(spec, MergeSpec) else cls(spec, spec, {})
-
-    @property
-    def params_label(self) -> str:
-        return json.dumps(self.params, sort_keys=True)
-
-
 def merge_combinations(tasks: Sequence[str], sizes: Sequence[int] = (2, 3)) -> list[tuple[str, ...]]:
     """All merges of ``size`` adapters among ``tasks`` (15 pairs and 20 triples for six tasks), in a fixed order."""
     return [combo for size in sizes for combo in itertools.combinations(tasks, size)]
 
 
 def code_version() -> str:
-    """A hash of the code that turns adapters into merge scores (merging, the multi-task model, batching and
-    scoring): cached scores are valid only for the code that computed them, so editing ``merging.py`` recomputes."""
+    """A hash of the code that turns adapters into merge scores (merging and its methods, the multi-task model,
+    batching and scoring): cached scores are valid only for the code that computed them, so editing ``merging.py``
+    recomputes."""
     import inspect
     import sys
 
-    from . import batches, merging, multitask
+    from . import adamerging, batches, combine, merging, multitask, scoring, training
 
     digest = hashlib.sha256()
-    for module in (merging, multitask, batches, sys.modules[__name__]):
+    for module in (merging, combine, adamerging, multitask, batches, scoring, training, sys.modules[__name__]):
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()[:16]
 
 
 class ScoreStore:
-    """Merge scores on disk, one small JSON file per (members, method, hyperparameters), valid for one ``context``
-    (the split, the adapters' contents and :func:`code_version`). Requests that overlap share their merges: chapter 4
-    reuses chapter 3's pairs, chapters 5 and 6 reuse both."""
+    """Merge results on disk, one small JSON file per (members, method, hyperparameters, heads), valid for one
+    ``context`` (the split, the adapters' contents and :func:`code_version`). Each holds the accuracy and which test
+    images were right, per task. Requests that overlap share their merges: chapter 4 reuses chapter 3's pairs,
+    chapters 5 and 6 reuse both."""
 
     def __init__(self, directory: Path | str, context: str):
         self.directory = Path(directory)
         self.context = context
 
     def _path(self, combo: Sequence[str], spec: MergeSpec) -> Path:
-        request = json.dumps([self.context, list(combo), spec.method, spec.params_label])
+        request = json.dumps([self.context, list(combo), spec.key])
         return self.directory / f"{hashlib.sha256(request.encode()).hexdigest()[:20]}.json"
 
-    def get(self, combo: Sequence[str], spec: MergeSpec) -> dict[str, float] | None:
+    def get(self, combo: Sequence[str], spec: MergeSpec) -> dict[str, str] | None:
+        """``{task: packed correctness}`` of a merge scored before, or ``None``."""
         path = self._path(combo, spec)
         if not path.is_file():
             return None
         try:
-            return {task: float(value) for task, value in json.loads(path.read_text())["scores"].items()}
+            correct = json.loads(path.read_text())["correct"]
+            return {task: str(correct[task]) for task in combo}
         except (ValueError, KeyError, TypeError):
             return None  # unreadable: computed again and rewritten
 
-    def put(self, combo: Sequence[str], spec: MergeSpec, scores: dict[str, float]) -> None:
+    def put(self, combo: Sequence[str], spec: MergeSpec, correct: dict[str, str]) -> None:
         from .artifacts import write_json
 
         write_json(self._path(combo, spec), {"members": list(combo), "method": spec.method,
-                                              "params": spec.params_label, "scores": scores})
+                                              "params": spec.params_label, "refit_heads": spec.refit_heads,
+                                              "correct": correct})
+
+
+@dataclass
+class MergeInputs:
+    """What some merge specs need besides the adapters and the images they are scored on."""
+
+    unlabeled: dict[str, torch.Tensor] | None = None
+    """Per task, unlabeled validation images (normalised, ``[N, 3, H, W]``), for AdaMerging."""
+    refit_sets: dict[str, Dataset] | None = None
+    """Per task, labelled training images for refitting heads on a merged backbone."""
+    refit_l2: dict[str, float] | None = None
+    """Per task, the L2 penalty of the refitted head (the baseline head's, chosen on validation data)."""
+    num_classes: dict[str, int] | None = None
+    settings: object | None = None
+    """The :class:`~lora_merge_utils.profiles.TrainSettings` of the head fits."""
+
+
+def _score_merge(model: PeftModel, heads: dict[str, nn.Module], combo: tuple[str, ...], spec: MergeSpec,
+                 test_sets: dict[str, Dataset], inputs: MergeInputs, device, batch_size, amp,
+                 num_workers) -> dict[str, str]:
+    method = get_merge_method(spec.method)
+    extra = {}
+    if method.data != "none":
+        if inputs.unlabeled is None:
+            raise ValueError(f"Method {spec.method!r} needs {method.data}; pass them in MergeInputs.")
+        extra = {"unlabeled": {t: inputs.unlabeled[t] for t in combo}, "heads": {t: heads[t] for t in combo}}
+    merged = merge_adapters(model, combo, method=spec.method, **spec.params, **extra).to(device)
+    chosen = {t: heads[t] for t in combo}
+    if spec.refit_heads:
+        if inputs.refit_sets is None:
+            raise ValueError("refit_heads=True needs labelled training images (MergeInputs.refit_sets).")
+        chosen = refit_heads(merged, {t: inputs.refit_sets[t] for t in combo}, inputs.num_classes, inputs.settings,
+                             device, batch_size, amp, l2=inputs.refit_l2)
+    multitask = MultiTaskModel(merged, chosen).to(device).eval()
+    correct = multitask_correctness(multitask, {t: test_sets[t] for t in combo}, device=device,
+                                    batch_size=batch_size, amp=amp, num_workers=num_workers)
+    return {task: pack(c) for task, c in correct.items()}
 
 
 def evaluate_merges(
@@ -151,6 +136,8 @@ def evaluate_merges(
     num_workers: int = 0,
     progress: bool = True,
     scores: ScoreStore | None = None,
+    inputs: MergeInputs | None = None,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Merge every combination with every method and score each member task with its own head.
 
@@ -160,16 +147,20 @@ def evaluate_merges(
         heads: The adapters' heads by task.
         test_sets: The split to score on, per task (the test split, or the validation split when tuning). Decode
             them once into memory (:func:`lora_merge_utils.batches.decode_all`) to score many merges fast.
-        singles: The singles table on the same split (``task``, ``head_accuracy``, ``adapter_accuracy``).
+        singles: The singles table on the same images and seed (``task``, ``head_accuracy``,
+            ``adapter_accuracy``, and the packed ``head_correct`` / ``adapter_correct``).
         methods: Merge method names (see :data:`lora_merge_utils.merging.MERGE_METHODS`) or :class:`MergeSpec`
             objects carrying hyperparameters, e.g. ``MergeSpec("ties d=0.5", "ties", {"density": 0.5})``.
         sizes: Numbers of adapters per merge; ignored when ``combos`` is given.
         combos: The merges to evaluate, as tuples of task names (default: every combination of ``sizes``).
         scores: Where to look up merges scored before and to save new ones.
+        inputs: Unlabeled or labelled images for the methods that need them (AdaMerging, refitted heads).
+        seed: The adapters' training seed index, written in the ``seed`` column.
 
     Returns:
-        One row per merge x method x member task with ``members, size, method, params, weights, task, accuracy,
-        adapter_accuracy, head_accuracy, normalized_accuracy, beats_head``.
+        One row per merge x method x member task with ``members, size, method, params, weights, task, seed,
+        accuracy, adapter_accuracy, head_accuracy, normalized_accuracy, chance_normalized, beats_head, num_images,
+        num_classes`` and the packed ``correct``, ``adapter_correct``, ``head_correct`` (for intervals).
     """
     specs = [MergeSpec.of(m) for m in methods]
     for spec in specs:
@@ -177,6 +168,12 @@ def evaluate_merges(
     device = device or torch.device("cpu")
     combos = [tuple(c) for c in combos] if combos is not None else merge_combinations(list(heads), sizes)
     reference = singles.set_index("task")
+    for task, dataset in test_sets.items():
+        if task in reference.index and len(dataset) != int(reference.loc[task, "num_images"]):
+            raise ValueError(
+                f"The singles table scored {int(reference.loc[task, 'num_images'])} {task!r} images but the merges "
+                f"would be scored on {len(dataset)}: compute the singles table on the same split and images.")
+    inputs = inputs or MergeInputs()
     rows = []
     jobs = [(combo, spec) for combo in combos for spec in specs]
     for combo, spec in tqdm(jobs, desc="merges", disable=not progress):
@@ -184,14 +181,14 @@ def evaluate_merges(
         if result is None:
             if model is None:
                 raise ValueError("evaluate_merges needs the PeftModel for merges that are not in `scores`.")
-            merged = merge_adapters(model, combo, method=spec.method, **spec.params).to(device)
-            multitask = MultiTaskModel(merged, {t: heads[t] for t in combo}).to(device).eval()
-            result = evaluate_multitask(multitask, {t: test_sets[t] for t in combo}, device=device,
-                                        batch_size=batch_size, amp=amp, num_workers=num_workers)
+            result = _score_merge(model, heads, combo, spec, test_sets, inputs, device, batch_size, amp, num_workers)
             if scores is not None:
                 scores.put(combo, spec, result)
         for task in combo:
             single = reference.loc[task]
+            n = int(single["num_images"])
+            acc = float(unpack(result[task], n).mean())
+            chance = 1.0 / single["num_classes"]
             rows.append({
                 "members": "+".join(combo),
                 "size": len(combo),
@@ -200,34 +197,72 @@ def evaluate_merges(
                 "weights": weights_label(spec.params.get("weights")) if "scale" not in spec.params
                 else f"{spec.params['scale']:g} each",
                 "task": task,
-                "accuracy": round(result[task], DECIMALS),
+                "seed": seed,
+                "accuracy": round(acc, DECIMALS),
                 "adapter_accuracy": single["adapter_accuracy"],
                 "head_accuracy": single["head_accuracy"],
-                "normalized_accuracy": round(result[task] / single["adapter_accuracy"], DECIMALS),
-                "beats_head": bool(result[task] > single["head_accuracy"]),
+                "normalized_accuracy": round(acc / single["adapter_accuracy"], DECIMALS),
+                "chance_normalized": round((acc - chance) / (single["adapter_accuracy"] - chance), DECIMALS),
+                "beats_head": bool(acc > single["head_accuracy"]),
+                "num_images": n,
+                "num_classes": int(single["num_classes"]),
+                "correct": result[task],
+                "adapter_correct": single["adapter_correct"],
+                "head_correct": single["head_correct"],
             })
     return pd.DataFrame(rows)
 
 
+BITS = ("correct", "adapter_correct", "head_correct")
+"""Columns holding packed per-image correctness: kept in memory for intervals, left out of saved CSV tables."""
+
+
 def summarize_merges(merges: pd.DataFrame) -> pd.DataFrame:
-    """Per method and merge size: mean and worst normalized accuracy, and how often a merge beats the head baseline."""
+    """Per method and merge size: mean and worst normalized accuracy (plain and chance-corrected), and how often a
+    merge beats the head-only baseline (frozen backbone + head). Intervals: :mod:`lora_merge_utils.stats`."""
     grouped = merges.groupby(["method", "size"], sort=False)
     summary = grouped.agg(
         mean_normalized=("normalized_accuracy", "mean"),
         worst_normalized=("normalized_accuracy", "min"),
+        mean_chance_normalized=("chance_normalized", "mean"),
         mean_accuracy=("accuracy", "mean"),
+        mean_head_accuracy=("head_accuracy", "mean"),
         beats_head=("beats_head", "mean"),
         rows=("task", "size"),
     ).reset_index()
     return summary.round(4)
 
 
-def pairwise_matrix(merges: pd.DataFrame, method: str, tasks: Sequence[str]) -> pd.DataFrame:
-    """Task x partner matrix of normalized accuracy in pair merges: row = task scored, column = the other adapter."""
+def pairwise_matrix(merges: pd.DataFrame, method: str, tasks: Sequence[str],
+                    value: str = "normalized_accuracy") -> pd.DataFrame:
+    """Task x partner matrix of a value (mean over seeds) in pair merges: row = task scored, column = the other
+    adapter."""
     pairs = merges[(merges["size"] == 2) & (merges["method"] == method)]
+    means = pairs.groupby(["members", "task"], sort=False)[value].mean()
     matrix = pd.DataFrame(float("nan"), index=list(tasks), columns=list(tasks))
-    for _, row in pairs.iterrows():
-        members = row["members"].split("+")
-        partner = members[1] if members[0] == row["task"] else members[0]
-        matrix.loc[row["task"], partner] = row["normalized_accuracy"]
+    for (members, task), v in means.items():
+        a, b = members.split("+")
+        matrix.loc[task, b if a == task else a] = v
     return matrix
+
+
+def without_bits(table: pd.DataFrame) -> pd.DataFrame:
+    """The table without its packed-correctness columns (for CSV files and display)."""
+    return table.drop(columns=[c for c in BITS if c in table.columns])
+
+
+
+def reference_rows(merges: pd.DataFrame, label: str, source: str) -> pd.DataFrame:
+    """Rows that put a reference in a method's place, for the same (merge, task, seed) cells: ``source`` =
+    ``"head_correct"`` for the floor (frozen backbone + K heads: every task keeps its head-only accuracy, one pass,
+    no interference) or ``"adapter_correct"`` for the ceiling (each task routed through its own adapter)."""
+    first = merges[merges["method"] == merges["method"].iloc[0]].copy()
+    first["method"] = label
+    first["params"] = "{}"
+    first["correct"] = first[source]
+    first["accuracy"] = first["head_accuracy" if source == "head_correct" else "adapter_accuracy"]
+    first["normalized_accuracy"] = (first["accuracy"] / first["adapter_accuracy"]).round(DECIMALS)
+    chance = 1.0 / first["num_classes"]
+    first["chance_normalized"] = ((first["accuracy"] - chance) / (first["adapter_accuracy"] - chance)).round(DECIMALS)
+    first["beats_head"] = first["accuracy"] > first["head_accuracy"]
+    return first

@@ -1,23 +1,30 @@
-"""Ways to serve K tasks with one backbone and K adapters, to compare their inference cost (chapter 7).
+"""Ways to serve K tasks on every image with one backbone and K adapters, and their inference cost (chapter 7).
 
-* ``switching``: one PEFT model holding the K adapters; for each task, activate its adapter and run a pass (K passes).
-* ``merged``: one backbone with the K adapters merged in, K heads, one pass (:class:`MultiTaskModel`).
-* ``separate``: K backbones, each with one adapter merged and unloaded; one pass each (K passes, K copies).
-* ``base``: the frozen backbone and one head, one pass: the reference cost of a single task.
+* ``frozen + K heads``: the frozen backbone and the K head-only baselines: one plain pass, no adapter at all (the
+  strongest cheap alternative to merging, at head-only accuracy);
+* ``merged``: one backbone with the K adapters merged in, K heads: one plain pass (:class:`MultiTaskModel`);
+* ``mixed batch``: one PEFT model holding the K adapters, each image repeated K times in one batch, each copy routed
+  through its task's adapter (PEFT's ``adapter_names=``): one pass over K times the images, LoRA branches included;
+* ``switching``: the same PEFT model, activating each task's adapter in turn: K passes;
+* ``separate``: K backbones, each with one adapter merged in: K plain passes, K copies of the weights.
+
+:func:`interleaved_timings` times them in random order, round after round, so that drifts of a shared machine hit
+every strategy alike; :func:`timing_summary` gives medians with bootstrap intervals, and ratios against a reference
+with paired intervals.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from .benchmarking import parameter_bytes, time_call
+from .benchmarking import interleaved_timings, parameter_bytes
 from .merging import merge_adapters
 from .multitask import MultiTaskModel
-from .workload import count
 
 
 class AdapterSwitching(nn.Module):
@@ -37,6 +44,23 @@ class AdapterSwitching(nn.Module):
         return out
 
 
+class MixedBatch(nn.Module):
+    """Serve K tasks with PEFT's mixed-adapter batches: the batch repeated K times, copy k routed through adapter k
+    (``adapter_names=``), one forward pass over K times the images."""
+
+    def __init__(self, peft_model, heads: dict[str, nn.Module]):
+        super().__init__()
+        self.model = peft_model
+        self.heads = nn.ModuleDict(heads)
+        self.passes = len(heads)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        tasks = list(self.heads)
+        names = [task for task in tasks for _ in range(len(x))]
+        features = self.model(x.repeat(len(tasks), 1, 1, 1), adapter_names=names)
+        return {task: self.heads[task](chunk) for task, chunk in zip(tasks, features.split(len(x)))}
+
+
 class SeparateModels(nn.Module):
     """Serve K tasks with K plain backbones, each with its own adapter merged in: K forward passes."""
 
@@ -50,37 +74,72 @@ class SeparateModels(nn.Module):
         return {task: self.heads[task](self.backbones[task](x)) for task in self.heads}
 
 
-def build_strategies(backbone: nn.Module, peft_model, heads: dict[str, nn.Module],
-                     tasks: Sequence[str]) -> dict[str, nn.Module]:
-    """The four serving set-ups for ``tasks`` (the PEFT model must hold one adapter per task)."""
+STRATEGIES = ("frozen + K heads", "merged", "mixed batch", "switching", "separate")
+
+
+def build_strategies(backbone: nn.Module, peft_model, heads: dict[str, nn.Module], tasks: Sequence[str],
+                     baseline_heads: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """The serving set-ups of :data:`STRATEGIES` for ``tasks`` (the PEFT model must hold one adapter per task;
+    ``baseline_heads`` are the head-only baselines)."""
     tasks = list(tasks)
     chosen = {t: heads[t] for t in tasks}
     separate = {t: merge_adapters(peft_model, [t], weights=[1.0]) for t in tasks}
     return {
-        "base": MultiTaskModel(backbone, {tasks[0]: heads[tasks[0]]}),
-        "switching": AdapterSwitching(peft_model, chosen),
+        "frozen + K heads": MultiTaskModel(backbone, {t: baseline_heads[t] for t in tasks}),
         "merged": MultiTaskModel(merge_adapters(peft_model, tasks), chosen),
+        "mixed batch": MixedBatch(peft_model, chosen),
+        "switching": AdapterSwitching(peft_model, chosen),
         "separate": SeparateModels(separate, chosen),
     }
 
 
 def inference_cost(strategies: dict[str, nn.Module], k: int, image_size: int, batch_sizes=(1, 64),
-                   warmup: int = 3, repeats: int = 20, device: torch.device | None = None) -> pd.DataFrame:
-    """Latency and throughput of each strategy for each batch size: median, p10 and p90 seconds per call,
-    images per second (K task predictions per image), parameters and their memory."""
+                   warmup: int = 3, rounds: int = 20, device: torch.device | None = None,
+                   seed: int = 0) -> pd.DataFrame:
+    """Every strategy timed on the same random batch, interleaved (see
+    :func:`~lora_merge_utils.benchmarking.interleaved_timings`), for each batch size: one row per (strategy,
+    batch, round) with ``seconds``, plus ``K``, ``parameters`` and ``memory_mb``."""
     device = device or torch.device("cpu")
-    rows = []
-    for name, module in strategies.items():
-        module.to(device).eval()
-        for batch in batch_sizes:
-            x = torch.randn(batch, 3, image_size, image_size, device=device)
-            timing = time_call(lambda m=module, x=x: m(x), warmup=warmup, repeats=repeats, device=device)
-            count("timed", (warmup + repeats) * batch * getattr(module, "passes", 1))
-            rows.append({
-                "strategy": name, "tasks": 1 if name == "base" else k, "batch": batch,
-                "median_ms": 1000 * timing["median"], "p10_ms": 1000 * timing["p10"], "p90_ms": 1000 * timing["p90"],
-                "images_per_s": batch / timing["median"],
-                "parameters": sum(p.numel() for p in module.parameters()),
-                "memory_mb": parameter_bytes(module) / 2**20,
+    tables = []
+    for batch in batch_sizes:
+        x = torch.randn(batch, 3, image_size, image_size, device=device, generator=None)
+        calls = {}
+        for name, module in strategies.items():
+            module.to(device).eval()
+            calls[name] = (lambda m=module, x=x: m(x), getattr(module, "passes", 1) * batch)
+        timings = interleaved_timings(calls, rounds=rounds, warmup=warmup, device=device, seed=seed)
+        tables.append(timings.assign(batch=batch))
+    table = pd.concat(tables, ignore_index=True).assign(K=k)
+    sizes = {name: (sum(p.numel() for p in m.parameters()), parameter_bytes(m) / 2**20)
+             for name, m in strategies.items()}
+    table["parameters"] = table["strategy"].map(lambda s: sizes[s][0])
+    table["memory_mb"] = table["strategy"].map(lambda s: sizes[s][1])
+    return table
+
+
+def timing_summary(timings: pd.DataFrame, reference: str, replicates: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> pd.DataFrame:
+    """Per (K, batch, strategy): median milliseconds with a bootstrap interval over rounds, images per second, and
+    the median ratio ``strategy / reference`` with a paired interval (rounds resampled together)."""
+    rng = np.random.default_rng(seed)
+    q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
+    records = []
+    for (k, batch), group in timings.groupby(["K", "batch"], sort=False):
+        wide = group.pivot(index="round", columns="strategy", values="seconds")
+        draws = rng.integers(0, len(wide), size=(replicates, len(wide)))
+        for strategy in wide.columns:
+            seconds = wide[strategy].to_numpy()
+            medians = np.median(seconds[draws], axis=1)
+            ratio = wide[strategy].to_numpy() / wide[reference].to_numpy()
+            ratios = np.median(ratio[draws], axis=1)
+            records.append({
+                "K": k, "batch": batch, "strategy": strategy,
+                "median_ms": 1000 * float(np.median(seconds)),
+                "low_ms": 1000 * float(np.percentile(medians, q[0])),
+                "high_ms": 1000 * float(np.percentile(medians, q[1])),
+                "images_per_s": batch / float(np.median(seconds)),
+                f"vs {reference}": float(np.median(ratio)),
+                "ratio_low": float(np.percentile(ratios, q[0])),
+                "ratio_high": float(np.percentile(ratios, q[1])),
             })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(records)

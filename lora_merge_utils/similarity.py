@@ -1,5 +1,6 @@
 """How similar are two tasks? Measured in data (backbone features) and in weights (the adapters' updates), and
-related to how well their adapters merge (Spearman correlation with a bootstrap confidence interval)."""
+related to how well their adapters merge: Spearman correlation over all pairs, tested by permuting task labels
+(the pairs share tasks, so they are not independent samples), with a leave-one-pair-out range."""
 
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     root = linalg.sqrtm(cov_a @ cov_b)
     root = root.real if np.iscomplexobj(root) else root
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+def frechet_by_pair(features: dict[str, torch.Tensor]) -> pd.Series:
+    """The Fréchet distance between the frozen-backbone features of every pair of tasks, indexed ``"a+b"`` in the
+    order of ``features`` (small = similar data, as the backbone sees it)."""
+    return pd.Series({f"{a}+{b}": frechet_distance(features[a], features[b])
+                      for a, b in itertools.combinations(features, 2)}, name="frechet_distance")
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -55,10 +63,44 @@ def pairwise(tasks: Sequence[str], measure) -> pd.DataFrame:
                          for a, b in itertools.combinations(tasks, 2)])
 
 
+def _pair_key(a: str, b: str, index) -> str:
+    return f"{a}+{b}" if f"{a}+{b}" in index else f"{b}+{a}"
+
+
+def permutation_test(similarity: pd.Series, retention: pd.Series, tasks: Sequence[str]) -> dict[str, float]:
+    """Spearman's rho between a similarity and a retention over all task pairs (both indexed ``"a+b"``), with a
+    two-sided permutation p-value that permutes the **task labels** of the similarity (a Mantel test: all
+    ``len(tasks)!`` relabellings, 720 for six tasks). Pairs share tasks, so resampling pairs as if they were
+    independent (a plain bootstrap) understates the uncertainty; relabelling tasks keeps that structure."""
+    pairs = list(retention.index)
+    y = retention.to_numpy(dtype=float)
+    x = similarity.reindex(pairs).to_numpy(dtype=float)
+    observed = float(stats.spearmanr(x, y).statistic)
+    extreme, total = 0, 0
+    for perm in itertools.permutations(tasks):
+        relabel = dict(zip(tasks, perm))
+        permuted = [similarity[_pair_key(relabel[a], relabel[b], similarity.index)]
+                    for a, b in (p.split("+") for p in pairs)]
+        rho = stats.spearmanr(permuted, y).statistic
+        extreme += abs(rho) >= abs(observed) - 1e-12
+        total += 1
+    return {"rho": observed, "p": extreme / total, "permutations": total, "n": len(pairs)}
+
+
+def leave_one_out(similarity: pd.Series, retention: pd.Series) -> tuple[float, float]:
+    """The smallest and largest Spearman rho when each pair in turn is left out: how much one pair moves it."""
+    pairs = list(retention.index)
+    rhos = []
+    for drop in pairs:
+        keep = [p for p in pairs if p != drop]
+        rhos.append(stats.spearmanr(similarity.reindex(keep), retention.reindex(keep)).statistic)
+    return float(min(rhos)), float(max(rhos))
+
+
 def spearman_with_ci(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, level: float = 0.95,
                      seed: int = 0) -> dict[str, float]:
-    """Spearman's rho of ``x`` and ``y`` with a percentile bootstrap confidence interval (pairs resampled with
-    replacement, seeded). With 15 pairs the interval is wide: that width is part of the answer."""
+    """Spearman's rho of ``x`` and ``y`` with a percentile bootstrap interval that resamples pairs as if they were
+    independent. For task pairs they are not (see :func:`permutation_test`); this is kept to show the difference."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) != len(y) or len(x) < 3:
         raise ValueError(f"Need two equally long samples of at least 3 values, got {len(x)} and {len(y)}.")

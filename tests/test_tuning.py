@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from lora_merge_utils import Study
-from lora_merge_utils.evaluation import MergeSpec
+from lora_merge_utils.merging import MergeSpec
 from lora_merge_utils.tuning import grid, select_on_validation
 
 
