@@ -16,21 +16,21 @@ from importlib.metadata import PackageNotFoundError, version
 from . import _progress  # noqa: F401  (first: imports tqdm.auto before any library does, without its warning)
 from .artifacts import ArtifactStore, load_adapters, load_head
 from .backbone import backbone_identity, create_backbone
-from .evaluation import (
+from .evaluation import evaluate_merges, merge_combinations, pairwise_matrix, summarize_merges
+from .merging import (
+    MERGE_METHODS,
     MergeSpec,
-    accuracy,
-    adapter_accuracy,
-    evaluate_merges,
-    evaluate_multitask,
-    head_accuracy,
-    merge_combinations,
-    pairwise_matrix,
-    summarize_merges,
+    delta_weights,
+    get_merge_method,
+    merge_adapters,
+    merged_delta,
+    update_error,
 )
-from .merging import MERGE_METHODS, delta_weights, get_merge_method, merge_adapters, merged_delta, update_error
 from .multitask import MultiTaskModel
 from .plan import chapter_plan
 from .profiles import FULL, TINY, Budget, GeneratedData, HubData, Profile, get_device, get_profile
+from .report import glue
+from .scoring import accuracy, adapter_accuracy, evaluate_multitask, head_accuracy
 from .study import Study, run_study
 from .tasks import ImageTask, load_task, load_tasks, task_names
 from .training import extract_features, lora_config, train_adapter, train_head
@@ -44,7 +44,7 @@ __all__ = [
     "ArtifactStore", "Budget", "FULL", "GeneratedData", "HubData", "ImageTask", "MERGE_METHODS", "MergeSpec",
     "MultiTaskModel", "Profile", "Study", "TINY", "accuracy", "adapter_accuracy", "backbone_identity",
     "chapter_plan", "create_backbone", "delta_weights", "evaluate_merges", "evaluate_multitask", "extract_features",
-    "get_device", "get_merge_method", "get_profile", "head_accuracy", "load_adapters", "load_head", "load_task",
+    "get_device", "get_merge_method", "get_profile", "glue", "head_accuracy", "load_adapters", "load_head", "load_task",
     "load_tasks", "lora_config", "merge_adapters", "merge_combinations", "merged_delta", "pairwise_matrix",
     "run_study", "summarize_merges", "task_names", "train_adapter", "train_head", "update_error",
 ]

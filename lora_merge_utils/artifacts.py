@@ -2,11 +2,11 @@
 
 Layout under an output root (``artifacts/<profile>`` by default)::
 
-    heads/<task>/head.safetensors, metrics.json          head-only baseline
-    adapters/<task>/adapter_config.json                  PEFT format: PeftModel.from_pretrained(backbone, path)
-                   /adapter_model.safetensors
-                   /head.safetensors, metrics.json        the adapter's own head, accuracy, time, seed, versions
-    results/singles.csv, merges.csv, *.png
+    heads/<task>/head.safetensors, metrics.json                 head-only baseline
+    adapters/<task>/seed-<k>/adapter_config.json                PEFT format: PeftModel.from_pretrained(backbone, path)
+                            /adapter_model.safetensors
+                            /head.safetensors, metrics.json      the adapter's own head, accuracy, time, seed, versions
+    results/singles.csv, merges.csv, *.png, scores/               tables, figures, cached merge results
 
 Every directory is assembled in a temporary sibling and renamed into place, so a run killed mid-way leaves no
 half-written artifact and the next run simply redoes it.
@@ -78,14 +78,22 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result onto ``path``."""
+    """Call ``write(tmp_path)`` and rename the result onto ``path``, with the usual permissions (``0o666`` less the
+    umask, as ``open`` would give; a temporary file alone would be private to its owner)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -107,6 +115,7 @@ def read_json(path: Path) -> dict:
 
 
 def save_head(head: nn.Linear, path: Path) -> None:
+    """Save a linear head's weights as safetensors, atomically (read back with :func:`load_head`)."""
     state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
     write_atomic(path, lambda tmp: save_file(state, str(tmp)))
 
@@ -134,8 +143,9 @@ class ArtifactStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
 
-    def adapter_dir(self, task: str) -> Path:
-        return self.root / "adapters" / task
+    def adapter_dir(self, task: str, seed: int = 0) -> Path:
+        """``adapters/<task>/seed-<k>``: one PEFT adapter directory per training seed index."""
+        return self.root / "adapters" / task / f"seed-{seed}"
 
     def head_dir(self, task: str) -> Path:
         return self.root / "heads" / task
@@ -144,8 +154,8 @@ class ArtifactStore:
     def results_dir(self) -> Path:
         return self.root / "results"
 
-    def has_adapter(self, task: str) -> bool:
-        return all((self.adapter_dir(task) / f).is_file() for f in ADAPTER_FILES)
+    def has_adapter(self, task: str, seed: int = 0) -> bool:
+        return all((self.adapter_dir(task, seed) / f).is_file() for f in ADAPTER_FILES)
 
     def has_head(self, task: str) -> bool:
         return all((self.head_dir(task) / f).is_file() for f in HEAD_FILES)

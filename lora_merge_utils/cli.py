@@ -66,9 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("tasks", nargs="+", help="tasks whose adapters to merge")
     merge.add_argument("--method", default="task_arithmetic", choices=list(MERGE_METHODS))
     merge.add_argument("--weights", type=float, nargs="+", default=None, help="one per task (default: 1/K each)")
-    merge.add_argument("--density", type=float, default=None, help="fraction kept, for ties/dare_*/magnitude_prune")
+    merge.add_argument("--scale", type=float, default=None, help="instead of --weights: the same weight for all")
+    merge.add_argument("--density", type=float, default=None,
+                       help="fraction kept, for ties, dare_*, magnitude_prune, knots_ties and their *_on_factors")
     merge.add_argument("--svd-rank", type=int, default=None, help="rank of the svd merge")
-    merge.add_argument("--seed", type=int, default=0, help="seed of DARE's random drop")
+    merge.add_argument("--common-fraction", type=float, default=None, help="iso_cts: share of the common subspace")
+    merge.add_argument("--steps", type=int, default=None, help="adamerging: Adam steps")
+    merge.add_argument("--refit-heads", action="store_true",
+                       help="refit each task's head on the merged backbone's features (labelled training images)")
+    merge.add_argument("--seed", type=int, default=0, help="seed of DARE's random drop and AdaMerging's batches")
+    merge.add_argument("--adapter-seed", type=int, default=0,
+                       help="which training seed's adapters to merge (0 .. profile seeds - 1)")
 
     commands.add_parser("list", help="profiles, tasks and merge methods",
                         description="List the profiles with their tasks, and the merge methods.")
@@ -125,39 +133,41 @@ def _train_adapter(args) -> None:
 
 
 def _evaluate(args) -> None:
-    from .evaluation import adapter_accuracy, head_accuracy
+    from .scoring import adapter_accuracy, head_accuracy
 
     study = _open(args)
     head, _ = study.ensure_head(args.task)
-    model, heads = study.load_all_adapters([args.task])
-    data = study.task(args.task)
+    test = study.dataset(args.task, "test")
+    adapters = []
+    for seed in study.seeds:
+        model, heads = study.load_all_adapters([args.task], seed=seed)
+        adapters.append(f"{adapter_accuracy(model, heads[args.task], args.task, test, **study.eval_kwargs()):.4f}")
     print(f"{args.task}: head-only {head_accuracy(head, *study.features(args.task, 'test')):.4f}, adapter "
-          f"{adapter_accuracy(model, heads[args.task], args.task, data.test, **study.eval_kwargs()):.4f} "
-          f"on {len(data.test)} test images")
+          f"{' / '.join(adapters)} (training seed{'s' if len(adapters) > 1 else ''} {', '.join(map(str, study.seeds))})"
+          f" on {len(test)} test images")
 
 
 def _merge(args) -> None:
-    from .artifacts import read_json
-    from .evaluation import evaluate_multitask
-    from .merging import merge_adapters
-    from .multitask import MultiTaskModel
+    from .merging import MergeSpec
 
+    params = {key: value for key, value in (("weights", args.weights), ("scale", args.scale),
+                                            ("density", args.density), ("svd_rank", args.svd_rank),
+                                            ("common_fraction", args.common_fraction), ("steps", args.steps))
+              if value is not None}
+    if MERGE_METHODS[args.method].random or args.method == "adamerging":
+        params["seed"] = args.seed
+    spec = MergeSpec(args.method, args.method, params, refit_heads=args.refit_heads)
     study = _open(args)
     for task in args.tasks:
         study.task(task)  # validates the name before any training
-    model, heads = study.load_all_adapters(args.tasks)
+    model, heads = study.load_all_adapters(seed=args.adapter_seed)
+    singles = study.singles_table(model, heads, seeds=args.adapter_seed)
     start = time.perf_counter()
-    merged = merge_adapters(model, args.tasks, args.weights, args.method, density=args.density,
-                            svd_rank=args.svd_rank, seed=args.seed).to(study.device)
-    seconds = time.perf_counter() - start
-    multitask = MultiTaskModel(merged, heads).to(study.device)
-    scores = evaluate_multitask(multitask, {t: study.task(t).test for t in args.tasks}, **study.eval_kwargs())
-    rows = []
-    for task in args.tasks:
-        single = read_json(study.store.adapter_dir(task) / "metrics.json")["accuracy"]
-        rows.append({"task": task, "merged_accuracy": round(scores[task], 4), "adapter_accuracy": single,
-                     "normalized_accuracy": round(scores[task] / single, 4)})
-    _print(f"{args.method} merge of {'+'.join(args.tasks)} (merged in {seconds:.2f} s):", pd.DataFrame(rows))
+    rows = study.merges_table(singles, methods=[spec], combos=[args.tasks], model=model, heads=heads,
+                              seeds=args.adapter_seed)
+    table = rows[["task", "accuracy", "adapter_accuracy", "head_accuracy", "normalized_accuracy"]].round(4)
+    _print(f"{args.method} merge of {'+'.join(args.tasks)}{' with refitted heads' if args.refit_heads else ''} "
+           f"(adapters of seed {args.adapter_seed}; merged and scored in {time.perf_counter() - start:.1f} s):", table)
 
 
 def _plan(args) -> None:
@@ -172,9 +182,11 @@ def _list(args) -> None:
     for name, profile in PROFILES.items():
         print(f"profile {name}: backbone {profile.backbone.model_name}, {profile.image_size} px; tasks: "
               f"{', '.join(profile.tasks)}")
-    print("merge methods:")
+    print("merge methods (merge --method NAME):")
     for method in MERGE_METHODS.values():
-        print(f"  {method.name:16s} {method.description}")
+        needs = "" if method.data == "none" else f" [needs {method.data}]"
+        print(f"  {method.name:27s} {method.description}{needs}")
+    print("any method can also refit each task's head on the merged backbone (merge --refit-heads)")
 
 
 COMMANDS = {"run": _run, "train-head": _train_head, "train-adapter": _train_adapter, "evaluate": _evaluate,

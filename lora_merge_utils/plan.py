@@ -43,6 +43,8 @@ class Throughput:
     """Images per second decoded and resized per task, with the profile's workers."""
     merge: float
     """Seconds to build one merged backbone."""
+    head_fit: float
+    """Seconds of one logistic-regression fit of a head on cached features (on the CPU)."""
     exactness_check: float
     """Seconds of one float64 exactness check (:func:`lora_merge_utils.merging.update_error`)."""
     download: float
@@ -67,6 +69,7 @@ T4 = Throughput(
     # Measured on a 2-core CPU for ViT-B/16 with six rank-8 adapters (0.4-1.3 s; a GPU does the arithmetic faster,
     # the copying of the model about as fast); the float64 check runs on the CPU on Colab too.
     merge=0.6,
+    head_fit=1.5,
     exactness_check=6.0,
     download=40.0,
     setup=75.0,
@@ -119,6 +122,15 @@ def sizes_of(profile: Profile) -> Sizes:
     raise TypeError(f"No plan for data of type {type(profile.data).__name__}.")
 
 
+@dataclass(frozen=True)
+class Spec:
+    """A stand-in for a merge request in the replay: its identity (for the score cache) and what it costs beyond a
+    plain merge: ``"plain"``, ``"refit"`` (heads refitted on labelled training images) or ``"adamerging"``."""
+
+    name: object
+    kind: str = "plain"
+
+
 @dataclass
 class Session:
     """One chapter's session replayed: what it decodes, trains, evaluates and merges, given what is ``saved``
@@ -130,10 +142,18 @@ class Session:
     work: Counter = field(default_factory=Counter)
     downloaded_mb: float = 0.0
     seconds: float = 0.0
-    """Time not proportional to tallied work (timing loops, float64 checks)."""
+    """Time not proportional to tallied work (timing loops, float64 checks, logistic-regression fits)."""
+    fits: int = 0
+    """Logistic-regression head fits (on cached features)."""
+    chapter5_choices: tuple[str, str] = ()
+    """The best data-free and data-light families chapter 5 chose (default :data:`CHAPTER5_CHOICES`)."""
     decoded_by_task: Counter = field(default_factory=Counter)
     _decoded: set = field(default_factory=set)
     _features: set = field(default_factory=set)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.profile.seeds))
 
     def data(self, task: str) -> None:
         if ("data", task) not in self.saved:
@@ -161,46 +181,75 @@ class Session:
     def evaluate(self, task: str, split: str, images: int | None = None) -> None:
         self.work["evaluated"] += self.dataset(task, split, images)
 
+    def fit_head(self, candidates: int) -> None:
+        self.fits += candidates
+
     def ensure_head(self, task: str) -> None:
         if ("head", task) not in self.saved:
-            self.features(task, "train")
-            self.features(task, "test")
+            for split in ("train", "val", "test"):
+                self.features(task, split)
+            self.fit_head(len(self.profile.train.head_l2))
             self.saved.add(("head", task))
 
     def train_adapter(self, task: str) -> None:
         self.work["trained"] += self.profile.train.adapter_epochs * self.dataset(task, "train")
 
-    def ensure_adapter(self, task: str) -> None:
-        if ("adapter", task) not in self.saved:
+    def ensure_adapter(self, task: str, seed: int = 0) -> None:
+        if ("adapter", task, seed) not in self.saved:
             self.ensure_head(task)
             self.train_adapter(task)
             self.evaluate(task, "test")
-            self.saved.add(("adapter", task))
+            self.saved.add(("adapter", task, seed))
 
-    def load_adapters(self, tasks=None) -> None:
+    def load_adapters(self, tasks=None, seed: int = 0) -> None:
         for task in tasks or self.profile.tasks:
-            self.ensure_adapter(task)
+            self.ensure_adapter(task, seed)
 
-    def singles(self, split: str = "test", images: int | None = None) -> None:
-        self.load_adapters()
-        for task in self.profile.tasks:
-            self.ensure_head(task)
-            self.features(task, split, images)
-            self.evaluate(task, split, images)
+    def singles(self, split: str = "test", images: int | None = None, seeds=None) -> None:
+        for seed in self.seeds if seeds is None else seeds:
+            self.load_adapters(seed=seed)
+            for task in self.profile.tasks:
+                self.ensure_head(task)
+                self.features(task, split, images)
+                self.evaluate(task, split, images)
 
-    def merges(self, combos, specs: list, split: str = "test", images: int | None = None,
-               cache: bool = False) -> None:
-        """``specs`` are hashable stand-ins for merge requests (same spec on the same images: cached)."""
-        jobs = [(tuple(c), s) for c in combos for s in specs]
-        todo = [job for job in jobs if not cache or ("scores", split, images, job) not in self.saved]
-        if todo:
+    def merges(self, combos, specs: list, split: str = "test", images: int | None = None, cache: bool = False,
+               seeds=None) -> None:
+        """Every combo x spec for every seed (specs are :class:`Spec` or hashable names), as
+        :meth:`Study.merges_table` runs them: cached scores are reused, inputs are prepared once when needed."""
+        specs = [s if isinstance(s, Spec) else Spec(s) for s in specs]
+        budget = self.profile.budget
+        prepared = False
+        for seed in self.seeds if seeds is None else seeds:
+            jobs = [(tuple(c), s) for c in combos for s in specs]
+            todo = [job for job in jobs if not cache or ("scores", split, images, seed, job) not in self.saved]
+            if not todo:
+                continue
+            self.load_adapters(seed=seed)
+            if not prepared:
+                prepared = True
+                if any(s.kind == "adamerging" for s in specs):
+                    for task in self.profile.tasks:
+                        self.dataset(task, "val", budget.tuning_images)
+                if any(s.kind == "refit" for s in specs):
+                    for task in self.profile.tasks:
+                        self.dataset(task, "train", budget.refit_images)
+                        self.ensure_head(task)  # its validated L2 penalty
             for task in {t for combo, _ in jobs for t in combo}:
                 self.dataset(task, split, images)
-        for combo, spec in todo:
-            self.work["merges"] += 1
-            self.work["evaluated"] += sum(self.sizes.of(t, split, images) for t in combo)
-            if cache:
-                self.saved.add(("scores", split, images, (combo, spec)))
+            for combo, spec in todo:
+                self.work["merges"] += 1
+                self.work["evaluated"] += sum(self.sizes.of(t, split, images) for t in combo)
+                if spec.kind == "refit":
+                    for task in combo:
+                        self.work["evaluated"] += self.sizes.of(task, "train", budget.refit_images)
+                        self.fit_head(1)
+                if spec.kind == "adamerging":
+                    steps, batch = ADAMERGING_STEPS, 16
+                    self.work["trained"] += steps * sum(min(batch, self.sizes.of(t, "val", budget.tuning_images))
+                                                        for t in combo)
+                if cache:
+                    self.saved.add(("scores", split, images, seed, (combo, spec)))
 
     def merge_and_score(self, tasks, split: str = "test") -> None:
         self.work["merges"] += 1
@@ -211,15 +260,19 @@ class Session:
         self.work["merges"] += count
         self.seconds += count * throughput.exactness_check
 
-    def timing(self, strategies_passes: list[int], batch_sizes, warmup: int, repeats: int,
+    def timing(self, strategies_passes: list[int], batch_sizes, warmup: int, rounds: int,
                throughput: Throughput, tallied: bool = True) -> None:
         for passes, batch in itertools.product(strategies_passes, batch_sizes):
-            calls = warmup + repeats
+            calls = warmup + rounds
             if tallied:
                 self.work["timed"] += calls * batch * passes
             else:
                 self.seconds += calls * batch * passes / throughput.timed
             self.seconds += calls * passes * throughput.pass_overhead
+
+
+ADAMERGING_STEPS = 10
+"""AdaMerging's steps in chapter 5 (merge_adapters' default, 16 images per task each)."""
 
 
 # ------------------------------------------------------------------------------------------------ the chapters
@@ -232,24 +285,30 @@ def _chapter1(s: Session, t: Throughput) -> None:
     tasks = s.profile.tasks
     for task in tasks:
         s.ensure_head(task)
-    for task in tasks:  # the randomly initialised backbone's features
-        s.evaluate(task, "train")
-        s.evaluate(task, "test")
-    for task in tasks:  # solutions 2 and 3 read the pretrained features
-        s.features(task, "train")
-        s.features(task, "test")
+    for task in tasks:  # the scikit-learn comparison reads the cached features; it fits five models per task
+        for split in ("train", "val", "test"):
+            s.features(task, split)
+        s.fit_head(5)
+    for task in tasks:  # the randomly initialised backbone's features and heads
+        for split in ("train", "val", "test"):
+            s.evaluate(task, split)
+        s.fit_head(len(s.profile.train.head_l2))
+    s.fit_head(len(s.profile.train.head_l2) + 1)  # solutions 2 and 3
 
 
 def _chapter2(s: Session, t: Throughput) -> None:
     tasks = s.profile.tasks
-    s.load_adapters()
-    s.singles()
-    s.ensure_head(tasks[3])  # solution 3: a rank-2 adapter of the fourth task
+    s.ensure_head(tasks[3])  # one adapter by hand
     s.train_adapter(tasks[3])
+    s.evaluate(tasks[3], "test")
+    for seed in s.seeds:
+        for task in tasks:
+            s.ensure_adapter(task, seed)
+    s.singles()
+    s.train_adapter(tasks[3])  # solution 3: a rank-2 adapter of the fourth task
     s.evaluate(tasks[3], "test")
 
 
-PAIRS = "pairs"
 BASELINE = ("task_arithmetic", "linear")
 
 
@@ -258,22 +317,34 @@ def _grid(profile: Profile, sizes=(2, 3)) -> list[tuple[str, ...]]:
 
 
 def _chapter3(s: Session, t: Throughput) -> None:
-    s.load_adapters()
+    s.load_adapters(seed=0)
+    s.work["merges"] += 2  # lmu.merge_adapters beside PEFT's add_weighted_adapter, for linear and cat
     s.exactness_checks(2, t)
     s.singles()
     s.merges(_grid(s.profile, (2,)), list(BASELINE), cache=True)
+    for task in s.profile.tasks:  # measured data similarity
+        s.features(task, "train")
     s.merge_and_score(s.profile.similar_pairs[0])  # solution 3
 
 
 def _chapter4(s: Session, t: Throughput) -> None:
-    s.load_adapters()
     s.singles()
     s.merges(_grid(s.profile), list(BASELINE), cache=True)
+    for task in s.profile.tasks:
+        s.features(task, "train")
+    s.load_adapters(seed=0)
     s.merge_and_score(s.profile.tasks[:3])  # solution 3 (the worst triple; any three tasks cost about the same)
 
 
-TUNING_CANDIDATES = {"task_arithmetic sum": 3, "ties": 4, "dare_linear": 2, "dare_ties": 2, "magnitude_prune": 2,
-                     "knots_ties": 4}
+TUNING_CANDIDATES = {"task arithmetic, scaled sum": 5, "TIES": 9, "DARE-TIES": 6, "magnitude pruning": 6,
+                     "TIES on factors (PEFT)": 2, "DARE-TIES on factors (PEFT)": 2,
+                     "magnitude pruning on factors (PEFT)": 3, "KnOTS-TIES": 9, "TSV-Merge": 3, "Iso-C": 3,
+                     "Iso-CTS": 3}
+"""Chapter 5's data-free families and how many candidates each tries on validation data."""
+DATA_LIGHT = {"refitted heads": "refit", "AdaMerging": "adamerging"}
+CHAPTER5_CHOICES = ("task arithmetic, scaled sum", "AdaMerging")
+"""The best data-free and data-light families the stored run of chapter 5 chose on validation data (the replay
+cannot know them in advance; they decide which families run with every seed). Chapter 5 prints its choices."""
 
 
 def tuning_merges(profile: Profile) -> list[tuple[str, ...]]:
@@ -285,42 +356,52 @@ def tuning_merges(profile: Profile) -> list[tuple[str, ...]]:
 def _chapter5(s: Session, t: Throughput) -> None:
     budget = s.profile.budget
     tuning = tuning_merges(s.profile)
-    s.load_adapters()
-    s.singles("val", budget.tuning_images)
+    s.load_adapters(seed=0)
+    s.singles("val", budget.tuning_images, seeds=[0])
     for family, candidates in TUNING_CANDIDATES.items():
-        s.merges(tuning, [(family, i) for i in range(candidates)], "val", budget.tuning_images)
+        s.merges(tuning, [Spec((family, i)) for i in range(candidates)], "val", budget.tuning_images, seeds=[0])
+    for family, kind in DATA_LIGHT.items():
+        s.merges(tuning, [Spec(family, kind)], "val", budget.tuning_images, seeds=[0])
     sample = budget.comparison_images
+    s.singles("test", sample, seeds=[0])  # how a validation choice transfers: the scaled sum on the test split
+    s.merges(tuning, [Spec(("task arithmetic, scaled sum", i)) for i in range(5)], "test", sample, cache=True,
+             seeds=[0])
+    survey = ([Spec("task_arithmetic"), Spec("linear")] + [Spec((family, "chosen")) for family in TUNING_CANDIDATES]
+              + [Spec(family, kind) for family, kind in DATA_LIGHT.items()])
+    for spec in survey:
+        s.merges(_grid(s.profile, budget.survey_sizes), [spec], "test", sample, cache=True, seeds=[0])
     s.singles("test", sample)
-    s.merges(_grid(s.profile), list(BASELINE), "test", sample, cache=True)
-    s.merges(_grid(s.profile), ["svd"] + [(family, "chosen") for family in TUNING_CANDIDATES], "test", sample,
-             cache=True)
-    for family, seed in itertools.product(("dare_linear", "dare_ties"), (1, 2)):
-        s.merges(_grid(s.profile, (2,)), [(family, "seed", seed)], "test", sample, cache=True)
-    s.merges(tuning, [("svd rank", r) for r in (4, 8, 16)], "val", budget.tuning_images)  # solution 3
-    s.merges(tuning[:2], [("sum", i) for i in range(3)], "val", budget.tuning_images)  # solution 4
-    s.merges(tuning[2:], [("sum", i) for i in range(3)], "val", budget.tuning_images)
+    best_free, best_light = s.chapter5_choices or CHAPTER5_CHOICES
+    for spec in (Spec("task_arithmetic"), Spec((best_free, "chosen")), Spec(best_light, DATA_LIGHT[best_light])):
+        s.merges(_grid(s.profile), [spec], "test", sample, cache=True)
+    s.merges(tuning, [Spec(("svd", r)) for r in (4, 8, 16)], "val", budget.tuning_images, seeds=[0])  # solution 3
+    s.merges(tuning[:2], [Spec(("sum", i)) for i in range(5)], "val", budget.tuning_images, seeds=[0])  # solution 4
+    s.merges(tuning[2:], [Spec(("sum", i)) for i in range(5)], "val", budget.tuning_images, seeds=[0])
 
 
 def _chapter6(s: Session, t: Throughput) -> None:
-    s.load_adapters()
     s.singles()
     s.merges(_grid(s.profile), list(BASELINE), cache=True)
     for task in s.profile.tasks:
         s.features(task, "train")
+    for seed in s.seeds:
+        s.load_adapters(seed=seed)
     probe = sum(min(64, s.sizes.test[task]) for task in s.profile.tasks)  # adapted-feature CKA, full precision
     s.seconds += probe * len(s.profile.tasks) / t.timed
 
 
 def _chapter7(s: Session, t: Throughput) -> None:
     tasks = s.profile.tasks
+    for task in tasks:
+        s.ensure_head(task)
     for k, chosen in ((2, [tasks[0], tasks[3]]), (3, [tasks[0], tasks[3], tasks[5]])):
-        s.load_adapters(chosen)
+        s.load_adapters(chosen, seed=0)
         s.work["merges"] += k + 1  # K separate models and one merged model
-        s.timing([1, k, 1, k], (1, 64), 5, 20, t)  # base, switching, merged, separate
+        s.timing([1, 1, k, k, k], (1, 64), 3, 20, t)  # frozen + K heads, merged, mixed batch, switching, separate
     four = [tasks[0], tasks[3], tasks[5], tasks[4]]
-    s.load_adapters(four)  # solution 2: K = 4
+    s.load_adapters(four, seed=0)  # solution 2: K = 4
     s.work["merges"] += 5
-    s.timing([1, 4, 1, 4], (64,), 3, 10, t)
+    s.timing([1, 1, 4, 4, 4], (64,), 2, 8, t)
     s.timing([3], (64,), 2, 10, t, tallied=False)  # solution 3: merge and unmerge per task
 
 
@@ -344,10 +425,12 @@ def seconds(session: Session, throughput: Throughput) -> float:
                  for task, n in session.decoded_by_task.items())
     return (throughput.setup + session.downloaded_mb / throughput.download + decode
             + work["trained"] / throughput.train + work["evaluated"] / throughput.evaluate
-            + work["timed"] / throughput.timed + work["merges"] * throughput.merge + session.seconds)
+            + work["timed"] / throughput.timed + work["merges"] * throughput.merge
+            + session.fits * throughput.head_fit + session.seconds)
 
 
-def chapter_plan(profile: Profile | str | None = "full", throughput: Throughput = T4) -> pd.DataFrame:
+def chapter_plan(profile: Profile | str | None = "full", throughput: Throughput = T4,
+                 chapter5_choices: tuple[str, str] = CHAPTER5_CHOICES) -> pd.DataFrame:
     """Per chapter: the work and the minutes it takes on ``throughput``'s machine, two ways.
 
     * ``warm``: the chapters run in order with artifacts kept (Google Drive), so each one finds what earlier ones
@@ -355,16 +438,17 @@ def chapter_plan(profile: Profile | str | None = "full", throughput: Throughput 
     * ``alone``: the chapter opened on a fresh runtime with nothing saved: it downloads and trains what it needs.
 
     The work columns (``decoded``, ``trained``, ``evaluated``, ``timed``, ``merges``, ``download_mb``) are those of
-    the warm run.
+    the warm run. ``chapter5_choices``: the families chapter 5 chose on validation data (see
+    :data:`CHAPTER5_CHOICES`).
     """
     profile = get_profile(profile)
     sizes = sizes_of(profile)
     saved: set = set()
     rows = []
     for notebook, (title, replay) in CHAPTERS.items():
-        warm = Session(profile, sizes, saved)
+        warm = Session(profile, sizes, saved, chapter5_choices=chapter5_choices)
         replay(warm, throughput)
-        alone = Session(profile, sizes)
+        alone = Session(profile, sizes, chapter5_choices=chapter5_choices)
         replay(alone, throughput)
         rows.append({"notebook": notebook, "chapter": title, **{k: warm.work[k] for k in
                                                                  ("decoded", "trained", "evaluated", "timed",

@@ -1,14 +1,15 @@
 """The whole study, stage by stage, each stage reading what the previous one saved.
 
 ``ensure_head`` and ``ensure_adapter`` train only what is missing; ``run_study`` runs the grid and writes the tables.
-Chapters call the same functions, so any chapter can run on its own.
+Chapters call the same functions, so any chapter can run on its own. Every adapter is trained with
+``profile.seeds`` training seeds; the tables have one row per seed, and :mod:`lora_merge_utils.stats` turns them
+into intervals.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,28 +31,37 @@ from .artifacts import (
     write_json,
 )
 from .backbone import backbone_identity, create_backbone
-from .batches import decode_all
+from .batches import InMemoryImages, decode_all, normalize
 from .evaluation import (
     DECIMALS,
-    MergeSpec,
+    MergeInputs,
     ScoreStore,
-    adapter_accuracy,
     code_version,
     evaluate_merges,
-    head_accuracy,
     merge_combinations,
     summarize_merges,
+    without_bits,
 )
+from .merging import MergeSpec
 from .profiles import Profile, get_device, get_profile, progress_enabled
+from .scoring import adapter_correctness, head_correctness
+from .stats import Bootstrap, pack
 from .tasks import ImageTask, check_task_name, load_task, subsample
-from .training import extract_features, train_adapter, train_head
+from .training import TrainResult, extract_features, train_adapter, train_head
 
 DEFAULT_METHODS = ("task_arithmetic", "linear")
 
 
+def _curve(result: TrainResult, points: int = 50) -> tuple[list[float], int]:
+    """A training loss curve averaged down to about ``points`` points, and the steps each point covers."""
+    steps = max(1, len(result.loss_curve) // points)
+    curve = result.loss_curve
+    return [round(sum(curve[i:i + steps]) / len(curve[i:i + steps]), 5) for i in range(0, len(curve), steps)], steps
+
+
 @dataclass
 class Study:
-    """The shared state of one study: profile, backbone, device, output root and cached features."""
+    """The shared state of one study: profile, backbone, device, output root and what this session decoded."""
 
     profile: Profile
     root: Path
@@ -78,7 +88,8 @@ class Study:
     def describe(self) -> str:
         """A few lines saying what this run uses: profile, device, backbone, artifact folder and library versions."""
         versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
-        lines = [f"profile: {self.profile.name} ({len(self.profile.tasks)} tasks: {', '.join(self.profile.tasks)})"]
+        lines = [f"profile: {self.profile.name} ({len(self.profile.tasks)} tasks: {', '.join(self.profile.tasks)}; "
+                 f"{self.profile.seeds} training seed(s) per adapter)"]
         if self.profile.overrides:
             lines.append("overrides: " + ", ".join(f"{k}={v}" for k, v in self.profile.overrides))
         if self.profile.smoke:
@@ -103,12 +114,17 @@ class Study:
     def store(self) -> ArtifactStore:
         return ArtifactStore(self.root)
 
+    @property
+    def seeds(self) -> list[int]:
+        """The training seed indices of every adapter: ``0 .. profile.seeds - 1``."""
+        return list(range(self.profile.seeds))
+
     def task(self, name: str) -> ImageTask:
         return load_task(self.profile, name)
 
-    def seed_of(self, task: str) -> int:
-        """A distinct, fixed seed per task."""
-        return self.profile.train.seed * 1000 + self.profile.tasks.index(task)
+    def seed_of(self, task: str, seed: int = 0) -> int:
+        """A distinct, fixed training seed per task and seed index."""
+        return self.profile.train.seed * 1000 + 100 * seed + self.profile.tasks.index(task)
 
     def dataset(self, task: str, split: str, images: int | None = None):
         """A split (or a class-balanced sample of ``images`` of its images) decoded and resized once per session and
@@ -125,6 +141,13 @@ class Study:
                 self._decoded[key] = decode_all(chosen, self.profile.num_workers,
                                                 progress=f"{task} {split} images" if self.progress else False)
         return self._decoded[key]
+
+    def images(self, task: str, split: str, images: int | None = None) -> torch.Tensor:
+        """The normalised images of :meth:`dataset` as one tensor on the study's device (for AdaMerging)."""
+        data = self.dataset(task, split, images)
+        if isinstance(data, InMemoryImages):
+            return normalize(data.images.to(self.device))
+        return data.tensors[0].to(self.device)
 
     def features(self, task: str, split: str, images: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen-backbone features of a split (or of the sample :meth:`dataset` gives), computed once per
@@ -145,7 +168,8 @@ class Study:
 
     # ------------------------------------------------------------------------------------------------- baseline
     def ensure_head(self, task: str, retrain: bool = False) -> tuple[nn.Linear, dict]:
-        """The head-only baseline of a task: loaded if saved, else trained on frozen features and saved."""
+        """The head-only baseline of a task (frozen backbone + linear head): loaded if saved, else fitted on frozen
+        features, its L2 penalty chosen on the validation split, and saved."""
         check_task_name(self.profile, task)
         directory = self.store.head_dir(task)
         if self.store.has_head(task) and not retrain:
@@ -153,16 +177,15 @@ class Study:
             if metrics.get("backbone") == backbone_identity(self.backbone):
                 return load_head(directory / "head.safetensors"), metrics
         x, y = self.features(task, "train")
-        start = time.perf_counter()
-        head, result = train_head(x, y, self.task(task).num_classes, self.profile.train, seed=self.seed_of(task),
-                                  progress=f"{task} head" if self.progress else False)
-        seconds = time.perf_counter() - start
+        head, result = train_head(x, y, self.task(task).num_classes, self.profile.train,
+                                  progress=f"{task} head" if self.progress else False,
+                                  val=self.features(task, "val"))
         metrics = {
             "task": task,
-            "accuracy": round(head_accuracy(head, *self.features(task, "test")), DECIMALS),
-            "train_seconds": round(seconds, 2),
+            "accuracy": round(float(head_correctness(head, *self.features(task, "test")).mean()), DECIMALS),
+            "train_seconds": round(result.seconds, 2),
+            "l2": result.l2,
             "loss_curve": [round(v, 5) for v in result.loss_curve],
-            "seed": self.seed_of(task),
             "backbone": backbone_identity(self.backbone),
             "trainable_parameters": sum(p.numel() for p in head.parameters()),
             "versions": library_versions(),
@@ -172,36 +195,37 @@ class Study:
         return head, metrics
 
     # -------------------------------------------------------------------------------------------------- adapters
-    def ensure_adapter(self, task: str, retrain: bool = False) -> Path:
-        """The LoRA adapter of a task: its saved directory if complete, else trained (from the baseline head) and
-        saved atomically. Returns the directory."""
+    def ensure_adapter(self, task: str, seed: int = 0, retrain: bool = False) -> Path:
+        """The LoRA adapter of a task for one training seed index: its saved directory if complete, else trained
+        (from the baseline head) and saved atomically. Returns the directory."""
         check_task_name(self.profile, task)
-        directory = self.store.adapter_dir(task)
-        if self.store.has_adapter(task) and not retrain:
+        directory = self.store.adapter_dir(task, seed)
+        if self.store.has_adapter(task, seed) and not retrain:
             metrics = read_json(directory / "metrics.json")
             if metrics.get("backbone") == backbone_identity(self.backbone):
                 return directory
         baseline, _ = self.ensure_head(task)
         data = self.task(task)
         model, head, result = train_adapter(
-            self.backbone, self.dataset(task, "train"), data.num_classes, self.profile, seed=self.seed_of(task),
-            init_head=baseline, device=self.device, progress=f"{task} adapter" if self.progress else False,
+            self.backbone, self.dataset(task, "train"), data.num_classes, self.profile,
+            seed=self.seed_of(task, seed), init_head=baseline, device=self.device,
+            progress=f"{task} adapter (seed {seed})" if self.progress else False,
         )
         model.to(self.device)
         head.to(self.device)
-        acc = adapter_accuracy(model, head, "default", self.dataset(task, "test"), **self.eval_kwargs())
+        correct = adapter_correctness(model, head, "default", self.dataset(task, "test"), **self.eval_kwargs())
         model.cpu()
         head.cpu()
-        steps = max(1, len(result.loss_curve) // 50)
+        curve, steps = _curve(result)
         metrics = {
             "task": task,
-            "accuracy": round(acc, DECIMALS),
+            "accuracy": round(float(correct.mean()), DECIMALS),
             "train_seconds": round(result.seconds, 2),
             "train_images_per_second": round(result.images_per_second, 1),
-            "loss_curve": [round(sum(result.loss_curve[i:i + steps]) / len(result.loss_curve[i:i + steps]), 5)
-                           for i in range(0, len(result.loss_curve), steps)],
+            "loss_curve": curve,
             "loss_curve_step": steps,
-            "seed": self.seed_of(task),
+            "seed": self.seed_of(task, seed),
+            "seed_index": seed,
             "backbone": backbone_identity(self.backbone),
             "profile": self.profile.name,
             "lora": {"rank": self.profile.lora.rank, "alpha": self.profile.lora.alpha,
@@ -212,88 +236,143 @@ class Study:
         }
         return save_adapter(model, head, metrics, directory)
 
-    def load_all_adapters(self, tasks: list[str] | None = None):
-        """``(peft_model, heads)`` with every task's adapter loaded (trained first where missing)."""
+    def load_all_adapters(self, tasks: list[str] | None = None, seed: int = 0):
+        """``(peft_model, heads)`` with the adapter of every task (of one seed index) loaded, trained first where
+        missing."""
         tasks = list(tasks or self.profile.tasks)
-        dirs = {task: self.ensure_adapter(task) for task in tasks}
+        dirs = {task: self.ensure_adapter(task, seed) for task in tasks}
         model, heads = load_adapters(self.backbone, dirs)
         return model.to(self.device), {k: v.to(self.device) for k, v in heads.items()}
 
+    def adapter_head(self, task: str, seed: int = 0) -> nn.Linear:
+        """The saved head of a task's adapter (trained first if missing), on the study's device."""
+        return load_head(self.ensure_adapter(task, seed) / "head.safetensors").to(self.device)
+
     # ---------------------------------------------------------------------------------------------------- tables
-    def singles_table(self, model=None, heads=None, split: str = "test", images: int | None = None) -> pd.DataFrame:
-        """Per task: head-only baseline accuracy and single-adapter accuracy on ``split`` (test by default), or on the
-        class-balanced sample of ``images`` images per task that :meth:`dataset` gives."""
-        if model is None:
-            model, heads = self.load_all_adapters()
+    def _seeds(self, seeds) -> list[int]:
+        if seeds is None:
+            return self.seeds
+        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+        unknown = [s for s in seeds if s not in self.seeds]
+        if unknown:
+            raise ValueError(f"Seed index(es) {unknown} do not exist: this profile trains seeds {self.seeds}.")
+        return seeds
+
+    def singles_table(self, model=None, heads=None, split: str = "test", images: int | None = None,
+                      seeds: int | list[int] | None = None) -> pd.DataFrame:
+        """Per task and training seed: head-only baseline accuracy (frozen backbone + head; the same for every seed)
+        and single-adapter accuracy, on ``split`` (test by default) or on the class-balanced sample of ``images``
+        images per task that :meth:`dataset` gives. ``model``/``heads`` (all adapters of one seed) save a reload
+        when a single seed is asked for. The packed ``head_correct``/``adapter_correct`` columns record which images
+        were right (for intervals)."""
         rows = []
-        for task in tqdm(self.profile.tasks, desc="singles", disable=not self.progress):
-            baseline, _ = self.ensure_head(task)
-            data = self.task(task)
-            rows.append({
-                "task": task,
-                "num_classes": data.num_classes,
-                "num_train": len(data.train),
-                f"num_{split}": len(self.dataset(task, split, images)),
-                "head_accuracy": round(head_accuracy(baseline, *self.features(task, split, images)), DECIMALS),
-                "adapter_accuracy": round(adapter_accuracy(model, heads[task], task,
-                                                           self.dataset(task, split, images), **self.eval_kwargs()),
-                                          DECIMALS),
-            })
+        for seed in self._seeds(seeds):
+            if model is None or len(self._seeds(seeds)) > 1:
+                model, heads = self.load_all_adapters(seed=seed)
+            for task in tqdm(self.profile.tasks, desc=f"singles (seed {seed})", disable=not self.progress):
+                baseline, _ = self.ensure_head(task)
+                data = self.task(task)
+                head_right = head_correctness(baseline, *self.features(task, split, images))
+                adapter_right = adapter_correctness(model, heads[task], task, self.dataset(task, split, images),
+                                                    **self.eval_kwargs())
+                rows.append({
+                    "task": task,
+                    "seed": seed,
+                    "num_classes": data.num_classes,
+                    "num_train": len(data.train),
+                    "num_images": len(head_right),
+                    "head_accuracy": round(float(head_right.mean()), DECIMALS),
+                    "adapter_accuracy": round(float(adapter_right.mean()), DECIMALS),
+                    "head_correct": pack(head_right),
+                    "adapter_correct": pack(adapter_right),
+                })
         table = pd.DataFrame(rows)
         table["adapter_gain"] = (table["adapter_accuracy"] - table["head_accuracy"]).round(DECIMALS)
         return table
 
-    def merges_table(self, singles: pd.DataFrame, methods=DEFAULT_METHODS, sizes=(2, 3), model=None, heads=None,
-                     split: str = "test", cache: bool = False, combos=None, images: int | None = None
-                     ) -> pd.DataFrame:
-        """Every merge of ``sizes`` adapters (or the merges in ``combos``) with every method, each member task scored
-        on ``split`` (or on the sample of ``images`` images per task that :meth:`dataset` gives) against the
-        ``singles`` table of the same images (see :func:`~lora_merge_utils.evaluation.evaluate_merges`).
+    def merge_inputs(self, specs: list[MergeSpec]) -> MergeInputs:
+        """The images some specs need: unlabeled validation images for AdaMerging, labelled training images for
+        refitted heads (as many as the profile's budget allows) with each baseline head's validated L2 penalty."""
+        from .merging import get_merge_method
 
-        With ``cache=True`` each merge's scores are saved under ``results/scores``, keyed by the split, the merge,
-        the method and its hyperparameters, the adapters' contents and the scoring code's version, and reused by any
-        later request that contains the same merge (so chapters share evaluations, and an edit of the merging code
-        is never served stale scores).
+        inputs = MergeInputs(num_classes={t: self.task(t).num_classes for t in self.profile.tasks},
+                             settings=self.profile.train)
+        budget = self.profile.budget
+        if any(get_merge_method(s.method).data != "none" for s in specs):
+            inputs.unlabeled = {t: self.images(t, "val", budget.tuning_images) for t in self.profile.tasks}
+        if any(s.refit_heads for s in specs):
+            inputs.refit_sets = {t: self.dataset(t, "train", budget.refit_images) for t in self.profile.tasks}
+            baselines = {t: self.ensure_head(t)[1] for t in self.profile.tasks}
+            inputs.refit_l2 = {t: m["l2"] for t, m in baselines.items() if "l2" in m}
+        return inputs
+
+    def merges_table(self, singles: pd.DataFrame, methods=DEFAULT_METHODS, sizes=(2, 3), model=None, heads=None,
+                     split: str = "test", cache: bool = False, combos=None, images: int | None = None,
+                     seeds: int | list[int] | None = None) -> pd.DataFrame:
+        """Every merge of ``sizes`` adapters (or the merges in ``combos``) with every method, for every training
+        seed in ``singles``, each member task scored on ``split`` (or on the sample of ``images`` images per task that
+        :meth:`dataset` gives) against the ``singles`` table of the same images (see
+        :func:`~lora_merge_utils.evaluation.evaluate_merges`). A seed's merges combine that seed's adapters.
+
+        With ``cache=True`` each merge's result is saved under ``results/scores``, keyed by the split and images, the
+        merge, the method and its hyperparameters, the adapters' contents and the scoring code's version, and
+        reused by any later request that contains the same merge (so chapters share evaluations, and an edit of the
+        merging code is never served stale scores).
         """
         specs = [MergeSpec.of(m) for m in methods]
         combos = [tuple(c) for c in combos] if combos is not None else merge_combinations(self.profile.tasks, sizes)
-        scores = None
-        if cache:
-            context = json.dumps([split, images, self.adapters_fingerprint(), code_version()])
-            scores = ScoreStore(self.store.results_dir / "scores", context)
-        missing = scores is None or any(scores.get(c, s) is None for c in combos for s in specs)
-        if model is None and missing:
-            model, heads = self.load_all_adapters()
-        if heads is None:
-            heads = {task: self.adapter_head(task) for task in self.profile.tasks}
-        eval_sets = {t: self.dataset(t, split, images) for t in {t for c in combos for t in c}} if missing else {}
-        e = self.eval_kwargs()
-        return evaluate_merges(model, heads, eval_sets, singles, methods=specs, combos=combos, device=e["device"],
-                               batch_size=e["batch_size"], amp=e["amp"], num_workers=e["num_workers"],
-                               progress=self.progress, scores=scores)
+        wanted = sorted(set(singles["seed"])) if seeds is None else self._seeds(seeds)
+        inputs = None
+        tables = []
+        for seed in wanted:
+            scores = None
+            if cache:
+                context = json.dumps([split, images, self.adapters_fingerprint(seed), code_version()])
+                scores = ScoreStore(self.store.results_dir / "scores", context)
+            missing = scores is None or any(scores.get(c, s) is None for c in combos for s in specs)
+            seed_model, seed_heads = (model, heads) if len(wanted) == 1 else (None, None)
+            if seed_model is None and missing:
+                seed_model, seed_heads = self.load_all_adapters(seed=seed)
+            if seed_heads is None:
+                seed_heads = {task: self.adapter_head(task, seed) for task in self.profile.tasks}
+            if missing and inputs is None:
+                inputs = self.merge_inputs(specs)
+            eval_sets = ({t: self.dataset(t, split, images) for t in {t for c in combos for t in c}}
+                         if missing else {})
+            e = self.eval_kwargs()
+            tables.append(evaluate_merges(
+                seed_model, seed_heads, eval_sets, singles[singles["seed"] == seed], methods=specs, combos=combos,
+                device=e["device"], batch_size=e["batch_size"], amp=e["amp"], num_workers=e["num_workers"],
+                progress=self.progress, scores=scores, inputs=inputs, seed=seed))
+        return pd.concat(tables, ignore_index=True)
 
-    def adapter_head(self, task: str) -> nn.Linear:
-        """The saved head of a task's adapter (trained first if missing), on the study's device."""
-        return load_head(self.ensure_adapter(task) / "head.safetensors").to(self.device)
+    def bootstrap(self, split: str = "test", images: int | None = None, replicates: int = 1000, seed: int = 0,
+                  resample_tasks: bool = True) -> Bootstrap:
+        """Bootstrap replicates over this study's test images (of ``split``/``images``), training seeds and (unless
+        ``resample_tasks=False``, for one task's own interval) tasks, for intervals on any table of its merges (see
+        :mod:`lora_merge_utils.stats`)."""
+        sizes = {t: len(self.dataset(t, split, images)) for t in self.profile.tasks}
+        return Bootstrap(sizes, self.seeds, replicates=replicates, seed=seed, resample_tasks=resample_tasks)
 
-    def adapters_fingerprint(self) -> str:
-        """A hash of every saved adapter's weights and head: cached evaluations are valid only for these."""
+    def adapters_fingerprint(self, seed: int = 0) -> str:
+        """A hash of every saved adapter's weights and head for one seed index: cached evaluations are valid only
+        for these."""
         digest = hashlib.sha256()
         for task in self.profile.tasks:
             for name in ("adapter_model.safetensors", "head.safetensors"):
-                file = self.store.adapter_dir(task) / name
+                file = self.store.adapter_dir(task, seed) / name
                 digest.update(file.read_bytes() if file.is_file() else b"missing")
         return digest.hexdigest()[:16]
 
 
 def save_table(table: pd.DataFrame, path: Path) -> None:
-    """Write a CSV atomically."""
-    write_atomic(Path(path), lambda tmp: table.to_csv(tmp, index=False))
+    """Write a CSV atomically (without the packed-correctness columns)."""
+    write_atomic(Path(path), lambda tmp: without_bits(table).to_csv(tmp, index=False))
 
 
 def run_study(profile: Profile | str | None = "tiny", out: Path | str | None = None, methods=DEFAULT_METHODS,
               device: str | None = None, progress: bool | None = None) -> dict[str, pd.DataFrame]:
-    """The whole grid headless: baselines, adapters, singles, all pairs and triples, tables and heatmap.
+    """The whole grid headless: baselines, adapters (every seed), singles, all pairs and triples, tables and heatmap.
 
     Returns ``{"singles": ..., "merges": ..., "summary": ...}``; writes them under ``<out>/results``.
     """
@@ -302,11 +381,11 @@ def run_study(profile: Profile | str | None = "tiny", out: Path | str | None = N
     study = Study.open(profile, out, device=device, progress=progress)
     for task in tqdm(study.profile.tasks, desc="baselines", disable=not study.progress):
         study.ensure_head(task)
-    for task in tqdm(study.profile.tasks, desc="adapters", disable=not study.progress):
-        study.ensure_adapter(task)
-    model, heads = study.load_all_adapters()
-    singles = study.singles_table(model, heads)
-    merges = study.merges_table(singles, methods=methods, model=model, heads=heads)
+    for seed in study.seeds:
+        for task in tqdm(study.profile.tasks, desc=f"adapters (seed {seed})", disable=not study.progress):
+            study.ensure_adapter(task, seed)
+    singles = study.singles_table()
+    merges = study.merges_table(singles, methods=methods)
     summary = summarize_merges(merges)
     results = study.store.results_dir
     save_table(singles, results / "singles.csv")

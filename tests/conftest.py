@@ -40,11 +40,12 @@ def backbone() -> nn.Module:
 
 @pytest.fixture(scope="session")
 def mini_profile():
-    """The tiny profile shrunk for tests: three tasks, few images, one short epoch."""
+    """The tiny profile shrunk for tests: three tasks, few images, one short epoch, two training seeds."""
     return TINY.replace(
         tasks=("digits", "shapes", "gratings"),
-        data=GeneratedData(train_per_class=12, val_per_class=30, test_per_class=8),
-        train=TrainSettings(head_epochs=5, adapter_epochs=1, batch_size=32, eval_batch_size=128),
+        data=GeneratedData(train_per_class=12, val_per_class=10, test_per_class=8),
+        train=TrainSettings(head_l2=(1e-3, 1e-1), adapter_epochs=1, batch_size=32, eval_batch_size=128),
+        seeds=2,
     )
 
 

@@ -25,13 +25,13 @@ def test_full_profile_sizes_are_class_balanced_samples():
 
 def test_a_session_decodes_each_split_once_and_reuses_what_is_saved():
     sizes = Sizes({"a": 100}, {"a": 30}, {"a": 50}, {"a": 10})
-    profile = TINY.replace(tasks=("a",))
+    profile = TINY.replace(tasks=("a",), seeds=1)
     fresh = Session(profile, sizes)
     fresh.ensure_adapter("a")
-    assert fresh.work["decoded"] == 150 and fresh.work["trained"] == profile.train.adapter_epochs * 100
-    assert fresh.work["evaluated"] == 100 + 50 + 50, "features of train and test, then the adapter on test"
+    assert fresh.work["decoded"] == 180 and fresh.work["trained"] == profile.train.adapter_epochs * 100
+    assert fresh.work["evaluated"] == 100 + 30 + 50 + 50, "features of train, val and test, then the adapter on test"
     fresh.dataset("a", "test", images=20)
-    assert fresh.work["decoded"] == 150, "a sample of a decoded split is picked, not decoded"
+    assert fresh.work["decoded"] == 180, "a sample of a decoded split is picked, not decoded"
     warm = Session(profile, sizes, saved=fresh.saved)
     warm.ensure_adapter("a")
     assert sum(warm.work.values()) == 0

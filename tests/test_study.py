@@ -4,9 +4,9 @@ import pytest
 from lora_merge_utils import Study, run_study
 from lora_merge_utils.evaluation import merge_combinations, pairwise_matrix, summarize_merges
 
-SINGLES = {"task", "head_accuracy", "adapter_accuracy", "num_test"}
-MERGES = {"members", "size", "method", "weights", "task", "accuracy", "adapter_accuracy", "head_accuracy",
-          "normalized_accuracy"}
+SINGLES = {"task", "seed", "head_accuracy", "adapter_accuracy", "num_images"}
+MERGES = {"members", "size", "method", "weights", "task", "seed", "accuracy", "adapter_accuracy", "head_accuracy",
+          "normalized_accuracy", "chance_normalized"}
 
 
 def test_merge_combinations_of_six_tasks():
@@ -25,23 +25,26 @@ def test_run_study_writes_the_tables(study_run, mini_profile):
     root, tables = study_run
     singles = pd.read_csv(root / "results" / "singles.csv")
     merges = pd.read_csv(root / "results" / "merges.csv")
-    assert SINGLES <= set(singles.columns) and list(singles["task"]) == list(mini_profile.tasks)
-    assert MERGES <= set(merges.columns)
-    # 3 pairs x 2 members + 1 triple x 3 members, for each of 2 methods
-    assert len(merges) == 2 * (3 * 2 + 3)
+    assert SINGLES <= set(singles.columns) and list(singles["task"]) == list(mini_profile.tasks) * 2
+    assert MERGES <= set(merges.columns) and "correct" not in merges.columns, "packed bits stay out of the CSV"
+    # 3 pairs x 2 members + 1 triple x 3 members, for each of 2 methods and 2 training seeds
+    assert len(merges) == 2 * 2 * (3 * 2 + 3) and set(merges["seed"]) == {0, 1}
+    per_seed = merges.groupby("seed")["accuracy"].apply(tuple)
+    assert per_seed[0] != per_seed[1], "each seed merges its own adapters"
     assert set(merges["members"]) == {"digits+shapes", "digits+gratings", "shapes+gratings", "digits+shapes+gratings"}
     ratio = merges["accuracy"] / merges["adapter_accuracy"]
     assert (ratio - merges["normalized_accuracy"]).abs().max() < 1e-5
     for method in ("task_arithmetic", "linear"):
         assert (root / "results" / f"pairwise_heatmap_{method}.png").stat().st_size > 10_000
     for task in mini_profile.tasks:
-        assert (root / "adapters" / task / "adapter_model.safetensors").is_file()
+        for seed in (0, 1):
+            assert (root / "adapters" / task / f"seed-{seed}" / "adapter_model.safetensors").is_file()
         assert (root / "heads" / task / "head.safetensors").is_file()
 
 
 def test_second_run_reuses_artifacts_and_gives_identical_tables(study_run, mini_profile):
     root, _ = study_run
-    adapter = root / "adapters" / "digits" / "adapter_model.safetensors"
+    adapter = root / "adapters" / "digits" / "seed-1" / "adapter_model.safetensors"
     stamp = adapter.stat().st_mtime_ns
     before = {name: (root / "results" / name).read_text() for name in ("singles.csv", "merges.csv")}
     run_study(mini_profile, root, progress=False)
@@ -52,9 +55,9 @@ def test_second_run_reuses_artifacts_and_gives_identical_tables(study_run, mini_
 
 def test_a_killed_adapter_is_retrained(study_run, mini_profile):
     root, _ = study_run
-    (root / "adapters" / "shapes" / "metrics.json").unlink()  # as if killed before the last file
+    (root / "adapters" / "shapes" / "seed-0" / "metrics.json").unlink()  # as if killed before the last file
     study = Study.open(mini_profile, root, progress=False)
-    assert not study.store.has_adapter("shapes")
+    assert not study.store.has_adapter("shapes") and study.store.has_adapter("shapes", seed=1)
     study.ensure_adapter("shapes")
     assert study.store.has_adapter("shapes")
 
@@ -64,7 +67,7 @@ def test_summary_and_pairwise_matrix(study_run, mini_profile):
     summary = summarize_merges(tables["merges"])
     assert set(summary["size"]) == {2, 3}
     assert summary["worst_normalized"].le(summary["mean_normalized"]).all()
-    matrix = pairwise_matrix(tables["merges"], "task_arithmetic", mini_profile.tasks)
+    matrix = pairwise_matrix(tables["merges"], "task_arithmetic", mini_profile.tasks)  # mean over seeds
     assert matrix.isna().values.diagonal().all() and matrix.notna().sum().sum() == 6
 
 
@@ -76,16 +79,19 @@ def test_merge_scores_are_cached_per_merge_and_shared_between_requests(study_run
     singles = tables["singles"]
     start = work_done()["merges"]
     pairs = study.merges_table(singles, methods=("task_arithmetic",), sizes=(2,), cache=True)
-    assert work_done()["merges"] - start == 3
+    assert work_done()["merges"] - start == 3 * 2, "3 pairs for each of 2 training seeds"
     both = study.merges_table(singles, methods=("task_arithmetic",), sizes=(2, 3), cache=True)
-    assert work_done()["merges"] - start == 4, "the pairs come from the cache: only the triple is merged"
+    assert work_done()["merges"] - start == 4 * 2, "the pairs come from the cache: only the triples are merged"
     pd.testing.assert_frame_equal(both[both["size"] == 2].reset_index(drop=True), pairs)
-    assert len(list((root / "results" / "scores").glob("*.json"))) == 4
-    study.merges_table(singles, methods=("task_arithmetic",), sizes=(2,), cache=True, split="val")
-    assert work_done()["merges"] - start == 7, "another split is another request"
+    assert len(list((root / "results" / "scores").glob("*.json"))) == 8
+    val_singles = study.singles_table(split="val")
+    study.merges_table(val_singles, methods=("task_arithmetic",), sizes=(2,), cache=True, split="val")
+    assert work_done()["merges"] - start == 14, "another split is another request"
+    with pytest.raises(ValueError, match="on the same split and images"):
+        study.merges_table(singles, methods=("linear",), sizes=(2,), split="val")
     monkeypatch.setattr("lora_merge_utils.study.code_version", lambda: "edited merging code")
     again = study.merges_table(singles, methods=("task_arithmetic",), sizes=(2,), cache=True)
-    assert work_done()["merges"] - start == 10, "edited code is never served stale scores"
+    assert work_done()["merges"] - start == 20, "edited code is never served stale scores"
     pd.testing.assert_frame_equal(again, pairs)
 
 
