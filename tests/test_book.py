@@ -120,3 +120,44 @@ def test_no_chapter_moves_the_shared_backbone_or_mixes_devices(path):
             continue
         assert not re.search(r"backbone\.(cpu|cuda)\(\)|backbone\.to\((?!study\.device)", cell.source), cell.source
         assert ".cpu()" not in cell.source.replace("model(probe).cpu()", ""), cell.source
+
+
+def _glued(path: Path) -> dict:
+    """The values a stored chapter glued (``lmu.glue``), as their text."""
+    values = {}
+    for cell in nbformat.read(path, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            record = output.get("metadata", {}).get("scrapbook", {})
+            if record.get("name"):
+                text = output["data"][record.get("mime_prefix", "") + "text/plain"]
+                values[record["name"]] = text.strip("'\"")
+    return values
+
+
+PAGES = sorted((ROOT / "book").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.stem)
+def test_every_number_a_page_pastes_is_in_the_stored_chapter(page):
+    for doc, key in re.findall(r"\{glue:text\}`([^`:]+)::([A-Za-z0-9_]+):[^`]*`", page.read_text()):
+        path = (page.parent / doc).resolve()
+        assert path.exists(), f"{page.name} pastes from {doc}, which does not exist"
+        assert key in _glued(path), f"{page.name} pastes {key!r}, which {path.name} does not glue"
+
+
+def test_the_conclusions_say_what_the_stored_results_say():
+    """The conclusions' sentences that are not pasted numbers (which verdict, which method) must match the stored
+    run: if a re-run changes them, this fails and the page is rewritten."""
+    text = (ROOT / "book" / "conclusions.md").read_text()
+    assert re.search(r"\{glue:text\}`\.\./notebooks/", text), "numbers are pasted from the chapters"
+    numbers = re.sub(r"\{glue:text\}`[^`]*`", "", text)
+    assert not re.search(r"\d+\.\d+ ?%|\d+\.\d{2,}(?! M parameters)", numbers), "no typed-in result on the page"
+    ch3, ch4 = _glued(CHAPTERS[3]), _glued(CHAPTERS[4])
+    ch5, ch6 = _glued(CHAPTERS[5]), _glued(CHAPTERS[6])
+    assert ch4["claim_2"] == "supported" and float(ch3["pairs_minus_floor_low"]) > 0.005, "pairs beat the floor"
+    assert 0 < float(ch4["triples_minus_floor_low"]) < 0.005, "triples beat it by an interval that only just excludes 0"
+    assert float(ch3["pairs_kept_low"]) > 0.9 and float(ch4["triples_kept_low"]) > 0.9, "a merge keeps most"
+    assert ch5["best_method"] == "AdaMerging" and ch5["best_beats_floor"] == "beats", "AdaMerging kept the most"
+    assert ch5["best_vs_average"].startswith("not resolved"), "no recipe beats averaging by much"
+    assert not ch5["free_vs_average"].startswith(ch5["best_free"] + " beats"), "no recipe beats averaging by much"
+    assert ch6["similarity_verdict"] == "not supported", "no relation resolved on 15 pairs"
