@@ -55,7 +55,7 @@ SMOKE_OVERRIDES: dict = {
     "data.train_size": 100,
     "data.val_size": 20,
     "data.test_size": 50,
-    "train.head_epochs": 3,
+    "train.head_max_iter": 100,
     "train.adapter_epochs": 1,
     "train.batch_size": 32,
     "train.eval_batch_size": 64,
