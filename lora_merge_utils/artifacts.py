@@ -107,11 +107,15 @@ def write_json(path: Path, data: dict) -> None:
 def read_json(path: Path) -> dict:
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} is missing.") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON ({error}); delete its directory and rerun to rebuild it.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object; delete its directory and rerun "
+                         "to rebuild it.")
+    return data
 
 
 def save_head(head: nn.Linear, path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -147,8 +148,48 @@ def _evaluate(args) -> None:
           f" on {len(test)} test images")
 
 
+def _check_merge_args(args) -> None:
+    """Every number and name of ``merge`` checked before any adapter is loaded or trained."""
+    import math
+
+    from .profiles import get_profile
+    from .tasks import check_task_name
+
+    method = MERGE_METHODS[args.method]
+    profile = get_profile(args.profile or default_profile_name())
+    for task in args.tasks:
+        check_task_name(profile, task)
+    if len(set(args.tasks)) != len(args.tasks):
+        raise ValueError(f"Tasks repeat in {args.tasks}; name each task once.")
+    numbers = {"--weights": args.weights or [], "--scale": [args.scale] if args.scale is not None else [],
+               "--density": [args.density] if args.density is not None else [],
+               "--common-fraction": [args.common_fraction] if args.common_fraction is not None else []}
+    for flag, values in numbers.items():
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"{flag} must be finite numbers, got {values}.")
+    if args.weights is not None and len(args.weights) != len(args.tasks):
+        raise ValueError(f"--weights gives {len(args.weights)} weight(s) for {len(args.tasks)} task(s); give one per "
+                         "task, or none for equal weights 1/K.")
+    if args.weights is not None and args.scale is not None:
+        raise ValueError("Give either --weights (one per task) or --scale (the same weight for all), not both.")
+    if method.uses_density != (args.density is not None):
+        raise ValueError(f"--method {args.method} needs --density in (0, 1]." if method.uses_density
+                         else f"--method {args.method} takes no --density.")
+    if args.density is not None and not 0 < args.density <= 1:
+        raise ValueError(f"--density must be in (0, 1], got {args.density}.")
+    if args.svd_rank is not None and (not method.uses_svd_rank or args.svd_rank < 1):
+        raise ValueError("--svd-rank is for --method svd only, a whole number >= 1." if method.uses_svd_rank
+                         else f"--method {args.method} takes no --svd-rank; only svd does.")
+    if args.steps is not None and (args.method != "adamerging" or args.steps < 1):
+        raise ValueError("--steps is for --method adamerging only, a whole number >= 1.")
+    if args.common_fraction is not None and (args.method != "iso_cts" or not 0 < args.common_fraction < 1):
+        raise ValueError("--common-fraction is for --method iso_cts only, in (0, 1).")
+
+
 def _merge(args) -> None:
     from .merging import MergeSpec
+
+    _check_merge_args(args)
 
     params = {key: value for key, value in (("weights", args.weights), ("scale", args.scale),
                                             ("density", args.density), ("svd_rank", args.svd_rank),
@@ -193,11 +234,36 @@ COMMANDS = {"run": _run, "train-head": _train_head, "train-adapter": _train_adap
             "merge": _merge, "list": _list, "plan": _plan}
 
 
+def _check_common(args) -> None:
+    """``--device`` and ``--out`` checked before any work: a typo should not cost minutes of training first."""
+    import torch
+
+    device = getattr(args, "device", None)
+    if device is not None:
+        try:
+            parsed = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"--device {device!r} is not a device; use cpu or cuda (or cuda:N).") from None
+        if parsed.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device} asked for, but this machine has no CUDA GPU; use --device cpu.")
+    out = getattr(args, "out", None)
+    if out is not None:
+        out = Path(out)
+        existing = next((p for p in (out, *out.parents) if p.exists()), None)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file; give a folder (it is created if missing).")
+        if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"--out {out}: {existing} is not writable; choose another folder.")
+        if existing is not None and not existing.is_dir():
+            raise ValueError(f"--out {out}: {existing} is a file, not a folder.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_common(args)
         COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # OSError: missing, unreadable or unwritable files and folders
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

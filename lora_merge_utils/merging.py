@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -192,15 +193,23 @@ def plain_copy(model: PeftModel) -> nn.Module:
 
 
 def _validate(model: PeftModel, adapters: Sequence[str], weights: Sequence[float] | None, method: MergeMethod,
-              density: float | None, scale: float | None = None) -> list[float]:
+              density: float | None, scale: float | None = None, svd_rank: int | None = None,
+              majority_sign_method: str = "total") -> list[float]:
     if not isinstance(model, PeftModel):
         raise ValueError(
             f"merge_adapters needs a peft.PeftModel holding the adapters, got {type(model).__name__}. Load them "
             "with lora_merge_utils.load_adapters(backbone, {name: path, ...})."
         )
+    if isinstance(adapters, str):
+        raise ValueError(f"adapters must be a list of adapter names, got the string {adapters!r}: "
+                         f"write [{adapters!r}].")
     adapters = list(adapters)
     if not adapters:
         raise ValueError("Give at least one adapter name to merge.")
+    if MERGED_ADAPTER in model.peft_config:
+        raise ValueError(f"This model already holds an adapter named {MERGED_ADAPTER!r}, the name merging gives its "
+                         f"result (PEFT would silently keep the old one): delete it first, "
+                         f"model.delete_adapter({MERGED_ADAPTER!r}).")
     if len(set(adapters)) != len(adapters):
         raise ValueError(f"Adapter names repeat in {adapters}; each adapter can be merged once.")
     unknown = [a for a in adapters if a not in model.peft_config]
@@ -211,7 +220,13 @@ def _validate(model: PeftModel, adapters: Sequence[str], weights: Sequence[float
         raise ValueError("Give either weights= (one per adapter) or scale= (the same weight for all), not both.")
     if weights is None:
         weights = [1.0 / len(adapters) if scale is None else float(scale)] * len(adapters)
-    weights = [float(w) for w in weights]
+    try:
+        weights = [float(w) for w in weights]
+    except (TypeError, ValueError):
+        raise ValueError(f"Merge weights must be numbers, got {weights!r}.") from None
+    if not all(math.isfinite(w) for w in weights):
+        raise ValueError(f"Merge weights must be finite numbers, got {weights}"
+                         + (f" (from scale={scale})" if scale is not None else "") + ".")
     if len(weights) != len(adapters):
         raise ValueError(
             f"Got {len(weights)} weight(s) for {len(adapters)} adapter(s); give one weight per adapter, "
@@ -238,6 +253,15 @@ def _validate(model: PeftModel, adapters: Sequence[str], weights: Sequence[float
             raise ValueError(f"density must be in (0, 1], got {density}.")
     elif density is not None:
         raise ValueError(f"Method {method.name!r} takes no density; only {_density_methods()} do.")
+    if svd_rank is not None:
+        if not method.uses_svd_rank:
+            raise ValueError(f"Method {method.name!r} takes no svd_rank; only 'svd' does.")
+        most = sum(c.r for c in configs)
+        if isinstance(svd_rank, bool) or not isinstance(svd_rank, int) or not 1 <= svd_rank <= most:
+            raise ValueError(f"svd_rank must be a whole number from 1 to {most} (the summed update of these adapters "
+                             f"has rank at most the sum of their ranks), got {svd_rank!r}.")
+    if majority_sign_method not in ("total", "frequency"):
+        raise ValueError(f"majority_sign_method must be 'total' or 'frequency', got {majority_sign_method!r}.")
     return weights
 
 
@@ -301,7 +325,7 @@ def merge_adapters(
         torch.Size([1, 96])
     """
     spec = get_merge_method(method)
-    weights = _validate(model, adapters, weights, spec, density, scale)
+    weights = _validate(model, adapters, weights, spec, density, scale, svd_rank, majority_sign_method)
     adapters = list(adapters)
     count("merges")
     if spec.name == "adamerging":

@@ -27,9 +27,11 @@ class MultiTaskModel(nn.Module):
             raise ValueError("A MultiTaskModel needs at least one head.")
         width = getattr(backbone, "num_features", None)
         for name, head in heads.items():
-            if width is not None and getattr(head, "in_features", width) != width:
+            # The first linear layer of a head (itself, or inside a small MLP) fixes the width it reads.
+            first = next((m for m in head.modules() if isinstance(m, nn.Linear)), None)
+            if width is not None and first is not None and first.in_features != width:
                 raise ValueError(
-                    f"Head {name!r} expects {head.in_features} features but the backbone gives {width}: "
+                    f"Head {name!r} expects {first.in_features} features but the backbone gives {width}: "
                     "it was trained on another backbone."
                 )
         self.backbone = backbone
@@ -40,8 +42,13 @@ class MultiTaskModel(nn.Module):
         return list(self.heads)
 
     def forward(self, x: torch.Tensor, tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
+        if tasks is not None and not tasks:
+            raise ValueError(f"tasks=[] asks for no task: pass None for every head, or name some of {self.tasks}.")
+        names = self.tasks if tasks is None else list(tasks)
+        unknown = [name for name in names if name not in self.heads]
+        if unknown:
+            raise ValueError(f"No head for task(s) {unknown}; this model has heads for {self.tasks}.")
         features = self.backbone(x)
-        names = tasks or self.tasks
         return {name: self.heads[name](features) for name in names}
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,6 +54,25 @@ class LoraSettings:
     # A regex, not a list of names: a bare "proj" would also match the patch-embedding Conv2d `patch_embed.proj`.
     target_modules: str = r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
 
+    def __post_init__(self) -> None:
+        _require(_is_int(self.rank) and self.rank >= 1, f"lora.rank must be a whole number >= 1, got {self.rank!r}.")
+        _require(_finite(self.alpha) and self.alpha > 0, f"lora.alpha must be a finite number > 0, got {self.alpha!r}.")
+        _require(_finite(self.dropout) and 0 <= self.dropout < 1,
+                 f"lora.dropout must be in [0, 1), got {self.dropout!r}.")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -67,6 +87,17 @@ class TrainSettings:
     batch_size: int = 64
     eval_batch_size: int = 256
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(len(self.head_l2) > 0 and all(_finite(v) and v >= 0 for v in self.head_l2),
+                 f"train.head_l2 must list finite penalties >= 0, got {self.head_l2!r}.")
+        for name in ("head_max_iter", "adapter_epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 1, f"train.{name} must be a whole number >= 1, got {value!r}.")
+        _require(_finite(self.adapter_lr) and self.adapter_lr > 0,
+                 f"train.adapter_lr must be a finite number > 0, got {self.adapter_lr!r}.")
+        _require(_finite(self.adapter_weight_decay) and self.adapter_weight_decay >= 0,
+                 f"train.adapter_weight_decay must be a finite number >= 0, got {self.adapter_weight_decay!r}.")
 
 
 @dataclass(frozen=True)

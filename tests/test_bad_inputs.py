@@ -1,0 +1,163 @@
+"""Bad input, one row each: every case fails with a one-line message that names the problem (and the fix), before any
+work starts. Library calls raise ``ValueError``; the command line exits with 2, prints ``error: ...`` and no traceback,
+and leaves its output folder empty."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from peft import get_peft_model
+from torch import nn
+
+from lora_merge_utils import TINY, MultiTaskModel, load_task, merge_adapters
+from lora_merge_utils.artifacts import read_json
+from lora_merge_utils.cli import main
+from lora_merge_utils.merging import MERGED_ADAPTER
+from lora_merge_utils.profiles import LoraSettings, TrainSettings, apply_overrides, get_profile
+from lora_merge_utils.training import lora_config
+
+NAN, INF = math.nan, math.inf
+
+
+@pytest.fixture(scope="module")
+def two_adapters(backbone):
+    model = get_peft_model(copy.deepcopy(backbone), lora_config(TINY.lora), adapter_name="first")
+    model.add_adapter("second", lora_config(TINY.lora))
+    return model
+
+
+MERGE_CASES = [
+    ("adapters as a string", dict(adapters="first"), "list of adapter names"),
+    ("no adapter", dict(adapters=[]), "at least one adapter"),
+    ("an adapter twice", dict(adapters=["first", "first"]), "repeat"),
+    ("an unknown adapter", dict(adapters=["first", "third"]), "not loaded"),
+    ("NaN weights", dict(weights=[NAN, NAN]), "finite"),
+    ("an infinite weight", dict(weights=[INF, 1.0]), "finite"),
+    ("a NaN scale", dict(scale=NAN), "finite"),
+    ("weights that are not numbers", dict(weights=["a", "b"]), "must be numbers"),
+    ("one weight for two adapters", dict(weights=[1.0]), "one weight per adapter"),
+    ("weights and scale", dict(weights=[0.5, 0.5], scale=0.5), "either weights"),
+    ("TIES without density", dict(method="ties"), "needs density"),
+    ("density 0", dict(method="ties", density=0.0), "density must be in (0, 1]"),
+    ("density above 1", dict(method="dare_ties", density=1.5), "density must be in (0, 1]"),
+    ("density for averaging", dict(density=0.5), "takes no density"),
+    ("svd rank 0", dict(method="svd", svd_rank=0), "svd_rank must be a whole number from 1 to 16"),
+    ("svd rank above the summed rank", dict(method="svd", svd_rank=17), "from 1 to 16"),
+    ("svd rank for TIES", dict(method="ties", density=0.5, svd_rank=4), "takes no svd_rank"),
+    ("an unknown sign method", dict(method="knots_ties", density=0.5, majority_sign_method="vote"),
+     "'total' or 'frequency'"),
+    ("an unknown method", dict(method="average"), "Unknown merge method"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", [c[1:] for c in MERGE_CASES], ids=[c[0] for c in MERGE_CASES])
+def test_merge_adapters_refuses(two_adapters, kwargs, message):
+    kwargs = {"adapters": ["first", "second"], **kwargs}
+    with pytest.raises(ValueError) as error:
+        merge_adapters(two_adapters, **kwargs)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_merge_adapters_refuses_a_plain_module(backbone):
+    with pytest.raises(ValueError, match="needs a peft.PeftModel"):
+        merge_adapters(backbone, ["first"])
+
+
+def test_merge_adapters_refuses_a_model_that_already_holds_the_result_name(two_adapters):
+    model = copy.deepcopy(two_adapters)
+    model.add_adapter(MERGED_ADAPTER, lora_config(TINY.lora))
+    with pytest.raises(ValueError, match="already holds an adapter named '__merged__'.*delete_adapter"):
+        merge_adapters(model, ["first", "second"], method="linear")
+
+
+MULTITASK_CASES = [
+    ("no head", {}, None, "at least one head"),
+    ("a head of another width", {"a": nn.Linear(50, 3)}, None, "expects 50 features but the backbone gives 96"),
+    ("an MLP head of another width", {"a": nn.Sequential(nn.Linear(50, 8), nn.ReLU(), nn.Linear(8, 3))}, None,
+     "expects 50 features"),
+    ("tasks=[]", {"a": nn.Linear(96, 3)}, [], "asks for no task"),
+    ("an unknown task", {"a": nn.Linear(96, 3)}, ["b"], "No head for task(s) ['b']"),
+]
+
+
+@pytest.mark.parametrize("heads, tasks, message", [c[1:] for c in MULTITASK_CASES],
+                         ids=[c[0] for c in MULTITASK_CASES])
+def test_multitask_model_refuses(backbone, heads, tasks, message):
+    with pytest.raises(ValueError) as error:
+        MultiTaskModel(backbone, heads)(torch.zeros(1, 3, 32, 32), tasks=tasks)
+    assert message in str(error.value)
+
+
+SETTINGS_CASES = [
+    ("LoRA rank 0", lambda: LoraSettings(rank=0), "lora.rank must be a whole number >= 1"),
+    ("LoRA alpha NaN", lambda: LoraSettings(alpha=NAN), "lora.alpha must be a finite number > 0"),
+    ("LoRA dropout 1", lambda: LoraSettings(dropout=1.0), "lora.dropout must be in [0, 1)"),
+    ("zero epochs", lambda: TrainSettings(adapter_epochs=0), "train.adapter_epochs must be a whole number >= 1"),
+    ("a negative batch size", lambda: TrainSettings(batch_size=-1), "train.batch_size must be a whole number >= 1"),
+    ("a NaN learning rate", lambda: TrainSettings(adapter_lr=NAN), "train.adapter_lr must be a finite number > 0"),
+    ("no head penalty", lambda: TrainSettings(head_l2=()), "train.head_l2 must list finite penalties"),
+    ("an override of a missing field", lambda: apply_overrides(TINY, {"train.epochs": 1}), "has no field 'epochs'"),
+    ("an override that breaks a setting", lambda: apply_overrides(TINY, {"lora.rank": 0}), "lora.rank"),
+    ("an unknown profile", lambda: get_profile("huge"), "Unknown profile 'huge'"),
+    ("an unknown task", lambda: load_task(TINY, "cats"), "Unknown task 'cats'"),
+]
+
+
+@pytest.mark.parametrize("call, message", [c[1:] for c in SETTINGS_CASES], ids=[c[0] for c in SETTINGS_CASES])
+def test_settings_and_names_are_refused(call, message):
+    with pytest.raises(ValueError) as error:
+        call()
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("content, message", [("[1, 2]", "holds a JSON list, not an object"),
+                                              ("{not json", "is not valid JSON")], ids=["a list", "broken JSON"])
+def test_metrics_files_that_are_not_json_objects_are_refused(tmp_path, content, message):
+    path = tmp_path / "metrics.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        read_json(path)
+
+
+CLI_CASES = [
+    ("NaN weights", ["merge", "digits", "shapes", "--weights", "nan", "nan"], "--weights must be finite"),
+    ("an infinite weight", ["merge", "digits", "shapes", "--weights", "inf", "1"], "--weights must be finite"),
+    ("one weight for two tasks", ["merge", "digits", "shapes", "--weights", "1"], "1 weight(s) for 2 task(s)"),
+    ("weights and scale", ["merge", "digits", "shapes", "--weights", "1", "1", "--scale", "1"], "not both"),
+    ("TIES without density", ["merge", "digits", "shapes", "--method", "ties"], "needs --density"),
+    ("density 2", ["merge", "digits", "shapes", "--method", "ties", "--density", "2"], "(0, 1]"),
+    ("svd rank for TIES", ["merge", "digits", "shapes", "--method", "ties", "--density", "0.5", "--svd-rank", "4"],
+     "takes no --svd-rank"),
+    ("zero AdaMerging steps", ["merge", "digits", "shapes", "--method", "adamerging", "--steps", "0"],
+     "--steps is for --method adamerging only"),
+    ("a task twice", ["merge", "digits", "digits"], "Tasks repeat"),
+    ("an unknown task", ["merge", "digits", "cats"], "Unknown task 'cats'"),
+    ("a bogus device", ["train-head", "--task", "digits", "--device", "tpu0"], "is not a device"),
+]
+
+
+@pytest.mark.parametrize("argv, message", [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_the_command_line_refuses_before_any_work(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    assert main([*argv, "--profile", "tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not out.exists() or not any(out.rglob("*")), "nothing was trained or written"
+
+
+def test_the_command_line_refuses_an_output_that_is_a_file(tmp_path, capsys):
+    target = tmp_path / "results.csv"
+    target.write_text("keep me")
+    assert main(["train-head", "--task", "digits", "--profile", "tiny", "--out", str(target)]) == 2
+    assert "is a file" in capsys.readouterr().err and target.read_text() == "keep me"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_the_command_line_refuses_cuda_without_a_gpu(tmp_path, capsys):
+    assert main(["train-head", "--task", "digits", "--profile", "tiny", "--device", "cuda",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+
