@@ -28,10 +28,29 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .backbone import file_sha256
 from .profiles import Profile, get_profile
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", "metrics.json")
 HEAD_FILES = ("head.safetensors", "metrics.json")
+WEIGHT_FILES = ("adapter_model.safetensors", "head.safetensors")
+"""The weight files whose sha256 ``metrics.json`` records when they are saved, and checks when they are reused."""
+
+
+def weight_checksums(directory: Path) -> dict[str, str]:
+    """``{file name: sha256}`` of the weight files present in ``directory``."""
+    return {name: file_sha256(Path(directory) / name) for name in WEIGHT_FILES if (Path(directory) / name).is_file()}
+
+
+def verify_checksums(directory: Path, metrics: dict) -> None:
+    """Refuse weight files that differ from what was saved (edited, copied over, or corrupted on disk). Folders saved
+    before checksums were recorded carry none and pass."""
+    directory = Path(directory)
+    for name, expected in metrics.get("sha256", {}).items():
+        if file_sha256(directory / name) != expected:
+            raise ValueError(f"{directory / name} is not the file that was saved there (its sha256 differs from the "
+                             f"one in metrics.json): it was edited, replaced or corrupted. Restore it, or delete "
+                             f"{directory} to train it again.")
 
 
 ARTIFACTS_ENV = "LORA_BOOK_ARTIFACTS"
@@ -172,6 +191,7 @@ def save_adapter(peft_model, head: nn.Linear, metrics: dict, directory: Path) ->
         peft_model.save_pretrained(str(tmp), safe_serialization=True)
         head_state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
         save_file(head_state, str(tmp / "head.safetensors"))
+        metrics = {**metrics, "sha256": weight_checksums(tmp)}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     return directory
 
@@ -199,7 +219,9 @@ def check_adapter_dir(directory: Path) -> dict:
         raise ValueError(
             f"{directory / 'adapter_model.safetensors'} is corrupt. Delete {directory} and retrain the adapter."
         ) from None
-    return read_json(directory / "metrics.json")
+    metrics = read_json(directory / "metrics.json")
+    verify_checksums(directory, metrics)
+    return metrics
 
 
 def load_adapters(backbone: nn.Module, adapter_dirs: dict[str, Path | str]):

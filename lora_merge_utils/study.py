@@ -20,6 +20,7 @@ from torch import nn
 from ._progress import tqdm
 from .artifacts import (
     ArtifactStore,
+    check_adapter_dir,
     default_root,
     library_versions,
     load_adapters,
@@ -27,6 +28,8 @@ from .artifacts import (
     read_json,
     save_adapter,
     save_head,
+    verify_checksums,
+    weight_checksums,
     write_atomic,
     write_json,
 )
@@ -174,8 +177,8 @@ class Study:
         directory = self.store.head_dir(task)
         if self.store.has_head(task) and not retrain:
             metrics = read_json(directory / "metrics.json")
-            if metrics.get("backbone") == backbone_identity(self.backbone):
-                return load_head(directory / "head.safetensors"), metrics
+            _check_reuse(directory, metrics, {"task": task, "backbone": backbone_identity(self.backbone)}, "head")
+            return load_head(directory / "head.safetensors"), metrics
         x, y = self.features(task, "train")
         head, result = train_head(x, y, self.task(task).num_classes, self.profile.train,
                                   progress=f"{task} head" if self.progress else False,
@@ -191,6 +194,7 @@ class Study:
             "versions": library_versions(),
         }
         save_head(head, directory / "head.safetensors")
+        metrics["sha256"] = weight_checksums(directory)
         write_json(directory / "metrics.json", metrics)
         return head, metrics
 
@@ -201,9 +205,11 @@ class Study:
         check_task_name(self.profile, task)
         directory = self.store.adapter_dir(task, seed)
         if self.store.has_adapter(task, seed) and not retrain:
-            metrics = read_json(directory / "metrics.json")
-            if metrics.get("backbone") == backbone_identity(self.backbone):
-                return directory
+            metrics = check_adapter_dir(directory)  # complete, readable, and the files that were saved
+            _check_reuse(directory, metrics, {"task": task, "backbone": backbone_identity(self.backbone),
+                                              "seed": self.seed_of(task, seed), "lora": self._lora_record()},
+                         "adapter")
+            return directory
         baseline, _ = self.ensure_head(task)
         data = self.task(task)
         model, head, result = train_adapter(
@@ -228,13 +234,16 @@ class Study:
             "seed_index": seed,
             "backbone": backbone_identity(self.backbone),
             "profile": self.profile.name,
-            "lora": {"rank": self.profile.lora.rank, "alpha": self.profile.lora.alpha,
-                     "target_modules": self.profile.lora.target_modules},
+            "lora": self._lora_record(),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "head_parameters": sum(p.numel() for p in head.parameters()),
             "versions": library_versions(),
         }
         return save_adapter(model, head, metrics, directory)
+
+    def _lora_record(self) -> dict:
+        lora = self.profile.lora
+        return {"rank": lora.rank, "alpha": lora.alpha, "target_modules": lora.target_modules}
 
     def load_all_adapters(self, tasks: list[str] | None = None, seed: int = 0):
         """``(peft_model, heads)`` with the adapter of every task (of one seed index) loaded, trained first where
@@ -363,6 +372,18 @@ class Study:
                 file = self.store.adapter_dir(task, seed) / name
                 digest.update(file.read_bytes() if file.is_file() else b"missing")
         return digest.hexdigest()[:16]
+
+
+def _check_reuse(directory: Path, metrics: dict, expected: dict, kind: str) -> None:
+    """Refuse a saved head or adapter made for something else (another task, backbone, seed or LoRA setting), or
+    whose weights changed since they were saved: reusing it would report wrong numbers, and training over it would
+    destroy someone's work. Fields a folder does not record (older saves) are not compared."""
+    verify_checksums(directory, metrics)
+    differ = [f"{key} {metrics[key]!r} (this study: {value!r})" for key, value in expected.items()
+              if key in metrics and metrics[key] != value]
+    if differ:
+        raise ValueError(f"{directory} holds a {kind} saved for {'; '.join(differ)}. It is not replaced silently: "
+                         "retrain it explicitly (retrain=True; the CLI's --retrain), or use another artifacts folder.")
 
 
 def save_table(table: pd.DataFrame, path: Path) -> None:

@@ -1,0 +1,88 @@
+"""A saved head or adapter is reused only if it is what was saved, for this task, backbone, seed and LoRA setting;
+otherwise the study refuses it in one line and never trains over it unless asked. Each test edits its own copy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import pytest
+
+from lora_merge_utils import Study
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, mini_profile):
+    profile = mini_profile.replace(seeds=1)
+    root = tmp_path_factory.mktemp("saved")
+    study = Study.open(profile, root, progress=False)
+    for task in ("digits", "shapes"):
+        study.ensure_adapter(task)
+    return profile, root
+
+
+@pytest.fixture
+def copy_of(saved, tmp_path):
+    profile, root = saved
+    shutil.copytree(root, tmp_path / "root")
+    return profile, tmp_path / "root"
+
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # same size, other content: a header check alone would not see it
+    path.write_bytes(bytes(data))
+
+
+def test_a_saved_adapter_is_reused_untouched(copy_of):
+    profile, root = copy_of
+    weights = root / "adapters" / "digits" / "seed-0" / "adapter_model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert Study.open(profile, root, progress=False).ensure_adapter("digits") == weights.parent
+    assert weights.stat().st_mtime_ns == stamp
+    assert set(json.loads((weights.parent / "metrics.json").read_text())["sha256"]) == {
+        "adapter_model.safetensors", "head.safetensors"}
+
+
+@pytest.mark.parametrize("name", ["adapter_model.safetensors", "head.safetensors"])
+def test_edited_adapter_weights_are_refused(copy_of, name):
+    profile, root = copy_of
+    _flip_a_byte(root / "adapters" / "digits" / "seed-0" / name)
+    with pytest.raises(ValueError, match=f"{name} is not the file that was saved there"):
+        Study.open(profile, root, progress=False).ensure_adapter("digits")
+
+
+def test_another_tasks_adapter_copied_in_is_refused_and_kept(copy_of):
+    profile, root = copy_of
+    target = root / "adapters" / "digits" / "seed-0"
+    shutil.rmtree(target)
+    shutil.copytree(root / "adapters" / "shapes" / "seed-0", target)
+    with pytest.raises(ValueError, match="task 'shapes' \\(this study: 'digits'\\).*not replaced silently"):
+        Study.open(profile, root, progress=False).ensure_adapter("digits")
+    assert json.loads((target / "metrics.json").read_text())["task"] == "shapes", "nothing was overwritten"
+
+
+def test_an_adapter_trained_with_other_lora_settings_is_refused_unless_retrained(copy_of):
+    profile, root = copy_of
+    other = profile.replace(lora=replace(profile.lora, alpha=4 * profile.lora.alpha))
+    study = Study.open(other, root, progress=False)
+    with pytest.raises(ValueError, match="lora .*'alpha': 16.*this study: .*'alpha': 64"):
+        study.ensure_adapter("digits")
+    directory = study.ensure_adapter("digits", retrain=True)
+    assert json.loads((directory / "metrics.json").read_text())["lora"]["alpha"] == 64
+
+
+def test_another_tasks_head_copied_in_is_refused(copy_of):
+    profile, root = copy_of
+    for name in ("head.safetensors", "metrics.json"):
+        shutil.copy(root / "heads" / "shapes" / name, root / "heads" / "digits" / name)
+    with pytest.raises(ValueError, match="holds a head saved for task 'shapes'"):
+        Study.open(profile, root, progress=False).ensure_head("digits")
+
+
+def test_an_edited_head_is_refused(copy_of):
+    profile, root = copy_of
+    _flip_a_byte(root / "heads" / "digits" / "head.safetensors")
+    with pytest.raises(ValueError, match="head.safetensors is not the file that was saved there"):
+        Study.open(profile, root, progress=False).ensure_head("digits")
