@@ -77,12 +77,23 @@ def library_versions() -> dict[str, str]:
             "peft": peft.__version__}
 
 
+def recover_interrupted(final: Path) -> None:
+    """Put back the previous version of a directory when a run was killed between :func:`atomic_dir`'s two renames
+    (``final`` moved aside to ``.<name>.old``, the new one not yet in place): that version is whole."""
+    final = Path(final)
+    old = final.with_name(f".{final.name}.old")
+    if old.is_dir() and not final.exists():
+        os.replace(old, final)
+
+
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``final``; on success replace ``final`` by it, on error delete it."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    recover_interrupted(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private to its owner; a saved folder should not be
     try:
         yield tmp
         if final.exists():
@@ -178,6 +189,7 @@ class ArtifactStore:
         return self.root / "results"
 
     def has_adapter(self, task: str, seed: int = 0) -> bool:
+        recover_interrupted(self.adapter_dir(task, seed))
         return all((self.adapter_dir(task, seed) / f).is_file() for f in ADAPTER_FILES)
 
     def has_head(self, task: str) -> bool:

@@ -6,7 +6,7 @@ import torch
 from peft import PeftModel
 
 from lora_merge_utils import TINY, create_backbone, load_adapters
-from lora_merge_utils.artifacts import atomic_dir, check_adapter_dir
+from lora_merge_utils.artifacts import ArtifactStore, atomic_dir, check_adapter_dir
 
 from .conftest import make_random_adapter
 
@@ -42,6 +42,27 @@ def test_atomic_dir_replaces_an_old_version(tmp_path):
             (tmp / "v").write_text(version)
     assert (target / "v").read_text() == "2"
     assert [p.name for p in tmp_path.iterdir()] == ["x"]
+
+
+def test_a_save_killed_between_its_two_renames_keeps_the_previous_version(tmp_path, random_adapters):
+    store = ArtifactStore(tmp_path / "root")
+    final = store.adapter_dir("digits", 0)
+    final.parent.mkdir(parents=True)
+    # The state a kill leaves after `final` was moved aside and before the new version was moved in.
+    old = final.with_name(f".{final.name}.old")
+    random_adapters["a"].rename(old)
+    assert store.has_adapter("digits", 0), "the previous, whole version is put back"
+    assert not old.exists() and check_adapter_dir(final)["accuracy"] == 0.5
+
+
+def test_saved_folders_get_the_usual_permissions(tmp_path):
+    import os
+
+    with atomic_dir(tmp_path / "x") as tmp:
+        (tmp / "v").write_text("1")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x").stat().st_mode & 0o777 == 0o777 & ~mask
 
 
 def test_missing_adapter_directory(tmp_path):
