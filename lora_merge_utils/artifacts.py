@@ -77,6 +77,57 @@ def library_versions() -> dict[str, str]:
             "peft": peft.__version__}
 
 
+class FolderBusy(OSError):
+    """Another process is training into the same artifacts folder."""
+
+
+_HELD: dict[Path, tuple[int, int]] = {}  # root -> (file descriptor, depth): the lock is re-entrant in one process
+
+
+@contextmanager
+def training_lock(root: Path) -> Iterator[None]:
+    """Hold ``<root>/.training.lock`` while training into ``root``, so that two runs pointed at one folder cannot
+    both train (each would save over the other's work). The second gets :class:`FolderBusy` at once, naming the
+    process that holds the lock. Where ``fcntl`` is missing (Windows) there is no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    root = Path(root).resolve()
+    if root in _HELD:
+        fd, depth = _HELD[root]
+        _HELD[root] = (fd, depth + 1)
+        try:
+            yield
+        finally:
+            fd, depth = _HELD[root]
+            _HELD[root] = (fd, depth - 1)
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".training.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise FolderBusy(f"Another run (process {holder}) is training into {root}; wait for it to finish, or give "
+                         "this run another output folder.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _HELD[root] = (fd, 1)
+    try:
+        yield
+    finally:
+        if _HELD[root][1] == 1:
+            del _HELD[root]
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        else:
+            _HELD[root] = (fd, _HELD[root][1] - 1)
+
+
 def recover_interrupted(final: Path) -> None:
     """Put back the previous version of a directory when a run was killed between :func:`atomic_dir`'s two renames
     (``final`` moved aside to ``.<name>.old``, the new one not yet in place): that version is whole."""

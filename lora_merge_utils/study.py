@@ -28,6 +28,7 @@ from .artifacts import (
     read_json,
     save_adapter,
     save_head,
+    training_lock,
     verify_checksums,
     weight_checksums,
     write_atomic,
@@ -179,6 +180,11 @@ class Study:
             metrics = read_json(directory / "metrics.json")
             _check_reuse(directory, metrics, {"task": task, "backbone": backbone_identity(self.backbone)}, "head")
             return load_head(directory / "head.safetensors"), metrics
+        with training_lock(self.root):  # two runs into one folder must not both train
+            return self._train_head(task)
+
+    def _train_head(self, task: str) -> tuple[nn.Linear, dict]:
+        directory = self.store.head_dir(task)
         x, y = self.features(task, "train")
         head, result = train_head(x, y, self.task(task).num_classes, self.profile.train,
                                   progress=f"{task} head" if self.progress else False,
@@ -210,6 +216,11 @@ class Study:
                                               "seed": self.seed_of(task, seed), "lora": self._lora_record()},
                          "adapter")
             return directory
+        with training_lock(self.root):
+            return self._train_adapter(task, seed)
+
+    def _train_adapter(self, task: str, seed: int) -> Path:
+        directory = self.store.adapter_dir(task, seed)
         baseline, _ = self.ensure_head(task)
         data = self.task(task)
         model, head, result = train_adapter(

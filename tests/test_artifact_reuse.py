@@ -86,3 +86,39 @@ def test_an_edited_head_is_refused(copy_of):
     _flip_a_byte(root / "heads" / "digits" / "head.safetensors")
     with pytest.raises(ValueError, match="head.safetensors is not the file that was saved there"):
         Study.open(profile, root, progress=False).ensure_head("digits")
+
+
+def test_two_runs_into_one_folder_cannot_both_train(tmp_path, mini_profile):
+    """A real second process holds the folder's training lock: this run refuses to train, names it, and writes
+    nothing; once that process is gone, training goes ahead."""
+    import subprocess
+    import sys
+    import time
+
+    from lora_merge_utils.artifacts import FolderBusy
+
+    root = tmp_path / "root"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom lora_merge_utils.artifacts import training_lock\n"
+        f"with training_lock({str(root)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        study = Study.open(mini_profile.replace(seeds=1), root, progress=False)
+        with pytest.raises(FolderBusy, match=f"process {holder.pid}\\) is training into"):
+            study.ensure_adapter("digits")
+        assert not (root / "heads").exists() and not (root / "adapters").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert study.ensure_adapter("digits").is_dir()
+
+
+def test_the_lock_is_reentrant_in_one_process(tmp_path):
+    from lora_merge_utils.artifacts import training_lock
+
+    with training_lock(tmp_path), training_lock(tmp_path):
+        pass
+    with training_lock(tmp_path):  # released: taken again
+        pass
