@@ -27,14 +27,18 @@ from .merging import merge_adapters
 from .multitask import MultiTaskModel
 
 
-class AdapterSwitching(nn.Module):
-    """Serve K tasks by switching the active LoRA adapter of one PEFT model: K forward passes."""
+class _UnmergedAdapters(nn.Module):
+    """One PEFT model holding the K adapters, and the K heads."""
 
     def __init__(self, peft_model, heads: dict[str, nn.Module]):
         super().__init__()
         self.model = peft_model
         self.heads = nn.ModuleDict(heads)
         self.passes = len(heads)
+
+
+class AdapterSwitching(_UnmergedAdapters):
+    """Serve K tasks by switching the active LoRA adapter of one PEFT model: K forward passes."""
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {}
@@ -44,15 +48,9 @@ class AdapterSwitching(nn.Module):
         return out
 
 
-class MixedBatch(nn.Module):
+class MixedBatch(_UnmergedAdapters):
     """Serve K tasks with PEFT's mixed-adapter batches: the batch repeated K times, copy k routed through adapter k
     (``adapter_names=``), one forward pass over K times the images."""
-
-    def __init__(self, peft_model, heads: dict[str, nn.Module]):
-        super().__init__()
-        self.model = peft_model
-        self.heads = nn.ModuleDict(heads)
-        self.passes = len(heads)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         tasks = list(self.heads)
