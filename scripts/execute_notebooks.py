@@ -99,15 +99,33 @@ def time_line(name: str) -> str:
             f"{row['alone_minutes']:.0f} min on a fresh runtime.")
 
 
-def refresh(notebook, name: str) -> None:
-    """Regenerate the setup cell, the Colab badge and the expected T4 time of a chapter."""
+def colab_url(name: str) -> str:
+    """The *Open in Colab* address of chapter ``name`` in the repository and branch of ``_config.yml``."""
     url, branch = repository()
-    badge = COLAB.format(owner_repo=url.split("github.com/")[-1], branch=branch, name=name)
+    return COLAB.format(owner_repo=url.split("github.com/")[-1], branch=branch, name=name)
+
+
+def refresh_links(notebook, name: str) -> bool:
+    """Regenerate a chapter's setup cell and Colab badge from ``_config.yml``; return whether anything changed.
+
+    Executes nothing and needs no plan, so ``scripts/set_repository.py`` can point the committed notebooks at
+    another repository (a fork) without re-running them.
+    """
+    badge, setup = colab_url(name), setup_source()
+    changed = False
     for cell in notebook.cells:
+        source = cell.source
         if cell.cell_type == "code" and "setup" in cell.metadata.get("tags", []):
-            cell.source = setup_source()
+            cell.source = setup
         if cell.cell_type == "markdown" and "colab.research.google.com" in cell.source:
             cell.source = re.sub(r"https://colab\.research\.google\.com/github/\S+?\.ipynb", badge, cell.source)
+        changed |= cell.source != source
+    return changed
+
+
+def refresh(notebook, name: str) -> None:
+    """Regenerate the setup cell, the Colab badge and the expected T4 time of a chapter."""
+    refresh_links(notebook, name)
     title = notebook.cells[0]
     lines = [line for line in title.source.split("\n") if not line.startswith(TIME_MARK)]
     badge_line = next(i for i, line in enumerate(lines) if "colab-badge" in line)
