@@ -17,6 +17,7 @@ from . import _progress  # noqa: F401  (first: imports tqdm.auto before any libr
 from .artifacts import ArtifactStore, load_adapters, load_head
 from .backbone import backbone_identity, create_backbone
 from .evaluation import evaluate_merges, merge_combinations, pairwise_matrix, summarize_merges
+from .exercises import EXERCISES, check_exercise
 from .merging import (
     MERGE_METHODS,
     MergeSpec,
@@ -41,10 +42,10 @@ except PackageNotFoundError:  # used from a source tree without being installed
     __version__ = "unknown"
 
 __all__ = [
-    "ArtifactStore", "Budget", "FULL", "GeneratedData", "HubData", "ImageTask", "MERGE_METHODS", "MergeSpec",
-    "MultiTaskModel", "Profile", "Study", "TINY", "accuracy", "adapter_accuracy", "backbone_identity",
-    "chapter_plan", "create_backbone", "delta_weights", "evaluate_merges", "evaluate_multitask", "extract_features",
-    "get_device", "get_merge_method", "get_profile", "glue", "head_accuracy", "load_adapters", "load_head", "load_task",
-    "load_tasks", "lora_config", "merge_adapters", "merge_combinations", "merged_delta", "pairwise_matrix",
-    "run_study", "summarize_merges", "task_names", "train_adapter", "train_head", "update_error",
+    "ArtifactStore", "Budget", "EXERCISES", "FULL", "GeneratedData", "HubData", "ImageTask", "MERGE_METHODS",
+    "MergeSpec", "MultiTaskModel", "Profile", "Study", "TINY", "accuracy", "adapter_accuracy", "backbone_identity",
+    "chapter_plan", "check_exercise", "create_backbone", "delta_weights", "evaluate_merges", "evaluate_multitask",
+    "extract_features", "get_device", "get_merge_method", "get_profile", "glue", "head_accuracy", "load_adapters",
+    "load_head", "load_task", "load_tasks", "lora_config", "merge_adapters", "merge_combinations", "merged_delta",
+    "pairwise_matrix", "run_study", "summarize_merges", "task_names", "train_adapter", "train_head", "update_error",
 ]

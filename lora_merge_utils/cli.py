@@ -89,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
                                            "runtime. Estimates, from the throughput figures in "
                                            "lora_merge_utils.plan.T4.")
     plan.add_argument("--profile", default="full", choices=sorted(PROFILES), help="default: full")
+
+    grade = commands.add_parser("grade", help="grade a folder of submitted student notebooks into a CSV",
+                                description="Execute every .ipynb in FOLDER top to bottom (a cell that raises does not "
+                                            "stop it), collect the verdicts of its exercise checks and write one row "
+                                            "per submission to --out: points per checked exercise, empty columns for "
+                                            "the exercises graded by hand, totals and the number of cells that "
+                                            "raised. Set $LORA_BOOK_ARTIFACTS to share trained adapters between "
+                                            "submissions.")
+    grade.add_argument("folder", type=Path, help="the folder of submitted notebooks")
+    grade.add_argument("--out", dest="csv", type=Path, default=Path("scores.csv"),
+                       help="the CSV to write (default scores.csv)")
+    grade.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
     return parser
 
 
@@ -230,8 +242,19 @@ def _list(args) -> None:
     print("any method can also refit each task's head on the merged backbone (merge --refit-heads)")
 
 
+def _grade(args) -> None:
+    from .grading import grade_folder
+
+    if args.timeout <= 0:
+        raise ValueError(f"--timeout {args.timeout}: give a positive number of seconds.")
+    if args.csv.is_dir():
+        raise ValueError(f"--out {args.csv} is a folder; give the CSV file to write, e.g. scores.csv.")
+    rows = grade_folder(args.folder, args.csv, timeout=args.timeout)
+    print(f"wrote {args.csv} ({len(rows)} submission(s))")
+
+
 COMMANDS = {"run": _run, "train-head": _train_head, "train-adapter": _train_adapter, "evaluate": _evaluate,
-            "merge": _merge, "list": _list, "plan": _plan}
+            "merge": _merge, "list": _list, "plan": _plan, "grade": _grade}
 
 
 def _check_common(args) -> None:
