@@ -9,13 +9,16 @@ NOTEBOOKS := $(wildcard notebooks/[0-9]*.ipynb)
 # Notebooks always run in the tiny profile here, without progress bars (their stored outputs hold results).
 NB_ENV := LORA_BOOK_PROFILE=tiny LORA_BOOK_PROGRESS=0 PYTHONHASHSEED=0
 
-.PHONY: help setup run test lint lint-workflows bench notebooks smoke plan book student clean
+.PHONY: help setup run test lint lint-workflows bench notebooks smoke plan book html instructor student grade clean
 
 help:
-	@echo "make book     - execute every chapter in the tiny profile and render the book into _build/html"
+	@echo "make book     - execute every chapter in the tiny profile and render the public book into _build/html"
+	@echo "make html     - render the public book from the committed notebooks (no solutions) into _build/html"
+	@echo "make instructor - the instructor edition (solutions with their outputs) in _build/instructor/_build/html"
+	@echo "make grade SUBMISSIONS=dir - run and score submitted student notebooks into scores.csv"
 	@echo "make run      - run the whole study headless in the $(PROFILE) profile (results in $(OUT)/results)"
 	@echo "make test     - ruff, the unit tests, and every chapter executed by nbval"
-	@echo "make student  - notebooks/student/: chapters with solutions stubbed and outputs cleared"
+	@echo "make student  - regenerate notebooks/student/ (labelled stubs, no outputs) and build the student edition"
 	@echo "make smoke    - every chapter in the full profile, on offline stand-ins, on this CPU (nothing written back)"
 	@echo "make plan     - expected minutes of every chapter on a Colab T4 (full profile)"
 	@echo "make lint     - ruff"
@@ -70,11 +73,25 @@ plan: setup
 	$(PY) -m lora_merge_utils plan --profile full
 
 book: notebooks
+	$(MAKE) --no-print-directory html
+
+# The public edition: solution cells are tagged remove-cell, and the check below fails if any of their code or
+# output reached a page.
+html: setup
 	rm -rf _build/html
 	$(VENV)/bin/jupyter-book build . -W --keep-going
+	$(PY) scripts/check_public_build.py _build/html
+
+instructor: setup
+	$(PY) scripts/build_edition.py instructor
 
 student: setup
 	$(PY) scripts/make_student.py
+	$(PY) scripts/build_edition.py student
+
+SUBMISSIONS ?= submissions
+grade: setup
+	$(PY) -m lora_merge_utils grade $(SUBMISSIONS) --out scores.csv
 
 clean:
 	rm -rf artifacts _build notebooks/student .pytest_cache
