@@ -1,19 +1,42 @@
 """seaborn figures of the study: pairwise heatmap, per-task bars, accuracy against merge size, estimates with their
-intervals, sample grids. Every figure's title says what is drawn."""
+intervals, sample grids, similarity scatter, per-layer cosine heatmap, inference cost bars. Every figure's title says
+what is drawn.
+
+Every figure is drawn for the book's page: at most :data:`MAX_WIDTH_IN` wide, so the browser shows it at its own
+size and its text at the size set here (never below :data:`MIN_FONT_PT`); :func:`rendered_font_sizes` checks that.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import io
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from .evaluation import pairwise_matrix
 
 FONT = 10
-"""Smallest text size used in figures (points at the figure's size; the book shows figures at about that size)."""
+"""Body text of figures: tick labels, legends, annotations (points)."""
+MIN_FONT_PT = 9
+"""No text in a figure may be smaller than this at the size the book shows it."""
+DPI = 100
+"""Pixels per inch of the stored notebook outputs: matplotlib's ``figure.dpi``, which the inline backend saves at."""
+CONTENT_WIDTH_PX = 688
+"""Width of the book's content column in CSS px at a 1280-px browser window (sphinx-book-theme, both sidebars shown).
+Measured with ``scripts/check_rendered_pages.py`` in headless Chromium (the ``<article>`` element's width less its
+padding); a wider image is shrunk to it, and its text with it."""
+MAX_WIDTH_IN = 6.8
+"""Widest figure we draw (inches): 680 px at :data:`DPI`, just inside :data:`CONTENT_WIDTH_PX`, so no figure is shrunk
+even after ``bbox_inches="tight"`` lets long tick labels stick out a little."""
+K_PALETTE = "colorblind"
+"""Categorical colours for the number of merged adapters (K): dark enough to read as bars on white, colour-blind safe
+(a sequential palette would start near white)."""
 
 
 def _finish(ax, own: bool):
@@ -25,21 +48,67 @@ def _finish(ax, own: bool):
     return ax.figure
 
 
+def rendered_scale(figure: Figure, dpi: float = DPI, column_px: float = CONTENT_WIDTH_PX) -> float:
+    """How much the book shrinks ``figure``: the content column's width over the figure's saved width (as the inline
+    backend saves it, ``bbox_inches="tight"``), capped at 1 (narrower figures are shown at their own size)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    width_px = int.from_bytes(buffer.getvalue()[16:20], "big")  # the PNG header's IHDR width
+    return min(1.0, column_px / width_px)
+
+
+def rendered_font_sizes(figure: Figure, dpi: float = DPI,
+                        column_px: float = CONTENT_WIDTH_PX) -> list[tuple[float, str]]:
+    """Every visible, non-empty text of ``figure`` as ``(points at the size the book shows it, text)``, smallest
+    first: its font size times :func:`rendered_scale`."""
+    scale = rendered_scale(figure, dpi, column_px)
+    texts = {id(t): t for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip()}
+    return sorted((t.get_fontsize() * scale, t.get_text()) for t in texts.values())
+
+
+def _value_limits(low: float, high: float, pad: float = 0.04) -> tuple[float, float]:
+    """Axis limits for accuracies and accuracy ratios (values >= 0). From 0 when a zoomed axis would begin in the
+    lower half of [0, high] anyway: an axis from 0.3 makes 0.35 look like nothing, and a reader expects such a wide
+    range to start at 0. Otherwise zoomed to the data with a margin, so differences between methods stay visible."""
+    span = max(high - low, 1e-9)
+    if low < 0:
+        return low - pad * span, high + pad * span
+    if low < high / 2:
+        return 0.0, high + pad * high
+    return low - pad * span, high + pad * span
+
+
+def _pairwise_limits(merges: pd.DataFrame, tasks: Sequence[str]) -> tuple[float, float]:
+    """One colour scale for every method in ``merges``, so heatmaps of different methods drawn from the same table
+    share it without the caller passing ``vmin``/``vmax``: from a little below the lowest cell to at least 1."""
+    values = np.concatenate([pairwise_matrix(merges, m, tasks).to_numpy().ravel()
+                             for m in merges.loc[merges["size"] == 2, "method"].unique()] or [np.array([np.nan])])
+    if np.all(np.isnan(values)):
+        return 0.0, 1.0
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    return max(0.0, np.floor((low - 0.02) * 50) / 50), max(1.0, high)
+
+
 def pairwise_heatmap(merges: pd.DataFrame, method: str, tasks: Sequence[str], ax=None, vmin: float | None = None,
                      vmax: float | None = None):
     """Heatmap of normalized accuracy in pair merges (mean over seeds): row = task scored, column = the adapter
-    merged with it. Pass the same ``vmin``/``vmax`` to heatmaps that are compared side by side."""
+    merged with it. The colour scale is shared by every method in ``merges`` (so two heatmaps drawn from one table
+    compare by colour); ``vmin``/``vmax`` override it."""
     matrix = pairwise_matrix(merges, method, tasks)
     own = ax is None
     if own:
         _, ax = plt.subplots(figsize=(6.4, 5.2))
-    low, high = float(np.nanmin(matrix.values)), float(np.nanmax(matrix.values))
-    sns.heatmap(matrix, annot=True, fmt=".2f", vmin=vmin if vmin is not None else max(0.0, low - 0.05),
-                vmax=vmax if vmax is not None else max(1.0, high), cmap="viridis", mask=matrix.isna(), square=True,
+    shared_low, shared_high = _pairwise_limits(merges, tasks)
+    sns.heatmap(matrix, annot=True, fmt=".2f", vmin=shared_low if vmin is None else vmin,
+                vmax=shared_high if vmax is None else vmax, cmap="viridis", mask=matrix.isna(), square=True,
                 annot_kws={"fontsize": FONT}, cbar_kws={"label": "merged / single-adapter accuracy"}, ax=ax)
     ax.set_xlabel("merged with the adapter of", fontsize=FONT + 1)
     ax.set_ylabel("task scored", fontsize=FONT + 1)
     ax.tick_params(labelsize=FONT)
+    colorbar = ax.collections[0].colorbar
+    if colorbar is not None:
+        colorbar.ax.tick_params(labelsize=FONT)
+        colorbar.ax.yaxis.label.set_size(FONT)
     ax.set_title(f"Pair merges, {method}: accuracy kept (mean over seeds)", fontsize=FONT + 2)
     return _finish(ax, own)
 
@@ -53,24 +122,28 @@ def accuracy_bars(singles: pd.DataFrame, ax=None):
                                        "adapter_accuracy": "LoRA adapter"})
     own = ax is None
     if own:
-        _, ax = plt.subplots(figsize=(8, 3.8))
+        _, ax = plt.subplots(figsize=(MAX_WIDTH_IN, 3.8))
     sns.barplot(data=data, x="task", y="accuracy", hue="model", errorbar=("pi", 100), err_kws={"linewidth": 1.5},
                 ax=ax)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.05)  # bars: their length is the value, so the axis starts at 0
     ax.set_xlabel("")
+    ax.set_ylabel("accuracy", fontsize=FONT + 1)
     ax.tick_params(labelsize=FONT)
     ax.legend(loc="lower right", title=None, fontsize=FONT)
-    ax.set_title("Test accuracy per task (bars: mean over training seeds; lines: min-max)", fontsize=FONT + 2)
+    ax.set_title("Test accuracy per task\n(bars: mean over training seeds; lines: min-max)", fontsize=FONT + 1)
     return _finish(ax, own)
 
 
 def interval_plot(table: pd.DataFrame, label: str, value: str, ax=None, hue: str | None = None,
-                  reference: float | None = None, title: str = "", xlabel: str = ""):
+                  reference: float | None = None, title: str = "", xlabel: str = "",
+                  xlim: tuple[float, float] | None = None):
     """A point per row of ``table`` (``value`` with ``<value>_low``/``<value>_high`` from
-    :func:`~lora_merge_utils.stats.summary_with_intervals`) and its 95% interval, labelled by ``label``."""
+    :func:`~lora_merge_utils.stats.summary_with_intervals`) and its 95% interval, labelled by ``label``. The value
+    axis starts at 0 when the intervals reach into the lower half of the range anyway, else it is zoomed to them
+    (see :func:`_value_limits`); ``xlim`` overrides it."""
     own = ax is None
     if own:
-        _, ax = plt.subplots(figsize=(8, 0.42 * len(table) + 1.4))
+        _, ax = plt.subplots(figsize=(MAX_WIDTH_IN, 0.42 * len(table) + 1.4))
     groups = [None] if hue is None else list(dict.fromkeys(table[hue]))
     offsets = np.linspace(-0.18, 0.18, len(groups)) if len(groups) > 1 else [0.0]
     labels = list(dict.fromkeys(table[label]))
@@ -87,8 +160,13 @@ def interval_plot(table: pd.DataFrame, label: str, value: str, ax=None, hue: str
     if hue is not None:
         ax.legend(fontsize=FONT, title=hue, title_fontsize=FONT)
     ax.tick_params(axis="x", labelsize=FONT)
+    lows = list(table[f"{value}_low"]) + ([reference] if reference is not None else [])
+    highs = list(table[f"{value}_high"]) + ([reference] if reference is not None else [])
+    ax.set_xlim(xlim or _value_limits(float(np.nanmin(lows)), float(np.nanmax(highs))))
     ax.set_xlabel(xlabel or value, fontsize=FONT + 1)
-    ax.set_title(title, fontsize=FONT + 2)
+    # A long title is wrapped to the axes' width (the labels take the figure's left third) instead of sticking out
+    # past the figure, which would make the saved image wider than the column and shrink everything.
+    ax.set_title(textwrap.fill(title, 55), fontsize=FONT + 1)
     return _finish(ax, own)
 
 
@@ -105,6 +183,8 @@ def accuracy_by_size(summary: pd.DataFrame, ax=None):
         ax.plot(sizes, means, "o-", color=colour, label=method)
         ax.fill_between(rows["size"], rows["normalized_low"], rows["normalized_high"], color=colour, alpha=0.2)
     ax.set_xticks([1, 2, 3])
+    ax.set_ylim(_value_limits(float(min(summary["normalized_low"].min(), 1.0)),
+                              float(max(summary["normalized_high"].max(), 1.0))))
     ax.set_xlabel("adapters merged (K)", fontsize=FONT + 1)
     ax.set_ylabel("merged / single accuracy", fontsize=FONT + 1)
     ax.tick_params(labelsize=FONT)
@@ -114,16 +194,169 @@ def accuracy_by_size(summary: pd.DataFrame, ax=None):
 
 
 def sample_grid(images: np.ndarray, labels: Sequence[str], columns: int = 8, title: str | None = None):
-    """A grid of uint8 NHWC images with their class names."""
+    """A grid of uint8 NHWC images with their class names (cut short with an ellipsis where a name is wider than
+    its image), at most :data:`MAX_WIDTH_IN` wide."""
     rows = int(np.ceil(len(images) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.05, rows * 1.2))
+    cell = min(1.05, MAX_WIDTH_IN / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * cell, rows * (cell + 0.3) + (0.35 if title else 0)))
     for ax in np.atleast_1d(axes).flat:
         ax.axis("off")
+    # About 0.6 em per character: the most a label can hold and still fit over its image.
+    room = max(3, int(cell * 72 / (0.6 * MIN_FONT_PT)))
     for ax, image, label in zip(np.atleast_1d(axes).flat, images, labels):
         ax.imshow(image)
-        ax.set_title(str(label), fontsize=8)
+        text = str(label)
+        ax.set_title(text if len(text) <= room else text[:room - 1] + "\u2026", fontsize=MIN_FONT_PT)
     if title:
-        figure.suptitle(title)
+        figure.suptitle(textwrap.fill(title, 80), fontsize=FONT + 1)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def _place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], fontsize: float = MIN_FONT_PT,
+                  **text_kw) -> list:
+    """Annotate each point with its label where the label overlaps no other label, no marker and stays inside the
+    axes: the first free spot among eight around the point, then further out; the least-crowded spot otherwise.
+    (Labels at a fixed offset pile up on clustered points, as chapter 6's pair names did.)"""
+    figure = ax.figure
+    renderer = figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    points = ax.transData.transform(np.column_stack([xs, ys]))
+    marker = 5 * figure.dpi / 72  # half a marker's width in pixels (markers of s=70 are about 8 points wide)
+    obstacles = [(x - marker, y - marker, x + marker, y + marker) for x, y in points]
+    if ax.get_legend() is not None:
+        legend = ax.get_legend().get_window_extent(renderer)
+        obstacles.append((legend.x0, legend.y0, legend.x1, legend.y1))
+    placed = []
+    spots = [(dx * r, dy * r, ha, va) for r in (1, 2.2, 3.6)
+             for dx, dy, ha, va in ((4, 2, "left", "bottom"), (4, -2, "left", "top"), (-4, 2, "right", "bottom"),
+                                    (-4, -2, "right", "top"), (0, 6, "center", "bottom"), (0, -6, "center", "top"),
+                                    (6, 0, "left", "center"), (-6, 0, "right", "center"))]
+
+    def crowding(box) -> float:
+        x0, y0, x1, y1 = box.x0, box.y0, box.x1, box.y1
+        overlap = sum(max(0.0, min(x1, b[2]) - max(x0, b[0])) * max(0.0, min(y1, b[3]) - max(y0, b[1]))
+                      for b in obstacles)
+        outside = box.width * box.height - max(0.0, min(x1, frame.x1) - max(x0, frame.x0)) * max(
+            0.0, min(y1, frame.y1) - max(y0, frame.y0))
+        return overlap + 10 * outside  # a label cut off at the frame is worse than one touching another
+
+    for x, y, label in zip(xs, ys, labels):
+        best = None
+        for dx, dy, ha, va in spots:
+            text = ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                               fontsize=fontsize, **text_kw)
+            box = text.get_window_extent(renderer).padded(1)
+            cost = crowding(box)
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, text, box)
+            else:
+                text.remove()
+            if cost == 0:
+                break
+        placed.append(best[1])
+        obstacles.append((best[2].x0, best[2].y0, best[2].x1, best[2].y1))
+    return placed
+
+
+def similarity_scatter(measures: Mapping[str, pd.Series], retention: pd.Series,
+                       similar_pairs: Iterable[Sequence[str]] = (), rho: Mapping[str, float] | None = None,
+                       p: Mapping[str, float] | None = None,
+                       title: str = "Similarity of two tasks against how well their adapters merge"):
+    """One panel per similarity measure, stacked: each pair of tasks (index ``"a+b"``) at (similarity, retention),
+    pairs built to be similar in red, every point labelled without overlap. ``rho``/``p`` (by measure name) put the
+    rank correlation and its p-value in each panel's title."""
+    similar = {"+".join(pair) for pair in similar_pairs}
+    figure, axes = plt.subplots(len(measures), 1, figsize=(MAX_WIDTH_IN, 3.4 * len(measures) + 0.5), squeeze=False)
+    axes = axes[:, 0]
+    frames = []
+    for ax, (name, measure) in zip(axes, measures.items()):
+        frame = pd.DataFrame({"similarity": measure.reindex(retention.index), "retention": retention})
+        frame["built to be similar"] = frame.index.isin(similar)
+        frames.append(frame)
+        sns.scatterplot(data=frame, x="similarity", y="retention", hue="built to be similar", s=60, ax=ax,
+                        palette={True: "crimson", False: "steelblue"}, legend=ax is axes[0])
+        ax.set_xlabel(name, fontsize=FONT + 1)
+        ax.set_ylabel("retention\n(mean normalized accuracy)", fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
+        ax.margins(x=0.15, y=0.1)  # room for the labels of the outermost points
+        if rho is not None and name in rho:
+            extra = f", permutation p = {p[name]:.2f}" if p is not None and name in p else ""
+            ax.set_title(f"Spearman rho = {rho[name]:.2f}{extra}", fontsize=FONT + 1)
+        if ax is axes[0] and ax.get_legend() is not None:
+            ax.legend(title="built to be similar", fontsize=FONT, title_fontsize=FONT)
+    figure.suptitle(textwrap.fill(title, 75), fontsize=FONT + 2)
+    figure.tight_layout()  # labels are placed after the layout, which moves the points
+    for ax, frame in zip(axes, frames):
+        _place_labels(ax, frame["similarity"], frame["retention"], list(frame.index), alpha=0.85)
+    plt.close(figure)
+    return figure
+
+
+def layer_cosine_heatmap(per_layer: pd.DataFrame, title: str = "Cosine of the two adapters' updates, per layer and "
+                         "pair (seed 0)"):
+    """Heatmap of a pair x layer table (columns named ``blocks.N.<module>``), layers in block order, centred at 0.
+    Layer names are shortened to ``bN.<module>``; with more layers than fit at a readable size, every n-th is named."""
+    def block(name: str) -> int:
+        parts = name.split(".")
+        return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
+
+    order = sorted(per_layer.columns, key=lambda name: (block(name), name))
+    figure, ax = plt.subplots(figsize=(MAX_WIDTH_IN, max(3.5, 0.28 * len(per_layer) + 2.6)))
+    sns.heatmap(per_layer[order], cmap="coolwarm", center=0, ax=ax, cbar_kws={"label": "cosine of updates"},
+                xticklabels=False, yticklabels=True)
+    figure.canvas.draw()
+    width_pt = ax.get_window_extent().width * 72 / figure.dpi
+    step = max(1, int(np.ceil(len(order) * MIN_FONT_PT * 1.25 / width_pt)))
+    ax.set_xticks([i + 0.5 for i in range(0, len(order), step)])
+    ax.set_xticklabels([order[i].replace("blocks.", "b") for i in range(0, len(order), step)], rotation=90,
+                       fontsize=MIN_FONT_PT)
+    ax.tick_params(axis="y", labelsize=MIN_FONT_PT)
+    ax.set_xlabel("layer" + (f" (one in {step} named)" if step > 1 else ""), fontsize=FONT)
+    ax.set_ylabel("")
+    colorbar = ax.collections[0].colorbar
+    colorbar.ax.tick_params(labelsize=FONT)
+    colorbar.ax.yaxis.label.set_size(FONT)
+    ax.set_title(textwrap.fill(title, 70), fontsize=FONT + 1)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def inference_cost_bars(summary: pd.DataFrame, order: Sequence[str] | None = None):
+    """Two panels from :func:`~lora_merge_utils.serving.timing_summary`: latency at batch 1 (median ms with the
+    interval as a black line) and throughput at the largest batch (images/s), one bar per strategy and K. Bars start
+    at 0; K takes distinct, saturated colours (:data:`K_PALETTE`)."""
+    order = list(order) if order is not None else list(dict.fromkeys(summary["strategy"]))
+    data = summary.assign(K=summary["K"].astype(str))
+    ks = sorted(data["K"].unique(), key=int)
+    palette = dict(zip(ks, sns.color_palette(K_PALETTE, len(ks))))
+    big = int(summary["batch"].max())
+    figure, axes = plt.subplots(2, 1, figsize=(MAX_WIDTH_IN, 7.2))
+    panels = ((axes[0], 1, "median_ms", "ms per request of K tasks",
+               "Latency at batch 1 (lower is better)"),
+              (axes[1], big, "images_per_s", "images per second",
+               f"Throughput at batch {big}, K tasks each (higher is better)"))
+    for ax, batch, value, ylabel, title in panels:
+        rows = data[data["batch"] == batch]
+        sns.barplot(data=rows, x="strategy", y=value, hue="K", hue_order=ks, order=order, palette=palette, ax=ax)
+        if {"low_ms", "high_ms"} <= set(rows.columns) and value == "median_ms":
+            for container, k in zip(ax.containers, ks):
+                by_strategy = rows[rows["K"] == k].set_index("strategy")
+                for bar, strategy in zip(container, order):
+                    if strategy in by_strategy.index:
+                        x = bar.get_x() + bar.get_width() / 2
+                        ax.plot([x, x], by_strategy.loc[strategy, ["low_ms", "high_ms"]], color="black", lw=1.5)
+        ax.set_ylim(bottom=0)  # bars: their length is the value
+        ax.set_title(title, fontsize=FONT + 1)
+        ax.set_xlabel("")
+        ax.set_ylabel(ylabel, fontsize=FONT)
+        ax.set_xticks(range(len(order)), [textwrap.fill(s, 12) for s in order])
+        ax.tick_params(labelsize=FONT)
+        ax.legend(title="K", fontsize=FONT, title_fontsize=FONT)
     figure.tight_layout()
     plt.close(figure)
     return figure
