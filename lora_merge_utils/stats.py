@@ -158,6 +158,30 @@ def summary_with_intervals(rows: pd.DataFrame, by: Sequence[str], metrics: Seque
     return pd.DataFrame(records)
 
 
+def intervals_for_display(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """``summary`` (from :func:`summary_with_intervals`) for the page: each metric and its two bounds in one column,
+    ``"0.963 [0.950, 0.978]"``, named without underscores. A third as many columns, so the table fits the book's
+    content column instead of scrolling sideways.
+
+    Example:
+        >>> table = pd.DataFrame({"method": ["ties"], "normalized": [0.9634], "normalized_low": [0.95],
+        ...                       "normalized_high": [0.978], "rows": [90]})
+        >>> intervals_for_display(table).to_dict("records")
+        [{'method': 'ties', 'normalized [95% interval]': '0.963 [0.950, 0.978]', 'rows': 90}]
+    """
+    shown = pd.DataFrame(index=summary.index)
+    for column in summary.columns:
+        if column.endswith(("_low", "_high")) and column.rsplit("_", 1)[0] in summary.columns:
+            continue
+        if f"{column}_low" in summary.columns and f"{column}_high" in summary.columns:
+            shown[f"{column.replace('_', ' ')} [{LEVEL:.0%} interval]"] = [
+                f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+                for v, lo, hi in zip(summary[column], summary[f"{column}_low"], summary[f"{column}_high"])]
+        else:
+            shown[column] = summary[column]
+    return shown
+
+
 def verdict(e: Estimate, better: str, worse: str) -> str:
     """Plain words for a paired difference ``better - worse``: which is ahead, or that it is not resolved.
 
