@@ -1,0 +1,59 @@
+"""The built book in headless Chromium at a 1280-px window: every table and code block fits the content column, and
+the column is as wide as lora_merge_utils.plots assumes. Needs Chromium and playwright (see README); skipped without
+them. The book is built into a temporary folder (about a minute), only when the browser is there."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lora_merge_utils import plots
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("check_rendered_pages", ROOT / "scripts" / "check_rendered_pages.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+CHECK = _script()
+needs_chromium = pytest.mark.skipif(not CHECK.chromium_available(), reason=CHECK.SKIP_MESSAGE)
+
+
+def test_the_check_skips_cleanly_without_chromium(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("CHROMIUM", str(tmp_path / "no-chromium-here"))
+    assert CHECK.main([str(tmp_path)]) == 0
+    assert CHECK.SKIP_MESSAGE in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory) -> Path:
+    """The book as ``jupyter-book build`` renders it (the stored notebook outputs, nothing executed)."""
+    out = tmp_path_factory.mktemp("book")
+    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT), "--path-output", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out / "_build" / "html"
+
+
+@needs_chromium
+def test_every_table_and_code_block_fits_the_content_column(built_book):
+    reports = CHECK.check_pages(built_book, CHECK.default_pages(built_book))
+    assert reports
+    problems = [p for r in reports for p in r.problems]
+    assert not problems, "\n".join(problems)
+
+
+@needs_chromium
+def test_the_column_width_the_figures_are_drawn_for_is_the_page_s(built_book):
+    reports = CHECK.check_pages(built_book, ["book/intro.html"])
+    assert reports[0].column == pytest.approx(plots.CONTENT_WIDTH_PX, abs=1), (
+        "the theme's content column changed: update plots.CONTENT_WIDTH_PX (and MAX_WIDTH_IN)")
