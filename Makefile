@@ -9,11 +9,12 @@ NOTEBOOKS := $(wildcard notebooks/[0-9]*.ipynb)
 # Notebooks always run in the tiny profile here, without progress bars (their stored outputs hold results).
 NB_ENV := LORA_BOOK_PROFILE=tiny LORA_BOOK_PROGRESS=0 PYTHONHASHSEED=0
 
-.PHONY: help setup run test lint lint-workflows bench notebooks smoke plan book html instructor student grade clean
+.PHONY: help setup run test lint lint-workflows bench notebooks smoke plan book html check-pages instructor student grade clean
 
 help:
 	@echo "make book     - execute every chapter in the tiny profile and render the public book into _build/html"
 	@echo "make html     - render the public book from the committed notebooks (no solutions) into _build/html"
+	@echo "make check-pages - render the book and check in headless Chromium that every table fits a 1280-px window"
 	@echo "make instructor - the instructor edition (solutions with their outputs) in _build/instructor/_build/html"
 	@echo "make grade SUBMISSIONS=dir - run and score submitted student notebooks into scores.csv"
 	@echo "make run      - run the whole study headless in the $(PROFILE) profile (results in $(OUT)/results)"
@@ -40,6 +41,7 @@ test: setup
 	$(PY) -m ruff check .
 	$(MAKE) --no-print-directory lint-workflows
 	$(NB_ENV) $(PY) -m pytest -q tests $(NOTEBOOKS) --nbval-lax
+	@if [ -x "$${CHROMIUM:-/usr/bin/chromium}" ]; then $(MAKE) --no-print-directory check-pages; else $(PY) scripts/check_rendered_pages.py; fi
 
 lint: setup
 	$(PY) -m ruff check .
@@ -81,6 +83,10 @@ html: setup
 	rm -rf _build/html
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 	$(PY) scripts/check_public_build.py _build/html
+
+# Tables and code blocks must fit the content column at a 1280-px window (needs Chromium: see README).
+check-pages: html
+	$(PY) scripts/check_rendered_pages.py _build/html
 
 instructor: setup
 	$(PY) scripts/build_edition.py instructor
