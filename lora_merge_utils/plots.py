@@ -220,13 +220,14 @@ def _place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence
     axes: the first free spot among eight around the point, then further out; the least-crowded spot otherwise.
     (Labels at a fixed offset pile up on clustered points, as chapter 6's pair names did.)"""
     figure = ax.figure
-    renderer = figure.canvas.get_renderer()
-    frame = ax.get_window_extent(renderer)
+    # Extents without a renderer argument: matplotlib makes one for any backend (not every canvas has get_renderer).
+    figure.draw_without_rendering()
+    frame = ax.get_window_extent()
     points = ax.transData.transform(np.column_stack([xs, ys]))
     marker = 5 * figure.dpi / 72  # half a marker's width in pixels (markers of s=70 are about 8 points wide)
     obstacles = [(x - marker, y - marker, x + marker, y + marker) for x, y in points]
     if ax.get_legend() is not None:
-        legend = ax.get_legend().get_window_extent(renderer)
+        legend = ax.get_legend().get_window_extent()
         obstacles.append((legend.x0, legend.y0, legend.x1, legend.y1))
     placed = []
     spots = [(dx * r, dy * r, ha, va) for r in (1, 2.2, 3.6)
@@ -247,7 +248,7 @@ def _place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence
         for dx, dy, ha, va in spots:
             text = ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
                                fontsize=fontsize, **text_kw)
-            box = text.get_window_extent(renderer).padded(1)
+            box = text.get_window_extent().padded(1)
             cost = crowding(box)
             if best is None or cost < best[0]:
                 if best is not None:
@@ -308,7 +309,7 @@ def layer_cosine_heatmap(per_layer: pd.DataFrame, title: str = "Cosine of the tw
     figure, ax = plt.subplots(figsize=(MAX_WIDTH_IN, max(3.5, 0.28 * len(per_layer) + 2.6)))
     sns.heatmap(per_layer[order], cmap="coolwarm", center=0, ax=ax, cbar_kws={"label": "cosine of updates"},
                 xticklabels=False, yticklabels=True)
-    figure.canvas.draw()
+    figure.draw_without_rendering()  # the axes' final size decides how many layer names fit
     width_pt = ax.get_window_extent().width * 72 / figure.dpi
     step = max(1, int(np.ceil(len(order) * MIN_FONT_PT * 1.25 / width_pt)))
     ax.set_xticks([i + 0.5 for i in range(0, len(order), step)])
