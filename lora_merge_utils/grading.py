@@ -49,7 +49,9 @@ def run_submission(path: Path, timeout: int = 1800, env: dict[str, str] | None =
                                                          "TQDM_DISABLE": "1"}
         client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", allow_errors=True,
                                 resources={"metadata": {"path": str(path.parent)}})
-        client.execute(env=kernel_env)
+        # The kernel's own log (e.g. ipykernel's warning about TCP transport) is not the grader's business.
+        with open(Path(scratch) / "kernel.log", "w") as log:
+            client.execute(env=kernel_env, stderr=log)
         verdicts = {}
         for line in results.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
