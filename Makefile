@@ -41,7 +41,6 @@ test: setup
 	$(PY) -m ruff check .
 	$(MAKE) --no-print-directory lint-workflows
 	$(NB_ENV) $(PY) -m pytest -q tests $(NOTEBOOKS) --nbval-lax
-	@if [ -x "$${CHROMIUM:-/usr/bin/chromium}" ]; then $(MAKE) --no-print-directory check-pages; else $(PY) scripts/check_rendered_pages.py; fi
 
 lint: setup
 	$(PY) -m ruff check .

@@ -64,3 +64,19 @@ def make_random_adapter(backbone: nn.Module, directory: Path, seed: int, rank: i
 def random_adapters(backbone, tmp_path):
     """Three random rank-4 adapters saved under tmp_path, as ``{name: directory}``."""
     return {name: make_random_adapter(backbone, tmp_path / name, seed=i) for i, name in enumerate(["a", "b", "c"])}
+
+
+@pytest.fixture(scope="session")
+def public_book(tmp_path_factory) -> Path:
+    """The public book as `make html` renders it (stored notebook outputs, nothing executed; warnings are errors),
+    built once per session for the tests that read its pages."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("book")
+    root = Path(__file__).resolve().parent.parent
+    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "-W", "--keep-going",
+               "--path-output", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out / "_build" / "html"

@@ -10,6 +10,8 @@ import nbformat
 import pytest
 import yaml
 
+from lora_merge_utils.exercises import EXERCISES, chapter_exercises
+
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -61,12 +63,29 @@ def test_chapter_structure(path):
     assert len(setup) == 1 and setup[0].source == EXECUTE.setup_source(), "regenerate it with make notebooks"
     headings = [c.source for c in cells if c.cell_type == "markdown"]
     assert any(h.startswith("## What we found") for h in headings)
-    exercises = [h for h in headings if h.startswith("## Exercises")]
-    assert len(exercises) == 1
-    numbered = re.findall(r"^\d+\. \*\((easy|medium|open)\)\*", exercises[0], flags=re.M)
+    assert sum(h.startswith("## Exercises") for h in headings) == 1
+    chapter = int(path.name[:2])
+    exercises = [c for c in cells if c.cell_type == "markdown" and "exercise" in c.metadata
+                 and not c.metadata.get("tags")]
+    assert [c.metadata["exercise"] for c in exercises] == [e.id for e in chapter_exercises(chapter)], \
+        "one markdown cell per exercise of lora_merge_utils.exercises, in order"
+    for cell in exercises:
+        spec = EXERCISES[cell.metadata["exercise"]]
+        assert cell.source.startswith(f"### Exercise {spec.id} *({spec.level}, {spec.points} point")
+        assert "*Hint:*" in cell.source, "every exercise has a hint"
+        assert (spec.variable in cell.source) == spec.checked, "a checked exercise says where its answer goes"
     solutions = [c for c in cells if "solution" in c.metadata.get("tags", [])]
-    assert 3 <= len(numbered) <= 5 and len(solutions) == len(numbered)
-    assert all("hide-input" in c.metadata["tags"] for c in solutions), "solutions render collapsed"
+    assert {c.metadata["exercise"] for c in solutions} == {c.metadata["exercise"] for c in exercises}
+    assert all("remove-cell" in c.metadata["tags"] for c in solutions), "no solution reaches the public book"
+    for spec in chapter_exercises(chapter):
+        own = [c for c in solutions if c.metadata["exercise"] == spec.id]
+        assert all(c.cell_type == ("markdown" if spec.kind == "prose" else "code") for c in own), spec.id
+        checks = [c for c in cells if "check" in c.metadata.get("tags", []) and c.metadata["exercise"] == spec.id]
+        assert len(checks) == spec.checked, f"exercise {spec.id}: a check cell exactly when it is checked"
+        if spec.checked:
+            assert checks[0].source.startswith(f'lmu.check_exercise("{spec.id}", {spec.variable},')
+            assert any(f"{spec.variable} =" in c.source for c in own), "the solution stores its answer"
+            assert "remove-output" in checks[0].metadata["tags"]
     code = [c for c in cells if c.cell_type == "code"]
     assert any("NBVAL_CHECK_OUTPUT" in c.source for c in code)
     assert any(re.search(r"^\s*assert ", c.source, flags=re.M) for c in code), "a key result is guarded by an assert"
@@ -97,17 +116,6 @@ def test_setup_cell_installs_the_pinned_version_and_says_what_to_do_if_it_cannot
     assert "USE_DRIVE = False" in source and "LORA_BOOK_ARTIFACTS" in source and "drive.mount" in source
     assert "raise SystemExit" in source and "BOOK_REF = 'main'" in source, "a failed install stops with one line"
     compile(source, "setup", "exec")
-
-
-def test_student_version_stubs_solutions_and_clears_outputs():
-    module = _script("make_student")
-    original = nbformat.read(CHAPTERS[0], as_version=4)
-    student = module.student_version(original)
-    solutions = [c for c in original.cells if "solution" in c.metadata.get("tags", [])]
-    assert sum(c.source == module.STUB for c in student.cells) == len(solutions) > 0
-    assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
-    assert len(student.cells) == len(original.cells)
-    assert any(c.get("outputs") for c in original.cells if c.cell_type == "code"), "the original is untouched"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)

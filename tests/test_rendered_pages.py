@@ -5,7 +5,6 @@ them. The book is built into a temporary folder (about a minute), only when the 
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 from pathlib import Path
 
@@ -34,14 +33,10 @@ def test_the_check_skips_cleanly_without_chromium(monkeypatch, capsys, tmp_path)
     assert CHECK.SKIP_MESSAGE in capsys.readouterr().out
 
 
-@pytest.fixture(scope="module")
-def built_book(tmp_path_factory) -> Path:
-    """The book as ``jupyter-book build`` renders it (the stored notebook outputs, nothing executed)."""
-    out = tmp_path_factory.mktemp("book")
-    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(ROOT), "--path-output", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return out / "_build" / "html"
+@pytest.fixture
+def built_book(public_book) -> Path:
+    """The book as ``jupyter-book build`` renders it (one build shared with the other tests of the built pages)."""
+    return public_book
 
 
 @needs_chromium
