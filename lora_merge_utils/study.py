@@ -87,6 +87,7 @@ class Study:
         root = Path(root) if root is not None else default_root(profile)
         device = torch.device(device) if device is not None else get_device()
         backbone = create_backbone(profile).to(device)
+        ArtifactStore(root).remove_debris()  # what runs killed mid-save left behind
         return cls(profile, root, backbone, device, progress)
 
     def describe(self) -> str:
