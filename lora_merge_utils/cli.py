@@ -29,8 +29,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lora_merge_utils", description=DESCRIPTION,
+PROG = "lora-merge"
+"""The installed script's name (``[project.scripts]``); ``python -m lora_merge_utils`` passes its own."""
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The command line's parser; ``prog`` is how usage and error lines name the command."""
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -258,8 +263,9 @@ def _check_common(args) -> None:
             raise ValueError(f"--out {out}: {existing} is a file, not a folder.")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run one command; returns the exit status (2 with a one-line ``error:`` for bad input)."""
+    args = build_parser(prog).parse_args(argv)
     try:
         _check_common(args)
         COMMANDS[args.command](args)
