@@ -16,6 +16,7 @@ opens the folder or starts training into it.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -27,12 +28,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import peft
+import timm
 import torch
+from peft import PeftModel
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .backbone import file_sha256
+from .backbone import backbone_identity, file_sha256
 from .profiles import Profile, get_profile
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", "metrics.json")
@@ -74,9 +78,6 @@ def default_root(profile: Profile | str | None = None) -> Path:
 
 def library_versions() -> dict[str, str]:
     """Versions recorded in every metrics file."""
-    import peft
-    import timm
-
     return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
             "peft": peft.__version__}
 
@@ -380,12 +381,6 @@ def load_adapters(backbone: nn.Module, adapter_dirs: dict[str, Path | str]):
     surfaces as a clear ``FileNotFoundError``/``ValueError`` instead of an error from deep inside PEFT. The backbone
     passed in is not modified. Returns ``(peft_model, heads)`` where ``heads`` maps task name to its linear head.
     """
-    import copy
-
-    from peft import PeftModel
-
-    from .backbone import backbone_identity
-
     if not adapter_dirs:
         raise ValueError("Give at least one adapter directory to load.")
     identity = backbone_identity(backbone)

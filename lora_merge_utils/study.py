@@ -46,7 +46,7 @@ from .evaluation import (
     summarize_merges,
     without_bits,
 )
-from .merging import MergeSpec
+from .merging import MergeSpec, get_merge_method
 from .profiles import Profile, get_device, get_profile, progress_enabled
 from .scoring import adapter_correctness, head_correctness
 from .stats import Bootstrap, pack
@@ -314,8 +314,6 @@ class Study:
     def merge_inputs(self, specs: list[MergeSpec]) -> MergeInputs:
         """The images some specs need: unlabeled validation images for AdaMerging, labelled training images for
         refitted heads (as many as the profile's budget allows) with each baseline head's validated L2 penalty."""
-        from .merging import get_merge_method
-
         inputs = MergeInputs(num_classes={t: self.task(t).num_classes for t in self.profile.tasks},
                              settings=self.profile.train)
         budget = self.profile.budget
