@@ -8,7 +8,7 @@ from peft import PeftModel
 from lora_merge_utils import TINY, create_backbone, load_adapters
 from lora_merge_utils.artifacts import ArtifactStore, atomic_dir, check_adapter_dir
 
-from .conftest import make_random_adapter
+from .helpers import make_random_adapter
 
 
 def test_saved_adapter_is_plain_peft_format_and_round_trips(backbone, tmp_path, random_adapters):
