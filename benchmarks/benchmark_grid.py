@@ -10,10 +10,10 @@ Figures are measurements of this machine, printed, never asserted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,25 +30,24 @@ from lora_merge_utils import (
     merge_adapters,
     train_adapter,
 )
+from lora_merge_utils.benchmarking import time_call
 from lora_merge_utils.scoring import accuracy
 from lora_merge_utils.study import Study
 
 
 def _median_seconds(fn, repeats: int) -> tuple[float, float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), (max(times) - min(times))
+    """Median seconds of ``fn`` over ``repeats`` calls after one warm-up, and the spread p90 - p10."""
+    timing = time_call(fn, warmup=1, repeats=repeats)
+    return timing["median"], timing["p90"] - timing["p10"]
 
 
 def throughput(profile_name: str, task_name: str) -> None:
     profile = get_profile(profile_name)
     backbone = create_backbone(profile)
     task = load_task(profile, task_name)
-    _, _, result = train_adapter(backbone, task.train, task.num_classes, profile.replace(
-        train=profile.train.__class__(adapter_epochs=1)), progress=False)
+    # One epoch, every other training setting (learning rate, batch size...) as the profile has it.
+    one_epoch = profile.replace(train=dataclasses.replace(profile.train, adapter_epochs=1))
+    _, _, result = train_adapter(backbone, task.train, task.num_classes, one_epoch, progress=False)
     print(f"adapter training : {result.images_per_second:8.0f} images/s ({task_name}, 1 epoch, "
           f"{result.images_seen} images, batch {profile.train.batch_size})")
     head = torch.nn.Linear(backbone.num_features, task.num_classes)

@@ -33,7 +33,7 @@ from .profiles import FULL, TINY, Budget, GeneratedData, HubData, Profile, get_d
 from .report import glue
 from .scoring import accuracy, adapter_accuracy, evaluate_multitask, head_accuracy
 from .study import Study, run_study
-from .tasks import ImageTask, load_task, load_tasks, task_names
+from .tasks import ImageTask, load_task, load_tasks
 from .training import extract_features, lora_config, train_adapter, train_head
 
 try:
@@ -47,5 +47,5 @@ __all__ = [
     "chapter_plan", "check_exercise", "create_backbone", "delta_weights", "evaluate_merges", "evaluate_multitask",
     "extract_features", "get_device", "get_merge_method", "get_profile", "glue", "head_accuracy", "load_adapters",
     "load_head", "load_task", "load_tasks", "lora_config", "merge_adapters", "merge_combinations", "merged_delta",
-    "pairwise_matrix", "run_study", "summarize_merges", "task_names", "train_adapter", "train_head", "update_error",
+    "pairwise_matrix", "run_study", "summarize_merges", "train_adapter", "train_head", "update_error",
 ]

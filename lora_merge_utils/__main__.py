@@ -4,4 +4,4 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+sys.exit(main(prog="python -m lora_merge_utils"))  # usage lines name the command as it was typed

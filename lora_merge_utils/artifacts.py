@@ -9,26 +9,34 @@ Layout under an output root (``artifacts/<profile>`` by default)::
     results/singles.csv, merges.csv, *.png, scores/               tables, figures, cached merge results
 
 Every directory is assembled in a temporary sibling and renamed into place, so a run killed mid-way leaves no
-half-written artifact and the next run simply redoes it.
+half-written artifact and the next run simply redoes it. What a killed save does leave behind (its temporary
+``.<name>.<pid>.<random>.tmp`` sibling, or a ``.<name>.old`` copy) is removed by :func:`remove_debris` when a study
+opens the folder or starts training into it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import peft
+import timm
 import torch
+from peft import PeftModel
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .backbone import file_sha256
+from .backbone import backbone_identity, file_sha256
 from .profiles import Profile, get_profile
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", "metrics.json")
@@ -70,9 +78,6 @@ def default_root(profile: Profile | str | None = None) -> Path:
 
 def library_versions() -> dict[str, str]:
     """Versions recorded in every metrics file."""
-    import peft
-    import timm
-
     return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
             "peft": peft.__version__}
 
@@ -117,6 +122,7 @@ def training_lock(root: Path) -> Iterator[None]:
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     _HELD[root] = (fd, 1)
+    remove_debris(root)  # what earlier, killed runs left half-saved (no other trainer can be mid-save now)
     try:
         yield
     finally:
@@ -143,7 +149,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted(final)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".tmp", dir=final.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private to its owner; a saved folder should not be
     try:
         yield tmp
@@ -159,6 +165,82 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _tmp_prefix(final: Path) -> str:
+    """``.<name>.<pid>.``: the writer's process id in a temporary name tells later runs whether its writer is
+    still alive (see :func:`remove_debris`)."""
+    return f".{final.name}.{os.getpid()}."
+
+
+_TMP_WITH_PID = re.compile(r"^\..+\.(?P<pid>\d+)\.[^.]+\.tmp$")
+_TMP_ANY = re.compile(r"^\..+\.[^.]+\.tmp$")
+STALE_SECONDS = 3600.0
+"""Age after which a temporary name without a process id (written by an older version) counts as debris."""
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else, or the platform cannot tell: assume alive
+        return True
+    return True
+
+
+def _is_debris(path: Path, stale_after: float) -> bool:
+    match = _TMP_WITH_PID.match(path.name)
+    if match:
+        return not _process_alive(int(match["pid"]))
+    if _TMP_ANY.match(path.name):
+        try:
+            return time.time() - path.lstat().st_mtime > stale_after
+        except FileNotFoundError:
+            return False
+    return False
+
+
+def remove_debris(root: Path | str, stale_after: float = STALE_SECONDS, old_copies: bool = True) -> list[Path]:
+    """Remove what saves killed mid-way left under ``root``, and return what was removed.
+
+    * ``.<name>.<pid>.<random>.tmp`` files and folders of :func:`write_atomic` and :func:`atomic_dir` whose process
+      is gone (a writer that is alive, here or in another process, is left alone; older names without a process id
+      only once they are ``stale_after`` seconds old). Process ids are those of this machine: a folder shared by
+      two machines writing at once is not supported anyway (see :func:`training_lock`).
+    * with ``old_copies``, ``.<name>.old``: removed when ``<name>`` is whole beside it, put back as ``<name>`` when
+      it is missing (see :func:`recover_interrupted`). Only safe for the holder of :func:`training_lock`: another
+      trainer's save could be between its two renames.
+
+    Nothing else is touched: every other file is either whole or was never renamed into place.
+    """
+    root = Path(root)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for directory, folders, files in os.walk(root):
+        for name in [*folders, *files]:
+            path = Path(directory) / name
+            if _is_debris(path, stale_after):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+            elif old_copies and name in folders and name.startswith(".") and name.endswith(".old") and len(name) > 5:
+                final = path.with_name(name[1:-len(".old")])
+                if final.exists():
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+                else:
+                    recover_interrupted(final)
+            else:
+                continue
+            if name in folders:
+                folders.remove(name)  # not walked into
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -170,7 +252,7 @@ def write_atomic(path: Path, write) -> None:
     umask, as ``open`` would give; a temporary file alone would be private to its owner)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -243,6 +325,11 @@ class ArtifactStore:
         recover_interrupted(self.adapter_dir(task, seed))
         return all((self.adapter_dir(task, seed) / f).is_file() for f in ADAPTER_FILES)
 
+    def remove_debris(self) -> list[Path]:
+        """Remove the temporary files and folders that killed saves left under this root (see
+        :func:`remove_debris`; ``.old`` copies are handled under :func:`training_lock`)."""
+        return remove_debris(self.root, old_copies=False)
+
     def has_head(self, task: str) -> bool:
         return all((self.head_dir(task) / f).is_file() for f in HEAD_FILES)
 
@@ -294,12 +381,6 @@ def load_adapters(backbone: nn.Module, adapter_dirs: dict[str, Path | str]):
     surfaces as a clear ``FileNotFoundError``/``ValueError`` instead of an error from deep inside PEFT. The backbone
     passed in is not modified. Returns ``(peft_model, heads)`` where ``heads`` maps task name to its linear head.
     """
-    import copy
-
-    from peft import PeftModel
-
-    from .backbone import backbone_identity
-
     if not adapter_dirs:
         raise ValueError("Give at least one adapter directory to load.")
     identity = backbone_identity(backbone)

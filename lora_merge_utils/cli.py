@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from .merging import MERGE_METHODS
-from .profiles import PROFILES, default_profile_name
+from .profiles import PROFILES, default_profile_name, get_profile
 
 DESCRIPTION = """Train, merge and evaluate LoRA adapters of a vision transformer.
 
@@ -29,8 +29,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lora_merge_utils", description=DESCRIPTION,
+PROG = "lora-merge"
+"""The installed script's name (``[project.scripts]``); ``python -m lora_merge_utils`` passes its own."""
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The command line's parser; ``prog`` is how usage and error lines name the command."""
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -107,8 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _open(args):
     from .study import Study
 
-    return Study.open(args.profile or default_profile_name(), args.out, device=args.device,
-                      progress=False if args.quiet else None)
+    return Study.open(args.resolved_profile, args.out, device=args.device, progress=False if args.quiet else None)
 
 
 def _print(title: str, table: pd.DataFrame) -> None:
@@ -117,11 +121,10 @@ def _print(title: str, table: pd.DataFrame) -> None:
 
 def _run(args) -> None:
     from .artifacts import default_root
-    from .profiles import get_profile
     from .study import run_study
 
     start = time.perf_counter()
-    profile = get_profile(args.profile or default_profile_name())
+    profile = args.resolved_profile
     out = args.out or default_root(profile)
     tables = run_study(profile, out, methods=tuple(args.methods), device=args.device,
                        progress=False if args.quiet else None)
@@ -164,11 +167,10 @@ def _check_merge_args(args) -> None:
     """Every number and name of ``merge`` checked before any adapter is loaded or trained."""
     import math
 
-    from .profiles import get_profile
     from .tasks import check_task_name
 
     method = MERGE_METHODS[args.method]
-    profile = get_profile(args.profile or default_profile_name())
+    profile = args.resolved_profile
     for task in args.tasks:
         check_task_name(profile, task)
     if len(set(args.tasks)) != len(args.tasks):
@@ -225,9 +227,8 @@ def _merge(args) -> None:
 
 def _plan(args) -> None:
     from .plan import T4, chapter_plan, format_plan
-    from .profiles import get_profile
 
-    profile = get_profile(args.profile)
+    profile = args.resolved_profile
     print(format_plan(chapter_plan(profile, T4), profile, T4))
 
 
@@ -281,9 +282,12 @@ def _check_common(args) -> None:
             raise ValueError(f"--out {out}: {existing} is a file, not a folder.")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run one command; returns the exit status (2 with a one-line ``error:`` for bad input)."""
+    args = build_parser(prog).parse_args(argv)
     try:
+        if hasattr(args, "profile"):  # resolved once ($LORA_BOOK_OVERRIDES read and checked) before any work
+            args.resolved_profile = get_profile(args.profile or default_profile_name())
         _check_common(args)
         COMMANDS[args.command](args)
     except (ValueError, OSError) as error:  # OSError: missing, unreadable or unwritable files and folders

@@ -8,7 +8,8 @@ Methods that trim by magnitude (TIES, magnitude pruning, KnOTS) rank the entries
 **whole model**, as the papers' code does (one threshold per task, not one per layer). The sign election of TIES
 resolves entries whose trimmed values sum to exactly zero to the model-wide majority sign, as the TIES and KnOTS code
 do. Decompositions run in float64 and use the low rank of LoRA updates (see :func:`lowrank_svd`), so they stay cheap
-for ViT-B on a GPU.
+for ViT-B on a GPU. On the CPU every method runs on one thread (see :func:`one_thread`), so that a merge gives the same
+bytes whatever the caller's thread setting.
 
 References: task arithmetic (Ilharco et al., 2023); TIES (Yadav et al., 2023); DARE (Yu et al., 2024); KnOTS (Stoica
 et al., 2024, ``gstoica27/KnOTS``); TSV-Merge (Gargiulo et al., 2025, ``AntoAndGar/task_singular_vectors``); Iso-C and
@@ -17,12 +18,46 @@ Iso-CTS (Marczak et al., 2025, ``danielm1405/iso-merging``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
 Factors = dict[str, list[tuple[torch.Tensor, torch.Tensor]]]
 Deltas = dict[str, torch.Tensor]
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch's CPU kernels on one thread inside the block (the caller's setting is restored after it).
+
+    MKL's QR, SVD and matrix products split their work by the number of threads and round differently for each
+    split: the same LoRA factors decomposed with 3 threads instead of 1 give singular vectors that differ in their
+    last bits (about 1e-14), and after the cast to float32 a weight or two of a KnOTS merge of the tiny profile moved
+    by one ulp -- enough to flip one test image, so a notebook run with the default threads and a rebuild with
+    ``OMP_NUM_THREADS=1`` reported 0.7646 and 0.7671. The matrices here are small (``d x K r``), so one thread costs
+    little. GPU kernels are not affected by this setting (a GPU gives its own, repeatable, bytes)."""
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _repeatable(method: Callable) -> Callable:
+    """Run ``method`` under :func:`one_thread`."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with one_thread():
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 def _full(factors: Factors) -> dict[str, list[torch.Tensor]]:
@@ -34,6 +69,7 @@ def _dtype(factors: Factors) -> torch.dtype:
 
 
 # ---------------------------------------------------------------------------------------------- linear algebra
+@_repeatable
 def lowrank_svd(factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
     """Thin SVD of ``[B_1 A_1, ..., B_K A_K]`` (the K updates side by side) from the factors, in float64.
 
@@ -59,6 +95,7 @@ def lowrank_svd(factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[t
     return q_b @ u_c, s, vh
 
 
+@_repeatable
 def sum_svd(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], weights: Sequence[float]) -> tuple[torch.Tensor, ...]:
     """Thin SVD ``(U, S, Vh)`` of ``sum_i w_i B_i A_i`` from the factors (rank at most ``K r``), in float64."""
     b = torch.cat([w * b.double() for (b, _), w in zip(pairs, weights)], dim=1)
@@ -70,6 +107,7 @@ def sum_svd(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], weights: Sequenc
     return q_b @ u_c[:, keep], s[keep], vh_c[keep] @ q_a.T
 
 
+@_repeatable
 def polar(matrix: torch.Tensor) -> torch.Tensor:
     """The nearest matrix with orthonormal columns (or rows, for a wide matrix): ``P Q^T`` from ``M = P S Q^T``."""
     p, _, qh = torch.linalg.svd(matrix, full_matrices=False)
@@ -141,6 +179,7 @@ def _dare(per_layer: dict[str, list[torch.Tensor]], density: float, seed: int) -
 
 
 # ------------------------------------------------------------------------------------------------------ methods
+@_repeatable
 def task_arithmetic(factors: Factors, weights: Sequence[float]) -> Deltas:
     """``sum_i w_i dW_i``: averaging with ``w_i = 1/K``, a scaled sum with ``w_i = lambda``.
 
@@ -155,6 +194,7 @@ def task_arithmetic(factors: Factors, weights: Sequence[float]) -> Deltas:
     return {name: sum(w * b @ a for (b, a), w in zip(pairs, weights)) for name, pairs in factors.items()}
 
 
+@_repeatable
 def ties(factors: Factors, weights: Sequence[float], density: float, majority_sign_method: str = "total") -> Deltas:
     """TIES-Merging on the true updates: keep each task's ``density`` largest-magnitude entries (whole model), elect
     a sign per entry, average the weighted entries that agree with it.
@@ -171,18 +211,21 @@ def ties(factors: Factors, weights: Sequence[float], density: float, majority_si
     return _ties_merge(_full(factors), weights, density, majority_sign_method)
 
 
+@_repeatable
 def dare_linear(factors: Factors, weights: Sequence[float], density: float, seed: int = 0) -> Deltas:
     """DARE then a weighted sum: every entry kept with probability ``density`` and rescaled by ``1 / density``."""
     dropped = _dare(_full(factors), density, seed)
     return {name: sum(w * t for t, w in zip(tensors, weights)) for name, tensors in dropped.items()}
 
 
+@_repeatable
 def dare_ties(factors: Factors, weights: Sequence[float], density: float, seed: int = 0,
               majority_sign_method: str = "total") -> Deltas:
     """DARE, then TIES's sign election and disjoint mean (no magnitude trimming: DARE already sparsified)."""
     return _ties_merge(_dare(_full(factors), density, seed), weights, 1.0, majority_sign_method, trim=False)
 
 
+@_repeatable
 def magnitude_prune(factors: Factors, weights: Sequence[float], density: float) -> Deltas:
     """Keep each task's ``density`` largest-magnitude entries (whole model), then a weighted sum."""
     rows, layout = _flatten(_full(factors))
@@ -191,6 +234,7 @@ def magnitude_prune(factors: Factors, weights: Sequence[float], density: float) 
     return _unflatten((trimmed * w).sum(0), layout)
 
 
+@_repeatable
 def knots_ties(factors: Factors, weights: Sequence[float], density: float,
                majority_sign_method: str = "total") -> Deltas:
     """KnOTS-TIES (Stoica et al., 2024), as the official code does it.
@@ -214,6 +258,7 @@ def knots_ties(factors: Factors, weights: Sequence[float], density: float,
     return {name: (bases[name] @ merged[name]).to(dtype) for name in factors}
 
 
+@_repeatable
 def tsv(factors: Factors, weights: Sequence[float]) -> Deltas:
     """TSV-Merge (Gargiulo et al., 2025): keep each task's top ``min(m, n) / K`` singular components (all of a
     LoRA update's, whose rank is lower), make the concatenated left and right singular vectors of all tasks
@@ -234,6 +279,7 @@ def tsv(factors: Factors, weights: Sequence[float]) -> Deltas:
     return out
 
 
+@_repeatable
 def iso_c(factors: Factors, weights: Sequence[float]) -> Deltas:
     """Iso-C (Marczak et al., 2025): the weighted sum of the updates with a flat (isotropic) spectrum, every singular
     value replaced by their mean, so no task's directions dominate. For low-rank LoRA sums the spectrum is flattened
@@ -246,6 +292,7 @@ def iso_c(factors: Factors, weights: Sequence[float]) -> Deltas:
     return out
 
 
+@_repeatable
 def iso_cts(factors: Factors, weights: Sequence[float], common_fraction: float = 0.8) -> Deltas:
     """Iso-CTS (Marczak et al., 2025): the top ``common_fraction`` of the weighted sum's singular directions (the
     common subspace) plus, for each task, the top directions of its update with the common subspace projected out

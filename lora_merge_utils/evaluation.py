@@ -4,8 +4,10 @@ scores, and summaries. Scoring a single model lives in :mod:`lora_merge_utils.sc
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,9 @@ from peft import PeftModel
 from torch import nn
 from torch.utils.data import Dataset
 
+from . import adamerging, batches, combine, merging, multitask, scoring, training
 from ._progress import tqdm
+from .artifacts import write_json
 from .merging import MergeSpec, get_merge_method, merge_adapters
 from .multitask import MultiTaskModel
 from .scoring import multitask_correctness, refit_heads
@@ -41,11 +45,6 @@ def code_version() -> str:
     """A hash of the code that turns adapters into merge scores (merging and its methods, the multi-task model,
     batching and scoring): cached scores are valid only for the code that computed them, so editing ``merging.py``
     recomputes."""
-    import inspect
-    import sys
-
-    from . import adamerging, batches, combine, merging, multitask, scoring, training
-
     digest = hashlib.sha256()
     for module in (merging, combine, adamerging, multitask, batches, scoring, training, sys.modules[__name__]):
         digest.update(inspect.getsource(module).encode())
@@ -78,8 +77,6 @@ class ScoreStore:
             return None  # unreadable: computed again and rewritten
 
     def put(self, combo: Sequence[str], spec: MergeSpec, correct: dict[str, str]) -> None:
-        from .artifacts import write_json
-
         write_json(self._path(combo, spec), {"members": list(combo), "method": spec.method,
                                               "params": spec.params_label, "refit_heads": spec.refit_heads,
                                               "correct": correct})

@@ -351,7 +351,7 @@ def merge_adapters(
             kwargs["density"] = float(density)
         if spec.uses_svd_rank:
             kwargs["svd_rank"] = svd_rank
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), combine.one_thread():  # PEFT's svd: same bytes at any thread count
             torch.manual_seed(seed)
             work.add_weighted_adapter(adapters, weights, adapter_name=MERGED_ADAPTER, **kwargs)
         work.set_adapter(MERGED_ADAPTER)

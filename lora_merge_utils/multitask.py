@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -53,6 +55,4 @@ class MultiTaskModel(nn.Module):
 
 
 def _copy(module: nn.Module) -> nn.Module:
-    import copy
-
     return copy.deepcopy(module)

@@ -46,21 +46,14 @@ from .evaluation import (
     summarize_merges,
     without_bits,
 )
-from .merging import MergeSpec
+from .merging import MergeSpec, get_merge_method
 from .profiles import Profile, get_device, get_profile, progress_enabled
 from .scoring import adapter_correctness, head_correctness
 from .stats import Bootstrap, pack
 from .tasks import ImageTask, check_task_name, load_task, subsample
-from .training import TrainResult, extract_features, train_adapter, train_head
+from .training import extract_features, train_adapter, train_head
 
 DEFAULT_METHODS = ("task_arithmetic", "linear")
-
-
-def _curve(result: TrainResult, points: int = 50) -> tuple[list[float], int]:
-    """A training loss curve averaged down to about ``points`` points, and the steps each point covers."""
-    steps = max(1, len(result.loss_curve) // points)
-    curve = result.loss_curve
-    return [round(sum(curve[i:i + steps]) / len(curve[i:i + steps]), 5) for i in range(0, len(curve), steps)], steps
 
 
 @dataclass
@@ -87,6 +80,7 @@ class Study:
         root = Path(root) if root is not None else default_root(profile)
         device = torch.device(device) if device is not None else get_device()
         backbone = create_backbone(profile).to(device)
+        ArtifactStore(root).remove_debris()  # what runs killed mid-save left behind
         return cls(profile, root, backbone, device, progress)
 
     def describe(self) -> str:
@@ -192,9 +186,7 @@ class Study:
         metrics = {
             "task": task,
             "accuracy": round(float(head_correctness(head, *self.features(task, "test")).mean()), DECIMALS),
-            "train_seconds": round(result.seconds, 2),
-            "l2": result.l2,
-            "loss_curve": [round(v, 5) for v in result.loss_curve],
+            **result.record(),
             "backbone": backbone_identity(self.backbone),
             "trainable_parameters": sum(p.numel() for p in head.parameters()),
             "versions": library_versions(),
@@ -233,14 +225,10 @@ class Study:
         correct = adapter_correctness(model, head, "default", self.dataset(task, "test"), **self.eval_kwargs())
         model.cpu()
         head.cpu()
-        curve, steps = _curve(result)
         metrics = {
             "task": task,
             "accuracy": round(float(correct.mean()), DECIMALS),
-            "train_seconds": round(result.seconds, 2),
-            "train_images_per_second": round(result.images_per_second, 1),
-            "loss_curve": curve,
-            "loss_curve_step": steps,
+            **result.record(points=50),
             "seed": self.seed_of(task, seed),
             "seed_index": seed,
             "backbone": backbone_identity(self.backbone),
@@ -313,8 +301,6 @@ class Study:
     def merge_inputs(self, specs: list[MergeSpec]) -> MergeInputs:
         """The images some specs need: unlabeled validation images for AdaMerging, labelled training images for
         refitted heads (as many as the profile's budget allows) with each baseline head's validated L2 penalty."""
-        from .merging import get_merge_method
-
         inputs = MergeInputs(num_classes={t: self.task(t).num_classes for t in self.profile.tasks},
                              settings=self.profile.train)
         budget = self.profile.budget

@@ -551,11 +551,6 @@ LOADERS: dict[type, Callable[[Profile, str], ImageTask]] = {GeneratedData: _load
 """How each kind of :attr:`Profile.data` becomes tasks."""
 
 
-def task_names(profile: Profile | str | None = None) -> tuple[str, ...]:
-    """The profile's six task names, in table order."""
-    return get_profile(profile).tasks
-
-
 def check_task_name(profile: Profile, name: str) -> None:
     """Raise a ``ValueError`` listing the valid names if ``name`` is not one of the profile's tasks."""
     if name not in profile.tasks:

@@ -66,6 +66,29 @@ class TrainResult:
     def images_per_second(self) -> float:
         return self.images_seen / self.seconds if self.seconds else float("nan")
 
+    def downsampled_curve(self, points: int = 50) -> tuple[list[float], int]:
+        """The loss curve averaged down to about ``points`` points (rounded to 5 decimals), and the number of steps
+        each point covers."""
+        steps = max(1, len(self.loss_curve) // points)
+        curve = self.loss_curve
+        return [round(sum(curve[i:i + steps]) / len(curve[i:i + steps]), 5) for i in range(0, len(curve), steps)], steps
+
+    def record(self, points: int | None = None) -> dict:
+        """The training fields of a saved ``metrics.json``: time, loss curve and, when chosen, the L2 penalty.
+
+        ``points=None`` keeps every step of the curve (a head's fit: a few dozen L-BFGS steps); an adapter's curve
+        of thousands of steps is averaged down to about ``points`` points, with the steps each covers and the
+        training throughput."""
+        fields: dict = {"train_seconds": round(self.seconds, 2)}
+        if points is None:
+            fields["loss_curve"] = [round(v, 5) for v in self.loss_curve]
+        else:
+            fields["train_images_per_second"] = round(self.images_per_second, 1)
+            fields["loss_curve"], fields["loss_curve_step"] = self.downsampled_curve(points)
+        if self.l2 is not None:
+            fields["l2"] = self.l2
+        return fields
+
 
 def _fit_logistic(z: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int,
                   start: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple:

@@ -12,18 +12,13 @@ for _name in ("LORA_BOOK_PROFILE", "LORA_BOOK_DATA_DIR", "LORA_BOOK_BACKBONE_FIL
               "LORA_BOOK_ARTIFACTS", "LORA_BOOK_HUB_MIRROR"):
     os.environ.pop(_name, None)
 
-import copy  # noqa: E402
-from pathlib import Path  # noqa: E402
-
 import pytest  # noqa: E402
-import torch  # noqa: E402
-from peft import LoraConfig, get_peft_model  # noqa: E402
 from torch import nn  # noqa: E402
 
 from lora_merge_utils import TINY, create_backbone  # noqa: E402
-from lora_merge_utils.artifacts import save_adapter  # noqa: E402
-from lora_merge_utils.backbone import backbone_identity  # noqa: E402
 from lora_merge_utils.profiles import GeneratedData, TrainSettings  # noqa: E402
+
+from .helpers import make_random_adapter  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -47,17 +42,6 @@ def mini_profile():
         train=TrainSettings(head_l2=(1e-3, 1e-1), adapter_epochs=1, batch_size=32, eval_batch_size=128),
         seeds=2,
     )
-
-
-def make_random_adapter(backbone: nn.Module, directory: Path, seed: int, rank: int = 4, num_classes: int = 3,
-                        target_modules: str | None = None) -> Path:
-    """Save an adapter with random (non-zero) A and B factors, as training would leave it, plus a head."""
-    torch.manual_seed(seed)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, init_lora_weights=False,
-                        target_modules=target_modules or TINY.lora.target_modules)
-    model = get_peft_model(copy.deepcopy(backbone), config)
-    head = nn.Linear(backbone.num_features, num_classes)
-    return save_adapter(model, head, {"backbone": backbone_identity(backbone), "accuracy": 0.5}, directory)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from peft import PeftModel
 from lora_merge_utils import TINY, create_backbone, load_adapters
 from lora_merge_utils.artifacts import ArtifactStore, atomic_dir, check_adapter_dir
 
-from .conftest import make_random_adapter
+from .helpers import make_random_adapter
 
 
 def test_saved_adapter_is_plain_peft_format_and_round_trips(backbone, tmp_path, random_adapters):
@@ -53,6 +53,67 @@ def test_a_save_killed_between_its_two_renames_keeps_the_previous_version(tmp_pa
     random_adapters["a"].rename(old)
     assert store.has_adapter("digits", 0), "the previous, whole version is put back"
     assert not old.exists() and check_adapter_dir(final)["accuracy"] == 0.5
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited (it could be reused, but not within a test)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def _contents(root) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_leftovers_of_killed_saves_are_removed_and_nothing_whole_is_touched(tmp_path, random_adapters):
+    import os
+    import time
+
+    from lora_merge_utils.artifacts import remove_debris, training_lock, write_json
+
+    root = tmp_path / "root"
+    store = ArtifactStore(root)
+    for seed, name in enumerate(["a", "b", "c"]):
+        store.adapter_dir("digits", seed).parent.mkdir(parents=True, exist_ok=True)
+        random_adapters[name].rename(store.adapter_dir("digits", seed))
+    write_json(store.results_dir / "scores" / "abc.json", {"correct": {}})
+    whole = _contents(root)
+    dead, parent = _dead_pid(), store.adapter_dir("digits", 0).parent
+    # What kills leave: a half-assembled adapter folder and half-written files of a dead process...
+    half = parent / f".seed-3.{dead}.k2j4h1_x.tmp"
+    half.mkdir()
+    (half / "adapter_model.safetensors").write_bytes(b"half")
+    debris = [half, store.results_dir / f".merges.csv.{dead}.abcd1234.tmp",
+              store.results_dir / "scores" / f".f00.json.{dead}.qwer5678.tmp"]
+    for path in debris[1:]:
+        path.write_text("half")
+    # ...a temporary name of an older version (no process id), long stale...
+    stale = store.results_dir / ".singles.csv.zxcv0987.tmp"
+    stale.write_text("half")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    # ...and the moved-aside copy of a folder that was replaced, killed before it was deleted.
+    replaced = parent / ".seed-1.old"
+    replaced.mkdir()
+    (replaced / "metrics.json").write_text("{}")
+    # Writers that are alive (this process), and fresh temporary names without a process id, are left alone.
+    alive = [store.results_dir / f".summary.csv.{os.getpid()}.tyui4567.tmp", store.results_dir / ".x.csv.ghjk.tmp"]
+    for path in alive:
+        path.write_text("being written")
+
+    assert set(store.remove_debris()) == {*debris, stale}, "opening a store removes dead writers' files"
+    assert replaced.exists(), "an .old copy is left to the holder of the training lock"
+    with training_lock(root):
+        assert not replaced.exists()
+    assert all(path.exists() for path in alive)
+    for path in alive:
+        path.unlink()
+    (root / ".training.lock").unlink()
+    assert _contents(root) == whole, "every whole file is as it was, and nothing else is left"
+    assert remove_debris(root) == []
 
 
 def test_saved_folders_get_the_usual_permissions(tmp_path):

@@ -12,7 +12,8 @@ def test_every_command_has_help(command, capsys):
         build_parser().parse_args([command, "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage:") and len(out.splitlines()[2]) > 40, "each command describes itself"
+    usage, description = out.split("\n\n")[:2]  # the usage lines wrap differently with the length of the name
+    assert usage.startswith("usage:") and len(description) > 40, "each command describes itself"
 
 
 def test_list_names_tasks_and_methods(capsys):
@@ -37,3 +38,12 @@ def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "lora_merge_utils", "list"], capture_output=True, text=True,
                             check=True)
     assert "profile tiny" in result.stdout
+
+
+def test_usage_names_the_command_as_it_was_invoked(capsys):
+    result = subprocess.run([sys.executable, "-m", "lora_merge_utils", "--help"], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.startswith("usage: python -m lora_merge_utils ")
+    with pytest.raises(SystemExit):
+        main(["--help"])  # what the installed `lora-merge` script calls
+    assert capsys.readouterr().out.startswith("usage: lora-merge ")

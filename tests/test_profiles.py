@@ -23,7 +23,11 @@ def test_default_profile_follows_environment(monkeypatch):
     monkeypatch.setenv("LORA_BOOK_PROFILE", "full")
     assert get_profile(None) is FULL
     monkeypatch.delenv("LORA_BOOK_PROFILE")
-    assert default_profile_name() == "tiny"  # no Colab, no GPU here
+    # Whatever machine runs the tests (Colab included): the default follows the runtime.
+    monkeypatch.setattr("lora_merge_utils.profiles._running_on_colab_gpu", lambda: False)
+    assert default_profile_name() == "tiny"
+    monkeypatch.setattr("lora_merge_utils.profiles._running_on_colab_gpu", lambda: True)
+    assert default_profile_name() == "full"
 
 
 def test_similar_pairs_are_tasks_of_the_profile():

@@ -16,9 +16,21 @@ def test_merge_combinations_of_six_tasks():
 
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory, mini_profile):
+    """One run of the grid, shared by the tests of this module: they only read it (a test that changes artifacts
+    works on :func:`own_root`), so they pass in any order."""
     root = tmp_path_factory.mktemp("study")
     first = run_study(mini_profile, root, methods=("task_arithmetic", "linear"), progress=False)
     return root, first
+
+
+@pytest.fixture
+def own_root(study_run, tmp_path):
+    """A private copy of the shared run's folder, for a test that deletes or adds artifacts."""
+    import shutil
+
+    root = tmp_path / "study"
+    shutil.copytree(study_run[0], root)
+    return root
 
 
 def test_run_study_writes_the_tables(study_run, mini_profile):
@@ -53,8 +65,8 @@ def test_second_run_reuses_artifacts_and_gives_identical_tables(study_run, mini_
         assert (root / "results" / name).read_text() == text, f"{name} differs between runs"
 
 
-def test_a_killed_adapter_is_retrained(study_run, mini_profile):
-    root, _ = study_run
+def test_a_killed_adapter_is_retrained(own_root, mini_profile):
+    root = own_root
     (root / "adapters" / "shapes" / "seed-0" / "metrics.json").unlink()  # as if killed before the last file
     study = Study.open(mini_profile, root, progress=False)
     assert not study.store.has_adapter("shapes") and study.store.has_adapter("shapes", seed=1)
@@ -71,10 +83,11 @@ def test_summary_and_pairwise_matrix(study_run, mini_profile):
     assert matrix.isna().values.diagonal().all() and matrix.notna().sum().sum() == 6
 
 
-def test_merge_scores_are_cached_per_merge_and_shared_between_requests(study_run, mini_profile, monkeypatch):
+def test_merge_scores_are_cached_per_merge_and_shared_between_requests(study_run, own_root, mini_profile,
+                                                                       monkeypatch):
     from lora_merge_utils.workload import work_done
 
-    root, tables = study_run
+    root, tables = own_root, study_run[1]
     study = Study.open(mini_profile, root, progress=False)
     singles = tables["singles"]
     start = work_done()["merges"]

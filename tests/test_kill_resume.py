@@ -1,0 +1,100 @@
+"""A run killed with SIGKILL (no cleanup code runs) mid-training and mid-grid resumes to the same bytes.
+
+Real processes of ``python -m lora_merge_utils run``, on a shrunk tiny profile (three tasks, few training images, one
+epoch, one seed: about ten seconds a run on one core), so that the whole test takes about a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+OVERRIDES = {"tasks": ["digits", "shapes", "gratings"], "seeds": 1, "data.train_per_class": 20,
+             "data.val_per_class": 5, "data.test_per_class": 5, "train.adapter_epochs": 1}
+METHODS = ["task_arithmetic", "tsv"]  # tsv decomposes (SVD): its bytes are pinned too
+TIMING = ("train_seconds", "train_images_per_second")
+"""The only recorded fields that may differ between runs: how long training took."""
+
+
+def _command(out: Path) -> list[str]:
+    return [sys.executable, "-m", "lora_merge_utils", "run", "--profile", "tiny", "--out", str(out), "--quiet",
+            "--methods", *METHODS]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, LORA_BOOK_OVERRIDES=json.dumps(OVERRIDES), LORA_BOOK_PROGRESS="0", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return env
+
+
+def _run(out: Path) -> None:
+    result = subprocess.run(_command(out), env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _kill_when(out: Path, ready, what: str) -> None:
+    """Start a run and SIGKILL it as soon as ``ready(out)`` holds; it must still have been running."""
+    process = subprocess.Popen(_command(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not ready(out):
+        if process.poll() is not None:
+            pytest.fail(f"the run ended (exit {process.returncode}) before it was {what}: "
+                        f"{process.stderr.read().decode()[-2000:]}")
+        assert time.monotonic() < deadline, f"the run was never {what}"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    process.stderr.close()
+    assert process.returncode == -signal.SIGKILL, f"the run finished before it could be killed {what}"
+
+
+def _training(out: Path) -> bool:
+    """The first adapter is saved; the others are still to train."""
+    return (out / "adapters" / "digits" / "seed-0" / "metrics.json").is_file()
+
+
+def _in_grid(out: Path) -> bool:
+    """Every adapter is saved; the tables are not written yet."""
+    return (out / "adapters" / "gratings" / "seed-0" / "metrics.json").is_file()
+
+
+def _record(out: Path) -> dict[str, bytes | dict]:
+    """Every file that should be the same from run to run: weights, configs, tables; metrics less their timings."""
+    record: dict[str, bytes | dict] = {}
+    for path in sorted(out.rglob("*")):
+        name = str(path.relative_to(out))
+        if path.suffix in (".safetensors", ".csv") or path.name == "adapter_config.json":
+            record[name] = path.read_bytes()
+        elif path.name == "metrics.json":
+            record[name] = {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING}
+    return record
+
+
+def _debris(out: Path) -> list[str]:
+    return [str(p) for p in out.rglob("*") if p.name.endswith((".tmp", ".old"))]
+
+
+def test_a_run_killed_mid_training_and_mid_grid_resumes_to_the_same_bytes(tmp_path):
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    _run(reference)
+    _kill_when(resumed, _training, "killed mid-training")
+    assert not (resumed / "results").exists()
+    _kill_when(resumed, lambda out: _in_grid(out) and _training(out), "killed mid-grid")
+    assert not (resumed / "results" / "merges.csv").exists()
+    _run(resumed)
+
+    expected, got = _record(reference), _record(resumed)
+    assert sorted(got) == sorted(expected)
+    assert {name for name in expected if name.startswith("results/")} >= {
+        "results/singles.csv", "results/merges.csv", "results/summary.csv"}
+    differ = [name for name in expected if got[name] != expected[name]]
+    assert not differ, f"not the same as an uninterrupted run: {differ}"
+    assert _debris(resumed) == [] and _debris(reference) == []
