@@ -12,6 +12,8 @@ for _name in ("LORA_BOOK_PROFILE", "LORA_BOOK_DATA_DIR", "LORA_BOOK_BACKBONE_FIL
               "LORA_BOOK_ARTIFACTS", "LORA_BOOK_HUB_MIRROR"):
     os.environ.pop(_name, None)
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 from torch import nn  # noqa: E402
 
