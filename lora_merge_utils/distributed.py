@@ -161,10 +161,9 @@ def run_study_scaled(profile: Profile | str | None = "tiny", out: Path | str | N
             raise SystemExit(2)
         if (heads or adapters) and not state.is_main_process:
             lock.enter_context(lock_held_by_launch(study.root))
-        together(state, lambda: [study.ensure_head(task) for task in
-                                 tqdm(deal(state, heads), desc="baselines", disable=not study.progress)])
-        together(state, lambda: [study.ensure_adapter(task, seed) for task, seed in
-                                 tqdm(deal(state, adapters), desc="adapters", disable=not study.progress)])
+        together(state, lambda: _train_share(study, deal(state, heads), "baselines", study.ensure_head))
+        together(state, lambda: _train_share(study, deal(state, adapters), "adapters",
+                                             lambda job: study.ensure_adapter(*job)))
 
     parts = together(state, lambda: [(seed, study.singles_table(seeds=seed)) for seed in deal(state, seeds)])
     singles = pd.concat([table for _, table in sorted((p for share in parts for p in share), key=lambda p: p[0])],
@@ -183,6 +182,13 @@ def run_study_scaled(profile: Profile | str | None = "tiny", out: Path | str | N
         return None
     merges = study.merges_table(singles, methods=methods, cache=True)  # every cell is in the store by now
     return write_results(study, singles, merges, methods)
+
+
+def _train_share(study: Study, share: list, label: str, train: Callable[[Any], object]) -> int:
+    """Train (or check) this process's jobs; only their number travels back, not the weights."""
+    for job in tqdm(share, desc=f"{label} (this process's share)", disable=not study.progress):
+        train(job)
+    return len(share)
 
 
 def _score_share(study: Study, singles: pd.DataFrame, share: list) -> int:
