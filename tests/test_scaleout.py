@@ -128,6 +128,25 @@ def test_a_launch_killed_mid_grid_leaves_no_table_and_the_next_one_completes_it(
         assert (root / "results" / name).read_bytes() == (base / "one" / "results" / name).read_bytes(), name
 
 
+def test_a_launch_into_a_folder_another_run_is_training_into_is_refused(runs, tmp_path):
+    """The launch's main process asks for the folder's lock before anyone trains: held by another run (this test
+    process), the launch stops with one clear line and trains nothing."""
+    fcntl = pytest.importorskip("fcntl")
+    base, _, _ = runs
+    root = tmp_path / "busy"
+    root.mkdir()
+    fd = os.open(root / ".training.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, str(os.getpid()).encode())
+        refused = subprocess.run(_launch(base, root), env=_env(base), capture_output=True, text=True, timeout=600)
+    finally:
+        os.close(fd)
+    assert refused.returncode != 0
+    assert refused.stderr.count(f"error: Another run (process {os.getpid()}) is training into") == 1, refused.stderr
+    assert not (root / "heads").exists() and not (root / "adapters").exists()
+
+
 def test_the_processes_of_one_launch_share_its_lock_and_others_are_still_refused(tmp_path):
     """The launch's main process holds the folder's training lock (here, a lock taken on another descriptor, as
     another process would): the launch's other processes may train under it; anything else is refused."""
