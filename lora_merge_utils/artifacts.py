@@ -134,6 +134,23 @@ def training_lock(root: Path) -> Iterator[None]:
             _HELD[root] = (fd, _HELD[root][1] - 1)
 
 
+@contextmanager
+def lock_held_by_launch(root: Path) -> Iterator[None]:
+    """For the other processes of one ``accelerate launch``: their main process holds ``root``'s training lock for
+    all of them, so :func:`training_lock` lets them train into ``root`` (each its own jobs) instead of refusing its
+    own launch. Enter it only after the main process has taken the lock; a run launched separately is still
+    refused by that lock."""
+    root = Path(root).resolve()
+    if root in _HELD:  # this process holds the lock itself
+        yield
+        return
+    _HELD[root] = (-1, 1)  # no descriptor of our own: the launch's main process holds the file lock
+    try:
+        yield
+    finally:
+        del _HELD[root]
+
+
 def recover_interrupted(final: Path) -> None:
     """Put back the previous version of a directory when a run was killed between :func:`atomic_dir`'s two renames
     (``final`` moved aside to ``.<name>.old``, the new one not yet in place): that version is whole."""

@@ -42,7 +42,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the whole study: baselines, adapters, all pairs and triples, tables",
                               description="Train what is missing, then evaluate single adapters and every pair and "
                                           "triple merge; write results/singles.csv, merges.csv, summary.csv and "
-                                          "heatmaps under --out, and print a summary.")
+                                          "heatmaps under --out, and print a summary. Under `accelerate "
+                                          "launch ... -m lora_merge_utils run` the processes share the work and "
+                                          "write the same tables (see book/scaling.md).")
     _common(run)
     run.add_argument("--methods", nargs="+", default=["task_arithmetic", "linear"], choices=list(MERGE_METHODS),
                      help="merge methods to compare (default: task_arithmetic linear)")
@@ -121,13 +123,18 @@ def _print(title: str, table: pd.DataFrame) -> None:
 
 def _run(args) -> None:
     from .artifacts import default_root
+    from .distributed import launched_processes, run_study_scaled
     from .study import run_study
 
     start = time.perf_counter()
     profile = args.resolved_profile
     out = args.out or default_root(profile)
-    tables = run_study(profile, out, methods=tuple(args.methods), device=args.device,
+    # Under `accelerate launch` every process does its share and the main one writes and prints the tables.
+    scale_out = run_study_scaled if launched_processes() > 1 else run_study
+    tables = scale_out(profile, out, methods=tuple(args.methods), device=args.device,
                        progress=False if args.quiet else None)
+    if tables is None:  # another process of the launch: the main process reports
+        return
     _print("Single adapters against the head-only baseline (test accuracy):", tables["singles"])
     _print("Merges (normalized accuracy = merged / single adapter):", tables["summary"])
     print(f"\nResults in {Path(out) / 'results'} ({time.perf_counter() - start:.0f} s)")

@@ -331,10 +331,7 @@ class Study:
         inputs = None
         tables = []
         for seed in wanted:
-            scores = None
-            if cache:
-                context = json.dumps([split, images, self.adapters_fingerprint(seed), code_version()])
-                scores = ScoreStore(self.store.results_dir / "scores", context)
+            scores = self.score_store(seed, split, images) if cache else None
             missing = scores is None or any(scores.get(c, s) is None for c in combos for s in specs)
             seed_model, seed_heads = (model, heads) if len(wanted) == 1 else (None, None)
             if seed_model is None and missing:
@@ -351,6 +348,12 @@ class Study:
                 device=e["device"], batch_size=e["batch_size"], amp=e["amp"], num_workers=e["num_workers"],
                 progress=self.progress, scores=scores, inputs=inputs, seed=seed))
         return pd.concat(tables, ignore_index=True)
+
+    def score_store(self, seed: int = 0, split: str = "test", images: int | None = None) -> ScoreStore:
+        """Where :meth:`merges_table` caches the merges of one seed's adapters scored on ``split``/``images``: valid
+        for these adapters' contents and this scoring code only."""
+        context = json.dumps([split, images, self.adapters_fingerprint(seed), code_version()])
+        return ScoreStore(self.store.results_dir / "scores", context)
 
     def bootstrap(self, split: str = "test", images: int | None = None, replicates: int = 1000, seed: int = 0,
                   resample_tasks: bool = True) -> Bootstrap:
@@ -394,8 +397,6 @@ def run_study(profile: Profile | str | None = "tiny", out: Path | str | None = N
 
     Returns ``{"singles": ..., "merges": ..., "summary": ...}``; writes them under ``<out>/results``.
     """
-    from .plots import pairwise_heatmap
-
     study = Study.open(profile, out, device=device, progress=progress)
     for task in tqdm(study.profile.tasks, desc="baselines", disable=not study.progress):
         study.ensure_head(task)
@@ -404,6 +405,16 @@ def run_study(profile: Profile | str | None = "tiny", out: Path | str | None = N
             study.ensure_adapter(task, seed)
     singles = study.singles_table()
     merges = study.merges_table(singles, methods=methods)
+    return write_results(study, singles, merges, methods)
+
+
+def write_results(study: Study, singles: pd.DataFrame, merges: pd.DataFrame,
+                  methods=DEFAULT_METHODS) -> dict[str, pd.DataFrame]:
+    """Summarise the grid and write ``singles.csv``, ``merges.csv``, ``summary.csv`` and one heatmap per method
+    under ``<root>/results``, each atomically: the one writer of the study's tables, whether one process computed
+    them or several (:mod:`lora_merge_utils.distributed`)."""
+    from .plots import pairwise_heatmap
+
     summary = summarize_merges(merges)
     results = study.store.results_dir
     save_table(singles, results / "singles.csv")
