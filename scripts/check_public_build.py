@@ -3,9 +3,9 @@
     python scripts/check_public_build.py _build/html
 
 For each chapter, every solution cell (tagged ``solution`` in ``notebooks/*.ipynb``) is looked for in the chapter's
-rendered page, as text (so syntax highlighting cannot hide a match): each line of its source and of its text output
-long enough to be telling, and each of its images, byte for byte. Lines that also occur outside the solutions of that
-chapter are not telling and are skipped.
+rendered page, as text (so syntax highlighting cannot hide a match): each line of its source and each line of its
+text output that holds a number, when long enough to be telling, and each of its images, byte for byte. Lines that also occur (even as part of a line) outside the
+solutions of that chapter are not telling and are skipped.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ MIN_LENGTH = 16
 
 
 def _text_lines(cell) -> list[str]:
+    """The telling lines of a cell: its source, and the lines of its text output that hold a number (a table's
+    header row, say, can also head another cell's table; the numbers are the answer)."""
     lines = cell.source.splitlines()
     for output in cell.get("outputs", []):
         text = output.get("text") or output.get("data", {}).get("text/plain", "")
-        lines += "".join(text).splitlines()
+        lines += [line for line in "".join(text).splitlines() if any(ch.isdigit() for ch in line)]
     return [" ".join(line.split()) for line in lines]
 
 
@@ -38,10 +40,11 @@ def _images(cell) -> list[bytes]:
 def solution_leaks(notebook, page: Path) -> list[str]:
     """What of ``notebook``'s solutions is on the rendered ``page`` (empty when nothing is)."""
     solutions = [c for c in notebook.cells if "solution" in c.metadata.get("tags", [])]
-    others = {line for c in notebook.cells if c not in solutions for line in _text_lines(c)}
-    others |= {" ".join(line.split()) for c in notebook.cells if c not in solutions for line in c.source.splitlines()}
+    rest = [c for c in notebook.cells if c not in solutions]
+    others = "\n".join([line for c in rest for line in _text_lines(c)]
+                       + [" ".join(line.split()) for c in rest for line in c.source.splitlines()])
     soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
-    text = " ".join(soup.get_text(" ").split())
+    text = " ".join(soup.get_text().split())  # no separator: highlighted code is many spans of one line
     leaks = []
     for cell in solutions:
         for line in _text_lines(cell):

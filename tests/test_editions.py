@@ -95,13 +95,13 @@ def test_public_build_check_finds_a_solution_on_a_page(tmp_path):
     notebook = nbformat.v4.new_notebook()
     solution = nbformat.v4.new_code_cell("answer_9 = sorted(something_long_enough)")
     solution.metadata["tags"] = ["solution", "remove-cell"]
-    solution.outputs = [nbformat.v4.new_output("stream", name="stdout", text="the secret ranking: a, b, c\n")]
+    solution.outputs = [nbformat.v4.new_output("stream", name="stdout", text="the secret ranking: a 0.91, b 0.87\n")]
     notebook.cells = [nbformat.v4.new_markdown_cell("### Exercise"), solution]
     page = tmp_path / "page.html"
     page.write_text("<html><body><h3>Exercise</h3></body></html>")
     assert PUBLIC.solution_leaks(notebook, page) == []
-    page.write_text("<pre><span>the secret</span> <span>ranking: a, b, c</span></pre>")
-    assert PUBLIC.solution_leaks(notebook, page) == ["solution ?: 'the secret ranking: a, b, c'"]
+    page.write_text("<pre><span>the secret</span> <span>ranking: a 0.91, b 0.87</span></pre>")
+    assert PUBLIC.solution_leaks(notebook, page) == ["solution ?: 'the secret ranking: a 0.91, b 0.87'"]
 
 
 def test_instructor_edition_shows_every_solution_with_its_output():
@@ -122,6 +122,25 @@ def test_public_book_builds_and_no_solution_reaches_it(public_book):
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "no solution code or output on the 8 chapter pages" in check.stdout
+
+
+@pytest.mark.parametrize("edition", ["instructor", "student"])
+def test_edition_builds_with_warnings_as_errors(edition, tmp_path):
+    """`make instructor` and `make student` build (-W); the leak check, run on the instructor edition, finds the
+    solutions of every chapter there (so its silence on the public book means something)."""
+    build = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_edition.py"), edition, "--out",
+                            str(tmp_path)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    html = tmp_path / "_build" / "html"
+    if edition == "instructor":
+        check = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_public_build.py"), str(html)],
+                               capture_output=True, text=True)
+        assert check.returncode != 0
+        leaked = {line.split(".ipynb")[0].strip() for line in check.stderr.splitlines()[1:]}
+        assert leaked == {p.stem for p in CHAPTERS}
+    else:
+        assert (html / "notebooks" / "student" / f"{CHAPTERS[3].stem}.html").exists()
+        assert not (html / "book" / "conclusions.html").exists(), "the results page is not in the student edition"
 
 
 def test_grading_a_folder_gives_each_submission_its_score(tmp_path, monkeypatch):
