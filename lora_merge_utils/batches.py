@@ -34,8 +34,10 @@ class InMemoryImages(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
-            raise ValueError(f"InMemoryImages needs uint8 [N, 3, H, W] images and N labels, got {images.dtype} "
-                             f"{tuple(images.shape)} and {len(labels)} labels.")
+            raise ValueError(
+                f"InMemoryImages needs uint8 [N, 3, H, W] images and N labels, got {images.dtype} "
+                f"{tuple(images.shape)} and {len(labels)} labels."
+            )
         self.images = images
         self.labels = labels.long()
 
@@ -43,7 +45,7 @@ class InMemoryImages(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        return normalize(self.images[index:index + 1])[0], int(self.labels[index])
+        return normalize(self.images[index : index + 1])[0], int(self.labels[index])
 
 
 class _Raw(Dataset):
@@ -86,22 +88,29 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=num_workers, persistent_workers=False)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+        persistent_workers=False,
+    )
 
 
-def iterate_batches(dataset: Dataset, batch_size: int, device: torch.device,
-                    num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def iterate_batches(
+    dataset: Dataset, batch_size: int, device: torch.device, num_workers: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(normalised images on device, labels on CPU)`` in dataset order: sliced from memory when the dataset is in
     memory (``uint8`` images cross to the device and are normalised there), else from a DataLoader."""
     if isinstance(dataset, InMemoryImages):
         for start in range(0, len(dataset), batch_size):
-            images = dataset.images[start:start + batch_size].to(device, non_blocking=True)
-            yield normalize(images), dataset.labels[start:start + batch_size]
+            images = dataset.images[start : start + batch_size].to(device, non_blocking=True)
+            yield normalize(images), dataset.labels[start : start + batch_size]
     elif isinstance(dataset, TensorDataset):
         x_all, y_all = dataset.tensors[:2]
         for start in range(0, len(dataset), batch_size):
-            yield x_all[start:start + batch_size].to(device, non_blocking=True), y_all[start:start + batch_size]
+            yield x_all[start : start + batch_size].to(device, non_blocking=True), y_all[start : start + batch_size]
     else:
         for x, y in make_loader(dataset, batch_size, shuffle=False, num_workers=num_workers):
             count("decoded", len(y))

@@ -19,8 +19,9 @@ def _sync(device: torch.device | None) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], object], warmup: int = 3, repeats: int = 20,
-              device: torch.device | None = None) -> dict[str, float]:
+def time_call(
+    fn: Callable[[], object], warmup: int = 3, repeats: int = 20, device: torch.device | None = None
+) -> dict[str, float]:
     """Seconds per call of ``fn``: ``median``, ``p10``, ``p90`` (and ``mean``) over ``repeats`` timed calls after
     ``warmup`` untimed ones. Runs under ``torch.inference_mode``; synchronises CUDA around each call."""
     if repeats < 1:
@@ -40,8 +41,13 @@ def time_call(fn: Callable[[], object], warmup: int = 3, repeats: int = 20,
     return {"median": statistics.median(times), "p10": q[0], "p90": q[-1], "mean": statistics.fmean(times)}
 
 
-def interleaved_timings(calls: dict[str, tuple[Callable[[], object], int]], rounds: int = 20, warmup: int = 3,
-                        device: torch.device | None = None, seed: int = 0) -> pd.DataFrame:
+def interleaved_timings(
+    calls: dict[str, tuple[Callable[[], object], int]],
+    rounds: int = 20,
+    warmup: int = 3,
+    device: torch.device | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Seconds of each call, once per round, the calls in a new random order every round (after ``warmup`` untimed
     rounds), so that a drift of the machine (another process, clock changes) hits every call alike and a ratio of
     two calls can be paired by round. ``calls`` maps a name to ``(function, images it processes)``.

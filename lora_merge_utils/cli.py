@@ -20,11 +20,18 @@ any order. `run` does everything; the others do one thing at a time."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default=None, choices=sorted(PROFILES),
-                        help="tiny: offline CPU; full: Colab GPU (default: $LORA_BOOK_PROFILE, else full on a Colab "
-                             "GPU, else tiny)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="artifact root (default: $LORA_BOOK_ARTIFACTS/<profile>, else artifacts/<profile>)")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        choices=sorted(PROFILES),
+        help="tiny: offline CPU; full: Colab GPU (default: $LORA_BOOK_PROFILE, else full on a Colab GPU, else tiny)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="artifact root (default: $LORA_BOOK_ARTIFACTS/<profile>, else artifacts/<profile>)",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -35,78 +42,116 @@ PROG = "lora-merge"
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The command line's parser; ``prog`` is how usage and error lines name the command."""
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="the whole study: baselines, adapters, all pairs and triples, tables",
-                              description="Train what is missing, then evaluate single adapters and every pair and "
-                                          "triple merge; write results/singles.csv, merges.csv, summary.csv and "
-                                          "heatmaps under --out, and print a summary. Under `accelerate "
-                                          "launch ... -m lora_merge_utils run` the processes share the work and "
-                                          "write the same tables (see book/scaling.md).")
+    run = commands.add_parser(
+        "run",
+        help="the whole study: baselines, adapters, all pairs and triples, tables",
+        description="Train what is missing, then evaluate single adapters and every pair and "
+        "triple merge; write results/singles.csv, merges.csv, summary.csv and "
+        "heatmaps under --out, and print a summary. Under `accelerate "
+        "launch ... -m lora_merge_utils run` the processes share the work and "
+        "write the same tables (see book/scaling.md).",
+    )
     _common(run)
-    run.add_argument("--methods", nargs="+", default=["task_arithmetic", "linear"], choices=list(MERGE_METHODS),
-                     help="merge methods to compare (default: task_arithmetic linear)")
+    run.add_argument(
+        "--methods",
+        nargs="+",
+        default=["task_arithmetic", "linear"],
+        choices=list(MERGE_METHODS),
+        help="merge methods to compare (default: task_arithmetic linear)",
+    )
 
-    head = commands.add_parser("train-head", help="train (or load) the head-only baseline of one task",
-                               description="Frozen backbone + linear head for one task; saved under heads/<task>/.")
+    head = commands.add_parser(
+        "train-head",
+        help="train (or load) the head-only baseline of one task",
+        description="Frozen backbone + linear head for one task; saved under heads/<task>/.",
+    )
     _common(head)
     head.add_argument("--task", required=True)
     head.add_argument("--retrain", action="store_true", help="train again even if saved")
 
-    adapter = commands.add_parser("train-adapter", help="train (or load) the LoRA adapter of one task",
-                                  description="One LoRA adapter + its own head for one task, saved in PEFT format "
-                                              "under adapters/<task>/.")
+    adapter = commands.add_parser(
+        "train-adapter",
+        help="train (or load) the LoRA adapter of one task",
+        description="One LoRA adapter + its own head for one task, saved in PEFT format under adapters/<task>/.",
+    )
     _common(adapter)
     adapter.add_argument("--task", required=True)
     adapter.add_argument("--retrain", action="store_true", help="train again even if saved")
 
-    evaluate = commands.add_parser("evaluate", help="test accuracy of one task's head baseline and adapter",
-                                   description="Score one task's head-only baseline and its single adapter.")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="test accuracy of one task's head baseline and adapter",
+        description="Score one task's head-only baseline and its single adapter.",
+    )
     _common(evaluate)
     evaluate.add_argument("--task", required=True)
 
-    merge = commands.add_parser("merge", help="merge some adapters and score each member task",
-                                description="Merge the adapters of the given tasks with one method and score each "
-                                            "member task with its own head, against its single adapter.")
+    merge = commands.add_parser(
+        "merge",
+        help="merge some adapters and score each member task",
+        description="Merge the adapters of the given tasks with one method and score each "
+        "member task with its own head, against its single adapter.",
+    )
     _common(merge)
     merge.add_argument("tasks", nargs="+", help="tasks whose adapters to merge")
     merge.add_argument("--method", default="task_arithmetic", choices=list(MERGE_METHODS))
     merge.add_argument("--weights", type=float, nargs="+", default=None, help="one per task (default: 1/K each)")
     merge.add_argument("--scale", type=float, default=None, help="instead of --weights: the same weight for all")
-    merge.add_argument("--density", type=float, default=None,
-                       help="fraction kept, for ties, dare_*, magnitude_prune, knots_ties and their *_on_factors")
+    merge.add_argument(
+        "--density",
+        type=float,
+        default=None,
+        help="fraction kept, for ties, dare_*, magnitude_prune, knots_ties and their *_on_factors",
+    )
     merge.add_argument("--svd-rank", type=int, default=None, help="rank of the svd merge")
     merge.add_argument("--common-fraction", type=float, default=None, help="iso_cts: share of the common subspace")
     merge.add_argument("--steps", type=int, default=None, help="adamerging: Adam steps")
-    merge.add_argument("--refit-heads", action="store_true",
-                       help="refit each task's head on the merged backbone's features (labelled training images)")
+    merge.add_argument(
+        "--refit-heads",
+        action="store_true",
+        help="refit each task's head on the merged backbone's features (labelled training images)",
+    )
     merge.add_argument("--seed", type=int, default=0, help="seed of DARE's random drop and AdaMerging's batches")
-    merge.add_argument("--adapter-seed", type=int, default=0,
-                       help="which training seed's adapters to merge (0 .. profile seeds - 1)")
+    merge.add_argument(
+        "--adapter-seed", type=int, default=0, help="which training seed's adapters to merge (0 .. profile seeds - 1)"
+    )
 
-    commands.add_parser("list", help="profiles, tasks and merge methods",
-                        description="List the profiles with their tasks, and the merge methods.")
+    commands.add_parser(
+        "list",
+        help="profiles, tasks and merge methods",
+        description="List the profiles with their tasks, and the merge methods.",
+    )
 
-    plan = commands.add_parser("plan", help="expected time of every chapter on a Colab T4",
-                               description="Replay what each chapter does (images decoded, trained and evaluated, "
-                                           "merges) for a profile and print the expected minutes per chapter on a "
-                                           "Colab T4: in order with artifacts kept on Drive, and alone on a fresh "
-                                           "runtime. Estimates, from the throughput figures in "
-                                           "lora_merge_utils.plan.T4.")
+    plan = commands.add_parser(
+        "plan",
+        help="expected time of every chapter on a Colab T4",
+        description="Replay what each chapter does (images decoded, trained and evaluated, "
+        "merges) for a profile and print the expected minutes per chapter on a "
+        "Colab T4: in order with artifacts kept on Drive, and alone on a fresh "
+        "runtime. Estimates, from the throughput figures in "
+        "lora_merge_utils.plan.T4.",
+    )
     plan.add_argument("--profile", default="full", choices=sorted(PROFILES), help="default: full")
 
-    grade = commands.add_parser("grade", help="grade a folder of submitted student notebooks into a CSV",
-                                description="Execute every .ipynb in FOLDER top to bottom (a cell that raises does not "
-                                            "stop it), collect the verdicts of its exercise checks and write one row "
-                                            "per submission to --out: points per checked exercise, empty columns for "
-                                            "the exercises graded by hand, totals and the number of cells that "
-                                            "raised. Set $LORA_BOOK_ARTIFACTS to share trained adapters between "
-                                            "submissions.")
+    grade = commands.add_parser(
+        "grade",
+        help="grade a folder of submitted student notebooks into a CSV",
+        description="Execute every .ipynb in FOLDER top to bottom (a cell that raises does not "
+        "stop it), collect the verdicts of its exercise checks and write one row "
+        "per submission to --out: points per checked exercise, empty columns for "
+        "the exercises graded by hand, totals and the number of cells that "
+        "raised. Set $LORA_BOOK_ARTIFACTS to share trained adapters between "
+        "submissions.",
+    )
     grade.add_argument("folder", type=Path, help="the folder of submitted notebooks")
-    grade.add_argument("--out", dest="csv", type=Path, default=Path("scores.csv"),
-                       help="the CSV to write (default scores.csv)")
+    grade.add_argument(
+        "--out", dest="csv", type=Path, default=Path("scores.csv"), help="the CSV to write (default scores.csv)"
+    )
     grade.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
     return parser
 
@@ -131,8 +176,9 @@ def _run(args) -> None:
     out = args.out or default_root(profile)
     # Under `accelerate launch` every process does its share and the main one writes and prints the tables.
     scale_out = run_study_scaled if launched_processes() > 1 else run_study
-    tables = scale_out(profile, out, methods=tuple(args.methods), device=args.device,
-                       progress=False if args.quiet else None)
+    tables = scale_out(
+        profile, out, methods=tuple(args.methods), device=args.device, progress=False if args.quiet else None
+    )
     if tables is None:  # another process of the launch: the main process reports
         return
     _print("Single adapters against the head-only baseline (test accuracy):", tables["singles"])
@@ -165,9 +211,11 @@ def _evaluate(args) -> None:
     for seed in study.seeds:
         model, heads = study.load_all_adapters([args.task], seed=seed)
         adapters.append(f"{adapter_accuracy(model, heads[args.task], args.task, test, **study.eval_kwargs()):.4f}")
-    print(f"{args.task}: head-only {head_accuracy(head, *study.features(args.task, 'test')):.4f}, adapter "
-          f"{' / '.join(adapters)} (training seed{'s' if len(adapters) > 1 else ''} {', '.join(map(str, study.seeds))})"
-          f" on {len(test)} test images")
+    print(
+        f"{args.task}: head-only {head_accuracy(head, *study.features(args.task, 'test')):.4f}, adapter "
+        f"{' / '.join(adapters)} (training seed{'s' if len(adapters) > 1 else ''} {', '.join(map(str, study.seeds))})"
+        f" on {len(test)} test images"
+    )
 
 
 def _check_merge_args(args) -> None:
@@ -182,25 +230,36 @@ def _check_merge_args(args) -> None:
         check_task_name(profile, task)
     if len(set(args.tasks)) != len(args.tasks):
         raise ValueError(f"Tasks repeat in {args.tasks}; name each task once.")
-    numbers = {"--weights": args.weights or [], "--scale": [args.scale] if args.scale is not None else [],
-               "--density": [args.density] if args.density is not None else [],
-               "--common-fraction": [args.common_fraction] if args.common_fraction is not None else []}
+    numbers = {
+        "--weights": args.weights or [],
+        "--scale": [args.scale] if args.scale is not None else [],
+        "--density": [args.density] if args.density is not None else [],
+        "--common-fraction": [args.common_fraction] if args.common_fraction is not None else [],
+    }
     for flag, values in numbers.items():
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f"{flag} must be finite numbers, got {values}.")
     if args.weights is not None and len(args.weights) != len(args.tasks):
-        raise ValueError(f"--weights gives {len(args.weights)} weight(s) for {len(args.tasks)} task(s); give one per "
-                         "task, or none for equal weights 1/K.")
+        raise ValueError(
+            f"--weights gives {len(args.weights)} weight(s) for {len(args.tasks)} task(s); give one per "
+            "task, or none for equal weights 1/K."
+        )
     if args.weights is not None and args.scale is not None:
         raise ValueError("Give either --weights (one per task) or --scale (the same weight for all), not both.")
     if method.uses_density != (args.density is not None):
-        raise ValueError(f"--method {args.method} needs --density in (0, 1]." if method.uses_density
-                         else f"--method {args.method} takes no --density.")
+        raise ValueError(
+            f"--method {args.method} needs --density in (0, 1]."
+            if method.uses_density
+            else f"--method {args.method} takes no --density."
+        )
     if args.density is not None and not 0 < args.density <= 1:
         raise ValueError(f"--density must be in (0, 1], got {args.density}.")
     if args.svd_rank is not None and (not method.uses_svd_rank or args.svd_rank < 1):
-        raise ValueError("--svd-rank is for --method svd only, a whole number >= 1." if method.uses_svd_rank
-                         else f"--method {args.method} takes no --svd-rank; only svd does.")
+        raise ValueError(
+            "--svd-rank is for --method svd only, a whole number >= 1."
+            if method.uses_svd_rank
+            else f"--method {args.method} takes no --svd-rank; only svd does."
+        )
     if args.steps is not None and (args.method != "adamerging" or args.steps < 1):
         raise ValueError("--steps is for --method adamerging only, a whole number >= 1.")
     if args.common_fraction is not None and (args.method != "iso_cts" or not 0 < args.common_fraction < 1):
@@ -212,10 +271,18 @@ def _merge(args) -> None:
 
     _check_merge_args(args)
 
-    params = {key: value for key, value in (("weights", args.weights), ("scale", args.scale),
-                                            ("density", args.density), ("svd_rank", args.svd_rank),
-                                            ("common_fraction", args.common_fraction), ("steps", args.steps))
-              if value is not None}
+    params = {
+        key: value
+        for key, value in (
+            ("weights", args.weights),
+            ("scale", args.scale),
+            ("density", args.density),
+            ("svd_rank", args.svd_rank),
+            ("common_fraction", args.common_fraction),
+            ("steps", args.steps),
+        )
+        if value is not None
+    }
     if MERGE_METHODS[args.method].random or args.method == "adamerging":
         params["seed"] = args.seed
     spec = MergeSpec(args.method, args.method, params, refit_heads=args.refit_heads)
@@ -225,11 +292,15 @@ def _merge(args) -> None:
     model, heads = study.load_all_adapters(seed=args.adapter_seed)
     singles = study.singles_table(model, heads, seeds=args.adapter_seed)
     start = time.perf_counter()
-    rows = study.merges_table(singles, methods=[spec], combos=[args.tasks], model=model, heads=heads,
-                              seeds=args.adapter_seed)
+    rows = study.merges_table(
+        singles, methods=[spec], combos=[args.tasks], model=model, heads=heads, seeds=args.adapter_seed
+    )
     table = rows[["task", "accuracy", "adapter_accuracy", "head_accuracy", "normalized_accuracy"]].round(4)
-    _print(f"{args.method} merge of {'+'.join(args.tasks)}{' with refitted heads' if args.refit_heads else ''} "
-           f"(adapters of seed {args.adapter_seed}; merged and scored in {time.perf_counter() - start:.1f} s):", table)
+    _print(
+        f"{args.method} merge of {'+'.join(args.tasks)}{' with refitted heads' if args.refit_heads else ''} "
+        f"(adapters of seed {args.adapter_seed}; merged and scored in {time.perf_counter() - start:.1f} s):",
+        table,
+    )
 
 
 def _plan(args) -> None:
@@ -241,8 +312,10 @@ def _plan(args) -> None:
 
 def _list(args) -> None:
     for name, profile in PROFILES.items():
-        print(f"profile {name}: backbone {profile.backbone.model_name}, {profile.image_size} px; tasks: "
-              f"{', '.join(profile.tasks)}")
+        print(
+            f"profile {name}: backbone {profile.backbone.model_name}, {profile.image_size} px; tasks: "
+            f"{', '.join(profile.tasks)}"
+        )
     print("merge methods (merge --method NAME):")
     for method in MERGE_METHODS.values():
         needs = "" if method.data == "none" else f" [needs {method.data}]"
@@ -261,8 +334,16 @@ def _grade(args) -> None:
     print(f"wrote {args.csv} ({len(rows)} submission(s))")
 
 
-COMMANDS = {"run": _run, "train-head": _train_head, "train-adapter": _train_adapter, "evaluate": _evaluate,
-            "merge": _merge, "list": _list, "plan": _plan, "grade": _grade}
+COMMANDS = {
+    "run": _run,
+    "train-head": _train_head,
+    "train-adapter": _train_adapter,
+    "evaluate": _evaluate,
+    "merge": _merge,
+    "list": _list,
+    "plan": _plan,
+    "grade": _grade,
+}
 
 
 def _check_common(args) -> None:

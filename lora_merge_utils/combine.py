@@ -91,7 +91,7 @@ def lowrank_svd(factors: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[t
     offsets = [0]
     for q in qa_blocks:
         offsets.append(offsets[-1] + q.shape[1])
-    vh = torch.cat([vh_c[:, offsets[i]:offsets[i + 1]] @ q.T for i, q in enumerate(qa_blocks)], dim=1)
+    vh = torch.cat([vh_c[:, offsets[i] : offsets[i + 1]] @ q.T for i, q in enumerate(qa_blocks)], dim=1)
     return q_b @ u_c, s, vh
 
 
@@ -146,21 +146,26 @@ def disjoint_mean(vectors: torch.Tensor, signs: torch.Tensor, weights: Sequence[
 def _flatten(per_layer: dict[str, list[torch.Tensor]]) -> tuple[torch.Tensor, list[tuple[str, torch.Size, int]]]:
     """``{layer: [t_1..t_K]}`` -> ``[K, D]`` (each task's tensors of all layers flattened together) and the layout."""
     layout = [(name, tensors[0].shape, tensors[0].numel()) for name, tensors in per_layer.items()]
-    rows = torch.stack([torch.cat([tensors[i].reshape(-1) for tensors in per_layer.values()])
-                        for i in range(len(next(iter(per_layer.values()))))])
+    rows = torch.stack(
+        [
+            torch.cat([tensors[i].reshape(-1) for tensors in per_layer.values()])
+            for i in range(len(next(iter(per_layer.values()))))
+        ]
+    )
     return rows, layout
 
 
 def _unflatten(vector: torch.Tensor, layout) -> dict[str, torch.Tensor]:
     out, start = {}, 0
     for name, shape, size in layout:
-        out[name] = vector[start:start + size].view(shape)
+        out[name] = vector[start : start + size].view(shape)
         start += size
     return out
 
 
-def _ties_merge(per_layer: dict[str, list[torch.Tensor]], weights, density: float, majority_sign_method: str,
-                trim: bool = True) -> dict[str, torch.Tensor]:
+def _ties_merge(
+    per_layer: dict[str, list[torch.Tensor]], weights, density: float, majority_sign_method: str, trim: bool = True
+) -> dict[str, torch.Tensor]:
     rows, layout = _flatten(per_layer)
     trimmed = trim_global(rows, density) if trim else rows
     return _unflatten(disjoint_mean(trimmed, elect_signs(trimmed, majority_sign_method), weights), layout)
@@ -173,8 +178,9 @@ def _dare(per_layer: dict[str, list[torch.Tensor]], density: float, seed: int) -
     generator = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same drop on every device
     out = {}
     for name, tensors in per_layer.items():
-        out[name] = [t * (torch.rand(t.shape, generator=generator) < density).to(t.device, t.dtype) / density
-                     for t in tensors]
+        out[name] = [
+            t * (torch.rand(t.shape, generator=generator) < density).to(t.device, t.dtype) / density for t in tensors
+        ]
     return out
 
 
@@ -219,8 +225,9 @@ def dare_linear(factors: Factors, weights: Sequence[float], density: float, seed
 
 
 @_repeatable
-def dare_ties(factors: Factors, weights: Sequence[float], density: float, seed: int = 0,
-              majority_sign_method: str = "total") -> Deltas:
+def dare_ties(
+    factors: Factors, weights: Sequence[float], density: float, seed: int = 0, majority_sign_method: str = "total"
+) -> Deltas:
     """DARE, then TIES's sign election and disjoint mean (no magnitude trimming: DARE already sparsified)."""
     return _ties_merge(_dare(_full(factors), density, seed), weights, 1.0, majority_sign_method, trim=False)
 
@@ -235,8 +242,9 @@ def magnitude_prune(factors: Factors, weights: Sequence[float], density: float) 
 
 
 @_repeatable
-def knots_ties(factors: Factors, weights: Sequence[float], density: float,
-               majority_sign_method: str = "total") -> Deltas:
+def knots_ties(
+    factors: Factors, weights: Sequence[float], density: float, majority_sign_method: str = "total"
+) -> Deltas:
     """KnOTS-TIES (Stoica et al., 2024), as the official code does it.
 
     Per layer, the updates are concatenated side by side and decomposed, ``[dW_1 ... dW_K] = U S [V_1 ... V_K]^T``,
@@ -252,7 +260,7 @@ def knots_ties(factors: Factors, weights: Sequence[float], density: float,
         edges = [0]
         for _, a in pairs:
             edges.append(edges[-1] + a.shape[1])
-        blocks[name] = [s[:, None] * vh[:, edges[i]:edges[i + 1]] for i in range(len(pairs))]
+        blocks[name] = [s[:, None] * vh[:, edges[i] : edges[i + 1]] for i in range(len(pairs))]
     merged = _ties_merge(blocks, weights, density, majority_sign_method)
     dtype = _dtype(factors)
     return {name: (bases[name] @ merged[name]).to(dtype) for name in factors}
@@ -313,9 +321,9 @@ def iso_cts(factors: Factors, weights: Sequence[float], common_fraction: float =
             b = w * b.double()
             residual_b = b - us[0] @ (us[0].T @ b)
             ut, st, vht = lowrank_svd([(residual_b, a)])
-            us.append(ut[:, :specific // k])
-            ss.append(st[:specific // k])
-            vhs.append(vht[:specific // k])
+            us.append(ut[:, : specific // k])
+            ss.append(st[: specific // k])
+            vhs.append(vht[: specific // k])
         spectrum = torch.cat(ss)
         u_perp, vh_perp = polar(torch.cat(us, dim=1)), polar(torch.cat(vhs, dim=0))
         out[name] = (spectrum.mean() * u_perp @ vh_perp).to(_dtype(factors))

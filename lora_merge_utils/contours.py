@@ -27,8 +27,16 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     base = rng.uniform(0.0, 0.6, size=3)
     clutter = rng.uniform(0.0, 0.2)
     coarse = rng.normal(0, 1, size=(max(2, size // 4), max(2, size // 4), 3))
-    noise = np.asarray(Image.fromarray(((coarse * 0.25 + 0.5).clip(0, 1) * 255).astype(np.uint8))
-                       .resize((size, size), Image.BICUBIC), dtype=np.float32) / 255 - 0.5
+    noise = (
+        np.asarray(
+            Image.fromarray(((coarse * 0.25 + 0.5).clip(0, 1) * 255).astype(np.uint8)).resize(
+                (size, size), Image.BICUBIC
+            ),
+            dtype=np.float32,
+        )
+        / 255
+        - 0.5
+    )
     return np.clip(base + clutter * noise * 2, 0, 1)
 
 
@@ -66,8 +74,10 @@ def render_contour(category: dict, rng: np.random.Generator, size: int = 32) -> 
     rotation = rng.uniform(0, 2 * np.pi)
     t = np.linspace(0, 2 * np.pi, category["vertices"], endpoint=False) + rotation
     jitter = rng.uniform(0.9, 1.1, size=len(category["amplitudes"]))
-    wave = sum(a * j * np.sin(f * (t - rotation) + p) for a, j, f, p in
-               zip(category["amplitudes"], jitter, category["frequencies"], category["phases"]))
+    wave = sum(
+        a * j * np.sin(f * (t - rotation) + p)
+        for a, j, f, p in zip(category["amplitudes"], jitter, category["frequencies"], category["phases"])
+    )
     r = radius * (1 + wave) / (1 + category["amplitudes"].sum())
     points = [(float(centre[0] + ri * np.cos(ti)), float(centre[1] + ri * np.sin(ti))) for ri, ti in zip(r, t)]
     canvas = Image.new("L", (big, big), 0)
@@ -89,7 +99,7 @@ def sample_strokes(rng: np.random.Generator) -> np.ndarray:
 def _bezier(control: np.ndarray, steps: int = 24) -> np.ndarray:
     t = np.linspace(0, 1, steps)[:, None]
     p0, p1, p2, p3 = control
-    return (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t ** 2 * p2 + t ** 3 * p3
+    return (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t**2 * p2 + t**3 * p3
 
 
 def render_strokes(category: np.ndarray, rng: np.random.Generator, size: int = 32) -> np.ndarray:
@@ -110,8 +120,9 @@ def render_strokes(category: np.ndarray, rng: np.random.Generator, size: int = 3
     return _paint(np.clip(mask * 1.5, 0, 1), rng)
 
 
-def make_contour_dataset(num_classes: int, per_class: int, seed: int = 0, size: int = 32,
-                         kind: str = "contours") -> tuple[np.ndarray, np.ndarray]:
+def make_contour_dataset(
+    num_classes: int, per_class: int, seed: int = 0, size: int = 32, kind: str = "contours"
+) -> tuple[np.ndarray, np.ndarray]:
     """``num_classes`` categories of ``kind`` (``"contours"`` or ``"strokes"``) with ``per_class`` instances each:
     ``(images uint8 NHWC, labels)``."""
     if kind not in ("contours", "strokes"):

@@ -65,7 +65,7 @@ def deal(state, jobs: list) -> list:
     (triples and pairs, large and small tasks) alternate in the lists we deal, so every process gets a similar mix,
     where contiguous blocks would give one process all the triples. ``split_between_processes`` hands each process
     its hand."""
-    hands = [jobs[i::state.num_processes] for i in range(state.num_processes)]
+    hands = [jobs[i :: state.num_processes] for i in range(state.num_processes)]
     with state.split_between_processes(hands) as mine:
         return list(mine[0]) if mine else []
 
@@ -117,8 +117,13 @@ def _process_device(state, device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def run_study_scaled(profile: Profile | str | None = "tiny", out: Path | str | None = None, methods=DEFAULT_METHODS,
-                     device: str | None = None, progress: bool | None = None) -> dict[str, pd.DataFrame] | None:
+def run_study_scaled(
+    profile: Profile | str | None = "tiny",
+    out: Path | str | None = None,
+    methods=DEFAULT_METHODS,
+    device: str | None = None,
+    progress: bool | None = None,
+) -> dict[str, pd.DataFrame] | None:
     """:func:`~lora_merge_utils.study.run_study` on every process of a launch, each doing its share (see the module
     docstring). Returns the tables on the main process and ``None`` on the others; writes what ``run_study``
     writes. With one process it is ``run_study`` itself."""
@@ -129,8 +134,9 @@ def run_study_scaled(profile: Profile | str | None = "tiny", out: Path | str | N
 
     state = PartialState(cpu=_wants_cpu(device))
     progress = progress_enabled() if progress is None else progress
-    study = Study.open(profile, out, device=_process_device(state, device),
-                       progress=progress and state.is_main_process)  # bars from one process only
+    study = Study.open(
+        profile, out, device=_process_device(state, device), progress=progress and state.is_main_process
+    )  # bars from one process only
     tasks, seeds = list(study.profile.tasks), study.seeds
 
     # Data first, on the main process alone: a sample drawn from the Hub or a generated task is built and saved
@@ -152,8 +158,11 @@ def run_study_scaled(profile: Profile | str | None = "tiny", out: Path | str | N
                 except FolderBusy as error:
                     refused = str(error)
             decision = [(heads, adapters, refused)]
-            print(f"{state.num_processes} processes ({state.backend}): {len(heads)} head(s) and {len(adapters)} "
-                  f"adapter(s) to train, then {len(seeds)} seed(s) of singles and the merge grid", flush=True)
+            print(
+                f"{state.num_processes} processes ({state.backend}): {len(heads)} head(s) and {len(adapters)} "
+                f"adapter(s) to train, then {len(seeds)} seed(s) of singles and the merge grid",
+                flush=True,
+            )
         heads, adapters, refused = broadcast_object_list(decision)[0]
         if refused is not None:
             if state.is_main_process:
@@ -162,12 +171,15 @@ def run_study_scaled(profile: Profile | str | None = "tiny", out: Path | str | N
         if (heads or adapters) and not state.is_main_process:
             lock.enter_context(lock_held_by_launch(study.root))
         together(state, lambda: _train_share(study, deal(state, heads), "baselines", study.ensure_head))
-        together(state, lambda: _train_share(study, deal(state, adapters), "adapters",
-                                             lambda job: study.ensure_adapter(*job)))
+        together(
+            state,
+            lambda: _train_share(study, deal(state, adapters), "adapters", lambda job: study.ensure_adapter(*job)),
+        )
 
     parts = together(state, lambda: [(seed, study.singles_table(seeds=seed)) for seed in deal(state, seeds)])
-    singles = pd.concat([table for _, table in sorted((p for share in parts for p in share), key=lambda p: p[0])],
-                        ignore_index=True)
+    singles = pd.concat(
+        [table for _, table in sorted((p for share in parts for p in share), key=lambda p: p[0])], ignore_index=True
+    )
 
     specs = [MergeSpec.of(m) for m in methods]
     cells = [(seed, combo, spec) for seed in seeds for combo in merge_combinations(tasks) for spec in specs]
@@ -198,6 +210,5 @@ def _score_share(study: Study, singles: pd.DataFrame, share: list) -> int:
         model, heads = study.load_all_adapters(seed=seed)
         for spec in dict.fromkeys(spec for s, _, spec in share if s == seed):  # in order, once each
             combos = [combo for s, combo, other in share if s == seed and other == spec]
-            study.merges_table(singles, methods=[spec], combos=combos, model=model, heads=heads, cache=True,
-                               seeds=seed)
+            study.merges_table(singles, methods=[spec], combos=combos, model=model, heads=heads, cache=True, seeds=seed)
     return len(share)

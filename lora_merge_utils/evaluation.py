@@ -77,9 +77,16 @@ class ScoreStore:
             return None  # unreadable: computed again and rewritten
 
     def put(self, combo: Sequence[str], spec: MergeSpec, correct: dict[str, str]) -> None:
-        write_json(self._path(combo, spec), {"members": list(combo), "method": spec.method,
-                                              "params": spec.params_label, "refit_heads": spec.refit_heads,
-                                              "correct": correct})
+        write_json(
+            self._path(combo, spec),
+            {
+                "members": list(combo),
+                "method": spec.method,
+                "params": spec.params_label,
+                "refit_heads": spec.refit_heads,
+                "correct": correct,
+            },
+        )
 
 
 @dataclass
@@ -97,9 +104,18 @@ class MergeInputs:
     """The :class:`~lora_merge_utils.profiles.TrainSettings` of the head fits."""
 
 
-def _score_merge(model: PeftModel, heads: dict[str, nn.Module], combo: tuple[str, ...], spec: MergeSpec,
-                 test_sets: dict[str, Dataset], inputs: MergeInputs, device, batch_size, amp,
-                 num_workers) -> dict[str, str]:
+def _score_merge(
+    model: PeftModel,
+    heads: dict[str, nn.Module],
+    combo: tuple[str, ...],
+    spec: MergeSpec,
+    test_sets: dict[str, Dataset],
+    inputs: MergeInputs,
+    device,
+    batch_size,
+    amp,
+    num_workers,
+) -> dict[str, str]:
     method = get_merge_method(spec.method)
     extra = {}
     if method.data != "none":
@@ -111,11 +127,25 @@ def _score_merge(model: PeftModel, heads: dict[str, nn.Module], combo: tuple[str
     if spec.refit_heads:
         if inputs.refit_sets is None:
             raise ValueError("refit_heads=True needs labelled training images (MergeInputs.refit_sets).")
-        chosen = refit_heads(merged, {t: inputs.refit_sets[t] for t in combo}, inputs.num_classes, inputs.settings,
-                             device, batch_size, amp, l2=inputs.refit_l2)
+        chosen = refit_heads(
+            merged,
+            {t: inputs.refit_sets[t] for t in combo},
+            inputs.num_classes,
+            inputs.settings,
+            device,
+            batch_size,
+            amp,
+            l2=inputs.refit_l2,
+        )
     multitask = MultiTaskModel(merged, chosen).to(device).eval()
-    correct = multitask_correctness(multitask, {t: test_sets[t] for t in combo}, device=device,
-                                    batch_size=batch_size, amp=amp, num_workers=num_workers)
+    correct = multitask_correctness(
+        multitask,
+        {t: test_sets[t] for t in combo},
+        device=device,
+        batch_size=batch_size,
+        amp=amp,
+        num_workers=num_workers,
+    )
     return {task: pack(c) for task, c in correct.items()}
 
 
@@ -169,7 +199,8 @@ def evaluate_merges(
         if task in reference.index and len(dataset) != int(reference.loc[task, "num_images"]):
             raise ValueError(
                 f"The singles table scored {int(reference.loc[task, 'num_images'])} {task!r} images but the merges "
-                f"would be scored on {len(dataset)}: compute the singles table on the same split and images.")
+                f"would be scored on {len(dataset)}: compute the singles table on the same split and images."
+            )
     inputs = inputs or MergeInputs()
     rows = []
     jobs = [(combo, spec) for combo in combos for spec in specs]
@@ -186,27 +217,30 @@ def evaluate_merges(
             n = int(single["num_images"])
             acc = float(unpack(result[task], n).mean())
             chance = 1.0 / single["num_classes"]
-            rows.append({
-                "members": "+".join(combo),
-                "size": len(combo),
-                "method": spec.label,
-                "params": spec.params_label,
-                "weights": weights_label(spec.params.get("weights")) if "scale" not in spec.params
-                else f"{spec.params['scale']:g} each",
-                "task": task,
-                "seed": seed,
-                "accuracy": round(acc, DECIMALS),
-                "adapter_accuracy": single["adapter_accuracy"],
-                "head_accuracy": single["head_accuracy"],
-                "normalized_accuracy": round(acc / single["adapter_accuracy"], DECIMALS),
-                "chance_normalized": round((acc - chance) / (single["adapter_accuracy"] - chance), DECIMALS),
-                "beats_head": bool(acc > single["head_accuracy"]),
-                "num_images": n,
-                "num_classes": int(single["num_classes"]),
-                "correct": result[task],
-                "adapter_correct": single["adapter_correct"],
-                "head_correct": single["head_correct"],
-            })
+            rows.append(
+                {
+                    "members": "+".join(combo),
+                    "size": len(combo),
+                    "method": spec.label,
+                    "params": spec.params_label,
+                    "weights": weights_label(spec.params.get("weights"))
+                    if "scale" not in spec.params
+                    else f"{spec.params['scale']:g} each",
+                    "task": task,
+                    "seed": seed,
+                    "accuracy": round(acc, DECIMALS),
+                    "adapter_accuracy": single["adapter_accuracy"],
+                    "head_accuracy": single["head_accuracy"],
+                    "normalized_accuracy": round(acc / single["adapter_accuracy"], DECIMALS),
+                    "chance_normalized": round((acc - chance) / (single["adapter_accuracy"] - chance), DECIMALS),
+                    "beats_head": bool(acc > single["head_accuracy"]),
+                    "num_images": n,
+                    "num_classes": int(single["num_classes"]),
+                    "correct": result[task],
+                    "adapter_correct": single["adapter_correct"],
+                    "head_correct": single["head_correct"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -230,8 +264,9 @@ def summarize_merges(merges: pd.DataFrame) -> pd.DataFrame:
     return summary.round(4)
 
 
-def pairwise_matrix(merges: pd.DataFrame, method: str, tasks: Sequence[str],
-                    value: str = "normalized_accuracy") -> pd.DataFrame:
+def pairwise_matrix(
+    merges: pd.DataFrame, method: str, tasks: Sequence[str], value: str = "normalized_accuracy"
+) -> pd.DataFrame:
     """Task x partner matrix of a value (mean over seeds) in pair merges: row = task scored, column = the other
     adapter."""
     pairs = merges[(merges["size"] == 2) & (merges["method"] == method)]
@@ -246,7 +281,6 @@ def pairwise_matrix(merges: pd.DataFrame, method: str, tasks: Sequence[str],
 def without_bits(table: pd.DataFrame) -> pd.DataFrame:
     """The table without its packed-correctness columns (for CSV files and display)."""
     return table.drop(columns=[c for c in BITS if c in table.columns])
-
 
 
 def reference_rows(merges: pd.DataFrame, label: str, source: str) -> pd.DataFrame:

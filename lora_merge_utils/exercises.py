@@ -96,6 +96,7 @@ def chapter_exercises(chapter: int | str) -> list[Exercise]:
 
 # --- what each checked exercise expects, recomputed from the objects of the student's own run ---------------------
 
+
 def _lora_parameters(backbone, targets, rank: int = 4) -> int:
     modules = dict(backbone.named_modules())
     return sum(rank * (modules[name].in_features + modules[name].out_features) for name in targets)
@@ -104,8 +105,11 @@ def _lora_parameters(backbone, targets, rank: int = 4) -> int:
 def _bare_proj_extra(backbone) -> set[str]:
     import torch
 
-    return {name for name, module in backbone.named_modules()
-            if re.search(r"(^|\.)proj$", name) and not isinstance(module, torch.nn.Linear)}
+    return {
+        name
+        for name, module in backbone.named_modules()
+        if re.search(r"(^|\.)proj$", name) and not isinstance(module, torch.nn.Linear)
+    }
 
 
 def _least_gain(control) -> str:
@@ -166,16 +170,20 @@ def _same_numbers(answer: Any, expected: Mapping, rel: float = 1e-3) -> bool:
         return False
     answer = dict(answer.to_dict() if hasattr(answer, "to_dict") else answer)
     keys = {str(k): v for k, v in answer.items()}
-    return set(keys) == {str(k) for k in expected} and all(_same_number(keys[str(k)], v, rel)
-                                                            for k, v in expected.items())
+    return set(keys) == {str(k) for k in expected} and all(
+        _same_number(keys[str(k)], v, rel) for k, v in expected.items()
+    )
 
 
 def _check_config(answer: Any, study) -> bool:
     config = _adapter_config(study)
     if not isinstance(answer, Mapping) or set(answer) != {"r", "lora_alpha", "target_modules"}:
         return False
-    return (answer["r"] == config["r"] and _same_number(answer["lora_alpha"], config["lora_alpha"])
-            and answer["target_modules"] == config["target_modules"])
+    return (
+        answer["r"] == config["r"]
+        and _same_number(answer["lora_alpha"], config["lora_alpha"])
+        and answer["target_modules"] == config["target_modules"]
+    )
 
 
 Check = Callable[..., bool]
@@ -190,8 +198,9 @@ CHECKS: dict[str, Check] = {
     "4.1": lambda a, triples: a == _worst_in_triples(triples),
     "4.2": lambda a, triples: _same_numbers(a, _all_beat_per_seed(triples), rel=0),
     "5.2": lambda a, survey: _same_numbers(a, _share_all_beat(survey)),
-    "6.1": lambda a, weight_similarity: tuple(a) == _alignment_extremes(weight_similarity)
-    if isinstance(a, (tuple, list)) else False,
+    "6.1": lambda a, weight_similarity: (
+        tuple(a) == _alignment_extremes(weight_similarity) if isinstance(a, (tuple, list)) else False
+    ),
     "7.1": lambda a, summary: _same_number(a, _merged_ratio(summary)),
 }
 
@@ -214,8 +223,11 @@ def check_exercise(exercise: str, answer: Any, quiet: bool = False, **context: A
             passed = bool(CHECKS[exercise](answer, **context))
         except (KeyError, IndexError, TypeError, ValueError, AttributeError):
             passed = False
-        message = (f"✓ Exercise {exercise}: correct." if passed else
-                   f"✗ Exercise {exercise}: not yet. {spec.variable} should hold {spec.answer}; look again.")
+        message = (
+            f"✓ Exercise {exercise}: correct."
+            if passed
+            else f"✗ Exercise {exercise}: not yet. {spec.variable} should hold {spec.answer}; look again."
+        )
     if not quiet:
         print(message)
     _record(exercise, passed)

@@ -29,9 +29,11 @@ def chapter_of(notebook: dict, path: Path) -> int:
     if chapter is None:
         match = re.match(r"(\d+)_", path.name)
         if match is None:
-            raise ValueError(f"{path.name}: cannot tell which chapter this is (no lora_book metadata and the file "
-                             "name does not start with the chapter number, e.g. 03_...); hand out the student "
-                             "notebooks from notebooks/student/ unchanged in name or metadata.")
+            raise ValueError(
+                f"{path.name}: cannot tell which chapter this is (no lora_book metadata and the file "
+                "name does not start with the chapter number, e.g. 03_...); hand out the student "
+                "notebooks from notebooks/student/ unchanged in name or metadata."
+            )
         chapter = match.group(1)
     return int(chapter)
 
@@ -45,10 +47,18 @@ def run_submission(path: Path, timeout: int = 1800, env: dict[str, str] | None =
     with tempfile.TemporaryDirectory(prefix="grade-") as scratch:
         results = Path(scratch) / "checks.jsonl"
         results.touch()
-        kernel_env = dict(os.environ) | (env or {}) | {GRADE_RESULTS_ENV: str(results), "LORA_BOOK_PROGRESS": "0",
-                                                         "TQDM_DISABLE": "1"}
-        client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", allow_errors=True,
-                                resources={"metadata": {"path": str(path.parent)}})
+        kernel_env = (
+            dict(os.environ)
+            | (env or {})
+            | {GRADE_RESULTS_ENV: str(results), "LORA_BOOK_PROGRESS": "0", "TQDM_DISABLE": "1"}
+        )
+        client = NotebookClient(
+            notebook,
+            timeout=timeout,
+            kernel_name="python3",
+            allow_errors=True,
+            resources={"metadata": {"path": str(path.parent)}},
+        )
         # The kernel's own log (e.g. ipykernel's warning about TCP transport) is not the grader's business.
         with open(Path(scratch) / "kernel.log", "w") as log:
             client.execute(env=kernel_env, stderr=log)
@@ -60,9 +70,13 @@ def run_submission(path: Path, timeout: int = 1800, env: dict[str, str] | None =
     return verdicts, errors
 
 
-def grade_folder(folder: Path, out: Path, timeout: int = 1800,
-                 run: Callable[[Path], tuple[dict[str, bool], int]] | None = None,
-                 progress: Callable[[str], None] = print) -> list[dict[str, object]]:
+def grade_folder(
+    folder: Path,
+    out: Path,
+    timeout: int = 1800,
+    run: Callable[[Path], tuple[dict[str, bool], int]] | None = None,
+    progress: Callable[[str], None] = print,
+) -> list[dict[str, object]]:
     """Grade every ``*.ipynb`` in ``folder`` and write the scores to ``out`` (CSV); return the rows."""
     import nbformat
 
@@ -88,12 +102,19 @@ def grade_folder(folder: Path, out: Path, timeout: int = 1800,
             else:
                 row[f"ex_{exercise.id}"] = ""  # graded by hand
         total_max = sum(e.points for e in chapter_exercises(chapter))
-        row |= {"checked_points": auto, "checked_max": auto_max, "hand_graded_max": total_max - auto_max,
-                "cells_with_errors": errors}
+        row |= {
+            "checked_points": auto,
+            "checked_max": auto_max,
+            "hand_graded_max": total_max - auto_max,
+            "cells_with_errors": errors,
+        }
         rows.append(row)
         progress(f"  {auto}/{auto_max} checked points, {errors} cell(s) with errors")
-    columns = ["submission", "chapter"] + [f"ex_{e}" for e in EXERCISES] + ["checked_points", "checked_max",
-                                                                           "hand_graded_max", "cells_with_errors"]
+    columns = (
+        ["submission", "chapter"]
+        + [f"ex_{e}" for e in EXERCISES]
+        + ["checked_points", "checked_max", "hand_graded_max", "cells_with_errors"]
+    )
     used = [c for c in columns if any(c in row for row in rows)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=used, restval="", lineterminator="\n")

@@ -55,39 +55,101 @@ class MergeMethod:
 MERGE_METHODS: dict[str, MergeMethod] = {
     m.name: m
     for m in [
-        MergeMethod("task_arithmetic", "exact weighted sum of the updates, W + sum_i w_i dW_i (average: w_i = 1/K)",
-                    combine.task_arithmetic),
-        MergeMethod("ties", "TIES on the true updates: keep each task's largest entries (whole model), elect signs, "
-                    "disjoint mean", combine.ties, uses_density=True),
-        MergeMethod("dare_linear", "DARE on the true updates: random drop to density and rescale, then weighted sum",
-                    combine.dare_linear, uses_density=True, random=True),
-        MergeMethod("dare_ties", "DARE on the true updates, then TIES's sign election and disjoint mean",
-                    combine.dare_ties, uses_density=True, random=True),
-        MergeMethod("magnitude_prune", "keep each task's largest entries of the true update (whole model), then "
-                    "weighted sum", combine.magnitude_prune, uses_density=True),
-        MergeMethod("knots_ties", "KnOTS: the updates in a shared SVD basis, TIES on S V_i (whole model), mapped back",
-                    combine.knots_ties, uses_density=True),
-        MergeMethod("tsv", "TSV-Merge: each task's singular vectors, made orthogonal across tasks, then summed",
-                    combine.tsv),
+        MergeMethod(
+            "task_arithmetic",
+            "exact weighted sum of the updates, W + sum_i w_i dW_i (average: w_i = 1/K)",
+            combine.task_arithmetic,
+        ),
+        MergeMethod(
+            "ties",
+            "TIES on the true updates: keep each task's largest entries (whole model), elect signs, disjoint mean",
+            combine.ties,
+            uses_density=True,
+        ),
+        MergeMethod(
+            "dare_linear",
+            "DARE on the true updates: random drop to density and rescale, then weighted sum",
+            combine.dare_linear,
+            uses_density=True,
+            random=True,
+        ),
+        MergeMethod(
+            "dare_ties",
+            "DARE on the true updates, then TIES's sign election and disjoint mean",
+            combine.dare_ties,
+            uses_density=True,
+            random=True,
+        ),
+        MergeMethod(
+            "magnitude_prune",
+            "keep each task's largest entries of the true update (whole model), then weighted sum",
+            combine.magnitude_prune,
+            uses_density=True,
+        ),
+        MergeMethod(
+            "knots_ties",
+            "KnOTS: the updates in a shared SVD basis, TIES on S V_i (whole model), mapped back",
+            combine.knots_ties,
+            uses_density=True,
+        ),
+        MergeMethod(
+            "tsv", "TSV-Merge: each task's singular vectors, made orthogonal across tasks, then summed", combine.tsv
+        ),
         MergeMethod("iso_c", "Iso-C: the weighted sum with a flat (isotropic) spectrum", combine.iso_c),
-        MergeMethod("iso_cts", "Iso-CTS: common subspace of the sum plus task-specific subspaces, flat spectrum",
-                    combine.iso_cts, uses_common_fraction=True),
-        MergeMethod("linear", "PEFT linear: weighted sums of the A and of the B factors separately (not exact)",
-                    peft_combination="linear", needs_equal_rank=True),
-        MergeMethod("cat", "PEFT cat: concatenated factors, exact, rank grows to the sum of ranks",
-                    peft_combination="cat"),
-        MergeMethod("svd", "PEFT svd: exact sum truncated to svd_rank by SVD", peft_combination="svd",
-                    uses_svd_rank=True),
-        MergeMethod("ties_on_factors", "PEFT ties: TIES on the A and on the B factors separately (not the updates)",
-                    peft_combination="ties", needs_equal_rank=True, uses_density=True),
-        MergeMethod("dare_linear_on_factors", "PEFT dare_linear: DARE on the A and B factors separately",
-                    peft_combination="dare_linear", needs_equal_rank=True, uses_density=True, random=True),
-        MergeMethod("dare_ties_on_factors", "PEFT dare_ties: DARE and TIES on the A and B factors separately",
-                    peft_combination="dare_ties", needs_equal_rank=True, uses_density=True, random=True),
-        MergeMethod("magnitude_prune_on_factors", "PEFT magnitude_prune: on the A and B factors separately",
-                    peft_combination="magnitude_prune", needs_equal_rank=True, uses_density=True),
-        MergeMethod("adamerging", "AdaMerging: a coefficient per layer and task, learned by minimising the entropy "
-                    "of the heads' predictions on unlabeled validation images", data="unlabeled validation images"),
+        MergeMethod(
+            "iso_cts",
+            "Iso-CTS: common subspace of the sum plus task-specific subspaces, flat spectrum",
+            combine.iso_cts,
+            uses_common_fraction=True,
+        ),
+        MergeMethod(
+            "linear",
+            "PEFT linear: weighted sums of the A and of the B factors separately (not exact)",
+            peft_combination="linear",
+            needs_equal_rank=True,
+        ),
+        MergeMethod(
+            "cat", "PEFT cat: concatenated factors, exact, rank grows to the sum of ranks", peft_combination="cat"
+        ),
+        MergeMethod(
+            "svd", "PEFT svd: exact sum truncated to svd_rank by SVD", peft_combination="svd", uses_svd_rank=True
+        ),
+        MergeMethod(
+            "ties_on_factors",
+            "PEFT ties: TIES on the A and on the B factors separately (not the updates)",
+            peft_combination="ties",
+            needs_equal_rank=True,
+            uses_density=True,
+        ),
+        MergeMethod(
+            "dare_linear_on_factors",
+            "PEFT dare_linear: DARE on the A and B factors separately",
+            peft_combination="dare_linear",
+            needs_equal_rank=True,
+            uses_density=True,
+            random=True,
+        ),
+        MergeMethod(
+            "dare_ties_on_factors",
+            "PEFT dare_ties: DARE and TIES on the A and B factors separately",
+            peft_combination="dare_ties",
+            needs_equal_rank=True,
+            uses_density=True,
+            random=True,
+        ),
+        MergeMethod(
+            "magnitude_prune_on_factors",
+            "PEFT magnitude_prune: on the A and B factors separately",
+            peft_combination="magnitude_prune",
+            needs_equal_rank=True,
+            uses_density=True,
+        ),
+        MergeMethod(
+            "adamerging",
+            "AdaMerging: a coefficient per layer and task, learned by minimising the entropy "
+            "of the heads' predictions on unlabeled validation images",
+            data="unlabeled validation images",
+        ),
     ]
 }
 MERGED_ADAPTER = "__merged__"
@@ -133,7 +195,7 @@ def lora_layers(model: PeftModel) -> dict[str, LoraLayer]:
     """The LoRA-wrapped modules of a PEFT model by their name in the plain backbone (e.g. ``blocks.0.attn.qkv``)."""
     prefix = "base_model.model."
     return {
-        name[len(prefix):] if name.startswith(prefix) else name: module
+        name[len(prefix) :] if name.startswith(prefix) else name: module
         for name, module in model.named_modules()
         if isinstance(module, LoraLayer)
     }
@@ -163,9 +225,12 @@ def adapter_factors(model: PeftModel, adapters: Sequence[str]) -> combine.Factor
     factors = {}
     for name in targeted:
         weight = layers[name].get_base_layer().weight
-        factors[name] = [lora_factors(layers[name], a) if a in layers[name].lora_A else
-                         (weight.new_zeros(weight.shape[0], 1), weight.new_zeros(1, weight.shape[1]))
-                         for a in adapters]
+        factors[name] = [
+            lora_factors(layers[name], a)
+            if a in layers[name].lora_A
+            else (weight.new_zeros(weight.shape[0], 1), weight.new_zeros(1, weight.shape[1]))
+            for a in adapters
+        ]
     return factors
 
 
@@ -183,8 +248,10 @@ def plain_copy(model: PeftModel) -> nn.Module:
     cached = _PLAIN_COPIES.get(model)
     if cached is not None:
         modules = dict(cached.named_modules())
-        if all(torch.equal(layer.get_base_layer().weight, modules[name].weight)
-               for name, layer in lora_layers(model).items()):
+        if all(
+            torch.equal(layer.get_base_layer().weight, modules[name].weight)
+            for name, layer in lora_layers(model).items()
+        ):
             return copy.deepcopy(cached)
     cached = copy.deepcopy(model).unload()
     cached.eval().requires_grad_(False)
@@ -192,24 +259,34 @@ def plain_copy(model: PeftModel) -> nn.Module:
     return copy.deepcopy(cached)
 
 
-def _validate(model: PeftModel, adapters: Sequence[str], weights: Sequence[float] | None, method: MergeMethod,
-              density: float | None, scale: float | None = None, svd_rank: int | None = None,
-              majority_sign_method: str = "total") -> list[float]:
+def _validate(
+    model: PeftModel,
+    adapters: Sequence[str],
+    weights: Sequence[float] | None,
+    method: MergeMethod,
+    density: float | None,
+    scale: float | None = None,
+    svd_rank: int | None = None,
+    majority_sign_method: str = "total",
+) -> list[float]:
     if not isinstance(model, PeftModel):
         raise ValueError(
             f"merge_adapters needs a peft.PeftModel holding the adapters, got {type(model).__name__}. Load them "
             "with lora_merge_utils.load_adapters(backbone, {name: path, ...})."
         )
     if isinstance(adapters, str):
-        raise ValueError(f"adapters must be a list of adapter names, got the string {adapters!r}: "
-                         f"write [{adapters!r}].")
+        raise ValueError(
+            f"adapters must be a list of adapter names, got the string {adapters!r}: write [{adapters!r}]."
+        )
     adapters = list(adapters)
     if not adapters:
         raise ValueError("Give at least one adapter name to merge.")
     if MERGED_ADAPTER in model.peft_config:
-        raise ValueError(f"This model already holds an adapter named {MERGED_ADAPTER!r}, the name merging gives its "
-                         f"result (PEFT would silently keep the old one): delete it first, "
-                         f"model.delete_adapter({MERGED_ADAPTER!r}).")
+        raise ValueError(
+            f"This model already holds an adapter named {MERGED_ADAPTER!r}, the name merging gives its "
+            f"result (PEFT would silently keep the old one): delete it first, "
+            f"model.delete_adapter({MERGED_ADAPTER!r})."
+        )
     if len(set(adapters)) != len(adapters):
         raise ValueError(f"Adapter names repeat in {adapters}; each adapter can be merged once.")
     unknown = [a for a in adapters if a not in model.peft_config]
@@ -225,8 +302,11 @@ def _validate(model: PeftModel, adapters: Sequence[str], weights: Sequence[float
     except (TypeError, ValueError):
         raise ValueError(f"Merge weights must be numbers, got {weights!r}.") from None
     if not all(math.isfinite(w) for w in weights):
-        raise ValueError(f"Merge weights must be finite numbers, got {weights}"
-                         + (f" (from scale={scale})" if scale is not None else "") + ".")
+        raise ValueError(
+            f"Merge weights must be finite numbers, got {weights}"
+            + (f" (from scale={scale})" if scale is not None else "")
+            + "."
+        )
     if len(weights) != len(adapters):
         raise ValueError(
             f"Got {len(weights)} weight(s) for {len(adapters)} adapter(s); give one weight per adapter, "
@@ -258,8 +338,10 @@ def _validate(model: PeftModel, adapters: Sequence[str], weights: Sequence[float
             raise ValueError(f"Method {method.name!r} takes no svd_rank; only 'svd' does.")
         most = sum(c.r for c in configs)
         if isinstance(svd_rank, bool) or not isinstance(svd_rank, int) or not 1 <= svd_rank <= most:
-            raise ValueError(f"svd_rank must be a whole number from 1 to {most} (the summed update of these adapters "
-                             f"has rank at most the sum of their ranks), got {svd_rank!r}.")
+            raise ValueError(
+                f"svd_rank must be a whole number from 1 to {most} (the summed update of these adapters "
+                f"has rank at most the sum of their ranks), got {svd_rank!r}."
+            )
     if majority_sign_method not in ("total", "frequency"):
         raise ValueError(f"majority_sign_method must be 'total' or 'frequency', got {majority_sign_method!r}.")
     return weights
@@ -333,8 +415,16 @@ def merge_adapters(
 
         if unlabeled is None or heads is None or set(adapters) - set(unlabeled) - set(heads):
             raise ValueError("Method 'adamerging' needs unlabeled= images and heads= for every adapter merged.")
-        merged = adamerging(plain_copy(model), adapter_factors(model, adapters), {t: unlabeled[t] for t in adapters},
-                            heads, init=weights, steps=steps, lr=lr, seed=seed)
+        merged = adamerging(
+            plain_copy(model),
+            adapter_factors(model, adapters),
+            {t: unlabeled[t] for t in adapters},
+            heads,
+            init=weights,
+            steps=steps,
+            lr=lr,
+            seed=seed,
+        )
     elif spec.combine is not None:
         options = {"density": density} if spec.uses_density else {}
         if spec.combine in (combine.ties, combine.dare_ties, combine.knots_ties):
@@ -382,8 +472,13 @@ def merged_delta(base: nn.Module, merged: nn.Module) -> dict[str, torch.Tensor]:
     return deltas
 
 
-def update_error(model: PeftModel, adapters: Sequence[str], method: str = "task_arithmetic",
-                 weights: Sequence[float] | None = None, **kwargs) -> dict[str, float]:
+def update_error(
+    model: PeftModel,
+    adapters: Sequence[str],
+    method: str = "task_arithmetic",
+    weights: Sequence[float] | None = None,
+    **kwargs,
+) -> dict[str, float]:
     """How far a merge's update lands from the exact weighted sum of the adapters' updates, per layer:
     ``||dW_merged - sum_i w_i dW_i|| / ||sum_i w_i dW_i||``.
 
@@ -393,8 +488,9 @@ def update_error(model: PeftModel, adapters: Sequence[str], method: str = "task_
     above any sensible tolerance; in float64 it is about ``1e-16 * ||W|| / ||dW||``.
     """
     model64 = copy.deepcopy(model).to("cpu", torch.float64)
-    weights = _validate(model64, adapters, weights, get_merge_method(method), kwargs.get("density"),
-                        kwargs.get("scale"))
+    weights = _validate(
+        model64, adapters, weights, get_merge_method(method), kwargs.get("density"), kwargs.get("scale")
+    )
     expected: dict[str, torch.Tensor] = {}
     for adapter, weight in zip(adapters, weights):
         for name, delta in delta_weights(model64, adapter).items():
@@ -402,5 +498,7 @@ def update_error(model: PeftModel, adapters: Sequence[str], method: str = "task_
     base = {name: layer.get_base_layer().weight.detach() for name, layer in lora_layers(model64).items()}
     options = {key: value for key, value in kwargs.items() if key != "scale"}  # already folded into weights
     merged = dict(merge_adapters(model64, adapters, weights, method, **options).named_modules())
-    return {name: float((merged[name].weight - base[name] - exact).norm() / exact.norm())
-            for name, exact in expected.items()}
+    return {
+        name: float((merged[name].weight - base[name] - exact).norm() / exact.norm())
+        for name, exact in expected.items()
+    }

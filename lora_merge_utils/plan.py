@@ -110,15 +110,22 @@ def sizes_of(profile: Profile) -> Sizes:
                 raise ValueError("The plan needs bounded sample sizes; data sizes of None depend on the dataset.")
             return max(1, size // classes[task]) * classes[task]
 
-        return Sizes({t: sample(profile.data.train_size, t) for t in profile.tasks},
-                     {t: sample(profile.data.val_size, t) for t in profile.tasks},
-                     {t: sample(profile.data.test_size, t) for t in profile.tasks}, classes)
+        return Sizes(
+            {t: sample(profile.data.train_size, t) for t in profile.tasks},
+            {t: sample(profile.data.val_size, t) for t in profile.tasks},
+            {t: sample(profile.data.test_size, t) for t in profile.tasks},
+            classes,
+        )
     if isinstance(profile.data, GeneratedData):
         from .tasks import load_task
 
         tasks = {t: load_task(profile, t) for t in profile.tasks}
-        return Sizes({t: len(x.train) for t, x in tasks.items()}, {t: len(x.val) for t, x in tasks.items()},
-                     {t: len(x.test) for t, x in tasks.items()}, {t: x.num_classes for t, x in tasks.items()})
+        return Sizes(
+            {t: len(x.train) for t, x in tasks.items()},
+            {t: len(x.val) for t, x in tasks.items()},
+            {t: len(x.test) for t, x in tasks.items()},
+            {t: x.num_classes for t, x in tasks.items()},
+        )
     raise TypeError(f"No plan for data of type {type(profile.data).__name__}.")
 
 
@@ -213,8 +220,9 @@ class Session:
                 self.features(task, split, images)
                 self.evaluate(task, split, images)
 
-    def merges(self, combos, specs: list, split: str = "test", images: int | None = None, cache: bool = False,
-               seeds=None) -> None:
+    def merges(
+        self, combos, specs: list, split: str = "test", images: int | None = None, cache: bool = False, seeds=None
+    ) -> None:
         """Every combo x spec for every seed (specs are :class:`Spec` or hashable names), as
         :meth:`Study.merges_table` runs them: cached scores are reused, inputs are prepared once when needed."""
         specs = [s if isinstance(s, Spec) else Spec(s) for s in specs]
@@ -246,8 +254,9 @@ class Session:
                         self.fit_head(1)
                 if spec.kind == "adamerging":
                     steps, batch = ADAMERGING_STEPS, 16
-                    self.work["trained"] += steps * sum(min(batch, self.sizes.of(t, "val", budget.tuning_images))
-                                                        for t in combo)
+                    self.work["trained"] += steps * sum(
+                        min(batch, self.sizes.of(t, "val", budget.tuning_images)) for t in combo
+                    )
                 if cache:
                     self.saved.add(("scores", split, images, seed, (combo, spec)))
 
@@ -260,8 +269,15 @@ class Session:
         self.work["merges"] += count
         self.seconds += count * throughput.exactness_check
 
-    def timing(self, strategies_passes: list[int], batch_sizes, warmup: int, rounds: int,
-               throughput: Throughput, tallied: bool = True) -> None:
+    def timing(
+        self,
+        strategies_passes: list[int],
+        batch_sizes,
+        warmup: int,
+        rounds: int,
+        throughput: Throughput,
+        tallied: bool = True,
+    ) -> None:
         for passes, batch in itertools.product(strategies_passes, batch_sizes):
             calls = warmup + rounds
             if tallied:
@@ -336,10 +352,19 @@ def _chapter4(s: Session, t: Throughput) -> None:
     s.merge_and_score(s.profile.tasks[:3])  # solution 3 (the worst triple; any three tasks cost about the same)
 
 
-TUNING_CANDIDATES = {"task arithmetic, scaled sum": 5, "TIES": 9, "DARE-TIES": 6, "magnitude pruning": 6,
-                     "TIES on factors (PEFT)": 2, "DARE-TIES on factors (PEFT)": 2,
-                     "magnitude pruning on factors (PEFT)": 3, "KnOTS-TIES": 9, "TSV-Merge": 3, "Iso-C": 3,
-                     "Iso-CTS": 3}
+TUNING_CANDIDATES = {
+    "task arithmetic, scaled sum": 5,
+    "TIES": 9,
+    "DARE-TIES": 6,
+    "magnitude pruning": 6,
+    "TIES on factors (PEFT)": 2,
+    "DARE-TIES on factors (PEFT)": 2,
+    "magnitude pruning on factors (PEFT)": 3,
+    "KnOTS-TIES": 9,
+    "TSV-Merge": 3,
+    "Iso-C": 3,
+    "Iso-CTS": 3,
+}
 """Chapter 5's data-free families and how many candidates each tries on validation data."""
 DATA_LIGHT = {"refitted heads": "refit", "AdaMerging": "adamerging"}
 CHAPTER5_CHOICES = ("task arithmetic, scaled sum", "AdaMerging")
@@ -364,10 +389,14 @@ def _chapter5(s: Session, t: Throughput) -> None:
         s.merges(tuning, [Spec(family, kind)], "val", budget.tuning_images, seeds=[0])
     sample = budget.comparison_images
     s.singles("test", sample, seeds=[0])  # how a validation choice transfers: the scaled sum on the test split
-    s.merges(tuning, [Spec(("task arithmetic, scaled sum", i)) for i in range(5)], "test", sample, cache=True,
-             seeds=[0])
-    survey = ([Spec("task_arithmetic"), Spec("linear")] + [Spec((family, "chosen")) for family in TUNING_CANDIDATES]
-              + [Spec(family, kind) for family, kind in DATA_LIGHT.items()])
+    s.merges(
+        tuning, [Spec(("task arithmetic, scaled sum", i)) for i in range(5)], "test", sample, cache=True, seeds=[0]
+    )
+    survey = (
+        [Spec("task_arithmetic"), Spec("linear")]
+        + [Spec((family, "chosen")) for family in TUNING_CANDIDATES]
+        + [Spec(family, kind) for family, kind in DATA_LIGHT.items()]
+    )
     for spec in survey:
         s.merges(_grid(s.profile, budget.survey_sizes), [spec], "test", sample, cache=True, seeds=[0])
     s.singles("test", sample)
@@ -421,16 +450,27 @@ CHAPTERS: dict[str, tuple[str, Callable[[Session, Throughput], None]]] = {
 def seconds(session: Session, throughput: Throughput) -> float:
     """The time a replayed session takes on a machine."""
     work = session.work
-    decode = sum(n / throughput.decode.get(task, min(throughput.decode.values()))
-                 for task, n in session.decoded_by_task.items())
-    return (throughput.setup + session.downloaded_mb / throughput.download + decode
-            + work["trained"] / throughput.train + work["evaluated"] / throughput.evaluate
-            + work["timed"] / throughput.timed + work["merges"] * throughput.merge
-            + session.fits * throughput.head_fit + session.seconds)
+    decode = sum(
+        n / throughput.decode.get(task, min(throughput.decode.values())) for task, n in session.decoded_by_task.items()
+    )
+    return (
+        throughput.setup
+        + session.downloaded_mb / throughput.download
+        + decode
+        + work["trained"] / throughput.train
+        + work["evaluated"] / throughput.evaluate
+        + work["timed"] / throughput.timed
+        + work["merges"] * throughput.merge
+        + session.fits * throughput.head_fit
+        + session.seconds
+    )
 
 
-def chapter_plan(profile: Profile | str | None = "full", throughput: Throughput = T4,
-                 chapter5_choices: tuple[str, str] = CHAPTER5_CHOICES) -> pd.DataFrame:
+def chapter_plan(
+    profile: Profile | str | None = "full",
+    throughput: Throughput = T4,
+    chapter5_choices: tuple[str, str] = CHAPTER5_CHOICES,
+) -> pd.DataFrame:
     """Per chapter: the work and the minutes it takes on ``throughput``'s machine, two ways.
 
     * ``warm``: the chapters run in order with artifacts kept (Google Drive), so each one finds what earlier ones
@@ -450,11 +490,16 @@ def chapter_plan(profile: Profile | str | None = "full", throughput: Throughput 
         replay(warm, throughput)
         alone = Session(profile, sizes, chapter5_choices=chapter5_choices)
         replay(alone, throughput)
-        rows.append({"notebook": notebook, "chapter": title, **{k: warm.work[k] for k in
-                                                                 ("decoded", "trained", "evaluated", "timed",
-                                                                  "merges")},
-                     "download_mb": round(warm.downloaded_mb, 1),
-                     "warm_minutes": seconds(warm, throughput) / 60, "alone_minutes": seconds(alone, throughput) / 60})
+        rows.append(
+            {
+                "notebook": notebook,
+                "chapter": title,
+                **{k: warm.work[k] for k in ("decoded", "trained", "evaluated", "timed", "merges")},
+                "download_mb": round(warm.downloaded_mb, 1),
+                "warm_minutes": seconds(warm, throughput) / 60,
+                "alone_minutes": seconds(alone, throughput) / 60,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -464,8 +509,10 @@ def format_plan(plan: pd.DataFrame, profile: Profile, throughput: Throughput) ->
     table["warm_minutes"] = table["warm_minutes"].map(lambda m: f"{m:5.1f}")
     table["alone_minutes"] = table["alone_minutes"].map(lambda m: f"{m:5.1f}")
     total = plan["warm_minutes"].sum()
-    return (f"Time plan of the {profile.label} profile on a {throughput.name} (minutes; estimates from the throughput "
-            f"figures in lora_merge_utils.plan.T4)\n\n{table.to_string(index=False)}\n\n"
-            f"whole book in order, artifacts kept on Drive: {total:.0f} min ({math.ceil(total / 6) / 10:.1f} h), "
-            f"first downloads included; longest chapter {plan['warm_minutes'].max():.0f} min warm, "
-            f"{plan['alone_minutes'].max():.0f} min alone on a fresh runtime")
+    return (
+        f"Time plan of the {profile.label} profile on a {throughput.name} (minutes; estimates from the throughput "
+        f"figures in lora_merge_utils.plan.T4)\n\n{table.to_string(index=False)}\n\n"
+        f"whole book in order, artifacts kept on Drive: {total:.0f} min ({math.ceil(total / 6) / 10:.1f} h), "
+        f"first downloads included; longest chapter {plan['warm_minutes'].max():.0f} min warm, "
+        f"{plan['alone_minutes'].max():.0f} min alone on a fresh runtime"
+    )

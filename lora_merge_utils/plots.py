@@ -57,8 +57,9 @@ def rendered_scale(figure: Figure, dpi: float = DPI, column_px: float = CONTENT_
     return min(1.0, column_px / width_px)
 
 
-def rendered_font_sizes(figure: Figure, dpi: float = DPI,
-                        column_px: float = CONTENT_WIDTH_PX) -> list[tuple[float, str]]:
+def rendered_font_sizes(
+    figure: Figure, dpi: float = DPI, column_px: float = CONTENT_WIDTH_PX
+) -> list[tuple[float, str]]:
     """Every visible, non-empty text of ``figure`` as ``(points at the size the book shows it, text)``, smallest
     first: its font size times :func:`rendered_scale`."""
     scale = rendered_scale(figure, dpi, column_px)
@@ -81,16 +82,27 @@ def _value_limits(low: float, high: float, pad: float = 0.04) -> tuple[float, fl
 def _pairwise_limits(merges: pd.DataFrame, tasks: Sequence[str]) -> tuple[float, float]:
     """One colour scale for every method in ``merges``, so heatmaps of different methods drawn from the same table
     share it without the caller passing ``vmin``/``vmax``: from a little below the lowest cell to at least 1."""
-    values = np.concatenate([pairwise_matrix(merges, m, tasks).to_numpy().ravel()
-                             for m in merges.loc[merges["size"] == 2, "method"].unique()] or [np.array([np.nan])])
+    values = np.concatenate(
+        [
+            pairwise_matrix(merges, m, tasks).to_numpy().ravel()
+            for m in merges.loc[merges["size"] == 2, "method"].unique()
+        ]
+        or [np.array([np.nan])]
+    )
     if np.all(np.isnan(values)):
         return 0.0, 1.0
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
     return max(0.0, np.floor((low - 0.02) * 50) / 50), max(1.0, high)
 
 
-def pairwise_heatmap(merges: pd.DataFrame, method: str, tasks: Sequence[str], ax=None, vmin: float | None = None,
-                     vmax: float | None = None):
+def pairwise_heatmap(
+    merges: pd.DataFrame,
+    method: str,
+    tasks: Sequence[str],
+    ax=None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+):
     """Heatmap of normalized accuracy in pair merges (mean over seeds): row = task scored, column = the adapter
     merged with it. The colour scale is shared by every method in ``merges`` (so two heatmaps drawn from one table
     compare by colour); ``vmin``/``vmax`` override it."""
@@ -99,9 +111,19 @@ def pairwise_heatmap(merges: pd.DataFrame, method: str, tasks: Sequence[str], ax
     if own:
         _, ax = plt.subplots(figsize=(6.4, 5.2))
     shared_low, shared_high = _pairwise_limits(merges, tasks)
-    sns.heatmap(matrix, annot=True, fmt=".2f", vmin=shared_low if vmin is None else vmin,
-                vmax=shared_high if vmax is None else vmax, cmap="viridis", mask=matrix.isna(), square=True,
-                annot_kws={"fontsize": FONT}, cbar_kws={"label": "merged / single-adapter accuracy"}, ax=ax)
+    sns.heatmap(
+        matrix,
+        annot=True,
+        fmt=".2f",
+        vmin=shared_low if vmin is None else vmin,
+        vmax=shared_high if vmax is None else vmax,
+        cmap="viridis",
+        mask=matrix.isna(),
+        square=True,
+        annot_kws={"fontsize": FONT},
+        cbar_kws={"label": "merged / single-adapter accuracy"},
+        ax=ax,
+    )
     ax.set_xlabel("merged with the adapter of", fontsize=FONT + 1)
     ax.set_ylabel("task scored", fontsize=FONT + 1)
     ax.tick_params(labelsize=FONT)
@@ -116,15 +138,19 @@ def pairwise_heatmap(merges: pd.DataFrame, method: str, tasks: Sequence[str], ax
 def accuracy_bars(singles: pd.DataFrame, ax=None):
     """Grouped bars: head-only baseline against single LoRA adapter, per task (mean over seeds; the black lines
     span the seeds' range)."""
-    data = singles.melt(id_vars=["task", "seed"], value_vars=["head_accuracy", "adapter_accuracy"], var_name="model",
-                        value_name="accuracy")
-    data["model"] = data["model"].map({"head_accuracy": "head only (frozen backbone)",
-                                       "adapter_accuracy": "LoRA adapter"})
+    data = singles.melt(
+        id_vars=["task", "seed"],
+        value_vars=["head_accuracy", "adapter_accuracy"],
+        var_name="model",
+        value_name="accuracy",
+    )
+    data["model"] = data["model"].map(
+        {"head_accuracy": "head only (frozen backbone)", "adapter_accuracy": "LoRA adapter"}
+    )
     own = ax is None
     if own:
         _, ax = plt.subplots(figsize=(MAX_WIDTH_IN, 3.8))
-    sns.barplot(data=data, x="task", y="accuracy", hue="model", errorbar=("pi", 100), err_kws={"linewidth": 1.5},
-                ax=ax)
+    sns.barplot(data=data, x="task", y="accuracy", hue="model", errorbar=("pi", 100), err_kws={"linewidth": 1.5}, ax=ax)
     ax.set_ylim(0, 1.05)  # bars: their length is the value, so the axis starts at 0
     ax.set_xlabel("")
     ax.set_ylabel("accuracy", fontsize=FONT + 1)
@@ -134,9 +160,17 @@ def accuracy_bars(singles: pd.DataFrame, ax=None):
     return _finish(ax, own)
 
 
-def interval_plot(table: pd.DataFrame, label: str, value: str, ax=None, hue: str | None = None,
-                  reference: float | None = None, title: str = "", xlabel: str = "",
-                  xlim: tuple[float, float] | None = None):
+def interval_plot(
+    table: pd.DataFrame,
+    label: str,
+    value: str,
+    ax=None,
+    hue: str | None = None,
+    reference: float | None = None,
+    title: str = "",
+    xlabel: str = "",
+    xlim: tuple[float, float] | None = None,
+):
     """A point per row of ``table`` (``value`` with ``<value>_low``/``<value>_high`` from
     :func:`~lora_merge_utils.stats.summary_with_intervals`) and its 95% interval, labelled by ``label``. The value
     axis starts at 0 when the intervals reach into the lower half of the range anyway, else it is zoomed to them
@@ -151,8 +185,15 @@ def interval_plot(table: pd.DataFrame, label: str, value: str, ax=None, hue: str
     for offset, group, colour in zip(offsets, groups, palette):
         rows = table if group is None else table[table[hue] == group]
         y = np.array([labels.index(v) for v in rows[label]]) + offset
-        ax.errorbar(rows[value], y, xerr=[rows[value] - rows[f"{value}_low"], rows[f"{value}_high"] - rows[value]],
-                    fmt="o", color=colour, capsize=3, label=None if group is None else str(group))
+        ax.errorbar(
+            rows[value],
+            y,
+            xerr=[rows[value] - rows[f"{value}_low"], rows[f"{value}_high"] - rows[value]],
+            fmt="o",
+            color=colour,
+            capsize=3,
+            label=None if group is None else str(group),
+        )
     ax.set_yticks(range(len(labels)), labels, fontsize=FONT)
     ax.invert_yaxis()
     if reference is not None:
@@ -183,8 +224,11 @@ def accuracy_by_size(summary: pd.DataFrame, ax=None):
         ax.plot(sizes, means, "o-", color=colour, label=method)
         ax.fill_between(rows["size"], rows["normalized_low"], rows["normalized_high"], color=colour, alpha=0.2)
     ax.set_xticks([1, 2, 3])
-    ax.set_ylim(_value_limits(float(min(summary["normalized_low"].min(), 1.0)),
-                              float(max(summary["normalized_high"].max(), 1.0))))
+    ax.set_ylim(
+        _value_limits(
+            float(min(summary["normalized_low"].min(), 1.0)), float(max(summary["normalized_high"].max(), 1.0))
+        )
+    )
     ax.set_xlabel("adapters merged (K)", fontsize=FONT + 1)
     ax.set_ylabel("merged / single accuracy", fontsize=FONT + 1)
     ax.tick_params(labelsize=FONT)
@@ -206,7 +250,7 @@ def sample_grid(images: np.ndarray, labels: Sequence[str], columns: int = 8, tit
     for ax, image, label in zip(np.atleast_1d(axes).flat, images, labels):
         ax.imshow(image)
         text = str(label)
-        ax.set_title(text if len(text) <= room else text[:room - 1] + "\u2026", fontsize=MIN_FONT_PT)
+        ax.set_title(text if len(text) <= room else text[: room - 1] + "\u2026", fontsize=MIN_FONT_PT)
     if title:
         figure.suptitle(textwrap.fill(title, 80), fontsize=FONT + 1)
     figure.tight_layout()
@@ -214,8 +258,9 @@ def sample_grid(images: np.ndarray, labels: Sequence[str], columns: int = 8, tit
     return figure
 
 
-def _place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], fontsize: float = MIN_FONT_PT,
-                  **text_kw) -> list:
+def _place_labels(
+    ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], fontsize: float = MIN_FONT_PT, **text_kw
+) -> list:
     """Annotate each point with its label where the label overlaps no other label, no marker and stays inside the
     axes: the first free spot among eight around the point, then further out; the least-crowded spot otherwise.
     (Labels at a fixed offset pile up on clustered points, as chapter 6's pair names did.)"""
@@ -230,24 +275,37 @@ def _place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence
         legend = ax.get_legend().get_window_extent()
         obstacles.append((legend.x0, legend.y0, legend.x1, legend.y1))
     placed = []
-    spots = [(dx * r, dy * r, ha, va) for r in (1, 2.2, 3.6)
-             for dx, dy, ha, va in ((4, 2, "left", "bottom"), (4, -2, "left", "top"), (-4, 2, "right", "bottom"),
-                                    (-4, -2, "right", "top"), (0, 6, "center", "bottom"), (0, -6, "center", "top"),
-                                    (6, 0, "left", "center"), (-6, 0, "right", "center"))]
+    spots = [
+        (dx * r, dy * r, ha, va)
+        for r in (1, 2.2, 3.6)
+        for dx, dy, ha, va in (
+            (4, 2, "left", "bottom"),
+            (4, -2, "left", "top"),
+            (-4, 2, "right", "bottom"),
+            (-4, -2, "right", "top"),
+            (0, 6, "center", "bottom"),
+            (0, -6, "center", "top"),
+            (6, 0, "left", "center"),
+            (-6, 0, "right", "center"),
+        )
+    ]
 
     def crowding(box) -> float:
         x0, y0, x1, y1 = box.x0, box.y0, box.x1, box.y1
-        overlap = sum(max(0.0, min(x1, b[2]) - max(x0, b[0])) * max(0.0, min(y1, b[3]) - max(y0, b[1]))
-                      for b in obstacles)
+        overlap = sum(
+            max(0.0, min(x1, b[2]) - max(x0, b[0])) * max(0.0, min(y1, b[3]) - max(y0, b[1])) for b in obstacles
+        )
         outside = box.width * box.height - max(0.0, min(x1, frame.x1) - max(x0, frame.x0)) * max(
-            0.0, min(y1, frame.y1) - max(y0, frame.y0))
+            0.0, min(y1, frame.y1) - max(y0, frame.y0)
+        )
         return overlap + 10 * outside  # a label cut off at the frame is worse than one touching another
 
     for x, y, label in zip(xs, ys, labels):
         best = None
         for dx, dy, ha, va in spots:
-            text = ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
-                               fontsize=fontsize, **text_kw)
+            text = ax.annotate(
+                label, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=fontsize, **text_kw
+            )
             box = text.get_window_extent().padded(1)
             cost = crowding(box)
             if best is None or cost < best[0]:
@@ -263,10 +321,14 @@ def _place_labels(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence
     return placed
 
 
-def similarity_scatter(measures: Mapping[str, pd.Series], retention: pd.Series,
-                       similar_pairs: Iterable[Sequence[str]] = (), rho: Mapping[str, float] | None = None,
-                       p: Mapping[str, float] | None = None,
-                       title: str = "Similarity of two tasks against how well their adapters merge"):
+def similarity_scatter(
+    measures: Mapping[str, pd.Series],
+    retention: pd.Series,
+    similar_pairs: Iterable[Sequence[str]] = (),
+    rho: Mapping[str, float] | None = None,
+    p: Mapping[str, float] | None = None,
+    title: str = "Similarity of two tasks against how well their adapters merge",
+):
     """One panel per similarity measure, stacked: each pair of tasks (index ``"a+b"``) at (similarity, retention),
     pairs built to be similar in red, every point labelled without overlap. ``rho``/``p`` (by measure name) put the
     rank correlation and its p-value in each panel's title."""
@@ -278,8 +340,16 @@ def similarity_scatter(measures: Mapping[str, pd.Series], retention: pd.Series,
         frame = pd.DataFrame({"similarity": measure.reindex(retention.index), "retention": retention})
         frame["built to be similar"] = frame.index.isin(similar)
         frames.append(frame)
-        sns.scatterplot(data=frame, x="similarity", y="retention", hue="built to be similar", s=60, ax=ax,
-                        palette={True: "crimson", False: "steelblue"}, legend=ax is axes[0])
+        sns.scatterplot(
+            data=frame,
+            x="similarity",
+            y="retention",
+            hue="built to be similar",
+            s=60,
+            ax=ax,
+            palette={True: "crimson", False: "steelblue"},
+            legend=ax is axes[0],
+        )
         ax.set_xlabel(name, fontsize=FONT + 1)
         ax.set_ylabel("retention\n(mean normalized accuracy)", fontsize=FONT)
         ax.tick_params(labelsize=FONT)
@@ -297,24 +367,34 @@ def similarity_scatter(measures: Mapping[str, pd.Series], retention: pd.Series,
     return figure
 
 
-def layer_cosine_heatmap(per_layer: pd.DataFrame, title: str = "Cosine of the two adapters' updates, per layer and "
-                         "pair (seed 0)"):
+def layer_cosine_heatmap(
+    per_layer: pd.DataFrame, title: str = "Cosine of the two adapters' updates, per layer and pair (seed 0)"
+):
     """Heatmap of a pair x layer table (columns named ``blocks.N.<module>``), layers in block order, centred at 0.
     Layer names are shortened to ``bN.<module>``; with more layers than fit at a readable size, every n-th is named."""
+
     def block(name: str) -> int:
         parts = name.split(".")
         return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
 
     order = sorted(per_layer.columns, key=lambda name: (block(name), name))
     figure, ax = plt.subplots(figsize=(MAX_WIDTH_IN, max(3.5, 0.28 * len(per_layer) + 2.6)))
-    sns.heatmap(per_layer[order], cmap="coolwarm", center=0, ax=ax, cbar_kws={"label": "cosine of updates"},
-                xticklabels=False, yticklabels=True)
+    sns.heatmap(
+        per_layer[order],
+        cmap="coolwarm",
+        center=0,
+        ax=ax,
+        cbar_kws={"label": "cosine of updates"},
+        xticklabels=False,
+        yticklabels=True,
+    )
     figure.draw_without_rendering()  # the axes' final size decides how many layer names fit
     width_pt = ax.get_window_extent().width * 72 / figure.dpi
     step = max(1, int(np.ceil(len(order) * MIN_FONT_PT * 1.25 / width_pt)))
     ax.set_xticks([i + 0.5 for i in range(0, len(order), step)])
-    ax.set_xticklabels([order[i].replace("blocks.", "b") for i in range(0, len(order), step)], rotation=90,
-                       fontsize=MIN_FONT_PT)
+    ax.set_xticklabels(
+        [order[i].replace("blocks.", "b") for i in range(0, len(order), step)], rotation=90, fontsize=MIN_FONT_PT
+    )
     ax.tick_params(axis="y", labelsize=MIN_FONT_PT)
     ax.set_xlabel("layer" + (f" (one in {step} named)" if step > 1 else ""), fontsize=FONT)
     ax.set_ylabel("")
@@ -337,10 +417,16 @@ def inference_cost_bars(summary: pd.DataFrame, order: Sequence[str] | None = Non
     palette = dict(zip(ks, sns.color_palette(K_PALETTE, len(ks))))
     big = int(summary["batch"].max())
     figure, axes = plt.subplots(2, 1, figsize=(MAX_WIDTH_IN, 7.2))
-    panels = ((axes[0], 1, "median_ms", "ms per request of K tasks",
-               "Latency at batch 1 (lower is better)"),
-              (axes[1], big, "images_per_s", "images per second",
-               f"Throughput at batch {big}, K tasks each (higher is better)"))
+    panels = (
+        (axes[0], 1, "median_ms", "ms per request of K tasks", "Latency at batch 1 (lower is better)"),
+        (
+            axes[1],
+            big,
+            "images_per_s",
+            "images per second",
+            f"Throughput at batch {big}, K tasks each (higher is better)",
+        ),
+    )
     for ax, batch, value, ylabel, title in panels:
         rows = data[data["batch"] == batch]
         sns.barplot(data=rows, x="strategy", y=value, hue="K", hue_order=ks, order=order, palette=palette, ax=ax)

@@ -40,8 +40,7 @@ class BackboneSpec:
     local_weights_env: str = "LORA_BOOK_BACKBONE_FILE"
 
     def __hash__(self) -> int:  # a dict field: hash its sorted JSON so profiles stay usable as cache keys
-        return hash((self.model_name, self.weights, json.dumps(self.overrides, sort_keys=True),
-                     self.local_weights_env))
+        return hash((self.model_name, self.weights, json.dumps(self.overrides, sort_keys=True), self.local_weights_env))
 
 
 @dataclass(frozen=True)
@@ -57,8 +56,9 @@ class LoraSettings:
     def __post_init__(self) -> None:
         _require(_is_int(self.rank) and self.rank >= 1, f"lora.rank must be a whole number >= 1, got {self.rank!r}.")
         _require(_finite(self.alpha) and self.alpha > 0, f"lora.alpha must be a finite number > 0, got {self.alpha!r}.")
-        _require(_finite(self.dropout) and 0 <= self.dropout < 1,
-                 f"lora.dropout must be in [0, 1), got {self.dropout!r}.")
+        _require(
+            _finite(self.dropout) and 0 <= self.dropout < 1, f"lora.dropout must be in [0, 1), got {self.dropout!r}."
+        )
 
 
 def _require(condition: bool, message: str) -> None:
@@ -89,15 +89,21 @@ class TrainSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _require(len(self.head_l2) > 0 and all(_finite(v) and v >= 0 for v in self.head_l2),
-                 f"train.head_l2 must list finite penalties >= 0, got {self.head_l2!r}.")
+        _require(
+            len(self.head_l2) > 0 and all(_finite(v) and v >= 0 for v in self.head_l2),
+            f"train.head_l2 must list finite penalties >= 0, got {self.head_l2!r}.",
+        )
         for name in ("head_max_iter", "adapter_epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
             _require(_is_int(value) and value >= 1, f"train.{name} must be a whole number >= 1, got {value!r}.")
-        _require(_finite(self.adapter_lr) and self.adapter_lr > 0,
-                 f"train.adapter_lr must be a finite number > 0, got {self.adapter_lr!r}.")
-        _require(_finite(self.adapter_weight_decay) and self.adapter_weight_decay >= 0,
-                 f"train.adapter_weight_decay must be a finite number >= 0, got {self.adapter_weight_decay!r}.")
+        _require(
+            _finite(self.adapter_lr) and self.adapter_lr > 0,
+            f"train.adapter_lr must be a finite number > 0, got {self.adapter_lr!r}.",
+        )
+        _require(
+            _finite(self.adapter_weight_decay) and self.adapter_weight_decay >= 0,
+            f"train.adapter_weight_decay must be a finite number >= 0, got {self.adapter_weight_decay!r}.",
+        )
 
 
 @dataclass(frozen=True)
@@ -227,9 +233,7 @@ FULL = Profile(
     similar_pairs=(("mnist", "svhn"), ("eurosat", "resisc45")),
     data=HubData(train_size=2000, val_size=500, test_size=1000),
     lora=LoraSettings(rank=8, alpha=16, dropout=0.1),
-    train=TrainSettings(
-        adapter_epochs=2, adapter_lr=5e-4, batch_size=64, eval_batch_size=256
-    ),
+    train=TrainSettings(adapter_epochs=2, adapter_lr=5e-4, batch_size=64, eval_batch_size=256),
     budget=Budget(tuning_images=120, comparison_images=150, refit_images=200, survey_sizes=(2,)),
     num_workers=2,
 )
@@ -300,8 +304,9 @@ def read_overrides() -> dict:
     except json.JSONDecodeError as error:
         raise ValueError(f"${OVERRIDES_ENV_VAR}: {source} is not valid JSON ({error}).") from None
     if not isinstance(overrides, dict):
-        raise ValueError(f"${OVERRIDES_ENV_VAR} must hold a JSON object of dotted names, e.g. "
-                         '{"data.train_size": 500}.')
+        raise ValueError(
+            f'${OVERRIDES_ENV_VAR} must hold a JSON object of dotted names, e.g. {{"data.train_size": 500}}.'
+        )
     return overrides
 
 

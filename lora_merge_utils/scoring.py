@@ -16,8 +16,14 @@ from .workload import count
 
 
 @torch.inference_mode()
-def predict(model: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, batch_size: int = 256,
-            device: torch.device | None = None, amp: bool = True, num_workers: int = 0) -> tuple[torch.Tensor, ...]:
+def predict(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    dataset: Dataset,
+    batch_size: int = 256,
+    device: torch.device | None = None,
+    amp: bool = True,
+    num_workers: int = 0,
+) -> tuple[torch.Tensor, ...]:
     """``(predicted labels, true labels)`` of ``model`` (images -> logits) over a dataset."""
     device = device or torch.device("cpu")
     preds, labels = [], []
@@ -54,8 +60,10 @@ def head_accuracy(head: nn.Module, features: torch.Tensor, labels: torch.Tensor)
 def multitask_correctness(model, test_sets: dict[str, Dataset], **kwargs) -> dict[str, np.ndarray]:
     """For each task of a :class:`~lora_merge_utils.MultiTaskModel`, which of its test images it gets right with
     its own head."""
-    return {task: correctness(lambda x, t=task: model(x, tasks=[t])[t], dataset, **kwargs)
-            for task, dataset in test_sets.items()}
+    return {
+        task: correctness(lambda x, t=task: model(x, tasks=[t])[t], dataset, **kwargs)
+        for task, dataset in test_sets.items()
+    }
 
 
 def evaluate_multitask(model, test_sets: dict[str, Dataset], **kwargs) -> dict[str, float]:
@@ -74,9 +82,16 @@ def adapter_correctness(model: PeftModel, head: nn.Module, adapter: str, dataset
     return correctness(lambda x: head(model(x)), dataset, **kwargs)
 
 
-def refit_heads(backbone: nn.Module, train_sets: dict[str, Dataset], num_classes: dict[str, int], settings,
-                device: torch.device, batch_size: int = 256, amp: bool = True,
-                l2: dict[str, float] | None = None) -> dict[str, nn.Linear]:
+def refit_heads(
+    backbone: nn.Module,
+    train_sets: dict[str, Dataset],
+    num_classes: dict[str, int],
+    settings,
+    device: torch.device,
+    batch_size: int = 256,
+    amp: bool = True,
+    l2: dict[str, float] | None = None,
+) -> dict[str, nn.Linear]:
     """A new linear head per task, fitted like the head-only baseline on the features of ``backbone`` (a merged one)
     of each task's labelled ``train_sets``: the merge moved the features, the heads follow. Each fit uses the L2
     penalty ``l2[task]`` (the one validation chose for that task's baseline head; the fit works on standardised

@@ -75,8 +75,13 @@ class SeparateModels(nn.Module):
 STRATEGIES = ("frozen + K heads", "merged", "mixed batch", "switching", "separate")
 
 
-def build_strategies(backbone: nn.Module, peft_model, heads: dict[str, nn.Module], tasks: Sequence[str],
-                     baseline_heads: dict[str, nn.Module]) -> dict[str, nn.Module]:
+def build_strategies(
+    backbone: nn.Module,
+    peft_model,
+    heads: dict[str, nn.Module],
+    tasks: Sequence[str],
+    baseline_heads: dict[str, nn.Module],
+) -> dict[str, nn.Module]:
     """The serving set-ups of :data:`STRATEGIES` for ``tasks`` (the PEFT model must hold one adapter per task;
     ``baseline_heads`` are the head-only baselines)."""
     tasks = list(tasks)
@@ -91,9 +96,16 @@ def build_strategies(backbone: nn.Module, peft_model, heads: dict[str, nn.Module
     }
 
 
-def inference_cost(strategies: dict[str, nn.Module], k: int, image_size: int, batch_sizes=(1, 64),
-                   warmup: int = 3, rounds: int = 20, device: torch.device | None = None,
-                   seed: int = 0) -> pd.DataFrame:
+def inference_cost(
+    strategies: dict[str, nn.Module],
+    k: int,
+    image_size: int,
+    batch_sizes=(1, 64),
+    warmup: int = 3,
+    rounds: int = 20,
+    device: torch.device | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Every strategy timed on the same random batch, interleaved (see
     :func:`~lora_merge_utils.benchmarking.interleaved_timings`), for each batch size: one row per (strategy,
     batch, round) with ``seconds``, plus ``K``, ``parameters`` and ``memory_mb``."""
@@ -108,15 +120,17 @@ def inference_cost(strategies: dict[str, nn.Module], k: int, image_size: int, ba
         timings = interleaved_timings(calls, rounds=rounds, warmup=warmup, device=device, seed=seed)
         tables.append(timings.assign(batch=batch))
     table = pd.concat(tables, ignore_index=True).assign(K=k)
-    sizes = {name: (sum(p.numel() for p in m.parameters()), parameter_bytes(m) / 2**20)
-             for name, m in strategies.items()}
+    sizes = {
+        name: (sum(p.numel() for p in m.parameters()), parameter_bytes(m) / 2**20) for name, m in strategies.items()
+    }
     table["parameters"] = table["strategy"].map(lambda s: sizes[s][0])
     table["memory_mb"] = table["strategy"].map(lambda s: sizes[s][1])
     return table
 
 
-def timing_summary(timings: pd.DataFrame, reference: str, replicates: int = 2000, seed: int = 0,
-                   level: float = 0.95) -> pd.DataFrame:
+def timing_summary(
+    timings: pd.DataFrame, reference: str, replicates: int = 2000, seed: int = 0, level: float = 0.95
+) -> pd.DataFrame:
     """Per (K, batch, strategy): median milliseconds with a bootstrap interval over rounds, images per second, and
     the median ratio ``strategy / reference`` with a paired interval (rounds resampled together)."""
     rng = np.random.default_rng(seed)
@@ -130,14 +144,18 @@ def timing_summary(timings: pd.DataFrame, reference: str, replicates: int = 2000
             medians = np.median(seconds[draws], axis=1)
             ratio = wide[strategy].to_numpy() / wide[reference].to_numpy()
             ratios = np.median(ratio[draws], axis=1)
-            records.append({
-                "K": k, "batch": batch, "strategy": strategy,
-                "median_ms": 1000 * float(np.median(seconds)),
-                "low_ms": 1000 * float(np.percentile(medians, q[0])),
-                "high_ms": 1000 * float(np.percentile(medians, q[1])),
-                "images_per_s": batch / float(np.median(seconds)),
-                f"vs {reference}": float(np.median(ratio)),
-                "ratio_low": float(np.percentile(ratios, q[0])),
-                "ratio_high": float(np.percentile(ratios, q[1])),
-            })
+            records.append(
+                {
+                    "K": k,
+                    "batch": batch,
+                    "strategy": strategy,
+                    "median_ms": 1000 * float(np.median(seconds)),
+                    "low_ms": 1000 * float(np.percentile(medians, q[0])),
+                    "high_ms": 1000 * float(np.percentile(medians, q[1])),
+                    "images_per_s": batch / float(np.median(seconds)),
+                    f"vs {reference}": float(np.median(ratio)),
+                    "ratio_low": float(np.percentile(ratios, q[0])),
+                    "ratio_high": float(np.percentile(ratios, q[1])),
+                }
+            )
     return pd.DataFrame(records)

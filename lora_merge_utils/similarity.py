@@ -27,8 +27,10 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 def frechet_by_pair(features: dict[str, torch.Tensor]) -> pd.Series:
     """The Fréchet distance between the frozen-backbone features of every pair of tasks, indexed ``"a+b"`` in the
     order of ``features`` (small = similar data, as the backbone sees it)."""
-    return pd.Series({f"{a}+{b}": frechet_distance(features[a], features[b])
-                      for a, b in itertools.combinations(features, 2)}, name="frechet_distance")
+    return pd.Series(
+        {f"{a}+{b}": frechet_distance(features[a], features[b]) for a, b in itertools.combinations(features, 2)},
+        name="frechet_distance",
+    )
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -59,8 +61,9 @@ def weight_cosine(deltas_a: dict[str, torch.Tensor], deltas_b: dict[str, torch.T
 
 def pairwise(tasks: Sequence[str], measure) -> pd.DataFrame:
     """``measure(a, b)`` for every unordered pair, as a tidy table ``task_a, task_b, value``."""
-    return pd.DataFrame([{"task_a": a, "task_b": b, "value": measure(a, b)}
-                         for a, b in itertools.combinations(tasks, 2)])
+    return pd.DataFrame(
+        [{"task_a": a, "task_b": b, "value": measure(a, b)} for a, b in itertools.combinations(tasks, 2)]
+    )
 
 
 def _pair_key(a: str, b: str, index) -> str:
@@ -79,8 +82,9 @@ def permutation_test(similarity: pd.Series, retention: pd.Series, tasks: Sequenc
     extreme, total = 0, 0
     for perm in itertools.permutations(tasks):
         relabel = dict(zip(tasks, perm))
-        permuted = [similarity[_pair_key(relabel[a], relabel[b], similarity.index)]
-                    for a, b in (p.split("+") for p in pairs)]
+        permuted = [
+            similarity[_pair_key(relabel[a], relabel[b], similarity.index)] for a, b in (p.split("+") for p in pairs)
+        ]
         rho = stats.spearmanr(permuted, y).statistic
         extreme += abs(rho) >= abs(observed) - 1e-12
         total += 1
@@ -97,8 +101,9 @@ def leave_one_out(similarity: pd.Series, retention: pd.Series) -> tuple[float, f
     return float(min(rhos)), float(max(rhos))
 
 
-def spearman_with_ci(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, level: float = 0.95,
-                     seed: int = 0) -> dict[str, float]:
+def spearman_with_ci(
+    x: Sequence[float], y: Sequence[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> dict[str, float]:
     """Spearman's rho of ``x`` and ``y`` with a percentile bootstrap interval that resamples pairs as if they were
     independent. For task pairs they are not (see :func:`permutation_test`); this is kept to show the difference."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)

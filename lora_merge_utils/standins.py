@@ -95,8 +95,12 @@ def build_dataset(task: str, directory: Path | str, per_class: dict[str, int] | 
     style = IMAGE_STYLES[task]
     per_class = {"train": 12, "test": 5, **(per_class or {})}
     classes = len(source.class_names)
-    features = datasets.Features({source.image_column: datasets.Image(),
-                                  source.label_column: datasets.ClassLabel(names=list(source.class_names))})
+    features = datasets.Features(
+        {
+            source.image_column: datasets.Image(),
+            source.label_column: datasets.ClassLabel(names=list(source.class_names)),
+        }
+    )
     rng = np.random.default_rng([seed, len(task)])
     splits = {}
     for split in list(source.files) + list(source.other_splits):
@@ -104,15 +108,17 @@ def build_dataset(task: str, directory: Path | str, per_class: dict[str, int] | 
         labels = [label for label, n in enumerate(counts) for _ in range(n)]
         images = [{"bytes": _image(style, label, classes, rng), "path": None} for label in labels]
         splits[split] = datasets.Dataset.from_dict(
-            {source.image_column: images, source.label_column: labels}, features=features)
+            {source.image_column: images, source.label_column: labels}, features=features
+        )
     directory = Path(directory)
     with datasets_progress(False):
         datasets.DatasetDict(splits).save_to_disk(str(directory))
     return directory
 
 
-def build_backbone(hub_cache: Path | str, profile: Profile = FULL, overrides: dict | None = None,
-                   seed: int = 0) -> Path:
+def build_backbone(
+    hub_cache: Path | str, profile: Profile = FULL, overrides: dict | None = None, seed: int = 0
+) -> Path:
     """Write random weights for the profile's timm model (with ``overrides``, e.g. a shallow depth) as
     ``model.safetensors`` in the Hugging Face Hub cache layout under ``hub_cache``, so that timm's own
     ``pretrained=True`` path loads it with ``HF_HUB_OFFLINE=1``. The checkpoint keeps timm's keys, the 21k head
@@ -124,8 +130,9 @@ def build_backbone(hub_cache: Path | str, profile: Profile = FULL, overrides: di
     config = timm.models.get_pretrained_cfg(spec.model_name).to_dict()
     repo = config["hf_hub_id"]
     torch.manual_seed(seed)
-    model = timm.create_model(spec.model_name, pretrained=False, num_classes=config["num_classes"],
-                              **{**spec.overrides, **(overrides or {})})
+    model = timm.create_model(
+        spec.model_name, pretrained=False, num_classes=config["num_classes"], **{**spec.overrides, **(overrides or {})}
+    )
     commit = "0" * 40
     folder = Path(hub_cache) / f"models--{repo.replace('/', '--')}"
     snapshot = folder / "snapshots" / commit
@@ -133,13 +140,15 @@ def build_backbone(hub_cache: Path | str, profile: Profile = FULL, overrides: di
     (folder / "refs").mkdir(exist_ok=True)
     (folder / "refs" / "main").write_text(commit)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(snapshot / "model.safetensors"))
-    (snapshot / "config.json").write_text(json.dumps({"architecture": config["architecture"],
-                                                      "num_classes": config["num_classes"]}))
+    (snapshot / "config.json").write_text(
+        json.dumps({"architecture": config["architecture"], "num_classes": config["num_classes"]})
+    )
     return snapshot / "model.safetensors"
 
 
-def build_standins(root: Path | str, tasks: list[str] | None = None, per_class: dict[str, int] | None = None,
-                   seed: int = 0) -> dict[str, str]:
+def build_standins(
+    root: Path | str, tasks: list[str] | None = None, per_class: dict[str, int] | None = None, seed: int = 0
+) -> dict[str, str]:
     """Build every stand-in under ``root`` (``root/data/<task>``, ``root/hub``) and return the environment that
     points the full profile at them: ``LORA_BOOK_DATA_DIR``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``,
     ``HF_DATASETS_OFFLINE`` and ``LORA_BOOK_OVERRIDES`` (the :data:`SMOKE_OVERRIDES`)."""

@@ -52,11 +52,15 @@ class Bootstrap:
         self.seeds = list(self.seeds)
         for task, n in self.test_sizes.items():
             self._counts[task] = rng.multinomial(n, np.full(n, 1 / n), size=self.replicates).astype(np.float32)
-        self.seed_weights = rng.multinomial(len(self.seeds), np.full(len(self.seeds), 1 / len(self.seeds)),
-                                            size=self.replicates).astype(float)
+        self.seed_weights = rng.multinomial(
+            len(self.seeds), np.full(len(self.seeds), 1 / len(self.seeds)), size=self.replicates
+        ).astype(float)
         tasks = len(self.tasks)
-        self.task_weights = (rng.multinomial(tasks, np.full(tasks, 1 / tasks), size=self.replicates).astype(float)
-                             if self.resample_tasks else np.ones((self.replicates, tasks)))
+        self.task_weights = (
+            rng.multinomial(tasks, np.full(tasks, 1 / tasks), size=self.replicates).astype(float)
+            if self.resample_tasks
+            else np.ones((self.replicates, tasks))
+        )
 
     def accuracy(self, task: str, correct: np.ndarray) -> np.ndarray:
         """The accuracy of each replicate's draw of ``task``'s test images."""
@@ -84,9 +88,11 @@ def row_values(rows: pd.DataFrame, metric: str, boot: Bootstrap | None = None) -
     out = []
     for row in rows.itertuples(index=False):
         n = int(row.num_images)
+
         def acc(bits: str, task=row.task, n=n):
             correct = unpack(bits, n)
             return boot.accuracy(task, correct) if boot is not None else correct.mean()
+
         merged = acc(row.correct)
         if metric == "accuracy":
             out.append(merged)
@@ -133,18 +139,21 @@ def estimate(rows: pd.DataFrame, metric: str, boot: Bootstrap, level: float = LE
     return _interval(point, _mean(row_values(rows, metric, boot), weights), level)
 
 
-def difference(rows_a: pd.DataFrame, rows_b: pd.DataFrame, metric: str, boot: Bootstrap,
-               level: float = LEVEL) -> Estimate:
+def difference(
+    rows_a: pd.DataFrame, rows_b: pd.DataFrame, metric: str, boot: Bootstrap, level: float = LEVEL
+) -> Estimate:
     """``mean(a) - mean(b)`` of ``metric``, paired: both means use the same replicates (images, seeds, tasks)."""
     a, b = row_values(rows_a, metric, boot), row_values(rows_b, metric, boot)
     point = float(np.mean(row_values(rows_a, metric)) - np.mean(row_values(rows_b, metric)))
-    diff = _mean(a, boot.weights(rows_a["task"], rows_a["seed"])) - _mean(b, boot.weights(rows_b["task"],
-                                                                                            rows_b["seed"]))
+    diff = _mean(a, boot.weights(rows_a["task"], rows_a["seed"])) - _mean(
+        b, boot.weights(rows_b["task"], rows_b["seed"])
+    )
     return _interval(point, diff, level)
 
 
-def summary_with_intervals(rows: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], boot: Bootstrap,
-                           level: float = LEVEL) -> pd.DataFrame:
+def summary_with_intervals(
+    rows: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], boot: Bootstrap, level: float = LEVEL
+) -> pd.DataFrame:
     """Per group of ``by``: each metric's mean and its interval (columns ``<metric>``, ``<metric>_low``,
     ``<metric>_high``) and the number of rows."""
     records = []
@@ -176,7 +185,8 @@ def intervals_for_display(summary: pd.DataFrame, digits: int = 3) -> pd.DataFram
         if f"{column}_low" in summary.columns and f"{column}_high" in summary.columns:
             shown[f"{column.replace('_', ' ')} [{LEVEL:.0%} interval]"] = [
                 f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-                for v, lo, hi in zip(summary[column], summary[f"{column}_low"], summary[f"{column}_high"])]
+                for v, lo, hi in zip(summary[column], summary[f"{column}_low"], summary[f"{column}_high"])
+            ]
         else:
             shown[column] = summary[column]
     return shown

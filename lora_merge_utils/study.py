@@ -69,8 +69,13 @@ class Study:
     _decoded: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def open(cls, profile: Profile | str | None = None, root: Path | str | None = None,
-             device: torch.device | str | None = None, progress: bool | None = None) -> Study:
+    def open(
+        cls,
+        profile: Profile | str | None = None,
+        root: Path | str | None = None,
+        device: torch.device | str | None = None,
+        progress: bool | None = None,
+    ) -> Study:
         """Set up a study: pick the profile, build the backbone, and choose where artifacts go.
 
         ``progress=None`` shows progress bars unless ``$LORA_BOOK_PROGRESS=0``.
@@ -86,18 +91,24 @@ class Study:
     def describe(self) -> str:
         """A few lines saying what this run uses: profile, device, backbone, artifact folder and library versions."""
         versions = ", ".join(f"{k} {v}" for k, v in library_versions().items())
-        lines = [f"profile: {self.profile.name} ({len(self.profile.tasks)} tasks: {', '.join(self.profile.tasks)}; "
-                 f"{self.profile.seeds} training seed(s) per adapter)"]
+        lines = [
+            f"profile: {self.profile.name} ({len(self.profile.tasks)} tasks: {', '.join(self.profile.tasks)}; "
+            f"{self.profile.seeds} training seed(s) per adapter)"
+        ]
         if self.profile.overrides:
             lines.append("overrides: " + ", ".join(f"{k}={v}" for k, v in self.profile.overrides))
         if self.profile.smoke:
-            lines.append("smoke run: stand-in data and a shallow backbone prove the code path; the numbers mean "
-                         "nothing, and checks that need real pretrained weights are skipped")
-        lines += [f"device: {self.device}",
-                  f"backbone: {backbone_identity(self.backbone)} "
-                  f"({sum(p.numel() for p in self.backbone.parameters()):,} parameters)",
-                  f"artifacts: {self.root}",
-                  f"versions: {versions}"]
+            lines.append(
+                "smoke run: stand-in data and a shallow backbone prove the code path; the numbers mean "
+                "nothing, and checks that need real pretrained weights are skipped"
+            )
+        lines += [
+            f"device: {self.device}",
+            f"backbone: {backbone_identity(self.backbone)} "
+            f"({sum(p.numel() for p in self.backbone.parameters()):,} parameters)",
+            f"artifacts: {self.root}",
+            f"versions: {versions}",
+        ]
         return "\n".join(lines)
 
     def expects_real_results(self, check: str) -> bool:
@@ -136,8 +147,9 @@ class Study:
             if decoded_whole is not None:  # the whole split is in memory already: pick the sample from it
                 self._decoded[key] = subsample(decoded_whole, images, self.profile.train.seed)
             else:
-                self._decoded[key] = decode_all(chosen, self.profile.num_workers,
-                                                progress=f"{task} {split} images" if self.progress else False)
+                self._decoded[key] = decode_all(
+                    chosen, self.profile.num_workers, progress=f"{task} {split} images" if self.progress else False
+                )
         return self._decoded[key]
 
     def images(self, task: str, split: str, images: int | None = None) -> torch.Tensor:
@@ -154,15 +166,23 @@ class Study:
         key = (task, split, len(dataset))
         if key not in self._features:
             self._features[key] = extract_features(
-                self.backbone, dataset, self.profile.train.eval_batch_size, self.device, self.profile.amp,
+                self.backbone,
+                dataset,
+                self.profile.train.eval_batch_size,
+                self.device,
+                self.profile.amp,
                 progress=f"{task} {split} features" if self.progress else False,
             )
         return self._features[key]
 
     def eval_kwargs(self) -> dict:
         """Device, batch size, AMP and workers for the evaluation helpers, from the profile."""
-        return dict(device=self.device, batch_size=self.profile.train.eval_batch_size, amp=self.profile.amp,
-                    num_workers=self.profile.num_workers)
+        return dict(
+            device=self.device,
+            batch_size=self.profile.train.eval_batch_size,
+            amp=self.profile.amp,
+            num_workers=self.profile.num_workers,
+        )
 
     # ------------------------------------------------------------------------------------------------- baseline
     def ensure_head(self, task: str, retrain: bool = False) -> tuple[nn.Linear, dict]:
@@ -180,9 +200,14 @@ class Study:
     def _train_head(self, task: str) -> tuple[nn.Linear, dict]:
         directory = self.store.head_dir(task)
         x, y = self.features(task, "train")
-        head, result = train_head(x, y, self.task(task).num_classes, self.profile.train,
-                                  progress=f"{task} head" if self.progress else False,
-                                  val=self.features(task, "val"))
+        head, result = train_head(
+            x,
+            y,
+            self.task(task).num_classes,
+            self.profile.train,
+            progress=f"{task} head" if self.progress else False,
+            val=self.features(task, "val"),
+        )
         metrics = {
             "task": task,
             "accuracy": round(float(head_correctness(head, *self.features(task, "test")).mean()), DECIMALS),
@@ -204,9 +229,17 @@ class Study:
         directory = self.store.adapter_dir(task, seed)
         if self.store.has_adapter(task, seed) and not retrain:
             metrics = check_adapter_dir(directory)  # complete, readable, and the files that were saved
-            _check_reuse(directory, metrics, {"task": task, "backbone": backbone_identity(self.backbone),
-                                              "seed": self.seed_of(task, seed), "lora": self._lora_record()},
-                         "adapter")
+            _check_reuse(
+                directory,
+                metrics,
+                {
+                    "task": task,
+                    "backbone": backbone_identity(self.backbone),
+                    "seed": self.seed_of(task, seed),
+                    "lora": self._lora_record(),
+                },
+                "adapter",
+            )
             return directory
         with training_lock(self.root):
             return self._train_adapter(task, seed)
@@ -216,8 +249,13 @@ class Study:
         baseline, _ = self.ensure_head(task)
         data = self.task(task)
         model, head, result = train_adapter(
-            self.backbone, self.dataset(task, "train"), data.num_classes, self.profile,
-            seed=self.seed_of(task, seed), init_head=baseline, device=self.device,
+            self.backbone,
+            self.dataset(task, "train"),
+            data.num_classes,
+            self.profile,
+            seed=self.seed_of(task, seed),
+            init_head=baseline,
+            device=self.device,
             progress=f"{task} adapter (seed {seed})" if self.progress else False,
         )
         model.to(self.device)
@@ -266,8 +304,14 @@ class Study:
             raise ValueError(f"Seed index(es) {unknown} do not exist: this profile trains seeds {self.seeds}.")
         return seeds
 
-    def singles_table(self, model=None, heads=None, split: str = "test", images: int | None = None,
-                      seeds: int | list[int] | None = None) -> pd.DataFrame:
+    def singles_table(
+        self,
+        model=None,
+        heads=None,
+        split: str = "test",
+        images: int | None = None,
+        seeds: int | list[int] | None = None,
+    ) -> pd.DataFrame:
         """Per task and training seed: head-only baseline accuracy (frozen backbone + head; the same for every seed)
         and single-adapter accuracy, on ``split`` (test by default) or on the class-balanced sample of ``images``
         images per task that :meth:`dataset` gives. ``model``/``heads`` (all adapters of one seed) save a reload
@@ -281,19 +325,22 @@ class Study:
                 baseline, _ = self.ensure_head(task)
                 data = self.task(task)
                 head_right = head_correctness(baseline, *self.features(task, split, images))
-                adapter_right = adapter_correctness(model, heads[task], task, self.dataset(task, split, images),
-                                                    **self.eval_kwargs())
-                rows.append({
-                    "task": task,
-                    "seed": seed,
-                    "num_classes": data.num_classes,
-                    "num_train": len(data.train),
-                    "num_images": len(head_right),
-                    "head_accuracy": round(float(head_right.mean()), DECIMALS),
-                    "adapter_accuracy": round(float(adapter_right.mean()), DECIMALS),
-                    "head_correct": pack(head_right),
-                    "adapter_correct": pack(adapter_right),
-                })
+                adapter_right = adapter_correctness(
+                    model, heads[task], task, self.dataset(task, split, images), **self.eval_kwargs()
+                )
+                rows.append(
+                    {
+                        "task": task,
+                        "seed": seed,
+                        "num_classes": data.num_classes,
+                        "num_train": len(data.train),
+                        "num_images": len(head_right),
+                        "head_accuracy": round(float(head_right.mean()), DECIMALS),
+                        "adapter_accuracy": round(float(adapter_right.mean()), DECIMALS),
+                        "head_correct": pack(head_right),
+                        "adapter_correct": pack(adapter_right),
+                    }
+                )
         table = pd.DataFrame(rows)
         table["adapter_gain"] = (table["adapter_accuracy"] - table["head_accuracy"]).round(DECIMALS)
         return table
@@ -301,8 +348,9 @@ class Study:
     def merge_inputs(self, specs: list[MergeSpec]) -> MergeInputs:
         """The images some specs need: unlabeled validation images for AdaMerging, labelled training images for
         refitted heads (as many as the profile's budget allows) with each baseline head's validated L2 penalty."""
-        inputs = MergeInputs(num_classes={t: self.task(t).num_classes for t in self.profile.tasks},
-                             settings=self.profile.train)
+        inputs = MergeInputs(
+            num_classes={t: self.task(t).num_classes for t in self.profile.tasks}, settings=self.profile.train
+        )
         budget = self.profile.budget
         if any(get_merge_method(s.method).data != "none" for s in specs):
             inputs.unlabeled = {t: self.images(t, "val", budget.tuning_images) for t in self.profile.tasks}
@@ -312,9 +360,19 @@ class Study:
             inputs.refit_l2 = {t: m["l2"] for t, m in baselines.items() if "l2" in m}
         return inputs
 
-    def merges_table(self, singles: pd.DataFrame, methods=DEFAULT_METHODS, sizes=(2, 3), model=None, heads=None,
-                     split: str = "test", cache: bool = False, combos=None, images: int | None = None,
-                     seeds: int | list[int] | None = None) -> pd.DataFrame:
+    def merges_table(
+        self,
+        singles: pd.DataFrame,
+        methods=DEFAULT_METHODS,
+        sizes=(2, 3),
+        model=None,
+        heads=None,
+        split: str = "test",
+        cache: bool = False,
+        combos=None,
+        images: int | None = None,
+        seeds: int | list[int] | None = None,
+    ) -> pd.DataFrame:
         """Every merge of ``sizes`` adapters (or the merges in ``combos``) with every method, for every training
         seed in ``singles``, each member task scored on ``split`` (or on the sample of ``images`` images per task that
         :meth:`dataset` gives) against the ``singles`` table of the same images (see
@@ -340,13 +398,26 @@ class Study:
                 seed_heads = {task: self.adapter_head(task, seed) for task in self.profile.tasks}
             if missing and inputs is None:
                 inputs = self.merge_inputs(specs)
-            eval_sets = ({t: self.dataset(t, split, images) for t in {t for c in combos for t in c}}
-                         if missing else {})
+            eval_sets = {t: self.dataset(t, split, images) for t in {t for c in combos for t in c}} if missing else {}
             e = self.eval_kwargs()
-            tables.append(evaluate_merges(
-                seed_model, seed_heads, eval_sets, singles[singles["seed"] == seed], methods=specs, combos=combos,
-                device=e["device"], batch_size=e["batch_size"], amp=e["amp"], num_workers=e["num_workers"],
-                progress=self.progress, scores=scores, inputs=inputs, seed=seed))
+            tables.append(
+                evaluate_merges(
+                    seed_model,
+                    seed_heads,
+                    eval_sets,
+                    singles[singles["seed"] == seed],
+                    methods=specs,
+                    combos=combos,
+                    device=e["device"],
+                    batch_size=e["batch_size"],
+                    amp=e["amp"],
+                    num_workers=e["num_workers"],
+                    progress=self.progress,
+                    scores=scores,
+                    inputs=inputs,
+                    seed=seed,
+                )
+            )
         return pd.concat(tables, ignore_index=True)
 
     def score_store(self, seed: int = 0, split: str = "test", images: int | None = None) -> ScoreStore:
@@ -355,8 +426,14 @@ class Study:
         context = json.dumps([split, images, self.adapters_fingerprint(seed), code_version()])
         return ScoreStore(self.store.results_dir / "scores", context)
 
-    def bootstrap(self, split: str = "test", images: int | None = None, replicates: int = 1000, seed: int = 0,
-                  resample_tasks: bool = True) -> Bootstrap:
+    def bootstrap(
+        self,
+        split: str = "test",
+        images: int | None = None,
+        replicates: int = 1000,
+        seed: int = 0,
+        resample_tasks: bool = True,
+    ) -> Bootstrap:
         """Bootstrap replicates over this study's test images (of ``split``/``images``), training seeds and (unless
         ``resample_tasks=False``, for one task's own interval) tasks, for intervals on any table of its merges (see
         :mod:`lora_merge_utils.stats`)."""
@@ -379,11 +456,16 @@ def _check_reuse(directory: Path, metrics: dict, expected: dict, kind: str) -> N
     whose weights changed since they were saved: reusing it would report wrong numbers, and training over it would
     destroy someone's work. Fields a folder does not record (older saves) are not compared."""
     verify_checksums(directory, metrics)
-    differ = [f"{key} {metrics[key]!r} (this study: {value!r})" for key, value in expected.items()
-              if key in metrics and metrics[key] != value]
+    differ = [
+        f"{key} {metrics[key]!r} (this study: {value!r})"
+        for key, value in expected.items()
+        if key in metrics and metrics[key] != value
+    ]
     if differ:
-        raise ValueError(f"{directory} holds a {kind} saved for {'; '.join(differ)}. It is not replaced silently: "
-                         "retrain it explicitly (retrain=True; the CLI's --retrain), or use another artifacts folder.")
+        raise ValueError(
+            f"{directory} holds a {kind} saved for {'; '.join(differ)}. It is not replaced silently: "
+            "retrain it explicitly (retrain=True; the CLI's --retrain), or use another artifacts folder."
+        )
 
 
 def save_table(table: pd.DataFrame, path: Path) -> None:
@@ -391,8 +473,13 @@ def save_table(table: pd.DataFrame, path: Path) -> None:
     write_atomic(Path(path), lambda tmp: without_bits(table).to_csv(tmp, index=False))
 
 
-def run_study(profile: Profile | str | None = "tiny", out: Path | str | None = None, methods=DEFAULT_METHODS,
-              device: str | None = None, progress: bool | None = None) -> dict[str, pd.DataFrame]:
+def run_study(
+    profile: Profile | str | None = "tiny",
+    out: Path | str | None = None,
+    methods=DEFAULT_METHODS,
+    device: str | None = None,
+    progress: bool | None = None,
+) -> dict[str, pd.DataFrame]:
     """The whole grid headless: baselines, adapters (every seed), singles, all pairs and triples, tables and heatmap.
 
     Returns ``{"singles": ..., "merges": ..., "summary": ...}``; writes them under ``<out>/results``.
@@ -408,8 +495,9 @@ def run_study(profile: Profile | str | None = "tiny", out: Path | str | None = N
     return write_results(study, singles, merges, methods)
 
 
-def write_results(study: Study, singles: pd.DataFrame, merges: pd.DataFrame,
-                  methods=DEFAULT_METHODS) -> dict[str, pd.DataFrame]:
+def write_results(
+    study: Study, singles: pd.DataFrame, merges: pd.DataFrame, methods=DEFAULT_METHODS
+) -> dict[str, pd.DataFrame]:
     """Summarise the grid and write ``singles.csv``, ``merges.csv``, ``summary.csv`` and one heatmap per method
     under ``<root>/results``, each atomically: the one writer of the study's tables, whether one process computed
     them or several (:mod:`lora_merge_utils.distributed`)."""
@@ -422,6 +510,8 @@ def write_results(study: Study, singles: pd.DataFrame, merges: pd.DataFrame,
     save_table(summary, results / "summary.csv")
     for method in methods:
         figure = pairwise_heatmap(merges, method, study.profile.tasks)
-        write_atomic(results / f"pairwise_heatmap_{method}.png",
-                     lambda tmp, f=figure: f.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+        write_atomic(
+            results / f"pairwise_heatmap_{method}.png",
+            lambda tmp, f=figure: f.savefig(tmp, format="png", dpi=120, bbox_inches="tight"),
+        )
     return {"singles": singles, "merges": merges, "summary": summary}

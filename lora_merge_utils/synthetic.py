@@ -21,15 +21,16 @@ def resize_gray(images: np.ndarray, size: int = SIZE, pad: int = 0) -> np.ndarra
     out = np.zeros((len(images), size, size, 3), dtype=np.uint8)
     for i, image in enumerate(images):
         resized = np.asarray(Image.fromarray(image).resize((inner, inner), Image.BILINEAR))
-        out[i, pad:pad + inner, pad:pad + inner] = resized[..., None]
+        out[i, pad : pad + inner, pad : pad + inner] = resized[..., None]
     return out
 
 
 def _background(rng: np.random.Generator, clutter: float = 0.15) -> np.ndarray:
     base = rng.uniform(0, 1, size=3) * 0.6
     noise = rng.normal(0, clutter, size=(SIZE // 4, SIZE // 4, 3))
-    noise = np.asarray(Image.fromarray(((noise + 0.5).clip(0, 1) * 255).astype(np.uint8)).resize((SIZE, SIZE),
-                                                                                                    Image.BICUBIC))
+    noise = np.asarray(
+        Image.fromarray(((noise + 0.5).clip(0, 1) * 255).astype(np.uint8)).resize((SIZE, SIZE), Image.BICUBIC)
+    )
     return np.clip(base + (noise / 255.0 - 0.5), 0, 1)
 
 
@@ -47,8 +48,14 @@ def _compose(mask: np.ndarray, rng: np.random.Generator, noise: float = 0.05, cl
 # ------------------------------------------------------------------------------------------------------- letters
 LETTERS = list("ABCDEFGHIJ")
 _FONT_FILES = [
-    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
-    "DejaVuSerif-Italic.ttf", "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf",
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
 ]
 
 
@@ -169,7 +176,7 @@ def make_textures(per_class: int, rng: np.random.Generator, split: str = "train"
             crop = int(rng.integers(32, min(49, region.shape[0], region.shape[1])))
             top = int(rng.integers(0, region.shape[0] - crop + 1))
             left = int(rng.integers(0, region.shape[1] - crop + 1))
-            patch = Image.fromarray(region[top:top + crop, left:left + crop]).resize((SIZE, SIZE), Image.BILINEAR)
+            patch = Image.fromarray(region[top : top + crop, left : left + crop]).resize((SIZE, SIZE), Image.BILINEAR)
             if rng.random() < 0.5:
                 patch = patch.transpose(Image.FLIP_LEFT_RIGHT)
             array = np.asarray(patch, dtype=np.float32) / 255

@@ -58,8 +58,10 @@ class ImageTask:
 
     def __repr__(self) -> str:
         val = len(self.val) if self.val is not None else 0
-        return (f"ImageTask({self.name!r}, {self.num_classes} classes, train={len(self.train)}, val={val}, "
-                f"test={len(self.test)})")
+        return (
+            f"ImageTask({self.name!r}, {self.num_classes} classes, train={len(self.train)}, val={val}, "
+            f"test={len(self.test)})"
+        )
 
     def split(self, name: str) -> Dataset:
         """``"train"``, ``"val"`` or ``"test"``."""
@@ -107,8 +109,8 @@ def balanced_split(
         n_test = len(idx) // 5 if test_per_class is None else min(test_per_class, len(idx) // 2)
         n_val = min(val_per_class, (len(idx) - n_test) // 2)
         parts["test"].append(idx[:n_test])
-        parts["val"].append(idx[n_test:n_test + n_val])
-        rest = idx[n_test + n_val:]
+        parts["val"].append(idx[n_test : n_test + n_val])
+        rest = idx[n_test + n_val :]
         parts["train"].append(rest if train_per_class is None else rest[:train_per_class])
     return {split: np.sort(np.concatenate(chunks)) for split, chunks in parts.items()}
 
@@ -128,7 +130,7 @@ def stratified_sample(labels: np.ndarray, sizes: dict[str, int | None], seed: in
         for label in classes:
             available = len(order[label]) - taken[label]
             want = available if size is None else min(max(1, size // len(classes)), available)
-            chunks.append(order[label][taken[label]:taken[label] + want])
+            chunks.append(order[label][taken[label] : taken[label] + want])
             taken[label] += want
         samples[name] = np.sort(np.concatenate(chunks))
     return samples
@@ -171,8 +173,9 @@ def _digits(data: GeneratedData, seed: int):
     digits = load_digits()
     images = synthetic.resize_gray((digits.images / 16.0 * 255).astype(np.uint8), 32, pad=2)
     names = [str(i) for i in range(10)]
-    return _split_pool(images, digits.target, names, "scikit-learn's 8x8 handwritten digits (UCI), upscaled",
-                       data, seed)
+    return _split_pool(
+        images, digits.target, names, "scikit-learn's 8x8 handwritten digits (UCI), upscaled", data, seed
+    )
 
 
 def _mnist(data: GeneratedData, seed: int):
@@ -202,8 +205,10 @@ TINY_BUILDERS: dict[str, TinyBuilder] = {
     "mnist": _mnist,
     "letters": _generated(synthetic.make_letters, "letters A-J rendered in the DejaVu fonts matplotlib ships"),
     "shapes": _generated(synthetic.make_shapes, "generated geometric shapes on cluttered backgrounds"),
-    "textures": _generated(synthetic.make_textures,
-                           "patches of scikit-image's sample photographs (train from the top, test from the bottom)"),
+    "textures": _generated(
+        synthetic.make_textures,
+        "patches of scikit-image's sample photographs (train from the top, test from the bottom)",
+    ),
     "gratings": _generated(synthetic.make_gratings, "generated noisy sinusoidal gratings at 8 orientations"),
 }
 
@@ -237,12 +242,19 @@ def _built_splits(profile: Profile, name: str) -> tuple[dict, list[str], str]:
         except (OSError, KeyError, ValueError, SafetensorError):
             pass  # unreadable: build it again below, over it
     splits, names, description = TINY_BUILDERS[name](profile.data, profile.train.seed)
-    tensors = {f"{split}.{part}": np.ascontiguousarray(array) for split, (images, labels) in splits.items()
-               for part, array in (("images", images), ("labels", np.asarray(labels, dtype=np.int64)))}
+    tensors = {
+        f"{split}.{part}": np.ascontiguousarray(array)
+        for split, (images, labels) in splits.items()
+        for part, array in (("images", images), ("labels", np.asarray(labels, dtype=np.int64)))
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     # The metadata first: a reader finding the images finds their names too.
-    write_atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(
-        {"splits": list(splits), "names": list(names), "description": description})))
+    write_atomic(
+        path.with_suffix(".json"),
+        lambda tmp: Path(tmp).write_text(
+            json.dumps({"splits": list(splits), "names": list(names), "description": description})
+        ),
+    )
     write_atomic(path, lambda tmp: save_file(tensors, str(tmp)))
     return splits, names, description
 
@@ -285,60 +297,188 @@ _DIGITS = tuple(str(i) for i in range(10))
 _TANGANKE_FILES = {"train": "data/train-*.parquet", "test": "data/test-*.parquet"}
 
 HUB_SOURCES: dict[str, HubSource] = {
-    "mnist": HubSource("ylecun/mnist", _DIGITS, {"train": "mnist/train-*.parquet", "test": "mnist/test-*.parquet"},
-                       config="mnist"),
-    "svhn": HubSource("ufldl-stanford/svhn", _DIGITS, {"train": "cropped_digits/train-*.parquet",
-                                                       "test": "cropped_digits/test-*.parquet"},
-                      config="cropped_digits", other_splits=("extra",)),
-    "eurosat": HubSource("tanganke/eurosat", (
-        "annual crop land", "forest", "brushland or shrubland", "highway or road",
-        "industrial buildings or commercial buildings", "pasture land", "permanent crop land",
-        "residential buildings or homes or apartments", "river", "lake or sea"), _TANGANKE_FILES,
-        other_splits=CORRUPTIONS),
-    "resisc45": HubSource("tanganke/resisc45", (
-        "airplane", "airport", "baseball diamond", "basketball court", "beach", "bridge", "chaparral", "church",
-        "circular farmland", "cloud", "commercial area", "dense residential", "desert", "forest", "freeway",
-        "golf course", "ground track field", "harbor", "industrial area", "intersection", "island", "lake",
-        "meadow", "medium residential", "mobile home park", "mountain", "overpass", "palace", "parking lot",
-        "railway", "railway station", "rectangular farmland", "river", "roundabout", "runway", "sea ice", "ship",
-        "snowberg", "sparse residential", "stadium", "storage tank", "tennis court", "terrace",
-        "thermal power station", "wetland"), _TANGANKE_FILES, other_splits=CORRUPTIONS),
-    "gtsrb": HubSource("tanganke/gtsrb", (
-        "red and white circle 20 kph speed limit", "red and white circle 30 kph speed limit",
-        "red and white circle 50 kph speed limit", "red and white circle 60 kph speed limit",
-        "red and white circle 70 kph speed limit", "red and white circle 80 kph speed limit",
-        "end / de-restriction of 80 kph speed limit", "red and white circle 100 kph speed limit",
-        "red and white circle 120 kph speed limit", "red and white circle red car and black car no passing",
-        "red and white circle red truck and black car no passing", "red and white triangle road intersection warning",
-        "white and yellow diamond priority road", "red and white upside down triangle yield right-of-way", "stop",
-        "empty red and white circle", "red and white circle no truck entry",
-        "red circle with white horizonal stripe no entry", "red and white triangle with exclamation mark warning",
-        "red and white triangle with black left curve approaching warning",
-        "red and white triangle with black right curve approaching warning",
-        "red and white triangle with black double curve approaching warning",
-        "red and white triangle rough / bumpy road warning", "red and white triangle car skidding / slipping warning",
-        "red and white triangle with merging / narrow lanes warning",
-        "red and white triangle with person digging / construction / road work warning",
-        "red and white triangle with traffic light approaching warning",
-        "red and white triangle with person walking warning",
-        "red and white triangle with child and person walking warning", "red and white triangle with bicyle warning",
-        "red and white triangle with snowflake / ice warning", "red and white triangle with deer warning",
-        "white circle with gray strike bar no speed limit", "blue circle with white right turn arrow mandatory",
-        "blue circle with white left turn arrow mandatory", "blue circle with white forward arrow mandatory",
-        "blue circle with white forward or right turn arrow mandatory",
-        "blue circle with white forward or left turn arrow mandatory",
-        "blue circle with white keep right arrow mandatory", "blue circle with white keep left arrow mandatory",
-        "blue circle with white arrows indicating a traffic circle",
-        "white circle with gray strike bar indicating no passing for cars has ended",
-        "white circle with gray strike bar indicating no passing for trucks has ended"), _TANGANKE_FILES,
-        other_splits=CORRUPTIONS),
-    "dtd": HubSource("tanganke/dtd", (
-        "banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked", "crosshatched",
-        "crystalline", "dotted", "fibrous", "flecked", "freckled", "frilly", "gauzy", "grid", "grooved",
-        "honeycombed", "interlaced", "knitted", "lacelike", "lined", "marbled", "matted", "meshed", "paisley",
-        "perforated", "pitted", "pleated", "polka-dotted", "porous", "potholed", "scaly", "smeared", "spiralled",
-        "sprinkled", "stained", "stratified", "striped", "studded", "swirly", "veined", "waffled", "woven",
-        "wrinkled", "zigzagged"), _TANGANKE_FILES),
+    "mnist": HubSource(
+        "ylecun/mnist", _DIGITS, {"train": "mnist/train-*.parquet", "test": "mnist/test-*.parquet"}, config="mnist"
+    ),
+    "svhn": HubSource(
+        "ufldl-stanford/svhn",
+        _DIGITS,
+        {"train": "cropped_digits/train-*.parquet", "test": "cropped_digits/test-*.parquet"},
+        config="cropped_digits",
+        other_splits=("extra",),
+    ),
+    "eurosat": HubSource(
+        "tanganke/eurosat",
+        (
+            "annual crop land",
+            "forest",
+            "brushland or shrubland",
+            "highway or road",
+            "industrial buildings or commercial buildings",
+            "pasture land",
+            "permanent crop land",
+            "residential buildings or homes or apartments",
+            "river",
+            "lake or sea",
+        ),
+        _TANGANKE_FILES,
+        other_splits=CORRUPTIONS,
+    ),
+    "resisc45": HubSource(
+        "tanganke/resisc45",
+        (
+            "airplane",
+            "airport",
+            "baseball diamond",
+            "basketball court",
+            "beach",
+            "bridge",
+            "chaparral",
+            "church",
+            "circular farmland",
+            "cloud",
+            "commercial area",
+            "dense residential",
+            "desert",
+            "forest",
+            "freeway",
+            "golf course",
+            "ground track field",
+            "harbor",
+            "industrial area",
+            "intersection",
+            "island",
+            "lake",
+            "meadow",
+            "medium residential",
+            "mobile home park",
+            "mountain",
+            "overpass",
+            "palace",
+            "parking lot",
+            "railway",
+            "railway station",
+            "rectangular farmland",
+            "river",
+            "roundabout",
+            "runway",
+            "sea ice",
+            "ship",
+            "snowberg",
+            "sparse residential",
+            "stadium",
+            "storage tank",
+            "tennis court",
+            "terrace",
+            "thermal power station",
+            "wetland",
+        ),
+        _TANGANKE_FILES,
+        other_splits=CORRUPTIONS,
+    ),
+    "gtsrb": HubSource(
+        "tanganke/gtsrb",
+        (
+            "red and white circle 20 kph speed limit",
+            "red and white circle 30 kph speed limit",
+            "red and white circle 50 kph speed limit",
+            "red and white circle 60 kph speed limit",
+            "red and white circle 70 kph speed limit",
+            "red and white circle 80 kph speed limit",
+            "end / de-restriction of 80 kph speed limit",
+            "red and white circle 100 kph speed limit",
+            "red and white circle 120 kph speed limit",
+            "red and white circle red car and black car no passing",
+            "red and white circle red truck and black car no passing",
+            "red and white triangle road intersection warning",
+            "white and yellow diamond priority road",
+            "red and white upside down triangle yield right-of-way",
+            "stop",
+            "empty red and white circle",
+            "red and white circle no truck entry",
+            "red circle with white horizonal stripe no entry",
+            "red and white triangle with exclamation mark warning",
+            "red and white triangle with black left curve approaching warning",
+            "red and white triangle with black right curve approaching warning",
+            "red and white triangle with black double curve approaching warning",
+            "red and white triangle rough / bumpy road warning",
+            "red and white triangle car skidding / slipping warning",
+            "red and white triangle with merging / narrow lanes warning",
+            "red and white triangle with person digging / construction / road work warning",
+            "red and white triangle with traffic light approaching warning",
+            "red and white triangle with person walking warning",
+            "red and white triangle with child and person walking warning",
+            "red and white triangle with bicyle warning",
+            "red and white triangle with snowflake / ice warning",
+            "red and white triangle with deer warning",
+            "white circle with gray strike bar no speed limit",
+            "blue circle with white right turn arrow mandatory",
+            "blue circle with white left turn arrow mandatory",
+            "blue circle with white forward arrow mandatory",
+            "blue circle with white forward or right turn arrow mandatory",
+            "blue circle with white forward or left turn arrow mandatory",
+            "blue circle with white keep right arrow mandatory",
+            "blue circle with white keep left arrow mandatory",
+            "blue circle with white arrows indicating a traffic circle",
+            "white circle with gray strike bar indicating no passing for cars has ended",
+            "white circle with gray strike bar indicating no passing for trucks has ended",
+        ),
+        _TANGANKE_FILES,
+        other_splits=CORRUPTIONS,
+    ),
+    "dtd": HubSource(
+        "tanganke/dtd",
+        (
+            "banded",
+            "blotchy",
+            "braided",
+            "bubbly",
+            "bumpy",
+            "chequered",
+            "cobwebbed",
+            "cracked",
+            "crosshatched",
+            "crystalline",
+            "dotted",
+            "fibrous",
+            "flecked",
+            "freckled",
+            "frilly",
+            "gauzy",
+            "grid",
+            "grooved",
+            "honeycombed",
+            "interlaced",
+            "knitted",
+            "lacelike",
+            "lined",
+            "marbled",
+            "matted",
+            "meshed",
+            "paisley",
+            "perforated",
+            "pitted",
+            "pleated",
+            "polka-dotted",
+            "porous",
+            "potholed",
+            "scaly",
+            "smeared",
+            "spiralled",
+            "sprinkled",
+            "stained",
+            "stratified",
+            "striped",
+            "studded",
+            "swirly",
+            "veined",
+            "waffled",
+            "woven",
+            "wrinkled",
+            "zigzagged",
+        ),
+        _TANGANKE_FILES,
+    ),
 }
 
 
@@ -355,11 +495,13 @@ class HFImageDataset(Dataset):
         self.data = hf_dataset
         self.image_column = image_column
         self.labels = np.asarray(hf_dataset[label_column])
-        self.resize = transforms.Compose([
-            transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(image_size),
-            transforms.PILToTensor(),
-        ])
+        self.resize = transforms.Compose(
+            [
+                transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
+                transforms.CenterCrop(image_size),
+                transforms.PILToTensor(),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -447,8 +589,9 @@ def _download(source: HubSource, name: str) -> dict:
         skipped = f"; not downloading {', '.join(source.other_splits)}" if source.other_splits else ""
         print(f"{name}: downloading {sizes} from {source.title}{skipped}", flush=True)
         with datasets_progress(progress_enabled()):
-            data = datasets.load_dataset("parquet", data_files={split: [url for url, _ in items]
-                                                                for split, items in files.items()})
+            data = datasets.load_dataset(
+                "parquet", data_files={split: [url for url, _ in items] for split, items in files.items()}
+            )
     except (ConnectionError, OSError, ValueError) as error:
         raise FileNotFoundError(
             f"Could not load the {name!r} task from the Hugging Face Hub ({source.title}): "
@@ -464,8 +607,10 @@ def _class_names(split, source: HubSource, name: str) -> list[str]:
     feature = split.features[source.label_column]
     names = list(getattr(feature, "names", None) or source.class_names)
     if len(names) != len(source.class_names):
-        raise ValueError(f"The {name!r} data has {len(names)} classes where {len(source.class_names)} were expected "
-                         f"({source.title} changed?). Update HUB_SOURCES[{name!r}].")
+        raise ValueError(
+            f"The {name!r} data has {len(names)} classes where {len(source.class_names)} were expected "
+            f"({source.title} changed?). Update HUB_SOURCES[{name!r}]."
+        )
     return names
 
 
@@ -502,8 +647,9 @@ def _sample(profile: Profile, name: str, source: HubSource) -> tuple[dict, str]:
             _check_columns(split, source, name)
         seed = profile.train.seed
         # Validation images come out of the hub's training split, disjoint from the training sample.
-        picks = stratified_sample(raw["train"][source.label_column], {"val": sizes["val"], "train": sizes["train"]},
-                                  seed)
+        picks = stratified_sample(
+            raw["train"][source.label_column], {"val": sizes["val"], "train": sizes["train"]}, seed
+        )
         picks["test"] = stratified_sample(raw["test"][source.label_column], {"test": sizes["test"]}, seed)["test"]
         empty = [split for split, index in picks.items() if len(index) == 0]
         if empty:
@@ -512,13 +658,18 @@ def _sample(profile: Profile, name: str, source: HubSource) -> tuple[dict, str]:
                 f"training and {len(raw['test']):,} test images, too few for validation {sizes['val']} + training "
                 f"{sizes['train']} + test {sizes['test']}. Lower data.val_size (or the other sizes) in the profile."
             )
-        sample = datasets.DatasetDict({
-            split: raw["test" if split == "test" else "train"].select(picks[split].tolist())
-            for split in ("train", "val", "test")
-        })
+        sample = datasets.DatasetDict(
+            {
+                split: raw["test" if split == "test" else "train"].select(picks[split].tolist())
+                for split in ("train", "val", "test")
+            }
+        )
         _save_atomically(sample, cache)
-        print(f"{name}: saved a sample of {', '.join(f'{len(v):,} {k}' for k, v in sample.items())} images "
-              f"to {cache.parent.name}/{cache.name}", flush=True)
+        print(
+            f"{name}: saved a sample of {', '.join(f'{len(v):,} {k}' for k, v in sample.items())} images "
+            f"to {cache.parent.name}/{cache.name}",
+            flush=True,
+        )
     saved = datasets.load_from_disk(str(cache))
     return {split: saved[split] for split in ("train", "val", "test")}, origin
 
@@ -541,8 +692,10 @@ def _load_hub(profile: Profile, name: str) -> ImageTask:
     source = HUB_SOURCES[name]
     splits, origin = _sample(profile, name, source)
     names = _class_names(splits["train"], source, name)
-    wrapped = {split: HFImageDataset(data, source.image_column, source.label_column, profile.image_size)
-               for split, data in splits.items()}
+    wrapped = {
+        split: HFImageDataset(data, source.image_column, source.label_column, profile.image_size)
+        for split, data in splits.items()
+    }
     where = "from the Hugging Face Hub" if origin.startswith("hub:") else "from a local copy"
     return ImageTask(name, names, wrapped["train"], wrapped["test"], f"{source.title} {where}", val=wrapped["val"])
 
@@ -575,8 +728,16 @@ def load_task(profile: Profile | str | None, name: str) -> ImageTask:
     """
     profile = get_profile(profile)
     check_task_name(profile, name)
-    key = (type(profile.data), profile.data, profile.image_size, profile.train.seed, os.environ.get(DATA_DIR_ENV),
-           os.environ.get(HUB_MIRROR_ENV), str(sample_cache_dir()), name)
+    key = (
+        type(profile.data),
+        profile.data,
+        profile.image_size,
+        profile.train.seed,
+        os.environ.get(DATA_DIR_ENV),
+        os.environ.get(HUB_MIRROR_ENV),
+        str(sample_cache_dir()),
+        name,
+    )
     if key not in _CACHE:
         _CACHE[key] = LOADERS[type(profile.data)](profile, name)
     return _CACHE[key]

@@ -42,9 +42,11 @@ def extract_features(
     return torch.cat(feats), torch.cat(labels)
 
 
-def cosine_with_warmup(optimizer: torch.optim.Optimizer, total_steps: int,
-                       warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def cosine_with_warmup(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up over ``warmup_steps``, then cosine decay to zero at ``total_steps``."""
+
     def factor(step: int) -> float:
         warm = min(1.0, (step + 1) / max(1, warmup_steps))
         return warm * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
@@ -71,7 +73,9 @@ class TrainResult:
         each point covers."""
         steps = max(1, len(self.loss_curve) // points)
         curve = self.loss_curve
-        return [round(sum(curve[i:i + steps]) / len(curve[i:i + steps]), 5) for i in range(0, len(curve), steps)], steps
+        return [
+            round(sum(curve[i : i + steps]) / len(curve[i : i + steps]), 5) for i in range(0, len(curve), steps)
+        ], steps
 
     def record(self, points: int | None = None) -> dict:
         """The training fields of a saved ``metrics.json``: time, loss curve and, when chosen, the L2 penalty.
@@ -90,29 +94,44 @@ class TrainResult:
         return fields
 
 
-def _fit_logistic(z: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int,
-                  start: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple:
+def _fit_logistic(
+    z: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    l2: float,
+    max_iter: int,
+    start: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple:
     """Multinomial logistic regression on standardised features by full-batch L-BFGS (to convergence), float64:
     minimises mean cross-entropy + ``l2 / 2 * ||W||^2``, from zero or from ``start`` (a neighbouring penalty's
     solution). Returns ``(W, b, final loss)``."""
     if start is None:
-        start = (torch.zeros(num_classes, z.shape[1], dtype=torch.float64),
-                 torch.zeros(num_classes, dtype=torch.float64))
+        start = (
+            torch.zeros(num_classes, z.shape[1], dtype=torch.float64),
+            torch.zeros(num_classes, dtype=torch.float64),
+        )
     weight, bias = (p.clone().requires_grad_(True) for p in start)
     # A gradient of 1e-7 in the mean loss is far below what moves a prediction (sklearn stops at 1e-4).
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                                  line_search_fn="strong_wolfe", tolerance_grad=1e-7, tolerance_change=1e-10)
+    optimizer = torch.optim.LBFGS(
+        [weight, bias],
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+    )
 
     def closure():
         optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(z @ weight.T + bias, y) + 0.5 * l2 * (weight ** 2).sum()
+        loss = nn.functional.cross_entropy(z @ weight.T + bias, y) + 0.5 * l2 * (weight**2).sum()
         loss.backward()
         return loss
 
     with torch.enable_grad():
         optimizer.step(closure)
     with torch.no_grad():
-        final = nn.functional.cross_entropy(z @ weight.T + bias, y) + 0.5 * l2 * (weight ** 2).sum()
+        final = nn.functional.cross_entropy(z @ weight.T + bias, y) + 0.5 * l2 * (weight**2).sum()
     return weight.detach(), bias.detach(), float(final)
 
 
@@ -148,8 +167,9 @@ def train_head(
     candidates = sorted(settings.head_l2, reverse=True) if val is not None else settings.head_l2[:1]
     result = TrainResult()
     best, previous = None, None
-    for l2 in tqdm(candidates, desc=progress if isinstance(progress, str) else "head", disable=not progress,
-                   leave=False):
+    for l2 in tqdm(
+        candidates, desc=progress if isinstance(progress, str) else "head", disable=not progress, leave=False
+    ):
         weight, bias, loss = _fit_logistic(z, y, num_classes, l2, settings.head_max_iter, previous)
         previous = (weight, bias)
         result.loss_curve.append(loss)
@@ -224,8 +244,9 @@ def train_adapter(
     optimizer = torch.optim.AdamW(params, lr=settings.adapter_lr, weight_decay=settings.adapter_weight_decay)
     # Images already decoded into memory need no worker processes; lazily decoded ones are decoded by the workers.
     lazy = not in_memory(train_set)
-    loader = make_loader(train_set, settings.batch_size, shuffle=True, seed=seed,
-                         num_workers=profile.num_workers if lazy else 0)
+    loader = make_loader(
+        train_set, settings.batch_size, shuffle=True, seed=seed, num_workers=profile.num_workers if lazy else 0
+    )
     total = settings.adapter_epochs * len(loader)
     schedule = cosine_with_warmup(optimizer, total, warmup_steps=max(1, len(loader) // 4))
     use_amp = profile.amp and device.type == "cuda"

@@ -38,24 +38,39 @@ def edge_warnings(best: MergeSpec, candidates: Sequence[MergeSpec]) -> list[str]
     best setting may lie beyond the grid)."""
     warnings = []
     for name, value in best.params.items():
-        tried = sorted({c.params[name] for c in candidates if name in c.params and isinstance(c.params[name], int
-                                                                                                   | float)})
+        tried = sorted(
+            {c.params[name] for c in candidates if name in c.params and isinstance(c.params[name], int | float)}
+        )
         if len(tried) > 1 and value in (tried[0], tried[-1]):
             side = "smallest" if value == tried[0] else "largest"
-            warnings.append(f"{best.method}: {name}={value:g} is the {side} value tried ({tried[0]:g}-{tried[-1]:g});"
-                            " the best setting may lie beyond the grid.")
+            warnings.append(
+                f"{best.method}: {name}={value:g} is the {side} value tried ({tried[0]:g}-{tried[-1]:g});"
+                " the best setting may lie beyond the grid."
+            )
     return warnings
 
 
 def _scores(rows: pd.DataFrame, candidates: Sequence[MergeSpec], column: str) -> pd.Series:
-    return rows.groupby("method", sort=False)["normalized_accuracy"].mean().reindex([c.label for c in candidates]) \
+    return (
+        rows.groupby("method", sort=False)["normalized_accuracy"]
+        .mean()
+        .reindex([c.label for c in candidates])
         .rename(column)
+    )
 
 
-def select_on_validation(study, candidates: Sequence[MergeSpec], combos: Sequence[Sequence[str]],
-                         model=None, heads=None, split: str = SELECTION_SPLIT,
-                         val_singles: pd.DataFrame | None = None, images: int | None | str = BUDGET,
-                         seed: int = 0, warn: bool = True) -> tuple[MergeSpec, pd.DataFrame]:
+def select_on_validation(
+    study,
+    candidates: Sequence[MergeSpec],
+    combos: Sequence[Sequence[str]],
+    model=None,
+    heads=None,
+    split: str = SELECTION_SPLIT,
+    val_singles: pd.DataFrame | None = None,
+    images: int | None | str = BUDGET,
+    seed: int = 0,
+    warn: bool = True,
+) -> tuple[MergeSpec, pd.DataFrame]:
     """Score each candidate on the validation split of the given merges (adapters of training seed ``seed``) and
     return the best (highest mean normalized accuracy; ties go to the first candidate) with the table of scores.
 
@@ -77,8 +92,16 @@ def select_on_validation(study, candidates: Sequence[MergeSpec], combos: Sequenc
         model, heads = study.load_all_adapters(seed=seed)
     if val_singles is None:
         val_singles = study.singles_table(model, heads, split=split, images=images, seeds=seed)
-    rows = study.merges_table(val_singles[val_singles["seed"] == seed], methods=list(candidates), combos=combos,
-                              model=model, heads=heads, split=split, images=images, seeds=seed)
+    rows = study.merges_table(
+        val_singles[val_singles["seed"] == seed],
+        methods=list(candidates),
+        combos=combos,
+        model=model,
+        heads=heads,
+        split=split,
+        images=images,
+        seeds=seed,
+    )
     scores = _scores(rows, candidates, "val_mean_normalized").reset_index()
     best = candidates[int(scores["val_mean_normalized"].to_numpy().argmax())]
     if warn:
@@ -87,16 +110,32 @@ def select_on_validation(study, candidates: Sequence[MergeSpec], combos: Sequenc
     return best, scores
 
 
-def transfer_table(study, candidates: Sequence[MergeSpec], combos: Sequence[Sequence[str]], val_scores: pd.DataFrame,
-                   model=None, heads=None, images: int | None = None, seed: int = 0) -> pd.DataFrame:
+def transfer_table(
+    study,
+    candidates: Sequence[MergeSpec],
+    combos: Sequence[Sequence[str]],
+    val_scores: pd.DataFrame,
+    model=None,
+    heads=None,
+    images: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
     """How a validation choice transfers: every candidate's validation score beside its score on the **test**
     split of the same merges, with the validation choice and the test-best marked. For reading only: the test
     column is never used to choose."""
     if model is None:
         model, heads = study.load_all_adapters(seed=seed)
     test_singles = study.singles_table(model, heads, images=images, seeds=seed)
-    rows = study.merges_table(test_singles, methods=list(candidates), combos=combos, model=model, heads=heads,
-                              images=images, seeds=seed, cache=True)
+    rows = study.merges_table(
+        test_singles,
+        methods=list(candidates),
+        combos=combos,
+        model=model,
+        heads=heads,
+        images=images,
+        seeds=seed,
+        cache=True,
+    )
     table = val_scores.set_index("method").join(_scores(rows, candidates, "test_mean_normalized")).reset_index()
     table["chosen on val"] = table["val_mean_normalized"] == table["val_mean_normalized"].max()
     table["best on test"] = table["test_mean_normalized"] == table["test_mean_normalized"].max()

@@ -57,8 +57,9 @@ def stage(edition: str, staging: Path) -> None:
         source = ROOT / name
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, staging / name)
     config = (ROOT / "_config.yml").read_text(encoding="utf-8")
-    config = re.sub(r'^title: "(.*)"$', lambda m: f'title: "{m.group(1)} ({TITLES[edition]})"', config, count=1,
-                    flags=re.M)
+    config = re.sub(
+        r'^title: "(.*)"$', lambda m: f'title: "{m.group(1)} ({TITLES[edition]})"', config, count=1, flags=re.M
+    )
     chapters = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
     if edition == "instructor":
         (staging / "notebooks").mkdir()
@@ -67,11 +68,16 @@ def stage(edition: str, staging: Path) -> None:
     else:
         missing = [p.name for p in chapters if not (ROOT / "notebooks" / "student" / p.name).exists()]
         if missing:
-            raise SystemExit(f"notebooks/student/ lacks {', '.join(missing)}: run `make student` (or "
-                             "python scripts/make_student.py) first.")
+            raise SystemExit(
+                f"notebooks/student/ lacks {', '.join(missing)}: run `make student` (or "
+                "python scripts/make_student.py) first."
+            )
         # Staged under notebooks/student/ so that the launch buttons open the student copies in the repository.
-        shutil.copytree(ROOT / "notebooks" / "student", staging / "notebooks" / "student",
-                        ignore=shutil.ignore_patterns("artifacts", ".*"))
+        shutil.copytree(
+            ROOT / "notebooks" / "student",
+            staging / "notebooks" / "student",
+            ignore=shutil.ignore_patterns("artifacts", ".*"),
+        )
         config = config.replace('"notebooks/student", ', "")  # the public build skips them; this one is them
         toc = (staging / "_toc.yml").read_text(encoding="utf-8")
         toc = re.sub(r"file: notebooks/", "file: notebooks/student/", toc)

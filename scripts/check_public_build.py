@@ -4,8 +4,8 @@
 
 For each chapter, every solution cell (tagged ``solution`` in ``notebooks/*.ipynb``) is looked for in the chapter's
 rendered page, as text (so syntax highlighting cannot hide a match): each line of its source and each line of its
-text output that holds a number, when long enough to be telling, and each of its images, byte for byte. Lines that also occur (even as part of a line) outside the
-solutions of that chapter are not telling and are skipped.
+text output that holds a number, when long enough to be telling, and each of its images, byte for byte. Lines that
+also occur (even as part of a line) outside the solutions of that chapter are not telling and are skipped.
 """
 
 from __future__ import annotations
@@ -33,16 +33,22 @@ def _text_lines(cell) -> list[str]:
 
 
 def _images(cell) -> list[bytes]:
-    return [base64.b64decode(output["data"][mime]) for output in cell.get("outputs", [])
-            for mime in ("image/png", "image/jpeg") if mime in output.get("data", {})]
+    return [
+        base64.b64decode(output["data"][mime])
+        for output in cell.get("outputs", [])
+        for mime in ("image/png", "image/jpeg")
+        if mime in output.get("data", {})
+    ]
 
 
 def solution_leaks(notebook, page: Path) -> list[str]:
     """What of ``notebook``'s solutions is on the rendered ``page`` (empty when nothing is)."""
     solutions = [c for c in notebook.cells if "solution" in c.metadata.get("tags", [])]
     rest = [c for c in notebook.cells if c not in solutions]
-    others = "\n".join([line for c in rest for line in _text_lines(c)]
-                       + [" ".join(line.split()) for c in rest for line in c.source.splitlines()])
+    others = "\n".join(
+        [line for c in rest for line in _text_lines(c)]
+        + [" ".join(line.split()) for c in rest for line in c.source.splitlines()]
+    )
     soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
     text = " ".join(soup.get_text().split())  # no separator: highlighted code is many spans of one line
     leaks = []
@@ -52,8 +58,11 @@ def solution_leaks(notebook, page: Path) -> list[str]:
                 leaks.append(f"solution {cell.metadata.get('exercise', '?')}: {line[:80]!r}")
         shown = [(page.parent / img["src"]).resolve() for img in soup.find_all("img") if img.get("src")]
         pictures = {p.read_bytes() for p in shown if p.is_file()}
-        leaks += [f"solution {cell.metadata.get('exercise', '?')}: an image of its output"
-                  for image in _images(cell) if image in pictures]
+        leaks += [
+            f"solution {cell.metadata.get('exercise', '?')}: an image of its output"
+            for image in _images(cell)
+            if image in pictures
+        ]
     return leaks
 
 

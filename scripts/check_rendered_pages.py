@@ -29,8 +29,16 @@ SKIP_MESSAGE = "skipped: Chromium not installed (apt-get install chromium)"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking/component/sync switches Chromium waits on network services and hangs on a closed
 # network; --no-sandbox because CI containers run as root.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TOLERANCE_PX = 1  # sub-pixel rounding of layout widths
 
 # One pass over the rendered page. The content column is the theme's <article> (pydata/sphinx-book-theme), else
@@ -104,8 +112,11 @@ def chromium_available() -> bool:
 
 def default_pages(html_dir: Path) -> list[str]:
     """Every chapter and every prose page of the book, as paths relative to ``html_dir``."""
-    pages = sorted(p.relative_to(html_dir).as_posix() for folder in ("book", "notebooks")
-                   for p in (html_dir / folder).glob("*.html"))
+    pages = sorted(
+        p.relative_to(html_dir).as_posix()
+        for folder in ("book", "notebooks")
+        for p in (html_dir / folder).glob("*.html")
+    )
     return pages
 
 
@@ -118,17 +129,22 @@ def _problems(report: PageReport) -> list[str]:
     problems = []
     for table in report.tables:
         if table["width"] > limit:
-            problems.append(f"{report.page}: table {table['index'] + 1} ({_where(table)}) is {table['width']:.0f} px "
-                            f"wide, the content column {report.column:.0f} px: \"{table['label']}\"")
+            problems.append(
+                f"{report.page}: table {table['index'] + 1} ({_where(table)}) is {table['width']:.0f} px "
+                f'wide, the content column {report.column:.0f} px: "{table["label"]}"'
+            )
     for pre in report.pres:
         if pre["width"] > pre["client"] + TOLERANCE_PX:
-            problems.append(f"{report.page}: code block {pre['index'] + 1} ({_where(pre)}) needs {pre['width']} px, "
-                            f"shows {pre['client']} px: \"{pre['label']}\"")
+            problems.append(
+                f"{report.page}: code block {pre['index'] + 1} ({_where(pre)}) needs {pre['width']} px, "
+                f'shows {pre["client"]} px: "{pre["label"]}"'
+            )
     return problems
 
 
-def check_pages(html_dir: Path, pages: list[str], width: int = 1280, height: int = 900,
-                screenshots: Path | None = None) -> list[PageReport]:
+def check_pages(
+    html_dir: Path, pages: list[str], width: int = 1280, height: int = 900, screenshots: Path | None = None
+) -> list[PageReport]:
     """Open each page in headless Chromium at ``width`` x ``height`` and measure it (see :data:`MEASURE_JS`). With
     ``screenshots``, saves the top of each page and every table and image on it as PNG files there."""
     from playwright.sync_api import sync_playwright
@@ -150,8 +166,7 @@ def check_pages(html_dir: Path, pages: list[str], width: int = 1280, height: int
                 measured = page.evaluate(MEASURE_JS)
                 if measured is None:
                     raise RuntimeError(f"{name}: no <article> or <main> element, is this a Jupyter Book page?")
-                report = PageReport(name, measured["column"], measured["tables"], measured["pres"],
-                                    measured["images"])
+                report = PageReport(name, measured["column"], measured["tables"], measured["pres"], measured["images"])
                 report.problems = _problems(report)
                 reports.append(report)
                 if screenshots is not None:
@@ -181,8 +196,10 @@ def summarize(reports: list[PageReport]) -> str:
         widest = max((t["width"] for t in r.tables), default=0)
         scales = [i["shown"] / i["natural"] for i in r.images if i["natural"]]
         shrink = f", smallest image scale {min(scales):.2f}" if scales else ""
-        lines.append(f"{r.page}: column {r.column:.0f} px, {len(r.tables)} tables (widest {widest:.0f} px), "
-                     f"{len(r.pres)} code blocks{shrink}")
+        lines.append(
+            f"{r.page}: column {r.column:.0f} px, {len(r.tables)} tables (widest {widest:.0f} px), "
+            f"{len(r.pres)} code blocks{shrink}"
+        )
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ COLAB = "https://colab.research.google.com/github/{owner_repo}/blob/{branch}/not
 TIME_MARK = "**Time on a Colab T4**"
 WORK_MARK = "LORA_BOOK_WORK "
 
-SETUP = '''\
+SETUP = """\
 # Setup. On Colab: install this book's package at the version these pages were made with (Colab's own torch is
 # kept) and, with USE_DRIVE = True, keep trained adapters and the datasets' samples on Google Drive, so that every
 # chapter opened later starts from what earlier chapters trained and downloaded. Everywhere: pick the profile
@@ -68,7 +68,7 @@ if "google.colab" in sys.modules:
 import lora_merge_utils as lmu  # noqa: E402
 
 study = lmu.Study.open()  # profile from $LORA_BOOK_PROFILE, else full on a Colab GPU, else tiny
-print(study.describe())'''
+print(study.describe())"""
 
 
 def repository() -> tuple[str, str]:
@@ -94,9 +94,11 @@ def time_line(name: str) -> str:
     from lora_merge_utils.plan import chapter_plan
 
     row = chapter_plan("full").set_index("notebook").loc[name]
-    return (f"{TIME_MARK} (full profile, from `python -m lora_merge_utils plan --profile full`): about "
-            f"{row['warm_minutes']:.0f} min when earlier chapters' artifacts are kept on Drive, "
-            f"{row['alone_minutes']:.0f} min on a fresh runtime.")
+    return (
+        f"{TIME_MARK} (full profile, from `python -m lora_merge_utils plan --profile full`): about "
+        f"{row['warm_minutes']:.0f} min when earlier chapters' artifacts are kept on Drive, "
+        f"{row['alone_minutes']:.0f} min on a fresh runtime."
+    )
 
 
 def colab_url(name: str) -> str:
@@ -129,8 +131,9 @@ def refresh(notebook, name: str) -> None:
     title = notebook.cells[0]
     lines = [line for line in title.source.split("\n") if not line.startswith(TIME_MARK)]
     badge_line = next(i for i, line in enumerate(lines) if "colab-badge" in line)
-    title.source = "\n".join(lines[:badge_line + 1] + ["", time_line(name)] + lines[badge_line + 1:]).replace(
-        "\n\n\n", "\n\n")
+    title.source = "\n".join(lines[: badge_line + 1] + ["", time_line(name)] + lines[badge_line + 1 :]).replace(
+        "\n\n\n", "\n\n"
+    )
 
 
 def check_outputs(notebook, name: str) -> list[str]:
@@ -151,8 +154,9 @@ def check_outputs(notebook, name: str) -> list[str]:
 def run(notebook, directory: Path, env: dict[str, str], timeout: int) -> float:
     """Execute ``notebook`` in a fresh kernel started in ``directory`` with ``env``; return the seconds it took."""
     start = time.perf_counter()
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(directory)}})
+    client = NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(directory)}}
+    )
     client.execute(env=env)
     return time.perf_counter() - start
 
@@ -185,15 +189,25 @@ def smoke_environment(directory: Path) -> dict[str, str]:
 
     env = build_standins(directory / "standins")
     base = {key: value for key, value in os.environ.items() if not key.startswith("LORA_BOOK_")}
-    return base | env | {"LORA_BOOK_PROFILE": "full", "LORA_BOOK_ARTIFACTS": str(directory / "artifacts"),
-                         "LORA_BOOK_PROGRESS": "0", "TQDM_DISABLE": "1", "PYTHONHASHSEED": "0"}
+    return (
+        base
+        | env
+        | {
+            "LORA_BOOK_PROFILE": "full",
+            "LORA_BOOK_ARTIFACTS": str(directory / "artifacts"),
+            "LORA_BOOK_PROGRESS": "0",
+            "TQDM_DISABLE": "1",
+            "PYTHONHASHSEED": "0",
+        }
+    )
 
 
 def smoke_chapter(path: Path, env: dict[str, str], timeout: int) -> tuple[float, dict[str, int], object]:
     """Execute one chapter in the full-profile smoke run: ``(seconds, work tallies, executed notebook)``."""
     notebook = nbformat.read(path, as_version=4)
-    tally = ("import json\nfrom lora_merge_utils.workload import work_done\n"
-             f"print({WORK_MARK!r} + json.dumps(work_done()))")
+    tally = (
+        f"import json\nfrom lora_merge_utils.workload import work_done\nprint({WORK_MARK!r} + json.dumps(work_done()))"
+    )
     notebook.cells.append(nbformat.v4.new_code_cell(tally))
     seconds = run(notebook, Path(env["LORA_BOOK_ARTIFACTS"]).parent, env, timeout)
     text = "".join(output.get("text", "") for output in notebook.cells[-1].outputs)
@@ -205,11 +219,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
-    parser.add_argument("--keep-artifacts", action="store_true",
-                        help="reuse notebooks/artifacts (by default a full run starts from cold, as a new reader does)")
-    parser.add_argument("--full-smoke", type=Path, nargs="?", const=Path("artifacts/full-smoke"), default=None,
-                        metavar="DIR", help="run the chapters in the full profile against stand-ins under DIR "
-                                            "(default artifacts/full-smoke) instead; nothing is written back")
+    parser.add_argument(
+        "--keep-artifacts",
+        action="store_true",
+        help="reuse notebooks/artifacts (by default a full run starts from cold, as a new reader does)",
+    )
+    parser.add_argument(
+        "--full-smoke",
+        type=Path,
+        nargs="?",
+        const=Path("artifacts/full-smoke"),
+        default=None,
+        metavar="DIR",
+        help="run the chapters in the full profile against stand-ins under DIR "
+        "(default artifacts/full-smoke) instead; nothing is written back",
+    )
     args = parser.parse_args()
     paths = [p.resolve() for p in args.notebooks] or sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
     total = 0.0

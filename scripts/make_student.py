@@ -31,8 +31,10 @@ sys.path.insert(0, str(ROOT))
 from lora_merge_utils.exercises import EXERCISES  # noqa: E402
 
 STUDENT_DIR = ROOT / "notebooks" / "student"
-EDITION_NOTE = ("*Student edition*: each exercise below has an empty cell for your answer. Checked exercises print "
-                "✓ or ✗ when you run the cell after your answer.")
+EDITION_NOTE = (
+    "*Student edition*: each exercise below has an empty cell for your answer. Checked exercises print "
+    "✓ or ✗ when you run the cell after your answer."
+)
 
 
 def _execute_notebooks():
@@ -53,8 +55,9 @@ def stub(cell) -> nbformat.NotebookNode:
     """The empty answer cell a student gets in place of one solution cell."""
     exercise = EXERCISES[cell.metadata["exercise"]]
     if cell.cell_type == "markdown" or exercise.kind == "prose":
-        new = nbformat.v4.new_markdown_cell(f"**Your answer to exercise {exercise.id}:** *double-click this cell "
-                                            "and write it here.*")
+        new = nbformat.v4.new_markdown_cell(
+            f"**Your answer to exercise {exercise.id}:** *double-click this cell and write it here.*"
+        )
     else:
         lines = [f"# Exercise {exercise.id}: your code here."]
         if exercise.checked:

@@ -38,11 +38,14 @@ ASSETS = Path(__file__).resolve().parent.parent / "lora_merge_utils" / "assets"
 def pretraining_data(args) -> tuple[torch.Tensor, torch.Tensor]:
     """The three families, their categories numbered one after the other."""
     parts, offset = [], 0
-    families = [(args.fractal_classes, lambda n: make_fractal_dataset(n, args.per_class, args.seed, TINY.image_size)),
-                (args.contour_classes, lambda n: make_contour_dataset(n, args.per_class, args.seed, TINY.image_size,
-                                                                      "contours")),
-                (args.stroke_classes, lambda n: make_contour_dataset(n, args.per_class, args.seed, TINY.image_size,
-                                                                     "strokes"))]
+    families = [
+        (args.fractal_classes, lambda n: make_fractal_dataset(n, args.per_class, args.seed, TINY.image_size)),
+        (
+            args.contour_classes,
+            lambda n: make_contour_dataset(n, args.per_class, args.seed, TINY.image_size, "contours"),
+        ),
+        (args.stroke_classes, lambda n: make_contour_dataset(n, args.per_class, args.seed, TINY.image_size, "strokes")),
+    ]
     for classes, make in families:
         if classes:
             images, labels = make(classes)
@@ -104,9 +107,12 @@ def main() -> None:
         "parameters": sum(v.numel() for v in state.values()),
         "recipe": {
             "data": "formula-driven images: FractalDB-style IFS fractals (lora_merge_utils.fractals), radial contours "
-                    "and pen strokes (lora_merge_utils.contours)",
-            "categories": {"fractals": args.fractal_classes, "contours": args.contour_classes,
-                           "strokes": args.stroke_classes},
+            "and pen strokes (lora_merge_utils.contours)",
+            "categories": {
+                "fractals": args.fractal_classes,
+                "contours": args.contour_classes,
+                "strokes": args.stroke_classes,
+            },
             "per_class": args.per_class,
             "epochs": args.epochs,
             "batch_size": args.batch_size,
@@ -118,8 +124,12 @@ def main() -> None:
         "final_train_accuracy": round(train_accuracy, 4),
         "sha256": file_sha256(args.out),
         "seconds": round(time.time() - start),
-        "versions": {"torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "timm": timm.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
     }
     write_atomic(args.out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
     print(json.dumps(manifest, indent=2))

@@ -49,7 +49,9 @@ def default_baseurl(url: str) -> str:
     if match is None:
         raise SystemExit(f"set_repository: cannot guess the Pages address of {url}; give it with --baseurl")
     owner, name = match[1].lower(), match[2]
-    return f"https://{owner}.github.io/" if name.lower() == f"{owner}.github.io" else f"https://{owner}.github.io/{name}/"
+    return (
+        f"https://{owner}.github.io/" if name.lower() == f"{owner}.github.io" else f"https://{owner}.github.io/{name}/"
+    )
 
 
 def yaml_scalar(value: str) -> str:
@@ -75,8 +77,14 @@ def set_line(text: str, key: str, value: str, section: str | None = None) -> str
         end = next((i for i in range(start, len(lines)) if re.match(r"[^\s#]", lines[i])), len(lines))
         while end > start and (not lines[end - 1].strip() or lines[end - 1].startswith("#")):
             end -= 1
-        indent = next((re.match(r"\s+", line)[0] for line in lines[start:end]
-                       if line.strip() and not line.lstrip().startswith("#")), "  ")
+        indent = next(
+            (
+                re.match(r"\s+", line)[0]
+                for line in lines[start:end]
+                if line.strip() and not line.lstrip().startswith("#")
+            ),
+            "  ",
+        )
     pattern = re.compile(rf"({re.escape(indent)}{re.escape(key)}:[ \t]*)(.*?)([ \t]+#.*)?(\r?\n)?$")
     for i in range(start, end):
         match = pattern.fullmatch(lines[i])
@@ -144,8 +152,11 @@ def main() -> None:
         raise SystemExit(f"set_repository: {args.branch!r} is not a branch name")
     baseurl = (args.baseurl.strip().rstrip("/") + "/") if args.baseurl else default_baseurl(url)
 
-    changed = [path for path, text in [(CONFIG, configure(CONFIG.read_text(), url, branch, baseurl))]
-               if write_if_changed(path, text)]
+    changed = [
+        path
+        for path, text in [(CONFIG, configure(CONFIG.read_text(), url, branch, baseurl))]
+        if write_if_changed(path, text)
+    ]
     if CITATION.exists():
         changed += [CITATION] if write_if_changed(CITATION, sync_citation(CITATION.read_text(), url, baseurl)) else []
     if INTRO.exists():

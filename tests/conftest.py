@@ -8,8 +8,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 # Settings that would point the tests at other data or weights. (LORA_BOOK_PROGRESS stays: the chapters that nbval
 # executes in this same process's kernels rely on it to keep progress bars out of their outputs.)
-for _name in ("LORA_BOOK_PROFILE", "LORA_BOOK_DATA_DIR", "LORA_BOOK_BACKBONE_FILE", "LORA_BOOK_OVERRIDES",
-              "LORA_BOOK_ARTIFACTS", "LORA_BOOK_HUB_MIRROR"):
+for _name in (
+    "LORA_BOOK_PROFILE",
+    "LORA_BOOK_DATA_DIR",
+    "LORA_BOOK_BACKBONE_FILE",
+    "LORA_BOOK_OVERRIDES",
+    "LORA_BOOK_ARTIFACTS",
+    "LORA_BOOK_HUB_MIRROR",
+):
     os.environ.pop(_name, None)
 
 from pathlib import Path  # noqa: E402
@@ -61,8 +67,15 @@ def public_book(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("book")
     root = Path(__file__).resolve().parent.parent
-    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(root), "-W", "--keep-going",
-               "--path-output", str(out)]
+    command = [
+        str(Path(sys.executable).parent / "jupyter-book"),
+        "build",
+        str(root),
+        "-W",
+        "--keep-going",
+        "--path-output",
+        str(out),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out / "_build" / "html"

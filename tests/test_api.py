@@ -12,9 +12,13 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-
 
 
 def test_all_lists_exactly_the_public_names():
-    public = {name for name, value in vars(lora_merge_utils).items()
-              if not name.startswith("_") and not isinstance(value, ModuleType)
-              and name not in ("PackageNotFoundError", "version")}
+    public = {
+        name
+        for name, value in vars(lora_merge_utils).items()
+        if not name.startswith("_")
+        and not isinstance(value, ModuleType)
+        and name not in ("PackageNotFoundError", "version")
+    }
     assert set(lora_merge_utils.__all__) == public
     assert {"MergeSpec", "adapter_accuracy", "merged_delta"} <= public
 
@@ -31,8 +35,9 @@ def test_every_name_the_chapters_import_exists():
         for cell in json.loads(notebook.read_text())["cells"]:
             for module, names in _imports("".join(cell["source"])):
                 imported = import_module(module)
-                missing += [f"{notebook.name}: {module}.{n}" for n in names
-                            if not hasattr(imported, n.split(" as ")[0].strip())]
+                missing += [
+                    f"{notebook.name}: {module}.{n}" for n in names if not hasattr(imported, n.split(" as ")[0].strip())
+                ]
     assert not missing
 
 

@@ -42,7 +42,9 @@ def test_a_saved_adapter_is_reused_untouched(copy_of):
     assert Study.open(profile, root, progress=False).ensure_adapter("digits") == weights.parent
     assert weights.stat().st_mtime_ns == stamp
     assert set(json.loads((weights.parent / "metrics.json").read_text())["sha256"]) == {
-        "adapter_model.safetensors", "head.safetensors"}
+        "adapter_model.safetensors",
+        "head.safetensors",
+    }
 
 
 @pytest.mark.parametrize("name", ["adapter_model.safetensors", "head.safetensors"])
@@ -98,10 +100,18 @@ def test_two_runs_into_one_folder_cannot_both_train(tmp_path, mini_profile):
     from lora_merge_utils.artifacts import FolderBusy
 
     root = tmp_path / "root"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom lora_merge_utils.artifacts import training_lock\n"
-        f"with training_lock({str(root)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n")],
-        stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\nfrom lora_merge_utils.artifacts import training_lock\n"
+                f"with training_lock({str(root)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         study = Study.open(mini_profile.replace(seeds=1), root, progress=False)

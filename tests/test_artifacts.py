@@ -14,7 +14,8 @@ from .helpers import make_random_adapter
 def test_saved_adapter_is_plain_peft_format_and_round_trips(backbone, tmp_path, random_adapters):
     directory = random_adapters["a"]
     assert {"adapter_config.json", "adapter_model.safetensors", "head.safetensors", "metrics.json"} <= {
-        p.name for p in directory.iterdir()}
+        p.name for p in directory.iterdir()
+    }
     plain = PeftModel.from_pretrained(copy.deepcopy(backbone), str(directory)).eval()
     ours, heads = load_adapters(backbone, {"a": directory})
     ours.set_adapter("a")
@@ -87,8 +88,11 @@ def test_leftovers_of_killed_saves_are_removed_and_nothing_whole_is_touched(tmp_
     half = parent / f".seed-3.{dead}.k2j4h1_x.tmp"
     half.mkdir()
     (half / "adapter_model.safetensors").write_bytes(b"half")
-    debris = [half, store.results_dir / f".merges.csv.{dead}.abcd1234.tmp",
-              store.results_dir / "scores" / f".f00.json.{dead}.qwer5678.tmp"]
+    debris = [
+        half,
+        store.results_dir / f".merges.csv.{dead}.abcd1234.tmp",
+        store.results_dir / "scores" / f".f00.json.{dead}.qwer5678.tmp",
+    ]
     for path in debris[1:]:
         path.write_text("half")
     # ...a temporary name of an older version (no process id), long stale...

@@ -47,8 +47,11 @@ MERGE_CASES = [
     ("svd rank 0", dict(method="svd", svd_rank=0), "svd_rank must be a whole number from 1 to 16"),
     ("svd rank above the summed rank", dict(method="svd", svd_rank=17), "from 1 to 16"),
     ("svd rank for TIES", dict(method="ties", density=0.5, svd_rank=4), "takes no svd_rank"),
-    ("an unknown sign method", dict(method="knots_ties", density=0.5, majority_sign_method="vote"),
-     "'total' or 'frequency'"),
+    (
+        "an unknown sign method",
+        dict(method="knots_ties", density=0.5, majority_sign_method="vote"),
+        "'total' or 'frequency'",
+    ),
     ("an unknown method", dict(method="average"), "Unknown merge method"),
 ]
 
@@ -76,15 +79,18 @@ def test_merge_adapters_refuses_a_model_that_already_holds_the_result_name(two_a
 MULTITASK_CASES = [
     ("no head", {}, None, "at least one head"),
     ("a head of another width", {"a": nn.Linear(50, 3)}, None, "expects 50 features but the backbone gives 96"),
-    ("an MLP head of another width", {"a": nn.Sequential(nn.Linear(50, 8), nn.ReLU(), nn.Linear(8, 3))}, None,
-     "expects 50 features"),
+    (
+        "an MLP head of another width",
+        {"a": nn.Sequential(nn.Linear(50, 8), nn.ReLU(), nn.Linear(8, 3))},
+        None,
+        "expects 50 features",
+    ),
     ("tasks=[]", {"a": nn.Linear(96, 3)}, [], "asks for no task"),
     ("an unknown task", {"a": nn.Linear(96, 3)}, ["b"], "No head for task(s) ['b']"),
 ]
 
 
-@pytest.mark.parametrize("heads, tasks, message", [c[1:] for c in MULTITASK_CASES],
-                         ids=[c[0] for c in MULTITASK_CASES])
+@pytest.mark.parametrize("heads, tasks, message", [c[1:] for c in MULTITASK_CASES], ids=[c[0] for c in MULTITASK_CASES])
 def test_multitask_model_refuses(backbone, heads, tasks, message):
     with pytest.raises(ValueError) as error:
         MultiTaskModel(backbone, heads)(torch.zeros(1, 3, 32, 32), tasks=tasks)
@@ -113,8 +119,11 @@ def test_settings_and_names_are_refused(call, message):
     assert message in str(error.value)
 
 
-@pytest.mark.parametrize("content, message", [("[1, 2]", "holds a JSON list, not an object"),
-                                              ("{not json", "is not valid JSON")], ids=["a list", "broken JSON"])
+@pytest.mark.parametrize(
+    "content, message",
+    [("[1, 2]", "holds a JSON list, not an object"), ("{not json", "is not valid JSON")],
+    ids=["a list", "broken JSON"],
+)
 def test_metrics_files_that_are_not_json_objects_are_refused(tmp_path, content, message):
     path = tmp_path / "metrics.json"
     path.write_text(content)
@@ -129,10 +138,16 @@ CLI_CASES = [
     ("weights and scale", ["merge", "digits", "shapes", "--weights", "1", "1", "--scale", "1"], "not both"),
     ("TIES without density", ["merge", "digits", "shapes", "--method", "ties"], "needs --density"),
     ("density 2", ["merge", "digits", "shapes", "--method", "ties", "--density", "2"], "(0, 1]"),
-    ("svd rank for TIES", ["merge", "digits", "shapes", "--method", "ties", "--density", "0.5", "--svd-rank", "4"],
-     "takes no --svd-rank"),
-    ("zero AdaMerging steps", ["merge", "digits", "shapes", "--method", "adamerging", "--steps", "0"],
-     "--steps is for --method adamerging only"),
+    (
+        "svd rank for TIES",
+        ["merge", "digits", "shapes", "--method", "ties", "--density", "0.5", "--svd-rank", "4"],
+        "takes no --svd-rank",
+    ),
+    (
+        "zero AdaMerging steps",
+        ["merge", "digits", "shapes", "--method", "adamerging", "--steps", "0"],
+        "--steps is for --method adamerging only",
+    ),
     ("a task twice", ["merge", "digits", "digits"], "Tasks repeat"),
     ("an unknown task", ["merge", "digits", "cats"], "Unknown task 'cats'"),
     ("a bogus device", ["train-head", "--task", "digits", "--device", "tpu0"], "is not a device"),
@@ -157,7 +172,10 @@ def test_the_command_line_refuses_an_output_that_is_a_file(tmp_path, capsys):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_the_command_line_refuses_cuda_without_a_gpu(tmp_path, capsys):
-    assert main(["train-head", "--task", "digits", "--profile", "tiny", "--device", "cuda",
-                 "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            ["train-head", "--task", "digits", "--profile", "tiny", "--device", "cuda", "--out", str(tmp_path / "out")]
+        )
+        == 2
+    )
     assert "no CUDA GPU" in capsys.readouterr().err
-

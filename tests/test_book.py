@@ -66,10 +66,12 @@ def test_chapter_structure(path):
     assert any(h.startswith("## What we found") for h in headings)
     assert sum(h.startswith("## Exercises") for h in headings) == 1
     chapter = int(path.name[:2])
-    exercises = [c for c in cells if c.cell_type == "markdown" and "exercise" in c.metadata
-                 and not c.metadata.get("tags")]
-    assert [c.metadata["exercise"] for c in exercises] == [e.id for e in chapter_exercises(chapter)], \
+    exercises = [
+        c for c in cells if c.cell_type == "markdown" and "exercise" in c.metadata and not c.metadata.get("tags")
+    ]
+    assert [c.metadata["exercise"] for c in exercises] == [e.id for e in chapter_exercises(chapter)], (
         "one markdown cell per exercise of lora_merge_utils.exercises, in order"
+    )
     for cell in exercises:
         spec = EXERCISES[cell.metadata["exercise"]]
         assert cell.source.startswith(f"### Exercise {spec.id} *({spec.level}, {spec.points} point")

@@ -35,14 +35,16 @@ def test_unknown_method_is_refused_by_the_parser(capsys):
 
 
 def test_module_entry_point_runs():
-    result = subprocess.run([sys.executable, "-m", "lora_merge_utils", "list"], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "lora_merge_utils", "list"], capture_output=True, text=True, check=True
+    )
     assert "profile tiny" in result.stdout
 
 
 def test_usage_names_the_command_as_it_was_invoked(capsys):
-    result = subprocess.run([sys.executable, "-m", "lora_merge_utils", "--help"], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "lora_merge_utils", "--help"], capture_output=True, text=True, check=True
+    )
     assert result.stdout.startswith("usage: python -m lora_merge_utils ")
     with pytest.raises(SystemExit):
         main(["--help"])  # what the installed `lora-merge` script calls

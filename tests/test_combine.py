@@ -75,8 +75,9 @@ def test_tsv_orthogonalises_overlapping_subspaces_and_keeps_disjoint_ones():
     orthogonal ones (the polar factor of [u, u] is two orthonormal columns), so the result has rank 2 and neither
     doubles the shared direction (the sum would) nor averages it."""
     disjoint = {"w": [_rank1([1, 0, 0], [1, 0, 0]), _rank1([0, 1, 0], [0, 2, 0])]}
-    torch.testing.assert_close(combine.tsv(disjoint, [1.0, 1.0])["w"],
-                               combine.task_arithmetic(disjoint, [1.0, 1.0])["w"])
+    torch.testing.assert_close(
+        combine.tsv(disjoint, [1.0, 1.0])["w"], combine.task_arithmetic(disjoint, [1.0, 1.0])["w"]
+    )
     shared = {"w": [_rank1([1, 0, 0], [1, 0, 0]), _rank1([1, 0, 0], [1, 0, 0])]}
     merged = combine.tsv(shared, [1.0, 1.0])["w"]
     assert torch.linalg.matrix_rank(merged) == 2
@@ -86,8 +87,9 @@ def test_tsv_orthogonalises_overlapping_subspaces_and_keeps_disjoint_ones():
 def test_iso_c_flattens_the_spectrum_of_the_sum():
     """The sum diag(3, 1) has singular values 3 and 1; Iso-C keeps its singular vectors and gives both the mean, 2."""
     layer = {"w": [_rank1([1, 0], [3, 0]), _rank1([0, 1], [0, 1])]}
-    torch.testing.assert_close(combine.iso_c(layer, [1.0, 1.0])["w"], torch.tensor([[2.0, 0.0], [0.0, 2.0]],
-                                                                                    dtype=torch.float64))
+    torch.testing.assert_close(
+        combine.iso_c(layer, [1.0, 1.0])["w"], torch.tensor([[2.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    )
 
 
 def test_iso_cts_gives_each_task_its_own_directions():
@@ -124,9 +126,16 @@ def test_same_bytes_whatever_the_number_of_threads(method):
     on ViT-sized LoRA factors); after the cast to float32 a weight or two moved by one ulp, enough to flip one test
     image of a merge (0.7671 against 0.7646). The decompositions run on a fixed number of threads, so they do not."""
     generator = torch.Generator().manual_seed(0)
-    factors = {f"layer{i}": [(torch.randn(d_out, 8, generator=generator, dtype=torch.float64),
-                              torch.randn(8, d_in, generator=generator, dtype=torch.float64)) for _ in range(3)]
-               for i, (d_out, d_in) in enumerate([(384, 96), (96, 384), (288, 96)])}
+    factors = {
+        f"layer{i}": [
+            (
+                torch.randn(d_out, 8, generator=generator, dtype=torch.float64),
+                torch.randn(8, d_in, generator=generator, dtype=torch.float64),
+            )
+            for _ in range(3)
+        ]
+        for i, (d_out, d_in) in enumerate([(384, 96), (96, 384), (288, 96)])
+    }
     options = {"density": 0.9} if method in ("knots_ties", "ties") else {}
     previous = torch.get_num_threads()
     try:

@@ -72,8 +72,9 @@ def test_checks_say_right_or_not_yet_without_the_answer(capsys, tmp_path, monkey
     assert not check_exercise("1.1", ["b"], control=control), "a wrong type is 'not yet', not a traceback"
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "✓ Exercise 1.1: correct."
-    assert all(line.startswith("✗ Exercise 1.1: not") and "'b'" not in line and " b " not in line
-               for line in printed[1:])
+    assert all(
+        line.startswith("✗ Exercise 1.1: not") and "'b'" not in line and " b " not in line for line in printed[1:]
+    )
     assert (tmp_path / "results.jsonl").read_text().count('"passed": false') == 3
     with pytest.raises(ValueError, match="graded by hand"):
         check_exercise("1.4", "because")
@@ -87,7 +88,7 @@ def test_every_check_takes_the_context_its_chapter_passes():
             if "check" in cell.metadata.get("tags", []):
                 exercise = cell.metadata["exercise"]
                 names = [part.split("=")[0].strip() for part in cell.source.split(",")[2:]]
-                parameters = list(CHECKS[exercise].__code__.co_varnames[1:CHECKS[exercise].__code__.co_argcount])
+                parameters = list(CHECKS[exercise].__code__.co_varnames[1 : CHECKS[exercise].__code__.co_argcount])
                 assert names == parameters, f"{path.name}: exercise {exercise} passes {names}, needs {parameters}"
 
 
@@ -118,8 +119,11 @@ def test_instructor_edition_shows_every_solution_with_its_output():
 
 def test_public_book_builds_and_no_solution_reaches_it(public_book):
     """The real build, as `make html` runs it (warnings are errors), then the leak check on every chapter page."""
-    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_public_build.py"), str(public_book)],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_public_build.py"), str(public_book)],
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "no solution code or output on the 8 chapter pages" in check.stdout
 
@@ -128,13 +132,17 @@ def test_public_book_builds_and_no_solution_reaches_it(public_book):
 def test_edition_builds_with_warnings_as_errors(edition, tmp_path):
     """`make instructor` and `make student` build (-W); the leak check, run on the instructor edition, finds the
     solutions of every chapter there (so its silence on the public book means something)."""
-    build = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_edition.py"), edition, "--out",
-                            str(tmp_path)], capture_output=True, text=True)
+    build = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_edition.py"), edition, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     html = tmp_path / "_build" / "html"
     if edition == "instructor":
-        check = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_public_build.py"), str(html)],
-                               capture_output=True, text=True)
+        check = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "check_public_build.py"), str(html)], capture_output=True, text=True
+        )
         assert check.returncode != 0
         leaked = {line.split(".ipynb")[0].strip() for line in check.stderr.splitlines()[1:]}
         assert leaked == {p.stem for p in CHAPTERS}

@@ -34,13 +34,20 @@ def _execute_script():
 def _close(measured: dict, planned: dict) -> list[str]:
     """Kinds of work where the run and the plan disagree by more than 2% (one solution picks a triple whose size
     the plan cannot know in advance)."""
-    return [f"{kind}: ran {measured[kind]}, planned {planned[kind]}" for kind in KINDS
-            if abs(measured[kind] - planned[kind]) > 0.02 * planned[kind] + 150]
+    return [
+        f"{kind}: ran {measured[kind]}, planned {planned[kind]}"
+        for kind in KINDS
+        if abs(measured[kind] - planned[kind]) > 0.02 * planned[kind] + 150
+    ]
 
 
 def _stderr(notebook) -> list[str]:
-    return [output.get("text", "")[:300] for cell in notebook.cells for output in cell.get("outputs", [])
-            if output.get("output_type") == "stream" and output.get("name") == "stderr"]
+    return [
+        output.get("text", "")[:300]
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "stream" and output.get("name") == "stderr"
+    ]
 
 
 @pytest.fixture(scope="module")

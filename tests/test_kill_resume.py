@@ -17,21 +17,44 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-OVERRIDES = {"tasks": ["digits", "shapes", "gratings"], "seeds": 1, "data.train_per_class": 20,
-             "data.val_per_class": 5, "data.test_per_class": 5, "train.adapter_epochs": 1}
+OVERRIDES = {
+    "tasks": ["digits", "shapes", "gratings"],
+    "seeds": 1,
+    "data.train_per_class": 20,
+    "data.val_per_class": 5,
+    "data.test_per_class": 5,
+    "train.adapter_epochs": 1,
+}
 METHODS = ["task_arithmetic", "tsv"]  # tsv decomposes (SVD): its bytes are pinned too
 TIMING = ("train_seconds", "train_images_per_second")
 """The only recorded fields that may differ between runs: how long training took."""
 
 
 def _command(out: Path) -> list[str]:
-    return [sys.executable, "-m", "lora_merge_utils", "run", "--profile", "tiny", "--out", str(out), "--quiet",
-            "--methods", *METHODS]
+    return [
+        sys.executable,
+        "-m",
+        "lora_merge_utils",
+        "run",
+        "--profile",
+        "tiny",
+        "--out",
+        str(out),
+        "--quiet",
+        "--methods",
+        *METHODS,
+    ]
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, LORA_BOOK_OVERRIDES=json.dumps(OVERRIDES), LORA_BOOK_PROGRESS="0", OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        LORA_BOOK_OVERRIDES=json.dumps(OVERRIDES),
+        LORA_BOOK_PROGRESS="0",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
     return env
 
 
@@ -46,8 +69,10 @@ def _kill_when(out: Path, ready, what: str) -> None:
     deadline = time.monotonic() + 300
     while not ready(out):
         if process.poll() is not None:
-            pytest.fail(f"the run ended (exit {process.returncode}) before it was {what}: "
-                        f"{process.stderr.read().decode()[-2000:]}")
+            pytest.fail(
+                f"the run ended (exit {process.returncode}) before it was {what}: "
+                f"{process.stderr.read().decode()[-2000:]}"
+            )
         assert time.monotonic() < deadline, f"the run was never {what}"
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
@@ -94,7 +119,10 @@ def test_a_run_killed_mid_training_and_mid_grid_resumes_to_the_same_bytes(tmp_pa
     expected, got = _record(reference), _record(resumed)
     assert sorted(got) == sorted(expected)
     assert {name for name in expected if name.startswith("results/")} >= {
-        "results/singles.csv", "results/merges.csv", "results/summary.csv"}
+        "results/singles.csv",
+        "results/merges.csv",
+        "results/summary.csv",
+    }
     differ = [name for name in expected if got[name] != expected[name]]
     assert not differ, f"not the same as an uninterrupted run: {differ}"
     assert _debris(resumed) == [] and _debris(reference) == []

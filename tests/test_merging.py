@@ -40,8 +40,10 @@ def test_task_arithmetic_is_the_exact_weighted_sum_layer_by_layer(backbone, rand
 def test_peft_linear_is_not_the_weighted_sum_but_cat_is(backbone, random_adapters):
     model, _ = load_adapters(backbone, random_adapters)
     names = list(random_adapters)
-    want = {layer: sum(independent_delta(random_adapters[n], layer) for n in names) / 3
-            for layer in merged_delta(backbone, merge_adapters(model, names))}
+    want = {
+        layer: sum(independent_delta(random_adapters[n], layer) for n in names) / 3
+        for layer in merged_delta(backbone, merge_adapters(model, names))
+    }
     linear = merged_delta(backbone, merge_adapters(model, names, method="linear"))
     cat = merged_delta(backbone, merge_adapters(model, names, method="cat"))
     linear_errors = [relative_error(linear[layer], want[layer]) for layer in want]
@@ -54,8 +56,13 @@ def test_merging_leaves_adapters_untouched(backbone, random_adapters):
     model, _ = load_adapters(backbone, random_adapters)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     files = {n: (d / "adapter_model.safetensors").read_bytes() for n, d in random_adapters.items()}
-    for method, kwargs in [("task_arithmetic", {}), ("linear", {}), ("ties", {"density": 0.5}),
-                           ("dare_linear", {"density": 0.5}), ("svd", {"svd_rank": 4})]:
+    for method, kwargs in [
+        ("task_arithmetic", {}),
+        ("linear", {}),
+        ("ties", {"density": 0.5}),
+        ("dare_linear", {"density": 0.5}),
+        ("svd", {"svd_rank": 4}),
+    ]:
         merge_adapters(model, list(random_adapters), method=method, **kwargs)
     after = model.state_dict()
     assert before.keys() == after.keys()
@@ -114,8 +121,10 @@ def test_unknown_adapter_name_lists_the_loaded_ones(backbone, random_adapters):
 
 
 def test_unequal_ranks_are_refused_where_needed_and_fine_for_exact_methods(backbone, tmp_path):
-    dirs = {"r4": make_random_adapter(backbone, tmp_path / "r4", seed=0, rank=4),
-            "r8": make_random_adapter(backbone, tmp_path / "r8", seed=1, rank=8)}
+    dirs = {
+        "r4": make_random_adapter(backbone, tmp_path / "r4", seed=0, rank=4),
+        "r8": make_random_adapter(backbone, tmp_path / "r8", seed=1, rank=8),
+    }
     model, _ = load_adapters(backbone, dirs)
     with pytest.raises(ValueError, match="equal rank"):
         merge_adapters(model, ["r4", "r8"], method="linear")
@@ -125,9 +134,10 @@ def test_unequal_ranks_are_refused_where_needed_and_fine_for_exact_methods(backb
 
 
 def test_unequal_target_modules_are_refused_where_needed(backbone, tmp_path):
-    dirs = {"all": make_random_adapter(backbone, tmp_path / "all", seed=0),
-            "attn": make_random_adapter(backbone, tmp_path / "attn", seed=1,
-                                        target_modules=r"blocks\.\d+\.attn\.qkv")}
+    dirs = {
+        "all": make_random_adapter(backbone, tmp_path / "all", seed=0),
+        "attn": make_random_adapter(backbone, tmp_path / "attn", seed=1, target_modules=r"blocks\.\d+\.attn\.qkv"),
+    }
     model, _ = load_adapters(backbone, dirs)
     with pytest.raises(ValueError, match="same target modules"):
         merge_adapters(model, ["all", "attn"], method="ties_on_factors", density=0.5)
@@ -179,8 +189,10 @@ def test_adamerging_learns_layer_coefficients_that_lower_the_entropy(backbone, r
     assert all(0.0 <= v <= 1.0 for v in values) and max(abs(v - 0.5) for v in values) > 0.05
     assert coefficients == again.lora_book_coefficients, "seeded: the same batches, the same result"
     with torch.no_grad():
+
         def total(merged):
             return sum(float(entropy(heads[t](merged(images[t])))) for t in "ab")
+
         assert total(learned) < total(start)
     with pytest.raises(ValueError, match="needs unlabeled= images and heads="):
         merge_adapters(model, ["a", "b"], method="adamerging")
@@ -209,8 +221,10 @@ def test_exactness_is_measured_in_float64_at_vit_b_magnitudes(backbone, random_a
     names = list(random_adapters)[:2]
     assert _scale_updates(model, 1e-4) < 2e-4
     float32 = merged_delta(backbone, merge_adapters(model, names))
-    want = {layer: sum(model.base_model.model.get_submodule(layer).get_delta_weight(n).double() for n in names) / 2
-            for layer in float32}
+    want = {
+        layer: sum(model.base_model.model.get_submodule(layer).get_delta_weight(n).double() for n in names) / 2
+        for layer in float32
+    }
     naive = max(relative_error(float32[layer], want[layer]) for layer in want)
     assert naive > 1e-5, "float32 rounding of W + dW hides the update at this scale"
     exact = update_error(model, names)

@@ -22,27 +22,49 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from lora_merge_utils import plots  # noqa: E402
 
 TASKS = ["digits", "mnist", "letters", "shapes", "textures", "gratings"]
-PAIRS = [f"{a}+{b}" for i, a in enumerate(TASKS) for b in TASKS[i + 1:]]
+PAIRS = [f"{a}+{b}" for i, a in enumerate(TASKS) for b in TASKS[i + 1 :]]
 HELPERS = {"rendered_scale", "rendered_font_sizes"}  # public functions that measure figures rather than draw them
 
 
 def _merges(rng) -> pd.DataFrame:
-    rows = [{"size": 2, "method": method, "members": pair, "task": task, "seed": seed,
-             "normalized_accuracy": 0.95 - shift + rng.normal(0, 0.02)}
-            for method, shift in (("task_arithmetic", 0.0), ("linear", 0.06)) for pair in PAIRS
-            for task in pair.split("+") for seed in range(3)]
+    rows = [
+        {
+            "size": 2,
+            "method": method,
+            "members": pair,
+            "task": task,
+            "seed": seed,
+            "normalized_accuracy": 0.95 - shift + rng.normal(0, 0.02),
+        }
+        for method, shift in (("task_arithmetic", 0.0), ("linear", 0.06))
+        for pair in PAIRS
+        for task in pair.split("+")
+        for seed in range(3)
+    ]
     return pd.DataFrame(rows)
 
 
 def _intervals(lowest: float) -> pd.DataFrame:
-    families = ["each task its own adapter", "AdaMerging", "magnitude pruning on factors (PEFT)",
-                "TIES on factors (PEFT)", "frozen backbone + K heads"]
+    families = [
+        "each task its own adapter",
+        "AdaMerging",
+        "magnitude pruning on factors (PEFT)",
+        "TIES on factors (PEFT)",
+        "frozen backbone + K heads",
+    ]
     rows = []
     for i, family in enumerate(families):
         for merges in ("pairs", "triples"):
             value = lowest + 0.03 if family.startswith("TIES") else 1.0 - 0.02 * i
-            rows.append({"family": family, "merges": merges, "normalized": value, "normalized_low": value - 0.03,
-                         "normalized_high": value + 0.02})
+            rows.append(
+                {
+                    "family": family,
+                    "merges": merges,
+                    "normalized": value,
+                    "normalized_low": value - 0.03,
+                    "normalized_high": value + 0.02,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -52,18 +74,28 @@ def _timings() -> pd.DataFrame:
         for batch in (1, 64):
             for i, strategy in enumerate(["frozen + K heads", "merged", "mixed batch", "switching", "separate"]):
                 ms = (2.7 + 4 * i * (k - 1)) * (1 if batch == 1 else 5)
-                rows.append({"K": k, "batch": batch, "strategy": strategy, "median_ms": ms, "low_ms": ms * 0.98,
-                             "high_ms": ms * 1.02, "images_per_s": batch * k * 1000 / ms})
+                rows.append(
+                    {
+                        "K": k,
+                        "batch": batch,
+                        "strategy": strategy,
+                        "median_ms": ms,
+                        "low_ms": ms * 0.98,
+                        "high_ms": ms * 1.02,
+                        "images_per_s": batch * k * 1000 / ms,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def _similarity(rng):
     retention = pd.Series(rng.uniform(0.94, 0.98, len(PAIRS)), index=PAIRS)
     # Clustered points, as chapter 6 has them: the labels of near neighbours must still not overlap.
-    measures = {"data similarity (-Frechet distance)": pd.Series(rng.uniform(-240, -70, len(PAIRS)), index=PAIRS),
-                "weight similarity (cosine of updates)": pd.Series(rng.normal(0.002, 0.0005, len(PAIRS)),
-                                                                   index=PAIRS),
-                "adapted-feature CKA": pd.Series(rng.uniform(0.65, 0.76, len(PAIRS)), index=PAIRS)}
+    measures = {
+        "data similarity (-Frechet distance)": pd.Series(rng.uniform(-240, -70, len(PAIRS)), index=PAIRS),
+        "weight similarity (cosine of updates)": pd.Series(rng.normal(0.002, 0.0005, len(PAIRS)), index=PAIRS),
+        "adapted-feature CKA": pd.Series(rng.uniform(0.65, 0.76, len(PAIRS)), index=PAIRS),
+    }
     return measures, retention
 
 
@@ -71,31 +103,50 @@ def _figures() -> dict:
     """One figure per plot function (and its harder variants), drawn on stand-in data of the book's shapes."""
     rng = np.random.default_rng(0)
     merges = _merges(rng)
-    singles = pd.DataFrame([{"task": t, "seed": s, "head_accuracy": 0.8, "adapter_accuracy": 0.9}
-                            for t in TASKS for s in range(3)])
-    by_size = pd.DataFrame([{"method": m, "size": k, "normalized": 0.96 - 0.02 * k, "normalized_low": 0.93 - 0.02 * k,
-                             "normalized_high": 0.98 - 0.02 * k}
-                            for m in ("task_arithmetic", "linear") for k in (2, 3)])
+    singles = pd.DataFrame(
+        [{"task": t, "seed": s, "head_accuracy": 0.8, "adapter_accuracy": 0.9} for t in TASKS for s in range(3)]
+    )
+    by_size = pd.DataFrame(
+        [
+            {
+                "method": m,
+                "size": k,
+                "normalized": 0.96 - 0.02 * k,
+                "normalized_low": 0.93 - 0.02 * k,
+                "normalized_high": 0.98 - 0.02 * k,
+            }
+            for m in ("task_arithmetic", "linear")
+            for k in (2, 3)
+        ]
+    )
     measures, retention = _similarity(rng)
-    blocks = {n: [f"blocks.{b}.{m}" for b in range(n) for m in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")]
-              for n in (6, 12)}
+    blocks = {
+        n: [f"blocks.{b}.{m}" for b in range(n) for m in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")]
+        for n in (6, 12)
+    }
     long_title = "Merge methods on every merge of pairs and triples (test split, seed 0; 95% intervals)"
     return {
         "pairwise_heatmap": plots.pairwise_heatmap(merges, "task_arithmetic", TASKS),
         "accuracy_bars": plots.accuracy_bars(singles),
-        "interval_plot": plots.interval_plot(_intervals(0.88), "family", "normalized", hue="merges",
-                                             reference=0.9, title=long_title),
+        "interval_plot": plots.interval_plot(
+            _intervals(0.88), "family", "normalized", hue="merges", reference=0.9, title=long_title
+        ),
         "accuracy_by_size": plots.accuracy_by_size(by_size),
-        "sample_grid": plots.sample_grid(rng.integers(0, 255, (10, 16, 16, 3), dtype=np.uint8),
-                                         ["horizontal stripes", "checkerboard"] * 5, columns=10,
-                                         title="textures: generated texture patches, one class per pattern family"),
-        "similarity_scatter": plots.similarity_scatter(measures, retention, [("digits", "mnist")],
-                                                       rho=dict.fromkeys(measures, 0.1),
-                                                       p=dict.fromkeys(measures, 0.5)),
+        "sample_grid": plots.sample_grid(
+            rng.integers(0, 255, (10, 16, 16, 3), dtype=np.uint8),
+            ["horizontal stripes", "checkerboard"] * 5,
+            columns=10,
+            title="textures: generated texture patches, one class per pattern family",
+        ),
+        "similarity_scatter": plots.similarity_scatter(
+            measures, retention, [("digits", "mnist")], rho=dict.fromkeys(measures, 0.1), p=dict.fromkeys(measures, 0.5)
+        ),
         "layer_cosine_heatmap": plots.layer_cosine_heatmap(
-            pd.DataFrame(rng.normal(0, 0.01, (len(PAIRS), 24)), index=PAIRS, columns=blocks[6])),
+            pd.DataFrame(rng.normal(0, 0.01, (len(PAIRS), 24)), index=PAIRS, columns=blocks[6])
+        ),
         "layer_cosine_heatmap (ViT-B, 48 layers)": plots.layer_cosine_heatmap(
-            pd.DataFrame(rng.normal(0, 0.01, (len(PAIRS), 48)), index=PAIRS, columns=blocks[12])),
+            pd.DataFrame(rng.normal(0, 0.01, (len(PAIRS), 48)), index=PAIRS, columns=blocks[12])
+        ),
         "inference_cost_bars": plots.inference_cost_bars(_timings()),
     }
 
@@ -104,8 +155,11 @@ FIGURES = _figures()
 
 
 def test_every_plot_function_is_checked():
-    drawing = {name for name, f in inspect.getmembers(plots, inspect.isfunction)
-               if f.__module__ == plots.__name__ and not name.startswith("_")} - HELPERS
+    drawing = {
+        name
+        for name, f in inspect.getmembers(plots, inspect.isfunction)
+        if f.__module__ == plots.__name__ and not name.startswith("_")
+    } - HELPERS
     checked = {name.split(" ")[0] for name in FIGURES}
     assert drawing <= checked, f"add a case for {sorted(drawing - checked)} to _figures()"
 
@@ -115,7 +169,8 @@ def test_text_is_at_least_9_pt_at_rendered_size(name):
     figure = FIGURES[name]
     smallest, text = plots.rendered_font_sizes(figure)[0]
     assert smallest >= plots.MIN_FONT_PT - 1e-6, (
-        f"{name}: {text!r} is {smallest:.1f} pt as shown (scale {plots.rendered_scale(figure):.2f})")
+        f"{name}: {text!r} is {smallest:.1f} pt as shown (scale {plots.rendered_scale(figure):.2f})"
+    )
 
 
 @pytest.mark.parametrize("name", list(FIGURES))
@@ -174,5 +229,5 @@ def test_scatter_labels_do_not_overlap():
         boxes = [t.get_window_extent() for t in ax.texts]
         assert len(boxes) == len(PAIRS)
         for i, a in enumerate(boxes):
-            for b in boxes[i + 1:]:
+            for b in boxes[i + 1 :]:
                 assert not a.overlaps(b.shrunk(0.9, 0.9)), "two pair labels overlap"

@@ -45,16 +45,22 @@ def test_profile_is_frozen():
 def test_overrides_change_fields_by_dotted_name(monkeypatch, tmp_path):
     from lora_merge_utils.artifacts import default_root
 
-    overrides = {"data.train_size": 500, "train.adapter_epochs": 1, "backbone.overrides.depth": 2, "smoke": True,
-                 "train.adapter_lr": 1}
+    overrides = {
+        "data.train_size": 500,
+        "train.adapter_epochs": 1,
+        "backbone.overrides.depth": 2,
+        "smoke": True,
+        "train.adapter_lr": 1,
+    }
     monkeypatch.setenv("LORA_BOOK_OVERRIDES", json.dumps(overrides))
     profile = get_profile("full")
     assert profile.data.train_size == 500 and profile.data.val_size == FULL.data.val_size
     assert profile.train.adapter_epochs == 1 and profile.train.adapter_lr == 1.0
     assert profile.backbone.overrides == {"depth": 2} and profile.smoke
     assert dict(profile.overrides)["data.train_size"] == "500"
-    assert profile.label.startswith("full-") and default_root(profile).name == profile.label, \
+    assert profile.label.startswith("full-") and default_root(profile).name == profile.label, (
         "a changed profile never writes into the real profile's artifacts"
+    )
     monkeypatch.setenv("LORA_BOOK_PROFILE", "full")
     assert get_profile(None) == profile, "applied to the profile picked by the environment too"
     monkeypatch.delenv("LORA_BOOK_PROFILE")
@@ -64,13 +70,16 @@ def test_overrides_change_fields_by_dotted_name(monkeypatch, tmp_path):
     assert get_profile("full") == profile
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"data.trian_size": 5}, "HubData has no field 'trian_size'. Valid: train_size, val_size"),
-    ({"train.adapter_epochs": "two"}, "expected int, got 'two'"),
-    ({"smoke": 1}, "expected bool, got 1"),
-    ({"image_size.x": 1}, "int has no fields"),
-    ({"overrides": []}, "Profile has no field 'overrides'"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"data.trian_size": 5}, "HubData has no field 'trian_size'. Valid: train_size, val_size"),
+        ({"train.adapter_epochs": "two"}, "expected int, got 'two'"),
+        ({"smoke": 1}, "expected bool, got 1"),
+        ({"image_size.x": 1}, "int has no fields"),
+        ({"overrides": []}, "Profile has no field 'overrides'"),
+    ],
+)
 def test_bad_overrides_are_refused_clearly(monkeypatch, overrides, message):
     monkeypatch.setenv("LORA_BOOK_OVERRIDES", json.dumps(overrides))
     with pytest.raises(ValueError, match=re.escape(message)):

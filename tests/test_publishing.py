@@ -57,15 +57,23 @@ def _book_copy(tmp_path: Path) -> Path:
 
 
 def _set_repository(root: Path, *args: str) -> str:
-    result = subprocess.run([sys.executable, str(root / "scripts" / "set_repository.py"), *args, "--no-student"],
-                            cwd=root, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, str(root / "scripts" / "set_repository.py"), *args, "--no-student"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def test_set_repository_points_config_badges_setup_cells_and_citation_at_a_fork(tmp_path):
@@ -80,10 +88,12 @@ def test_set_repository_points_config_badges_setup_cells_and_citation_at_a_fork(
     assert config["repository"]["url"] == FORK and config["repository"]["branch"] == FORK_BRANCH
     assert config["html"]["baseurl"] == FORK_BASEURL
     comments = [line for line in config_text.splitlines() if line.lstrip().startswith("#")]
-    assert comments == [line for line in (ROOT / "_config.yml").read_text().splitlines()
-                        if line.lstrip().startswith("#")], "comments are kept"
-    assert {k: v for k, v in config.items() if k not in {"repository", "html"}} == \
-        {k: v for k, v in CONFIG.items() if k not in {"repository", "html"}}
+    assert comments == [
+        line for line in (ROOT / "_config.yml").read_text().splitlines() if line.lstrip().startswith("#")
+    ], "comments are kept"
+    assert {k: v for k, v in config.items() if k not in {"repository", "html"}} == {
+        k: v for k, v in CONFIG.items() if k not in {"repository", "html"}
+    }
 
     chapters = sorted((root / "notebooks").glob("0*.ipynb"))
     assert chapters
@@ -119,8 +129,13 @@ def test_set_line_keeps_comments_and_adds_missing_keys():
 
 def _tracked_text_files():
     try:
-        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout.split("\n")
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("needs a git checkout to know which files are the repository's")
     for name in filter(None, listed):
@@ -152,8 +167,9 @@ def test_generated_links_are_in_sync_with_config():
     """What set_repository.py would write from _config.yml is what is committed (it would change nothing)."""
     for path in sorted((ROOT / "notebooks").glob("0*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
-        assert not SET_REPOSITORY.refresh_links(notebook, path.name), \
+        assert not SET_REPOSITORY.refresh_links(notebook, path.name), (
             f"{path.name}: badge or setup cell out of date; run python scripts/set_repository.py {URL}"
+        )
     for name, text in _tracked_text_files():
         if name.endswith(".ipynb"):  # student notebooks and chapters alike: every Colab link, every REPO_URL
             owner_repo = URL.split("github.com/")[-1]
@@ -169,8 +185,10 @@ def test_citation_matches_package_and_config():
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     # A regex, not tomllib: the tests run on Python 3.10 too, which has no tomllib.
     pyproject = (ROOT / "pyproject.toml").read_text()
-    project = {"version": re.search(r'^version = "([^"]+)"', pyproject, flags=re.M)[1],
-               "license": re.search(r'^license = \{ ?text = "([^"]+)"', pyproject, flags=re.M)[1]}
+    project = {
+        "version": re.search(r'^version = "([^"]+)"', pyproject, flags=re.M)[1],
+        "license": re.search(r'^license = \{ ?text = "([^"]+)"', pyproject, flags=re.M)[1],
+    }
     assert citation["cff-version"] == "1.2.0"
     assert str(citation["version"]) == project["version"]
     assert citation["repository-code"] == URL and citation["url"] == BASEURL
@@ -259,8 +277,9 @@ def test_workflows_lint_clean():
 
 def test_actionlint_catches_a_broken_workflow(tmp_path):
     broken = tmp_path / "broken.yml"
-    broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubunto-latest\n    steps:\n"
-                      "      - run: echo ${{ steps.x.outputs.y }}\n")
+    broken.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubunto-latest\n    steps:\n      - run: echo ${{ steps.x.outputs.y }}\n"
+    )
     result = subprocess.run([_node_or_skip(), str(LINTER / "lint.mjs"), str(broken)], capture_output=True, text=True)
     assert result.returncode == 1
     assert re.search(r"broken\.yml:4:\d+: .*ubunto-latest.* \[runner-label\]", result.stdout), result.stdout

@@ -51,4 +51,5 @@ def test_every_table_and_code_block_fits_the_content_column(built_book):
 def test_the_column_width_the_figures_are_drawn_for_is_the_page_s(built_book):
     reports = CHECK.check_pages(built_book, ["book/intro.html"])
     assert reports[0].column == pytest.approx(plots.CONTENT_WIDTH_PX, abs=1), (
-        "the theme's content column changed: update plots.CONTENT_WIDTH_PX (and MAX_WIDTH_IN)")
+        "the theme's content column changed: update plots.CONTENT_WIDTH_PX (and MAX_WIDTH_IN)"
+    )

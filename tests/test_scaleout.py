@@ -21,29 +21,64 @@ from lora_merge_utils.profiles import apply_overrides, get_profile
 from lora_merge_utils.study import run_study
 
 # The smallest study that still has something to share: three tasks, two training seeds, one short epoch.
-OVERRIDES = {"tasks": ["digits", "shapes", "gratings"],
-             "data": {"train_per_class": 12, "val_per_class": 10, "test_per_class": 8},
-             "train": {"adapter_epochs": 1, "batch_size": 32, "eval_batch_size": 128}, "seeds": 2}
+OVERRIDES = {
+    "tasks": ["digits", "shapes", "gratings"],
+    "data": {"train_per_class": 12, "val_per_class": 10, "test_per_class": 8},
+    "train": {"adapter_epochs": 1, "batch_size": 32, "eval_batch_size": 128},
+    "seeds": 2,
+}
 METHODS = ("task_arithmetic", "linear")
 CELLS = 2 * 4 * len(METHODS)  # seeds x (3 pairs + 1 triple) x methods
 TABLES = ("singles.csv", "merges.csv", "summary.csv")
 # Everything `accelerate launch` would otherwise ask a config file for, so that it neither prompts nor warns.
 # `--multi_gpu` is the launcher that starts N processes (torchrun's); on a machine without GPUs, or with `--device
 # cpu`, they join over gloo on CPUs. (`--cpu --num_processes 2` alone starts a single process unless MPI is set up.)
-LAUNCH = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+LAUNCH = [
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "--main_process_port",
+    "0",
+]
 
 
 def _env(base: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in WORLD_SIZE_VARIABLES}
-    env.update(LORA_BOOK_OVERRIDES=json.dumps(OVERRIDES), LORA_BOOK_ARTIFACTS=str(base), LORA_BOOK_PROGRESS="0",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    env.update(
+        LORA_BOOK_OVERRIDES=json.dumps(OVERRIDES),
+        LORA_BOOK_ARTIFACTS=str(base),
+        LORA_BOOK_PROGRESS="0",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        PYTHONHASHSEED="0",
+    )
     return env
 
 
 def _launch(base: Path, out: Path) -> list[str]:
-    return [sys.executable, *LAUNCH, "-m", "lora_merge_utils", "run", "--profile", "tiny", "--out", str(out),
-            "--device", "cpu", "--quiet"]
+    return [
+        sys.executable,
+        *LAUNCH,
+        "-m",
+        "lora_merge_utils",
+        "run",
+        "--profile",
+        "tiny",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
 
 
 def _weights(root: Path) -> dict[str, bytes]:
@@ -70,8 +105,13 @@ def runs(tmp_path_factory):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            run_study(apply_overrides(get_profile("tiny"), OVERRIDES), base / "one", methods=METHODS, device="cpu",
-                      progress=False)
+            run_study(
+                apply_overrides(get_profile("tiny"), OVERRIDES),
+                base / "one",
+                methods=METHODS,
+                device="cpu",
+                progress=False,
+            )
         finally:
             torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -101,8 +141,14 @@ def test_a_launch_killed_mid_grid_leaves_no_table_and_the_next_one_completes_it(
     for part in ("heads", "adapters"):  # trained already: this launch goes straight to singles and the grid
         shutil.copytree(base / "two" / part, root / part)
     scores = root / "results" / "scores"
-    launch = subprocess.Popen(_launch(base, root), env=_env(base), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    launch = subprocess.Popen(
+        _launch(base, root),
+        env=_env(base),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while len(list(scores.glob("*.json"))) < 1 and launch.poll() is None and time.monotonic() < deadline:

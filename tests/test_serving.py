@@ -42,8 +42,9 @@ def test_interleaved_timings_vary_the_order_and_pair_rounds():
 
 
 def test_inference_cost_and_its_summary(backbone, random_adapters):
-    table = inference_cost(_strategies(backbone, random_adapters), k=2, image_size=32, batch_sizes=(1, 4),
-                           warmup=1, rounds=4)
+    table = inference_cost(
+        _strategies(backbone, random_adapters), k=2, image_size=32, batch_sizes=(1, 4), warmup=1, rounds=4
+    )
     assert set(table["strategy"]) == set(STRATEGIES) and len(table) == 2 * 4 * len(STRATEGIES)
     summary = timing_summary(table, reference="frozen + K heads", replicates=200)
     assert len(summary) == 2 * len(STRATEGIES)

@@ -23,9 +23,17 @@ def _images(split) -> list[Image.Image]:
     return [Image.open(io.BytesIO(row["bytes"])) for row in raw]
 
 
-@pytest.mark.parametrize(("task", "mode", "fmt"), [("mnist", "L", "PNG"), ("svhn", "RGB", "PNG"),
-                                                    ("eurosat", "RGB", "JPEG"), ("resisc45", "RGB", "JPEG"),
-                                                    ("gtsrb", "RGB", "PNG"), ("dtd", "RGB", "JPEG")])
+@pytest.mark.parametrize(
+    ("task", "mode", "fmt"),
+    [
+        ("mnist", "L", "PNG"),
+        ("svhn", "RGB", "PNG"),
+        ("eurosat", "RGB", "JPEG"),
+        ("resisc45", "RGB", "JPEG"),
+        ("gtsrb", "RGB", "PNG"),
+        ("dtd", "RGB", "JPEG"),
+    ],
+)
 def test_each_stand_in_has_the_real_schema(tmp_path, task, mode, fmt):
     import datasets
 
@@ -47,17 +55,24 @@ def test_stand_in_splits_follow_the_hub():
     assert all(HUB_SOURCES[t].other_splits == CORRUPTIONS for t in ("eurosat", "resisc45", "gtsrb"))
     assert HUB_SOURCES["dtd"].other_splits == () and len(HUB_SOURCES["dtd"].class_names) == 47
     assert [len(HUB_SOURCES[t].class_names) for t in ("mnist", "svhn", "eurosat", "resisc45", "gtsrb")] == [
-        10, 10, 10, 45, 43]
+        10,
+        10,
+        10,
+        45,
+        43,
+    ]
 
 
 def test_backbone_stand_in_loads_through_timms_hub_path_offline(tmp_path):
     """A fresh process, so that huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE at import as it does on Colab."""
     weights = build_backbone(tmp_path / "hub", overrides={"depth": 1, "embed_dim": 32, "num_heads": 2})
     assert weights.name == "model.safetensors" and "models--timm--vit_base_patch16_224.augreg_in21k" in str(weights)
-    code = ("import lora_merge_utils as lmu, json; from lora_merge_utils.profiles import FULL, apply_overrides;"
-            "m = lmu.create_backbone(apply_overrides(FULL, {'backbone.overrides': json.loads("
-            "'{\"depth\": 1, \"embed_dim\": 32, \"num_heads\": 2}')}));"
-            "print(len(m.blocks), m.num_features, [n for n, _ in m.named_modules()][-8:])")
+    code = (
+        "import lora_merge_utils as lmu, json; from lora_merge_utils.profiles import FULL, apply_overrides;"
+        "m = lmu.create_backbone(apply_overrides(FULL, {'backbone.overrides': json.loads("
+        '\'{"depth": 1, "embed_dim": 32, "num_heads": 2}\')}));'
+        "print(len(m.blocks), m.num_features, [n for n, _ in m.named_modules()][-8:])"
+    )
     env = {key: value for key, value in os.environ.items() if not key.startswith("LORA_BOOK_")}
     env |= {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

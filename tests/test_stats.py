@@ -16,9 +16,18 @@ def _rows(method: str, right: dict[str, list[bool]], seeds=(0, 1, 2)) -> pd.Data
     rows = []
     for task, correct in right.items():
         for seed in seeds:
-            rows.append({"method": method, "task": task, "seed": seed, "num_images": len(correct), "num_classes": 10,
-                         "correct": pack(correct), "adapter_correct": pack([True] * len(correct)),
-                         "head_correct": pack([False] * len(correct))})
+            rows.append(
+                {
+                    "method": method,
+                    "task": task,
+                    "seed": seed,
+                    "num_images": len(correct),
+                    "num_classes": 10,
+                    "correct": pack(correct),
+                    "adapter_correct": pack([True] * len(correct)),
+                    "head_correct": pack([False] * len(correct)),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -41,8 +50,10 @@ def test_paired_difference_resolves_a_consistent_gap_that_unpaired_noise_would_h
     base = {t: rng.random(300) < 0.7 for t in "abcdef"}
     better = {t: v | (rng.random(300) < 0.1) for t, v in base.items()}
     boot = Bootstrap({t: 300 for t in base}, seeds=[0, 1, 2], replicates=500)
-    rows_a, rows_b = _rows("a", {t: list(v) for t, v in base.items()}), _rows("b", {t: list(v) for t, v in
-                                                                                  better.items()})
+    rows_a, rows_b = (
+        _rows("a", {t: list(v) for t, v in base.items()}),
+        _rows("b", {t: list(v) for t, v in better.items()}),
+    )
     gain = difference(rows_b, rows_a, "accuracy", boot)
     assert gain.value > 0 and gain.resolved and "b beats a" in verdict(gain, "b", "a")
     same = difference(rows_a, rows_a, "accuracy", boot)
@@ -51,7 +62,7 @@ def test_paired_difference_resolves_a_consistent_gap_that_unpaired_noise_would_h
 
 def test_permutation_test_over_task_labels():
     tasks = list("abcdef")
-    pairs = [f"{a}+{b}" for i, a in enumerate(tasks) for b in tasks[i + 1:]]
+    pairs = [f"{a}+{b}" for i, a in enumerate(tasks) for b in tasks[i + 1 :]]
     rng = np.random.default_rng(0)
     retention = pd.Series(rng.random(len(pairs)), index=pairs)
     same = permutation_test(retention, retention, tasks)

@@ -5,8 +5,19 @@ from lora_merge_utils import Study, run_study
 from lora_merge_utils.evaluation import merge_combinations, pairwise_matrix, summarize_merges
 
 SINGLES = {"task", "seed", "head_accuracy", "adapter_accuracy", "num_images"}
-MERGES = {"members", "size", "method", "weights", "task", "seed", "accuracy", "adapter_accuracy", "head_accuracy",
-          "normalized_accuracy", "chance_normalized"}
+MERGES = {
+    "members",
+    "size",
+    "method",
+    "weights",
+    "task",
+    "seed",
+    "accuracy",
+    "adapter_accuracy",
+    "head_accuracy",
+    "normalized_accuracy",
+    "chance_normalized",
+}
 
 
 def test_merge_combinations_of_six_tasks():
@@ -83,8 +94,7 @@ def test_summary_and_pairwise_matrix(study_run, mini_profile):
     assert matrix.isna().values.diagonal().all() and matrix.notna().sum().sum() == 6
 
 
-def test_merge_scores_are_cached_per_merge_and_shared_between_requests(study_run, own_root, mini_profile,
-                                                                       monkeypatch):
+def test_merge_scores_are_cached_per_merge_and_shared_between_requests(study_run, own_root, mini_profile, monkeypatch):
     from lora_merge_utils.workload import work_done
 
     root, tables = own_root, study_run[1]

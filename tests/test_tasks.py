@@ -80,8 +80,10 @@ def _save_stand_in(directory, columns=("image", "label"), n=40):
 
     rng = np.random.default_rng(0)
     features = datasets.Features({columns[0]: datasets.Image(), columns[1]: datasets.ClassLabel(names=NAMES)})
-    split = {columns[0]: [Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)) for _ in range(n)],
-             columns[1]: [i % 10 for i in range(n)]}
+    split = {
+        columns[0]: [Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)) for _ in range(n)],
+        columns[1]: [i % 10 for i in range(n)],
+    }
     data = datasets.DatasetDict({s: datasets.Dataset.from_dict(split, features=features) for s in ("train", "test")})
     data.save_to_disk(str(directory))
 

@@ -32,8 +32,9 @@ def test_train_adapter_trains_only_lora_and_head(backbone, mini_profile):
 
 def test_train_adapter_is_deterministic(backbone, mini_profile):
     task = load_task(mini_profile, "gratings")
-    runs = [train_adapter(backbone, task.train, task.num_classes, mini_profile, seed=3, progress=False)
-            for _ in range(2)]
+    runs = [
+        train_adapter(backbone, task.train, task.num_classes, mini_profile, seed=3, progress=False) for _ in range(2)
+    ]
     for (n1, p1), (_, p2) in zip(runs[0][0].named_parameters(), runs[1][0].named_parameters()):
         assert torch.equal(p1, p2), n1
     assert torch.equal(runs[0][1].weight, runs[1][1].weight)
@@ -70,7 +71,9 @@ def test_head_only_baseline_matches_a_well_tuned_logistic_regression(tiny_featur
     f = tiny_features[name]
     (x, y), (xv, yv), (xt, yt) = f["train"], f["val"], f["test"]
     ours, _ = train_head(x, y, int(y.max()) + 1, TINY.train, val=(xv, yv))
-    candidates = [make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000)).fit(x.numpy(), y.numpy())
-                  for c in (0.01, 0.1, 1.0, 10.0, 100.0)]
+    candidates = [
+        make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000)).fit(x.numpy(), y.numpy())
+        for c in (0.01, 0.1, 1.0, 10.0, 100.0)
+    ]
     reference = max(candidates, key=lambda m: m.score(xv.numpy(), yv.numpy())).score(xt.numpy(), yt.numpy())
     assert head_accuracy(ours, xt, yt) >= reference - 0.01, (head_accuracy(ours, xt, yt), reference)

@@ -39,7 +39,8 @@ def test_selection_uses_validation_data_only(study, monkeypatch):
 
 def test_merge_specs_carry_parameters_into_the_table(study):
     singles = study.singles_table()
-    rows = study.merges_table(singles, methods=[MergeSpec("ta x0.8", "task_arithmetic", {"scale": 0.8})],
-                              combos=[("digits", "gratings")])
+    rows = study.merges_table(
+        singles, methods=[MergeSpec("ta x0.8", "task_arithmetic", {"scale": 0.8})], combos=[("digits", "gratings")]
+    )
     assert set(rows["method"]) == {"ta x0.8"} and set(rows["weights"]) == {"0.8 each"}
     assert rows["params"].iloc[0] == '{"scale": 0.8}'
