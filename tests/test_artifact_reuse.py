@@ -12,21 +12,10 @@ import pytest
 from lora_merge_utils import Study
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory, mini_profile):
-    profile = mini_profile.replace(seeds=1)
-    root = tmp_path_factory.mktemp("saved")
-    study = Study.open(profile, root, progress=False)
-    for task in ("digits", "shapes"):
-        study.ensure_adapter(task)
-    return profile, root
-
-
 @pytest.fixture
-def copy_of(saved, tmp_path):
-    profile, root = saved
-    shutil.copytree(root, tmp_path / "root")
-    return profile, tmp_path / "root"
+def copy_of(mini_profile, copy_of_shared_study):
+    """A copy of the session's shared study (heads, and adapters of every task and seed), reused with one seed."""
+    return mini_profile.replace(seeds=1), copy_of_shared_study
 
 
 def _flip_a_byte(path):
@@ -90,6 +79,7 @@ def test_an_edited_head_is_refused(copy_of):
         Study.open(profile, root, progress=False).ensure_head("digits")
 
 
+@pytest.mark.subprocess
 def test_two_runs_into_one_folder_cannot_both_train(tmp_path, mini_profile):
     """A real second process holds the folder's training lock: this run refuses to train, names it, and writes
     nothing; once that process is gone, training goes ahead."""

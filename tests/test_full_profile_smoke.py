@@ -66,6 +66,7 @@ def test_the_chapters_are_the_plans_chapters():
     assert sorted(CHAPTERS) == [path.name for path in NOTEBOOKS]
 
 
+@pytest.mark.smoke
 def test_every_chapter_runs_in_the_full_profile_in_order(tmp_path, script, smoke_profile):
     env = script.smoke_environment(tmp_path)
     assert json.loads(env["LORA_BOOK_OVERRIDES"])["smoke"] is True and env["LORA_BOOK_PROFILE"] == "full"
@@ -85,6 +86,7 @@ def test_every_chapter_runs_in_the_full_profile_in_order(tmp_path, script, smoke
     assert "datasets/" in printed[NOTEBOOKS[0].name], "chapter 0 saves the sample of every task"
 
 
+@pytest.mark.smoke
 def test_a_chapter_runs_alone_on_a_fresh_runtime(tmp_path, script, smoke_profile):
     """Chapter 4 opened first, with nothing saved: it loads the data, trains heads and adapters, then merges."""
     env = script.smoke_environment(tmp_path)

@@ -1,7 +1,8 @@
 """A run killed with SIGKILL (no cleanup code runs) mid-training and mid-grid resumes to the same bytes.
 
-Real processes of ``python -m lora_merge_utils run``, on a shrunk tiny profile (three tasks, few training images, one
-epoch, one seed: about ten seconds a run on one core), so that the whole test takes about a minute.
+Real processes of ``python -m lora_merge_utils run``, on the tests' shrunk tiny profile (three tasks, few training
+images, one epoch, two seeds) on one core; the uninterrupted run they are compared with is the session's shared study,
+built with the same profile, methods and thread count.
 """
 
 from __future__ import annotations
@@ -16,16 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import MINI_METHODS, MINI_OVERRIDES
+
+pytestmark = pytest.mark.subprocess
 REPO = Path(__file__).resolve().parents[1]
-OVERRIDES = {
-    "tasks": ["digits", "shapes", "gratings"],
-    "seeds": 1,
-    "data.train_per_class": 20,
-    "data.val_per_class": 5,
-    "data.test_per_class": 5,
-    "train.adapter_epochs": 1,
-}
-METHODS = ["task_arithmetic", "tsv"]  # tsv decomposes (SVD): its bytes are pinned too
 TIMING = ("train_seconds", "train_images_per_second")
 """The only recorded fields that may differ between runs: how long training took."""
 
@@ -42,14 +37,14 @@ def _command(out: Path) -> list[str]:
         str(out),
         "--quiet",
         "--methods",
-        *METHODS,
+        *MINI_METHODS,
     ]
 
 
 def _env() -> dict[str, str]:
     env = dict(
         os.environ,
-        LORA_BOOK_OVERRIDES=json.dumps(OVERRIDES),
+        LORA_BOOK_OVERRIDES=json.dumps(MINI_OVERRIDES),
         LORA_BOOK_PROGRESS="0",
         OMP_NUM_THREADS="1",
         MKL_NUM_THREADS="1",
@@ -87,8 +82,9 @@ def _training(out: Path) -> bool:
 
 
 def _in_grid(out: Path) -> bool:
-    """Every adapter is saved; the tables are not written yet."""
-    return (out / "adapters" / "gratings" / "seed-0" / "metrics.json").is_file()
+    """Every adapter is saved (the last task's, of the last seed); the tables are not written yet."""
+    last_task, seeds = MINI_OVERRIDES["tasks"][-1], MINI_OVERRIDES["seeds"]
+    return (out / "adapters" / last_task / f"seed-{seeds - 1}" / "metrics.json").is_file()
 
 
 def _record(out: Path) -> dict[str, bytes | dict]:
@@ -107,9 +103,8 @@ def _debris(out: Path) -> list[str]:
     return [str(p) for p in out.rglob("*") if p.name.endswith((".tmp", ".old"))]
 
 
-def test_a_run_killed_mid_training_and_mid_grid_resumes_to_the_same_bytes(tmp_path):
-    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    _run(reference)
+def test_a_run_killed_mid_training_and_mid_grid_resumes_to_the_same_bytes(tmp_path, shared_study):
+    reference, resumed = shared_study, tmp_path / "resumed"
     _kill_when(resumed, _training, "killed mid-training")
     assert not (resumed / "results").exists()
     _kill_when(resumed, lambda out: _in_grid(out) and _training(out), "killed mid-grid")

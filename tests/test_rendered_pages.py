@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from lora_merge_utils import plots
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,25 +29,3 @@ def test_the_check_skips_cleanly_without_chromium(monkeypatch, capsys, tmp_path)
     monkeypatch.setenv("CHROMIUM", str(tmp_path / "no-chromium-here"))
     assert CHECK.main([str(tmp_path)]) == 0
     assert CHECK.SKIP_MESSAGE in capsys.readouterr().out
-
-
-@pytest.fixture
-def built_book(public_book) -> Path:
-    """The book as ``jupyter-book build`` renders it (one build shared with the other tests of the built pages)."""
-    return public_book
-
-
-@needs_chromium
-def test_every_table_and_code_block_fits_the_content_column(built_book):
-    reports = CHECK.check_pages(built_book, CHECK.default_pages(built_book))
-    assert reports
-    problems = [p for r in reports for p in r.problems]
-    assert not problems, "\n".join(problems)
-
-
-@needs_chromium
-def test_the_column_width_the_figures_are_drawn_for_is_the_page_s(built_book):
-    reports = CHECK.check_pages(built_book, ["book/intro.html"])
-    assert reports[0].column == pytest.approx(plots.CONTENT_WIDTH_PX, abs=1), (
-        "the theme's content column changed: update plots.CONTENT_WIDTH_PX (and MAX_WIDTH_IN)"
-    )

@@ -13,22 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from lora_merge_utils.artifacts import FolderBusy, lock_held_by_launch, training_lock
 from lora_merge_utils.distributed import WORLD_SIZE_VARIABLES, launched_processes
-from lora_merge_utils.profiles import apply_overrides, get_profile
-from lora_merge_utils.study import run_study
 
-# The smallest study that still has something to share: three tasks, two training seeds, one short epoch.
-OVERRIDES = {
-    "tasks": ["digits", "shapes", "gratings"],
-    "data": {"train_per_class": 12, "val_per_class": 10, "test_per_class": 8},
-    "train": {"adapter_epochs": 1, "batch_size": 32, "eval_batch_size": 128},
-    "seeds": 2,
-}
-METHODS = ("task_arithmetic", "linear")
-CELLS = 2 * 4 * len(METHODS)  # seeds x (3 pairs + 1 triple) x methods
+from .helpers import MINI_METHODS, MINI_OVERRIDES
+
+# The tests' small study (three tasks, two training seeds, one short epoch) still has something to share.
+CELLS = MINI_OVERRIDES["seeds"] * 4 * len(MINI_METHODS)  # seeds x (3 pairs + 1 triple) x methods
 TABLES = ("singles.csv", "merges.csv", "summary.csv")
 # Everything `accelerate launch` would otherwise ask a config file for, so that it neither prompts nor warns.
 # `--multi_gpu` is the launcher that starts N processes (torchrun's); on a machine without GPUs, or with `--device
@@ -53,7 +45,7 @@ LAUNCH = [
 def _env(base: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in WORLD_SIZE_VARIABLES}
     env.update(
-        LORA_BOOK_OVERRIDES=json.dumps(OVERRIDES),
+        LORA_BOOK_OVERRIDES=json.dumps(MINI_OVERRIDES),
         LORA_BOOK_ARTIFACTS=str(base),
         LORA_BOOK_PROGRESS="0",
         OMP_NUM_THREADS="1",
@@ -78,6 +70,8 @@ def _launch(base: Path, out: Path) -> list[str]:
         "--device",
         "cpu",
         "--quiet",
+        "--methods",
+        *MINI_METHODS,
     ]
 
 
@@ -96,30 +90,18 @@ def _rank(process) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """One process (in this one, on one thread as each launched process is) and a two-process launch, each into a
-    fresh folder; both share the generated task data."""
+def runs(tmp_path_factory, shared_study):
+    """One process (the session's shared study: run in a test process on one thread, as each launched process is)
+    and a two-process launch into a fresh folder."""
     base = tmp_path_factory.mktemp("scaleout")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("LORA_BOOK_ARTIFACTS", str(base))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            run_study(
-                apply_overrides(get_profile("tiny"), OVERRIDES),
-                base / "one",
-                methods=METHODS,
-                device="cpu",
-                progress=False,
-            )
-        finally:
-            torch.set_num_threads(threads)
+    shutil.copytree(shared_study, base / "one", ignore=shutil.ignore_patterns(".training.lock"))
     start = time.perf_counter()
     two = subprocess.run(_launch(base, base / "two"), env=_env(base), capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     return base, two, time.perf_counter() - start
 
 
+@pytest.mark.subprocess
 def test_two_processes_train_the_same_adapters_and_write_the_same_tables(runs):
     base, two, _ = runs
     one_root, two_root = base / "one", base / "two"
@@ -133,6 +115,7 @@ def test_two_processes_train_the_same_adapters_and_write_the_same_tables(runs):
     assert "warn" not in two.stderr.lower() and "not passed" not in two.stderr, two.stderr
 
 
+@pytest.mark.subprocess
 def test_a_launch_killed_mid_grid_leaves_no_table_and_the_next_one_completes_it(runs):
     import psutil
 
@@ -174,11 +157,12 @@ def test_a_launch_killed_mid_grid_leaves_no_table_and_the_next_one_completes_it(
         assert (root / "results" / name).read_bytes() == (base / "one" / "results" / name).read_bytes(), name
 
 
-def test_a_launch_into_a_folder_another_run_is_training_into_is_refused(runs, tmp_path):
+@pytest.mark.subprocess
+def test_a_launch_into_a_folder_another_run_is_training_into_is_refused(tmp_path):
     """The launch's main process asks for the folder's lock before anyone trains: held by another run (this test
     process), the launch stops with one clear line and trains nothing."""
     fcntl = pytest.importorskip("fcntl")
-    base, _, _ = runs
+    base = tmp_path
     root = tmp_path / "busy"
     root.mkdir()
     fd = os.open(root / ".training.lock", os.O_RDWR | os.O_CREAT, 0o666)

@@ -4,6 +4,8 @@ import pytest
 from lora_merge_utils import Study, run_study
 from lora_merge_utils.evaluation import merge_combinations, pairwise_matrix, summarize_merges
 
+from .helpers import MINI_METHODS
+
 SINGLES = {"task", "seed", "head_accuracy", "adapter_accuracy", "num_images"}
 MERGES = {
     "members",
@@ -26,22 +28,18 @@ def test_merge_combinations_of_six_tasks():
 
 
 @pytest.fixture(scope="module")
-def study_run(tmp_path_factory, mini_profile):
-    """One run of the grid, shared by the tests of this module: they only read it (a test that changes artifacts
-    works on :func:`own_root`), so they pass in any order."""
-    root = tmp_path_factory.mktemp("study")
-    first = run_study(mini_profile, root, methods=("task_arithmetic", "linear"), progress=False)
-    return root, first
+def study_run(shared_study, mini_profile):
+    """The session's shared study (:func:`tests.conftest.shared_study`) and its tables: the tests of this module only
+    read it (a test that changes artifacts works on ``own_root``), so they pass in any order."""
+    study = Study.open(mini_profile, shared_study, progress=False)
+    singles = study.singles_table()
+    return shared_study, {"singles": singles, "merges": study.merges_table(singles, MINI_METHODS, cache=True)}
 
 
 @pytest.fixture
-def own_root(study_run, tmp_path):
+def own_root(copy_of_shared_study):
     """A private copy of the shared run's folder, for a test that deletes or adds artifacts."""
-    import shutil
-
-    root = tmp_path / "study"
-    shutil.copytree(study_run[0], root)
-    return root
+    return copy_of_shared_study
 
 
 def test_run_study_writes_the_tables(study_run, mini_profile):
@@ -50,14 +48,14 @@ def test_run_study_writes_the_tables(study_run, mini_profile):
     merges = pd.read_csv(root / "results" / "merges.csv")
     assert SINGLES <= set(singles.columns) and list(singles["task"]) == list(mini_profile.tasks) * 2
     assert MERGES <= set(merges.columns) and "correct" not in merges.columns, "packed bits stay out of the CSV"
-    # 3 pairs x 2 members + 1 triple x 3 members, for each of 2 methods and 2 training seeds
-    assert len(merges) == 2 * 2 * (3 * 2 + 3) and set(merges["seed"]) == {0, 1}
+    # 3 pairs x 2 members + 1 triple x 3 members, for each method and each of 2 training seeds
+    assert len(merges) == len(MINI_METHODS) * 2 * (3 * 2 + 3) and set(merges["seed"]) == {0, 1}
     per_seed = merges.groupby("seed")["accuracy"].apply(tuple)
     assert per_seed[0] != per_seed[1], "each seed merges its own adapters"
     assert set(merges["members"]) == {"digits+shapes", "digits+gratings", "shapes+gratings", "digits+shapes+gratings"}
     ratio = merges["accuracy"] / merges["adapter_accuracy"]
     assert (ratio - merges["normalized_accuracy"]).abs().max() < 1e-5
-    for method in ("task_arithmetic", "linear"):
+    for method in MINI_METHODS:
         assert (root / "results" / f"pairwise_heatmap_{method}.png").stat().st_size > 10_000
     for task in mini_profile.tasks:
         for seed in (0, 1):
@@ -65,12 +63,12 @@ def test_run_study_writes_the_tables(study_run, mini_profile):
         assert (root / "heads" / task / "head.safetensors").is_file()
 
 
-def test_second_run_reuses_artifacts_and_gives_identical_tables(study_run, mini_profile):
-    root, _ = study_run
+def test_second_run_reuses_artifacts_and_gives_identical_tables(own_root, mini_profile):
+    root = own_root
     adapter = root / "adapters" / "digits" / "seed-1" / "adapter_model.safetensors"
     stamp = adapter.stat().st_mtime_ns
     before = {name: (root / "results" / name).read_text() for name in ("singles.csv", "merges.csv")}
-    run_study(mini_profile, root, progress=False)
+    run_study(mini_profile, root, methods=MINI_METHODS, progress=False)
     assert adapter.stat().st_mtime_ns == stamp, "a warm run must not retrain"
     for name, text in before.items():
         assert (root / "results" / name).read_text() == text, f"{name} differs between runs"
@@ -95,9 +93,12 @@ def test_summary_and_pairwise_matrix(study_run, mini_profile):
 
 
 def test_merge_scores_are_cached_per_merge_and_shared_between_requests(study_run, own_root, mini_profile, monkeypatch):
+    import shutil
+
     from lora_merge_utils.workload import work_done
 
     root, tables = own_root, study_run[1]
+    shutil.rmtree(root / "results" / "scores")  # the shared run filled the cache: start this test without it
     study = Study.open(mini_profile, root, progress=False)
     singles = tables["singles"]
     start = work_done()["merges"]

@@ -1,3 +1,5 @@
+import shutil
+
 import pandas as pd
 import pytest
 
@@ -13,8 +15,11 @@ def test_grid_labels_every_combination():
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, mini_profile):
-    return Study.open(mini_profile, tmp_path_factory.mktemp("tuning"), progress=False)
+def study(tmp_path_factory, mini_profile, shared_study):
+    """A study on a copy of the session's shared study (its adapters trained already; scores are cached here)."""
+    root = tmp_path_factory.mktemp("tuning") / "study"
+    shutil.copytree(shared_study, root, ignore=shutil.ignore_patterns(".training.lock"))
+    return Study.open(mini_profile, root, progress=False)
 
 
 def test_selection_refuses_the_test_split(study):

@@ -1,0 +1,107 @@
+"""How one test run is laid out over the machine: every test and chapter cell, under ``pytest -n 2`` (``make test``).
+
+* **Groups.** Each item runs in one group, and a group runs on one xdist worker (:func:`group_of`): a test module's
+  tests stay together (their module fixtures are built once), the chapters executed by nbval run in two ordered
+  groups, and every test of a Jupyter Book build is in ``tests/test_built_book.py``, so each edition is built once.
+* **Order.** Groups are queued longest first (:data:`HEAVY_FIRST`), so the two workers start on the two long chains
+  and the many short modules fill in around them.
+* **One thread per worker.** Two workers of one thread each get about a third more done on two cores than one
+  process of two threads (the tiny ViT's matrices are too small for a second thread to pay), and two chapter kernels
+  never fight for one core. Kernels and subprocesses inherit the setting.
+* **The chapters' one dependency.** Chapter 2 trains the adapters that chapters 5-7 read. When the two chapter
+  groups run on different workers, chapter 5's first cell waits until chapter 2 has finished on the other worker
+  (:func:`pytest_runtest_setup`), so the adapters are trained once, by chapter 2, as a reader's run does.
+
+The groups are computed from node ids (:class:`GroupScheduling`, through xdist's ``pytest_xdist_make_scheduler``
+hook) rather than from ``xdist_group`` marks, which pytest 9.2 no longer lets xdist 3.8 apply. Markers
+(``--strict-markers``; select with ``-m``) are listed in ``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:  # before anything imports torch: its thread pool is sized once
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_variable] = "1"
+
+TRAINS_ADAPTERS = "02"
+"""The chapter that trains every adapter of the profile (the others load them)."""
+SECOND_CHAPTER_GROUP = ("05", "06", "07")
+"""Chapters that run in the second chapter group: chapter 5 alone is about as long as chapters 0-4 together."""
+GROUPS_BY_MODULE = {"tests/test_full_profile_smoke.py": "smoke", "tests/test_built_book.py": "book"}
+HEAVY_FIRST = ("chapters-1", "smoke", "chapters-2", "book")
+"""Groups queued before the rest, longest chain first; every other group keeps its collection order."""
+WAIT_SECONDS = 1800
+
+
+def chapter_of(nodeid: str) -> str | None:
+    """``"05"`` for a cell of ``notebooks/05_*.ipynb`` executed by nbval, else ``None``."""
+    path = nodeid.split("::", 1)[0]
+    folder, _, name = path.rpartition("/")
+    if folder.endswith("notebooks") and name.endswith(".ipynb") and name[:2].isdigit():
+        return name[:2]
+    return None
+
+
+def group_of(nodeid: str) -> str:
+    """The group an item runs in: its chapter group, a named group, or its module."""
+    chapter = chapter_of(nodeid)
+    if chapter is not None:
+        return "chapters-2" if chapter in SECOND_CHAPTER_GROUP else "chapters-1"
+    module = nodeid.split("::", 1)[0]
+    return GROUPS_BY_MODULE.get(module, module)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        """xdist's scope scheduling with this run's groups as scopes, queued in collection order."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    config.option.loadscopereorder = False  # the order of pytest_collection_modifyitems below
+    return GroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if chapter_of(item.nodeid) is not None:
+            item.add_marker(pytest.mark.notebook)
+    rank = {name: index for index, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))  # stable: in-group order is kept
+
+
+def _done_marker(chapter: str) -> Path:
+    """A file every worker of this run sees (named after xdist's run id)."""
+    folder = Path(tempfile.gettempdir()) / f"lora-book-run-{os.environ.get('PYTEST_XDIST_TESTRUNUID', 'local')}"
+    folder.mkdir(exist_ok=True)
+    return folder / f"chapter-{chapter}.done"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    chapter = chapter_of(item.nodeid)
+    if not WORKER or chapter not in SECOND_CHAPTER_GROUP:
+        return
+    chapters = [chapter_of(other.nodeid) for other in item.session.items]
+    first = next(other for other, c in zip(item.session.items, chapters) if c in SECOND_CHAPTER_GROUP)
+    if item is not first or TRAINS_ADAPTERS not in chapters:
+        return
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not _done_marker(TRAINS_ADAPTERS).exists() and time.monotonic() < deadline:
+        time.sleep(1)
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    ends_chapter = nextitem is None or chapter_of(nextitem.nodeid) != TRAINS_ADAPTERS
+    if WORKER and chapter_of(item.nodeid) == TRAINS_ADAPTERS and ends_chapter:
+        _done_marker(TRAINS_ADAPTERS).touch()

@@ -1,0 +1,87 @@
+"""Every test that needs a Jupyter Book build, in one module (one xdist group, see conftest.py), so that each edition
+is built once per test run: the public book as `make html` renders it (read by the leak check and, where Chromium is
+installed, by the rendered-page checks), and the instructor and student editions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lora_merge_utils import plots
+
+from .test_editions import CHAPTERS, ROOT
+from .test_rendered_pages import CHECK, needs_chromium
+
+pytestmark = pytest.mark.book
+
+
+@pytest.fixture(scope="module")
+def public_book(tmp_path_factory) -> Path:
+    """The public book as `make html` renders it (stored notebook outputs, nothing executed; warnings are errors),
+    built once for the tests that read its pages."""
+    out = tmp_path_factory.mktemp("book")
+    command = [
+        str(Path(sys.executable).parent / "jupyter-book"),
+        "build",
+        str(ROOT),
+        "-W",
+        "--keep-going",
+        "--path-output",
+        str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out / "_build" / "html"
+
+
+def test_public_book_builds_and_no_solution_reaches_it(public_book):
+    """The real build, as `make html` runs it (warnings are errors), then the leak check on every chapter page."""
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_public_build.py"), str(public_book)],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "no solution code or output on the 8 chapter pages" in check.stdout
+
+
+@pytest.mark.parametrize("edition", ["instructor", "student"])
+def test_edition_builds_with_warnings_as_errors(edition, tmp_path):
+    """`make instructor` and `make student` build (-W); the leak check, run on the instructor edition, finds the
+    solutions of every chapter there (so its silence on the public book means something)."""
+    build = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_edition.py"), edition, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    html = tmp_path / "_build" / "html"
+    if edition == "instructor":
+        check = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "check_public_build.py"), str(html)], capture_output=True, text=True
+        )
+        assert check.returncode != 0
+        leaked = {line.split(".ipynb")[0].strip() for line in check.stderr.splitlines()[1:]}
+        assert leaked == {p.stem for p in CHAPTERS}
+    else:
+        assert (html / "notebooks" / "student" / f"{CHAPTERS[3].stem}.html").exists()
+        assert not (html / "book" / "conclusions.html").exists(), "the results page is not in the student edition"
+
+
+@needs_chromium
+def test_every_table_and_code_block_fits_the_content_column(public_book):
+    reports = CHECK.check_pages(public_book, CHECK.default_pages(public_book))
+    assert reports
+    problems = [p for r in reports for p in r.problems]
+    assert not problems, "\n".join(problems)
+
+
+@needs_chromium
+def test_the_column_width_the_figures_are_drawn_for_is_the_page_s(public_book):
+    reports = CHECK.check_pages(public_book, ["book/intro.html"])
+    assert reports[0].column == pytest.approx(plots.CONTENT_WIDTH_PX, abs=1), (
+        "the theme's content column changed: update plots.CONTENT_WIDTH_PX (and MAX_WIDTH_IN)"
+    )
