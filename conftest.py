@@ -20,7 +20,6 @@ hook) rather than from ``xdist_group`` marks, which pytest 9.2 no longer lets xd
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +34,12 @@ TRAINS_ADAPTERS = "02"
 """The chapter that trains every adapter of the profile (the others load them)."""
 SECOND_CHAPTER_GROUP = ("05", "06", "07")
 """Chapters that run in the second chapter group: chapter 5 alone is about as long as chapters 0-4 together."""
-GROUPS_BY_MODULE = {"tests/test_full_profile_smoke.py": "smoke", "tests/test_built_book.py": "book"}
+NAMED_GROUPS = {
+    "tests/test_full_profile_smoke.py::test_a_chapter_runs_alone": "smoke-alone",  # off the long smoke chain
+    "tests/test_full_profile_smoke.py": "smoke",
+    "tests/test_built_book.py": "book",
+}
+"""Groups by the start of a node id (the first match counts); everything else is grouped by its module."""
 HEAVY_FIRST = ("chapters-1", "smoke", "chapters-2", "book")
 """Groups queued before the rest, longest chain first; every other group keeps its collection order."""
 WAIT_SECONDS = 1800
@@ -55,8 +59,8 @@ def group_of(nodeid: str) -> str:
     chapter = chapter_of(nodeid)
     if chapter is not None:
         return "chapters-2" if chapter in SECOND_CHAPTER_GROUP else "chapters-1"
-    module = nodeid.split("::", 1)[0]
-    return GROUPS_BY_MODULE.get(module, module)
+    named = next((group for start, group in NAMED_GROUPS.items() if nodeid.startswith(start)), None)
+    return named or nodeid.split("::", 1)[0]
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -81,11 +85,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))  # stable: in-group order is kept
 
 
-def _done_marker(chapter: str) -> Path:
-    """A file every worker of this run sees (named after xdist's run id)."""
-    folder = Path(tempfile.gettempdir()) / f"lora-book-run-{os.environ.get('PYTEST_XDIST_TESTRUNUID', 'local')}"
-    folder.mkdir(exist_ok=True)
-    return folder / f"chapter-{chapter}.done"
+def _done_marker(config: pytest.Config, chapter: str) -> Path:
+    """A file every worker of this run sees: in the run's base temporary folder, the parent of each worker's own
+    (which pytest removes with its old runs)."""
+    return Path(config.option.basetemp).parent / f"chapter-{chapter}.done"
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -97,11 +100,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item is not first or TRAINS_ADAPTERS not in chapters:
         return
     deadline = time.monotonic() + WAIT_SECONDS
-    while not _done_marker(TRAINS_ADAPTERS).exists() and time.monotonic() < deadline:
+    while not _done_marker(item.config, TRAINS_ADAPTERS).exists() and time.monotonic() < deadline:
         time.sleep(1)
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     ends_chapter = nextitem is None or chapter_of(nextitem.nodeid) != TRAINS_ADAPTERS
     if WORKER and chapter_of(item.nodeid) == TRAINS_ADAPTERS and ends_chapter:
-        _done_marker(TRAINS_ADAPTERS).touch()
+        _done_marker(item.config, TRAINS_ADAPTERS).touch()
