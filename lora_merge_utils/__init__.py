@@ -14,7 +14,7 @@ The helper library of the book *Can I just merge my vision LoRAs?*. The main ent
 from importlib.metadata import PackageNotFoundError, version
 
 from . import _progress  # noqa: F401  (first: imports tqdm.auto before any library does, without its warning)
-from .artifacts import ArtifactStore, load_adapters, load_head
+from .artifacts import ArtifactStore, load_adapters, load_head, storage_report
 from .backbone import backbone_identity, create_backbone
 from .evaluation import evaluate_merges, merge_combinations, pairwise_matrix, summarize_merges
 from .exercises import EXERCISES, check_exercise
@@ -80,6 +80,7 @@ __all__ = [
     "merged_delta",
     "pairwise_matrix",
     "run_study",
+    "storage_report",
     "summarize_merges",
     "train_adapter",
     "train_head",

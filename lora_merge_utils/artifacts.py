@@ -78,6 +78,39 @@ def default_root(profile: Profile | str | None = None) -> Path:
     return artifacts_base() / get_profile(profile).label
 
 
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def _human(size: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def storage_report(base: Path | str | None = None) -> str:
+    """One line on what an artifacts folder (default :func:`artifacts_base`, e.g. the book's Google Drive folder)
+    holds and the space each part takes: the datasets' samples and each profile's artifacts.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     (Path(folder) / "tiny").mkdir()
+        ...     _ = (Path(folder) / "tiny" / "head.safetensors").write_bytes(bytes(2500))
+        ...     print(storage_report(folder).replace(folder, "FOLDER"))
+        FOLDER holds 2.5 kB: tiny 2.5 kB
+    """
+    base = Path(base) if base is not None else artifacts_base()
+    if not base.is_dir():
+        return f"{base} holds nothing yet"
+    parts = {entry.name: _folder_bytes(entry) for entry in sorted(base.iterdir()) if entry.is_dir()}
+    total = _folder_bytes(base)
+    detail = ", ".join(f"{name} {_human(size)}" for name, size in parts.items())
+    return f"{base} holds {_human(total)}" + (f": {detail}" if detail else "")
+
+
 def library_versions() -> dict[str, str]:
     """Versions recorded in every metrics file."""
     return {
@@ -174,7 +207,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_interrupted(final)
-    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(final), suffix=".tmp", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(final), suffix=".tmp", dir=final.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private to its owner; a saved folder should not be
     try:
         yield tmp
@@ -190,7 +223,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _tmp_prefix(final: Path) -> str:
+def tmp_prefix(final: Path) -> str:
     """``.<name>.<pid>.``: the writer's process id in a temporary name tells later runs whether its writer is
     still alive (see :func:`remove_debris`)."""
     return f".{final.name}.{os.getpid()}."
@@ -277,7 +310,7 @@ def write_atomic(path: Path, write) -> None:
     umask, as ``open`` would give; a temporary file alone would be private to its owner)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))

@@ -26,6 +26,7 @@ from .artifacts import (
     load_adapters,
     load_head,
     read_json,
+    remove_debris,
     save_adapter,
     save_head,
     training_lock,
@@ -50,7 +51,7 @@ from .merging import MergeSpec, get_merge_method
 from .profiles import Profile, get_device, get_profile, progress_enabled
 from .scoring import adapter_correctness, head_correctness
 from .stats import Bootstrap, pack
-from .tasks import ImageTask, check_task_name, load_task, subsample
+from .tasks import ImageTask, check_task_name, load_task, sample_cache_dir, subsample
 from .training import extract_features, train_adapter, train_head
 
 DEFAULT_METHODS = ("task_arithmetic", "linear")
@@ -85,7 +86,8 @@ class Study:
         root = Path(root) if root is not None else default_root(profile)
         device = torch.device(device) if device is not None else get_device()
         backbone = create_backbone(profile).to(device)
-        ArtifactStore(root).remove_debris()  # what runs killed mid-save left behind
+        ArtifactStore(root).remove_debris()  # what runs killed mid-save left behind, artifacts and data samples
+        remove_debris(sample_cache_dir(), old_copies=False)
         return cls(profile, root, backbone, device, progress)
 
     def describe(self) -> str:

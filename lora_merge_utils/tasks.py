@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from . import synthetic
-from .artifacts import artifacts_base
+from .artifacts import artifacts_base, tmp_prefix
 from .batches import MEAN, STD, InMemoryImages, normalize
 from .profiles import GeneratedData, HubData, Profile, get_profile, progress_enabled
 
@@ -676,7 +676,8 @@ def _sample(profile: Profile, name: str, source: HubSource) -> tuple[dict, str]:
 
 def _save_atomically(sample, directory: Path) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    # Named with this process's id, like every atomic save: a killed run's folder is debris once its process is gone.
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(directory), suffix=".tmp", dir=directory.parent))
     try:
         with datasets_progress(False):
             sample.save_to_disk(str(tmp))

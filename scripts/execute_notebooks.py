@@ -38,37 +38,56 @@ TIME_MARK = "**Time on a Colab T4**"
 WORK_MARK = "LORA_BOOK_WORK "
 
 SETUP = """\
-# Setup. On Colab: install this book's package at the version these pages were made with (Colab's own torch is
-# kept) and, with USE_DRIVE = True, keep trained adapters and the datasets' samples on Google Drive, so that every
-# chapter opened later starts from what earlier chapters trained and downloaded. Everywhere: pick the profile
-# (tiny on a CPU, full on a Colab GPU) and say what this run uses.
+# Setup. On Colab: check for a GPU, install this book's package at the version these pages were made with (Colab's
+# own torch is kept) and, with USE_DRIVE = True, keep trained adapters and the datasets' samples on Google Drive, so
+# that every chapter opened later starts from what earlier chapters trained and downloaded. Everywhere: pick the
+# profile (tiny on a CPU, full on a Colab GPU) and say what this run uses.
 import importlib.util
 import os
 import subprocess
 import sys
 
 USE_DRIVE = False  # True: mount Google Drive and keep artifacts and data in MyDrive/lora-merge-book
-REPO_URL = "{url}"
-BOOK_REF = "{ref}"  # a tag of REPO_URL; "main" for the newest code
+PACKAGE = {package}  # this book's package on PyPI ({package_note})
+REPO_URL = "{url}"  # forks: see scripts/set_repository.py
+BOOK_REF = "{ref}"  # the tag these pages were made with; "main" for the newest code
+DRIVE = "/content/drive/MyDrive/lora-merge-book"
 
 if "google.colab" in sys.modules:
+    import torch
+
+    if not torch.cuda.is_available():
+        print("\u26a0 This runtime has no GPU, so this chapter will run the small offline (tiny) profile on the CPU. "
+              "For the real datasets and ViT-B/16: Runtime > Change runtime type > T4 GPU, then Runtime > Run all.")
     if USE_DRIVE:
         from google.colab import drive
 
         drive.mount("/content/drive")
-        os.environ.setdefault("LORA_BOOK_ARTIFACTS", "/content/drive/MyDrive/lora-merge-book")
+        os.environ["LORA_BOOK_ARTIFACTS"] = DRIVE
+    elif os.environ.get("LORA_BOOK_ARTIFACTS") == DRIVE:
+        del os.environ["LORA_BOOK_ARTIFACTS"]  # Drive switched off again: this runtime's disk from now on
     if importlib.util.find_spec("lora_merge_utils") is None:
-        install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{{REPO_URL}}@{{BOOK_REF}}"],
-                                 capture_output=True, text=True)
-        if install.returncode != 0:
-            raise SystemExit(f"Could not install lora_merge_utils from {{REPO_URL}}@{{BOOK_REF}}: check that this "
-                             "runtime has internet access and that the repository and the tag exist (or set "
-                             "BOOK_REF = 'main'), then run this cell again.")
+        sources, failures = [s for s in (PACKAGE, f"git+{{REPO_URL}}@{{BOOK_REF}}", f"git+{{REPO_URL}}@main") if s], []
+        for source in sources:  # PyPI first, then the repository's tag, then its newest code
+            pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], capture_output=True, text=True)
+            if pip.returncode == 0:
+                print(f"installed {{source}}")
+                break
+            failures.append(f"pip install {{source}}:\\n" + "\\n".join(pip.stderr.strip().splitlines()[-4:]))
+        else:
+            raise SystemExit("Could not install lora_merge_utils. pip said:\\n" + "\\n".join(failures) + "\\nCheck "
+                             "that this runtime has internet access (or set BOOK_REF = 'main'), then run this again.")
 
 import lora_merge_utils as lmu  # noqa: E402
 
 study = lmu.Study.open()  # profile from $LORA_BOOK_PROFILE, else full on a Colab GPU, else tiny
-print(study.describe())"""
+print(study.describe())
+if os.environ.get("LORA_BOOK_ARTIFACTS") == DRIVE:
+    print(lmu.storage_report(DRIVE))  # what this book keeps on Drive, and how much space it takes"""
+"""The setup cell of every chapter (``{package}``, ``{package_note}``, ``{url}`` and ``{ref}`` filled in by
+:func:`setup_source`). It is the one cell a Colab student runs before the package exists, so it carries the install
+itself: the pinned version from PyPI, else the repository's tag, else its newest code, and pip's own last lines when
+all three fail."""
 
 
 def repository() -> tuple[str, str]:
@@ -84,9 +103,22 @@ def book_ref() -> str:
     return "v" + tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
+def package_on_index() -> bool:
+    """Whether this repository's version tags are published to PyPI (``repository.package_index`` in
+    ``_config.yml``; :mod:`scripts.set_repository` turns it off for a fork, which installs from its own code)."""
+    import yaml
+
+    return bool(yaml.safe_load((ROOT / "_config.yml").read_text())["repository"].get("package_index", False))
+
+
 def setup_source() -> str:
     url, _ = repository()
-    return SETUP.format(url=url, ref=book_ref())
+    version = book_ref().removeprefix("v")
+    if package_on_index():
+        package, note = f'"lora-merge-utils=={version}"', "published by .github/workflows/release.yml"
+    else:
+        package, note = "None", "not used: this repository installs from its own code below"
+    return SETUP.format(url=url, ref=book_ref(), package=package, package_note=note)
 
 
 def time_line(name: str) -> str:
@@ -107,14 +139,22 @@ def colab_url(name: str) -> str:
     return COLAB.format(owner_repo=url.split("github.com/")[-1], branch=branch, name=name)
 
 
+COLAB_GPU = {"accelerator": "GPU", "colab": {"gpuType": "T4"}}
+"""Notebook metadata that makes Colab open a chapter on a GPU runtime (a T4, the free tier's)."""
+
+
 def refresh_links(notebook, name: str) -> bool:
-    """Regenerate a chapter's setup cell and Colab badge from ``_config.yml``; return whether anything changed.
+    """Regenerate a chapter's setup cell, Colab badge and GPU request from ``_config.yml``; return whether anything
+    changed.
 
     Executes nothing and needs no plan, so ``scripts/set_repository.py`` can point the committed notebooks at
     another repository (a fork) without re-running them.
     """
     badge, setup = colab_url(name), setup_source()
-    changed = False
+    before = json.dumps(notebook.metadata, sort_keys=True)
+    notebook.metadata["accelerator"] = COLAB_GPU["accelerator"]
+    notebook.metadata.setdefault("colab", {}).update(COLAB_GPU["colab"])
+    changed = json.dumps(notebook.metadata, sort_keys=True) != before
     for cell in notebook.cells:
         source = cell.source
         if cell.cell_type == "code" and "setup" in cell.metadata.get("tags", []):

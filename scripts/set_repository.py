@@ -1,10 +1,11 @@
 """Point the book at a repository: its URL, branch and published site, everywhere they appear.
 
-    python scripts/set_repository.py URL [--branch B] [--baseurl U] [--no-student]
+    python scripts/set_repository.py URL [--branch B] [--baseurl U] [--[no-]package-index] [--no-student]
 
 ``_config.yml``'s ``repository.url`` is the one place the repository is configured by hand. This script writes a new
-URL there (with ``repository.branch`` and ``html.baseurl``, the GitHub Pages address), editing only those lines so
-the file's comments stay, and then regenerates everything derived from it, executing nothing:
+URL there (with ``repository.branch``, ``html.baseurl``, the GitHub Pages address, and ``repository.package_index``,
+whether the setup cells install the package from PyPI first: off for a fork unless ``--package-index``), editing
+only those lines so the file's comments stay, and then regenerates everything derived from it, executing nothing:
 
 * the Colab badge and the setup cell of every ``notebooks/0*.ipynb`` (``refresh_links`` in
   ``scripts/execute_notebooks.py``, the same code ``make notebooks`` uses);
@@ -54,13 +55,16 @@ def default_baseurl(url: str) -> str:
     )
 
 
-def yaml_scalar(value: str) -> str:
-    """``value`` as YAML: plain when it reads back unchanged (so the committed lines stay as typed), else quoted."""
+def yaml_scalar(value: str | bool) -> str:
+    """``value`` as YAML: plain when it reads back unchanged (so the committed lines stay as typed), else quoted;
+    a bool as ``true``/``false``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     plain_ok = "#" not in value and yaml.safe_load(f"key: {value}") == {"key": value}
     return value if plain_ok else json.dumps(value)
 
 
-def set_line(text: str, key: str, value: str, section: str | None = None) -> str:
+def set_line(text: str, key: str, value: str | bool, section: str | None = None) -> str:
     """Set ``key: value`` in ``text`` (top level, or first level of ``section``), keeping every other line as it is.
 
     Edits lines instead of loading and dumping the YAML, which would drop comments and reorder keys. A missing key is
@@ -95,14 +99,27 @@ def set_line(text: str, key: str, value: str, section: str | None = None) -> str
     return "".join(lines)
 
 
-def configure(text: str, url: str, branch: str, baseurl: str) -> str:
-    """``_config.yml``'s text with the repository URL, branch and Pages address set (and checked by reading it)."""
+def configure(text: str, url: str, branch: str, baseurl: str, package_index: bool | None = None) -> str:
+    """``_config.yml``'s text with the repository URL, branch and Pages address set (and checked by reading it).
+
+    ``repository.package_index`` says whether the setup cells install the book's package from PyPI first: ``None``
+    keeps it for the same repository and turns it off for another one (a fork installs its own code, not the PyPI
+    release of the repository it was forked from)."""
+    current = yaml.safe_load(text)["repository"]
+    if package_index is None:
+        package_index = bool(current.get("package_index", False)) and current.get("url", "").rstrip("/") == url
     text = set_line(text, "url", url, section="repository")
     text = set_line(text, "branch", branch, section="repository")
+    text = set_line(text, "package_index", package_index, section="repository")
     text = set_line(text, "baseurl", baseurl, section="html")
     config = yaml.safe_load(text)
-    read = (config["repository"]["url"], config["repository"]["branch"], config["html"]["baseurl"])
-    if read != (url, branch, baseurl):
+    read = (
+        config["repository"]["url"],
+        config["repository"]["branch"],
+        config["html"]["baseurl"],
+        config["repository"]["package_index"],
+    )
+    if read != (url, branch, baseurl, package_index):
         raise SystemExit(f"set_repository: _config.yml would read back as {read}; fix it by hand")
     return text
 
@@ -145,6 +162,13 @@ def main() -> None:
     parser.add_argument("--branch", default="main", help="the branch the Colab badges open (default: main)")
     parser.add_argument("--baseurl", help="the published site (default: https://OWNER.github.io/NAME/)")
     parser.add_argument("--no-student", action="store_true", help="do not regenerate notebooks/student")
+    parser.add_argument(
+        "--package-index",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether this repository publishes lora-merge-utils to PyPI, so that the setup cells install it from "
+        "there first (default: kept for the same repository, off for another one)",
+    )
     args = parser.parse_args()
     url = normalize_url(args.url)
     branch = args.branch.strip()
@@ -154,7 +178,7 @@ def main() -> None:
 
     changed = [
         path
-        for path, text in [(CONFIG, configure(CONFIG.read_text(), url, branch, baseurl))]
+        for path, text in [(CONFIG, configure(CONFIG.read_text(), url, branch, baseurl, args.package_index))]
         if write_if_changed(path, text)
     ]
     if CITATION.exists():

@@ -87,6 +87,9 @@ def test_set_repository_points_config_badges_setup_cells_and_citation_at_a_fork(
     config = yaml.safe_load(config_text)
     assert config["repository"]["url"] == FORK and config["repository"]["branch"] == FORK_BRANCH
     assert config["html"]["baseurl"] == FORK_BASEURL
+    assert CONFIG["repository"]["package_index"] and not config["repository"]["package_index"], (
+        "a fork's setup cells install the fork's code, not the PyPI release of the repository it came from"
+    )
     comments = [line for line in config_text.splitlines() if line.lstrip().startswith("#")]
     assert comments == [
         line for line in (ROOT / "_config.yml").read_text().splitlines() if line.lstrip().startswith("#")
@@ -102,6 +105,7 @@ def test_set_repository_points_config_badges_setup_cells_and_citation_at_a_fork(
         assert COLAB_LINK.findall(notebook.cells[0].source) == [("A-Fork/merge-book-fork", FORK_BRANCH)], path.name
         setup = [c.source for c in notebook.cells if "setup" in c.metadata.get("tags", [])]
         assert len(setup) == 1 and REPO_URL_LINE.findall(setup[0]) == [FORK], path.name
+        assert "PACKAGE = None" in setup[0], path.name
     citation = yaml.safe_load((root / "CITATION.cff").read_text())
     assert (citation["repository-code"], citation["url"]) == (FORK, FORK_BASEURL)
     assert f"url    = {{{FORK_BASEURL}}}" in (root / "book" / "intro.md").read_text()
@@ -109,8 +113,8 @@ def test_set_repository_points_config_badges_setup_cells_and_citation_at_a_fork(
         assert URL.split("://")[1].encode() not in data, f"{name} still names the old repository"
         assert BASEURL.split("://")[1].encode() not in data, f"{name} still names the old site"
 
-    _set_repository(root, URL, "--branch", BRANCH, "--baseurl", BASEURL)
-    assert _snapshot(root) == before, "pointing back restores every file byte for byte"
+    _set_repository(root, URL, "--branch", BRANCH, "--baseurl", BASEURL, "--package-index")
+    assert _snapshot(root) == before, "pointing back (a repository that publishes to PyPI) restores every file"
 
 
 @pytest.mark.parametrize("url", ["github.com/owner/name", "https://github.com/owner", "https://github.com/a/b c"])
@@ -247,7 +251,7 @@ def test_pages_workflow_publishes_with_the_url_of_the_repository_it_runs_in():
     steps = _steps(build)
     assert {"actions/configure-pages", "actions/upload-pages-artifact"} <= set(steps)
     assert steps["actions/upload-pages-artifact"]["with"]["path"] == "_build/html"
-    (setter,) = [step for step in build["steps"] if "scripts/set_repository.py" in step.get("run", "")]
+    (setter,) = [step for step in build["steps"] if ".venv/bin/python scripts/set_repository.py" in step.get("run", "")]
     assert setter["env"]["REPO_URL"] == "${{ github.server_url }}/${{ github.repository }}"
     assert setter["env"]["BASE_URL"] == f"${{{{ steps.{steps['actions/configure-pages']['id']}.outputs.base_url }}}}"
     assert "--baseurl" in setter["run"] and "--branch" in setter["run"]
@@ -284,3 +288,21 @@ def test_actionlint_catches_a_broken_workflow(tmp_path):
     assert result.returncode == 1
     assert re.search(r"broken\.yml:4:\d+: .*ubunto-latest.* \[runner-label\]", result.stdout), result.stdout
     assert re.search(r"broken\.yml:6:\d+: .* \[expression\]", result.stdout), result.stdout
+
+
+def test_release_workflow_publishes_the_tagged_version_to_pypi_without_a_stored_token():
+    release = _workflow("release.yml")
+    assert release["on"] == {"push": {"tags": ["v*"]}}, "a version tag triggers it"
+    build, publish = release["jobs"]["build"], release["jobs"]["publish"]
+    checks = [step["run"] for step in build["steps"] if "TAG" in str(step.get("env", {}))]
+    assert checks and "pyproject.toml" in checks[0] and "exit 1" in checks[0], "a tag that is not the version stops"
+    assert publish["permissions"] == {"id-token": "write"} and publish["environment"]["name"] == "pypi"
+    uploads = [step for step in publish["steps"] if step.get("uses", "").startswith("pypa/gh-action-pypi-publish")]
+    assert len(uploads) == 1 and "with" not in uploads[0], "trusted publishing: no password or token is passed"
+    assert "secrets." not in (ROOT / ".github" / "workflows" / "release.yml").read_text()
+
+
+def test_pages_workflow_warns_when_the_committed_notebooks_install_another_repository():
+    pages = (ROOT / ".github" / "workflows" / "pages.yml").read_text()
+    assert "::warning::The committed notebooks install lora_merge_utils from" in pages
+    assert "scripts/set_repository.py $REPO_URL" in pages

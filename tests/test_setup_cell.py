@@ -1,0 +1,126 @@
+"""The chapters' setup cell as a Colab student meets it, run here with Colab and pip faked: a visible warning on a
+runtime without a GPU, the three install paths (PyPI, the repository's tag, its newest code) and pip's own words when
+all of them fail, and Google Drive switched on and off again."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+
+from .test_book import CONFIG, EXECUTE
+
+URL = CONFIG["repository"]["url"].rstrip("/")
+SOURCE = EXECUTE.setup_source()
+BEFORE_IMPORT = SOURCE.split("import lora_merge_utils as lmu")[0]
+"""The part of the cell that runs before the package exists (the rest opens a study, tested everywhere else)."""
+
+
+class FakeColab:
+    """``google.colab`` in ``sys.modules`` (the cell's test for Colab), a Drive that records mounts, a pip that
+    answers from a script, and a runtime with or without CUDA."""
+
+    def __init__(self, monkeypatch, pip_answers=(), cuda=True):
+        self.mounted, self.pip_calls = [], []
+        self.answers = list(pip_answers)
+        colab = types.ModuleType("google.colab")
+        colab.drive = types.SimpleNamespace(mount=self.mounted.append)
+        google = types.ModuleType("google")
+        google.colab = colab
+        monkeypatch.setitem(sys.modules, "google", google)
+        monkeypatch.setitem(sys.modules, "google.colab", colab)
+        monkeypatch.setattr(subprocess, "run", self._pip)
+        find_spec = importlib.util.find_spec
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name, *a: None if name == "lora_merge_utils" else find_spec(name, *a)
+        )
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.delenv("LORA_BOOK_ARTIFACTS", raising=False)
+
+    def _pip(self, command, **kwargs):
+        assert command[:4] == [sys.executable, "-m", "pip", "install"], command
+        self.pip_calls.append(command[-1])
+        code, stderr = self.answers.pop(0)
+        return subprocess.CompletedProcess(command, code, stdout="", stderr=stderr)
+
+    def run(self, use_drive: bool = False) -> None:
+        source = BEFORE_IMPORT.replace("USE_DRIVE = False", f"USE_DRIVE = {use_drive}")
+        exec(compile(source, "setup cell", "exec"), {})
+
+
+OK = (0, "")
+NO_PACKAGE = (
+    1,
+    "ERROR: Could not find a version that satisfies the requirement lora-merge-utils==0.2.0\n"
+    "ERROR: No matching distribution found for lora-merge-utils==0.2.0",
+)
+NO_TAG = (1, "  error: pathspec 'v0.2.0' did not match any file(s) known to git\nerror: subprocess-exited-with-error")
+OFFLINE = (1, "ERROR: Could not install packages due to an OSError: Temporary failure in name resolution")
+
+
+def test_a_published_version_installs_from_pypi(monkeypatch, capsys):
+    colab = FakeColab(monkeypatch, [OK])
+    colab.run()
+    version = EXECUTE.book_ref().removeprefix("v")
+    assert colab.pip_calls == [f"lora-merge-utils=={version}"]
+    assert f"installed lora-merge-utils=={version}" in capsys.readouterr().out
+
+
+def test_without_the_package_on_pypi_the_repository_s_tag_then_main_are_tried(monkeypatch, capsys):
+    colab = FakeColab(monkeypatch, [NO_PACKAGE, NO_TAG, OK])
+    colab.run()
+    ref = EXECUTE.book_ref()
+    assert colab.pip_calls[1:] == [f"git+{URL}@{ref}", f"git+{URL}@main"]
+    assert capsys.readouterr().out.strip().endswith(f"installed git+{URL}@main")
+
+
+def test_when_every_install_fails_pip_s_own_last_lines_are_shown(monkeypatch):
+    colab = FakeColab(monkeypatch, [NO_PACKAGE, NO_TAG, OFFLINE])
+    with pytest.raises(SystemExit) as stop:
+        colab.run()
+    message = str(stop.value)
+    assert len(colab.pip_calls) == 3
+    for answer in (NO_PACKAGE, NO_TAG, OFFLINE):
+        assert answer[1].strip().splitlines()[-1] in message, "each attempt's own error is shown"
+    assert "internet access" in message and "BOOK_REF = 'main'" in message
+
+
+def test_a_runtime_without_a_gpu_is_told_how_to_switch_before_any_work(monkeypatch, capsys):
+    colab = FakeColab(monkeypatch, [OK], cuda=False)
+    colab.run()
+    out = capsys.readouterr().out
+    assert out.startswith("⚠ This runtime has no GPU")
+    assert "Runtime > Change runtime type > T4 GPU" in out and out.index("⚠") < out.index("installed")
+
+
+def test_drive_switched_on_then_off_uses_local_storage_again(monkeypatch):
+    import os
+
+    colab = FakeColab(monkeypatch, [OK, OK])
+    colab.run(use_drive=True)
+    assert colab.mounted == ["/content/drive"]
+    assert os.environ["LORA_BOOK_ARTIFACTS"] == "/content/drive/MyDrive/lora-merge-book"
+    colab.run(use_drive=False)  # the student sets USE_DRIVE = False and runs the cell again, same runtime
+    assert "LORA_BOOK_ARTIFACTS" not in os.environ
+    assert "lmu.storage_report(DRIVE)" in SOURCE, "with Drive on, the cell says what Drive holds and its size"
+
+
+def test_off_colab_the_cell_installs_nothing(monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("pip ran off Colab"))
+    exec(compile(BEFORE_IMPORT, "setup cell", "exec"), {})
+
+
+def test_every_chapter_and_student_copy_asks_colab_for_a_t4():
+    import nbformat
+
+    from .test_book import CHAPTERS
+
+    for path in CHAPTERS + [p.parent / "student" / p.name for p in CHAPTERS]:
+        metadata = nbformat.read(path, as_version=4).metadata
+        assert metadata.get("accelerator") == "GPU", path
+        assert metadata.get("colab", {}).get("gpuType") == "T4", path
