@@ -18,6 +18,7 @@ from .artifacts import ArtifactStore, load_adapters, load_head, storage_report
 from .backbone import backbone_identity, create_backbone
 from .evaluation import evaluate_merges, merge_combinations, pairwise_matrix, summarize_merges
 from .exercises import EXERCISES, check_exercise
+from .expectations import EXPECTED
 from .merging import (
     MERGE_METHODS,
     MergeSpec,
@@ -45,6 +46,7 @@ __all__ = [
     "ArtifactStore",
     "Budget",
     "EXERCISES",
+    "EXPECTED",
     "FULL",
     "GeneratedData",
     "HubData",

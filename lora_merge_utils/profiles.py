@@ -176,6 +176,9 @@ class Profile:
         num_workers: DataLoader worker processes for decoding images (0 decodes in the main process).
         smoke: A shrunk run that only proves the code path works (stand-in data, a shallow backbone): its numbers
             mean nothing, and checks that need real pretrained weights are skipped, saying so.
+        calibrated_checks: The chapters' checks of what the world shows (:meth:`Study.check`) were calibrated on this
+            profile's data, so a failed check stops the chapter: it means a bug. Otherwise (real data) a failed check
+            prints what published work leads us to expect and the chapter goes on.
         overrides: The ``$LORA_BOOK_OVERRIDES`` applied to this profile, as ``(dotted name, JSON value)`` pairs.
     """
 
@@ -192,6 +195,7 @@ class Profile:
     amp: bool = True
     num_workers: int = 0
     smoke: bool = False
+    calibrated_checks: bool = False
     overrides: tuple[tuple[str, str], ...] = ()
 
     def replace(self, **changes) -> Profile:
@@ -221,6 +225,7 @@ TINY = Profile(
     train=TrainSettings(adapter_epochs=4, adapter_lr=1e-2),
     budget=Budget(refit_images=1000),
     seeds=3,
+    calibrated_checks=True,
 )
 """The offline profile: a 0.69 M-parameter ViT (32 px, patch 8, width 96, depth 6) pretrained by
 ``scripts/pretrain_tiny_backbone.py`` on formula-driven synthetic images (fractals, contours, strokes), and six small

@@ -132,3 +132,23 @@ def test_a_split_is_decoded_once_per_session(study_run, mini_profile):
     study.features("digits", "test")
     study.features("digits", "test")
     assert work_done()["evaluated"] - start == len(first), "features are computed once"
+
+
+def test_a_chapter_check_stops_the_tiny_world_warns_on_real_data_and_is_skipped_by_the_smoke(capsys, tmp_path):
+    import torch
+
+    from lora_merge_utils import EXPECTED, FULL, TINY
+
+    def study(profile):
+        return Study(profile, tmp_path, backbone=None, device=torch.device("cpu"))
+
+    claim, expected = "every adapter reaches 80% test accuracy", EXPECTED["adapter_accuracy"]
+    assert study(TINY).check(claim, True, expected) and study(FULL).check(claim, True, expected)
+    assert capsys.readouterr().out == "", "a check that holds says nothing"
+    with pytest.raises(AssertionError, match="every adapter reaches 80%.*tiny profile.*\n.*dtd 0.61"):
+        study(TINY).check(claim, False, expected, details="dtd 0.61")
+    assert study(FULL).check(claim, False, expected, details="dtd 0.61") is False
+    out = capsys.readouterr().out
+    assert out.startswith("⚠ Not as expected: every adapter reaches 80%") and expected in out and "dtd 0.61" in out
+    assert study(FULL.replace(smoke=True)).check(claim, False, expected)
+    assert "smoke run: skipped the check that every adapter reaches 80%" in capsys.readouterr().out
