@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import _progress  # noqa: F401  (first: imports tqdm.auto before any library does, without its warning)
 from .artifacts import ArtifactStore, load_adapters, load_head, storage_report
 from .backbone import backbone_identity, create_backbone
+from .batches import autocast, grad_scaler
 from .evaluation import evaluate_merges, merge_combinations, pairwise_matrix, summarize_merges
 from .exercises import EXERCISES, check_exercise
 from .expectations import EXPECTED
@@ -59,6 +60,7 @@ __all__ = [
     "TINY",
     "accuracy",
     "adapter_accuracy",
+    "autocast",
     "backbone_identity",
     "chapter_plan",
     "check_exercise",
@@ -71,6 +73,7 @@ __all__ = [
     "get_merge_method",
     "get_profile",
     "glue",
+    "grad_scaler",
     "head_accuracy",
     "load_adapters",
     "load_head",

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from .batches import autocast, grad_scaler
 from .workload import count
 
 
@@ -35,12 +36,15 @@ def adamerging(
     lr: float = 0.02,
     batch_size: int = 16,
     seed: int = 0,
+    amp: bool = True,
 ) -> nn.Module:
     """Merge the updates ``factors`` (``{layer: [(B'_k, A_k)]}``, tasks in the order of ``unlabeled``) into ``plain``
     (a copy of the frozen backbone, changed in place) with layer-wise coefficients learned on ``unlabeled`` images
     (``{task: [N, 3, H, W]}``, normalised) through the tasks' ``heads``, and return it.
 
-    The learned coefficients are kept on the result as ``merged.lora_book_coefficients`` (``{layer: [K]}``).
+    The learned coefficients are kept on the result as ``merged.lora_book_coefficients`` (``{layer: [K]}``). On a
+    GPU the forward and backward passes run in mixed precision when ``amp`` (:func:`~lora_merge_utils.batches.autocast`,
+    with a gradient scaler for float16); on a CPU in full precision.
     """
     if steps < 0 or lr <= 0 or batch_size < 1:
         raise ValueError(f"AdaMerging needs steps >= 0, lr > 0 and batch_size >= 1 (got {steps}, {lr}, {batch_size}).")
@@ -53,6 +57,7 @@ def adamerging(
     optimizer = torch.optim.Adam([coefficients], lr=lr)
     heads = {task: heads[task].to(device).eval().requires_grad_(False) for task in adapters}
     generator = torch.Generator().manual_seed(seed)
+    scaler = grad_scaler(device, amp)
 
     def weights(lam: torch.Tensor) -> dict[str, torch.Tensor]:
         lam = lam.clamp(0.0, 1.0)
@@ -66,12 +71,15 @@ def adamerging(
         for task in adapters:
             images = unlabeled[task]
             pick = torch.randint(len(images), (min(batch_size, len(images)),), generator=generator)
-            features = functional_call(plain, weights(coefficients), (images[pick].to(device),))
-            loss = loss + entropy(heads[task](features).float())
+            with autocast(device, amp):
+                features = functional_call(plain, weights(coefficients), (images[pick].to(device),))
+                logits = heads[task](features)
+            loss = loss + entropy(logits.float())
             count("trained", len(pick))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     with torch.no_grad():
         final = weights(coefficients)

@@ -117,8 +117,31 @@ def iterate_batches(
             yield x.to(device, non_blocking=True), torch.as_tensor(y)
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """fp16 autocast on CUDA when ``enabled``; a no-op on CPU (CPU autocast is slower than fp32 for a small ViT)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
+def amp_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The reduced precision autocast uses on ``device``: bfloat16 on GPUs that run it natively (Ampere and newer),
+    float16 on older ones (a Colab T4), ``None`` (full precision) on a CPU, where autocast is slower than fp32 for a
+    small ViT and would change the tiny profile's numbers."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def autocast(device: torch.device | str, enabled: bool = True):
+    """Mixed precision on a GPU when ``enabled`` (:func:`amp_dtype`); a no-op on a CPU.
+
+    Example (on a CPU nothing changes):
+        >>> import torch
+        >>> with autocast("cpu"):
+        ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+        torch.float32
+    """
+    dtype = amp_dtype(device) if enabled else None
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext()
+
+
+def grad_scaler(device: torch.device | str, enabled: bool = True) -> torch.amp.GradScaler:
+    """The gradient scaler that goes with :func:`autocast`: on for float16, whose small gradients would underflow to
+    zero without it; off (a pass-through) for bfloat16 and full precision."""
+    return torch.amp.GradScaler("cuda", enabled=enabled and amp_dtype(device) == torch.float16)

@@ -121,7 +121,11 @@ def _score_merge(
     if method.data != "none":
         if inputs.unlabeled is None:
             raise ValueError(f"Method {spec.method!r} needs {method.data}; pass them in MergeInputs.")
-        extra = {"unlabeled": {t: inputs.unlabeled[t] for t in combo}, "heads": {t: heads[t] for t in combo}}
+        extra = {
+            "unlabeled": {t: inputs.unlabeled[t] for t in combo},
+            "heads": {t: heads[t] for t in combo},
+            "amp": amp,
+        }
     merged = merge_adapters(model, combo, method=spec.method, **spec.params, **extra).to(device)
     chosen = {t: heads[t] for t in combo}
     if spec.refit_heads:

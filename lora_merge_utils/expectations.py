@@ -3,24 +3,42 @@
 The tiny world is ours, and its checks are strict (:meth:`lora_merge_utils.Study.check` stops a chapter there). On
 the full profile's real datasets a check that fails prints the matching sentence below instead and the chapter goes
 on: our bars were set on the tiny world, and published results say what a ViT-B/16 should do on the real tasks.
+
+Sources (fetched, not recalled; the book's references page lists them):
+
+* VTAB-1k with a ViT-B/16 pretrained on ImageNet-21k, 1,000 labelled images per task (800 training, 200 validation):
+  the benchmark table of V-PETL Bench (Xin et al., 2024; ``synbol/Parameter-Efficient-Transfer-Learning-Benchmark``,
+  README, "Benchmark results of image classification on VTAB"). LoRA: DTD 69.4, SVHN 85.3, EuroSAT 95.3, RESISC45
+  84.4; linear probing: DTD 63.2, SVHN 36.6, EuroSAT 87.5, RESISC45 68.6.
+* Merging more tasks: task arithmetic on CLIP ViT-B/32 fine-tuned models keeps 70.8, 65.3 and 60.5 average
+  accuracy for 8, 14 and 20 tasks (TSV-Merge's official results, ``AntoAndGar/task_singular_vectors``,
+  ``notebooks/animation_data/radar_results_ViT-B-32.json``, our means of its per-task values).
 """
 
 from __future__ import annotations
 
+VTAB_LORA = {"dtd": 0.694, "svhn": 0.853, "eurosat": 0.953, "resisc45": 0.844}
+"""LoRA on a ViT-B/16 (ImageNet-21k) with VTAB-1k's 1,000 images per task (V-PETL Bench's VTAB table)."""
+VTAB_LINEAR_PROBE = {"dtd": 0.632, "svhn": 0.366, "eurosat": 0.875, "resisc45": 0.686}
+"""A linear probe of the same frozen backbone, same table."""
+
 EXPECTED: dict[str, str] = {
     "adapter_gain": (
-        "Expected on real data: LoRA beats a linear probe of the same frozen ViT-B/16 on each of these tasks in "
-        "published benchmarks (see the book's references page). A task where the adapter loses to its probe "
-        "learnt too little: look at its loss curve above, and at train.adapter_epochs and train.adapter_lr."
+        "Expected on real data: LoRA beats a linear probe of the same frozen ViT-B/16 (ImageNet-21k) on every VTAB-1k "
+        "task we share, e.g. DTD 69.4% vs 63.2%, SVHN 85.3% vs 36.6%, EuroSAT 95.3% vs 87.5%, RESISC45 84.4% vs 68.6% "
+        "(V-PETL Bench, 1,000 images per task). A task where the adapter loses to its probe learnt too little: look "
+        "at its loss curve above, and at train.adapter_epochs and train.adapter_lr."
     ),
     "adapter_accuracy": (
-        "Expected on real data: the 80% bar is the tiny world's. With about 2,000 training images and two "
-        "epochs, DTD (47 texture classes) in particular stays well below it; compare each task with the published "
-        "figures on the book's references page rather than with one bar."
+        "Expected on real data: the 80% bar is the tiny world's, not a real dataset's. Published LoRA on a ViT-B/16 "
+        "(ImageNet-21k) reaches 69.4% on DTD, 85.3% on SVHN, 95.3% on EuroSAT and 84.4% on RESISC45 with 1,000 "
+        "images per task and a long schedule (V-PETL Bench's VTAB-1k table); with about 2,000 images and two epochs, "
+        "DTD below 80% is what to expect. Compare each task with those figures rather than with one bar."
     ),
     "more_tasks_cost_more": (
-        "Expected on real data: published merges lose more accuracy as more tasks are merged (see the book's "
-        "references page); a triple that keeps as much as a pair is possible on a few tasks but not on average."
+        "Expected on real data: published merges lose more as more tasks are merged; task arithmetic on CLIP "
+        "ViT-B/32 keeps 70.8%, 65.3% and 60.5% average accuracy for 8, 14 and 20 tasks (TSV-Merge's official "
+        "results). A triple that keeps as much as a pair happens on some tasks, not on average."
     ),
 }
 """The sentence each chapter check prints when it fails on real data, keyed as the chapters name them."""

@@ -367,6 +367,7 @@ def merge_adapters(
     heads: dict[str, nn.Module] | None = None,
     steps: int = 10,
     lr: float = 0.02,
+    amp: bool = True,
 ) -> nn.Module:
     """Merge named adapters of ``model`` into a new plain backbone (no LoRA layers left).
 
@@ -382,8 +383,9 @@ def merge_adapters(
         majority_sign_method: ``"total"`` or ``"frequency"``, for the TIES sign election.
         seed: Seeds DARE's random drop and AdaMerging's batches, so a merge is reproducible.
         common_fraction: ``iso_cts``: the share of the spectrum given to the common subspace.
-        unlabeled, heads, steps, lr: ``adamerging``: unlabeled images ``[N, 3, H, W]`` and the head of every task,
-            the number of Adam steps and their learning rate (see :func:`lora_merge_utils.adamerging.adamerging`).
+        unlabeled, heads, steps, lr, amp: ``adamerging``: unlabeled images ``[N, 3, H, W]`` and the head of every
+            task, the number of Adam steps, their learning rate, and mixed precision on a GPU (see
+            :func:`lora_merge_utils.adamerging.adamerging`).
 
     Returns:
         A deep copy of the base backbone with the merged update folded into its weights, in eval mode.
@@ -424,6 +426,7 @@ def merge_adapters(
             steps=steps,
             lr=lr,
             seed=seed,
+            amp=amp,
         )
     elif spec.combine is not None:
         options = {"density": density} if spec.uses_density else {}

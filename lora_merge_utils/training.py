@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ._progress import tqdm
-from .batches import autocast, in_memory, iterate_batches, make_loader
+from .batches import autocast, grad_scaler, in_memory, iterate_batches, make_loader
 from .profiles import LoraSettings, Profile, TrainSettings, get_device
 from .workload import count
 
@@ -250,7 +250,7 @@ def train_adapter(
     total = settings.adapter_epochs * len(loader)
     schedule = cosine_with_warmup(optimizer, total, warmup_steps=max(1, len(loader) // 4))
     use_amp = profile.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = grad_scaler(device, use_amp)
     result = TrainResult()
     model.train()
     start = time.perf_counter()
