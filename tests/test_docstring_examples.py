@@ -7,7 +7,18 @@ import importlib
 
 import pytest
 
-MODULES = ["profiles", "artifacts", "batches", "tasks", "backbone", "tuning", "stats", "combine", "merging", "multitask"]
+MODULES = [
+    "profiles",
+    "artifacts",
+    "batches",
+    "tasks",
+    "backbone",
+    "tuning",
+    "stats",
+    "combine",
+    "merging",
+    "multitask",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
