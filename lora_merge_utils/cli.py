@@ -137,6 +137,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "lora_merge_utils.plan.T4.",
     )
     plan.add_argument("--profile", default="full", choices=sorted(PROFILES), help="default: full")
+    plan.add_argument(
+        "--measured",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="price the chapters with the GPU rates scripts/gpu_check.py measured (make gpu-check) instead of T4's",
+    )
 
     grade = commands.add_parser(
         "grade",
@@ -304,10 +311,11 @@ def _merge(args) -> None:
 
 
 def _plan(args) -> None:
-    from .plan import T4, chapter_plan, format_plan
+    from .plan import T4, chapter_plan, format_plan, measured_throughput
 
     profile = args.resolved_profile
-    print(format_plan(chapter_plan(profile, T4), profile, T4))
+    throughput = measured_throughput(args.measured) if args.measured is not None else T4
+    print(format_plan(chapter_plan(profile, throughput), profile, throughput))
 
 
 def _list(args) -> None:

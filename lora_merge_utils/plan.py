@@ -24,6 +24,7 @@ import pandas as pd
 
 from .profiles import GeneratedData, HubData, Profile, get_profile
 from .tasks import HUB_SOURCES
+from .workload import KINDS
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class Throughput:
     name: str
     train: float
     """Images per second through a LoRA training step (forward and backward, mixed precision)."""
+    adapt: float
+    """Images per second through an AdaMerging step (mixed precision; the backward pass also forms each target
+    layer's weight gradient, to project it on the adapters' updates)."""
     evaluate: float
     """Images per second through the backbone for evaluation (mixed precision, large batches)."""
     timed: float
@@ -58,8 +62,11 @@ T4 = Throughput(
     # Derived, not measured on a T4: NVIDIA's FasterTransformer guide measures ViT-B/16 at 224 px on a T4 at ~559
     # images/s in fp16 with its own fused kernels; timm's 3090 benchmarks put plain PyTorch AMP at 0.4-0.5 of
     # tuned kernels' level and training at ~0.35 of inference. We plan with 300 (inference) and 130 (LoRA
-    # training, which skips the frozen weights' gradients), and ~85 images/s for fp32 inference.
+    # training, which skips the frozen weights' gradients), and ~85 images/s for fp32 inference. An AdaMerging step
+    # costs a forward pass, the activations' gradients and the weight gradients of every target layer (three passes'
+    # worth of matrix products, where LoRA training needs about two): 130 * 2 / 3, under the same autocast.
     train=130.0,
+    adapt=87.0,
     evaluate=300.0,
     timed=85.0,
     pass_overhead=0.012,
@@ -69,6 +76,8 @@ T4 = Throughput(
     # Measured on a 2-core CPU for ViT-B/16 with six rank-8 adapters (0.4-1.3 s; a GPU does the arithmetic faster,
     # the copying of the model about as fast); the float64 check runs on the CPU on Colab too.
     merge=0.6,
+    # One L-BFGS logistic-regression fit at the full profile's sizes (2,000 x 768 features, 10-47 classes, up to 500
+    # iterations) took 0.3-0.45 s on this project's 2-core CPU; Colab's vCPUs are slower: 1.5 s keeps a margin.
     head_fit=1.5,
     exactness_check=6.0,
     download=40.0,
@@ -76,6 +85,29 @@ T4 = Throughput(
 )
 """A Colab T4 runtime (free tier: one T4, 2 vCPUs). The GPU figures are estimates; the CPU figures are
 measurements on a comparable CPU."""
+
+
+def measured_throughput(path, base: Throughput = T4) -> Throughput:
+    """``base`` with the GPU rates that ``scripts/gpu_check.py`` measured (``make gpu-check``): training, AdaMerging
+    and evaluation under autocast, and chapter 7's full-precision timings at the evaluation rate without it."""
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    record = json.loads(Path(path).read_text())
+    try:
+        rates = {kind: record[f"{kind}_images_per_second"] for kind in ("train", "adapt", "evaluate")}
+        return replace(
+            base,
+            name=f"{record['device']} (measured by scripts/gpu_check.py)",
+            train=float(rates["train"]["amp"]),
+            adapt=float(rates["adapt"]["amp"]),
+            evaluate=float(rates["evaluate"]["amp"]),
+            timed=float(rates["evaluate"]["fp32"]),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} is not a gpu_check.py measurement file ({error!r}); run make gpu-check.") from None
+
 
 DOWNLOAD_MB = {"mnist": 18.2, "svhn": 183.0, "eurosat": 82.6, "resisc45": 340.1, "gtsrb": 333.0, "dtd": 629.0}
 """Megabytes of the hub's ``train`` and ``test`` parquet files per full-profile task (file sizes listed on the hub)."""
@@ -254,7 +286,7 @@ class Session:
                         self.fit_head(1)
                 if spec.kind == "adamerging":
                     steps, batch = ADAMERGING_STEPS, 16
-                    self.work["trained"] += steps * sum(
+                    self.work["adapted"] += steps * sum(
                         min(batch, self.sizes.of(t, "val", budget.tuning_images)) for t in combo
                     )
                 if cache:
@@ -384,9 +416,10 @@ def _chapter5(s: Session, t: Throughput) -> None:
     s.load_adapters(seed=0)
     s.singles("val", budget.tuning_images, seeds=[0])
     for family, candidates in TUNING_CANDIDATES.items():
-        s.merges(tuning, [Spec((family, i)) for i in range(candidates)], "val", budget.tuning_images, seeds=[0])
+        specs = [Spec((family, i)) for i in range(candidates)]
+        s.merges(tuning, specs, "val", budget.tuning_images, cache=True, seeds=[0])
     for family, kind in DATA_LIGHT.items():
-        s.merges(tuning, [Spec(family, kind)], "val", budget.tuning_images, seeds=[0])
+        s.merges(tuning, [Spec(family, kind)], "val", budget.tuning_images, cache=True, seeds=[0])
     sample = budget.comparison_images
     s.singles("test", sample, seeds=[0])  # how a validation choice transfers: the scaled sum on the test split
     s.merges(
@@ -459,6 +492,7 @@ def seconds(session: Session, throughput: Throughput) -> float:
         + session.downloaded_mb / throughput.download
         + decode
         + work["trained"] / throughput.train
+        + work["adapted"] / throughput.adapt
         + work["evaluated"] / throughput.evaluate
         + work["timed"] / throughput.timed
         + work["merges"] * throughput.merge
@@ -478,12 +512,16 @@ def chapter_plan(
       trained and downloaded; the first chapter pays the downloads.
     * ``alone``: the chapter opened on a fresh runtime with nothing saved: it downloads and trains what it needs.
 
-    The work columns (``decoded``, ``trained``, ``evaluated``, ``timed``, ``merges``, ``download_mb``) are those of
-    the warm run. ``chapter5_choices``: the families chapter 5 chose on validation data (see
-    :data:`CHAPTER5_CHOICES`).
+    The work columns (``decoded``, ``trained``, ``adapted``, ``evaluated``, ``timed``, ``merges``, ``download_mb``)
+    are those of the warm run; ``peak_gpu_gb`` is the chapter's estimated peak GPU memory
+    (:func:`lora_merge_utils.memory.chapter_memory`). ``chapter5_choices``: the families chapter 5 chose on
+    validation data (see :data:`CHAPTER5_CHOICES`).
     """
+    from .memory import chapter_memory
+
     profile = get_profile(profile)
     sizes = sizes_of(profile)
+    memory = chapter_memory(profile)
     saved: set = set()
     rows = []
     for notebook, (title, replay) in CHAPTERS.items():
@@ -495,10 +533,11 @@ def chapter_plan(
             {
                 "notebook": notebook,
                 "chapter": title,
-                **{k: warm.work[k] for k in ("decoded", "trained", "evaluated", "timed", "merges")},
+                **{k: warm.work[k] for k in KINDS},
                 "download_mb": round(warm.downloaded_mb, 1),
                 "warm_minutes": seconds(warm, throughput) / 60,
                 "alone_minutes": seconds(alone, throughput) / 60,
+                "peak_gpu_gb": memory[notebook],
             }
         )
     return pd.DataFrame(rows)
@@ -511,9 +550,10 @@ def format_plan(plan: pd.DataFrame, profile: Profile, throughput: Throughput) ->
     table["alone_minutes"] = table["alone_minutes"].map(lambda m: f"{m:5.1f}")
     total = plan["warm_minutes"].sum()
     return (
-        f"Time plan of the {profile.label} profile on a {throughput.name} (minutes; estimates from the throughput "
-        f"figures in lora_merge_utils.plan.T4)\n\n{table.to_string(index=False)}\n\n"
+        f"Time plan of the {profile.label} profile on a {throughput.name} (minutes; estimates from its throughput "
+        f"figures, lora_merge_utils.plan)\n\n{table.to_string(index=False)}\n\n"
         f"whole book in order, artifacts kept on Drive: {total:.0f} min ({math.ceil(total / 6) / 10:.1f} h), "
         f"first downloads included; longest chapter {plan['warm_minutes'].max():.0f} min warm, "
-        f"{plan['alone_minutes'].max():.0f} min alone on a fresh runtime"
+        f"{plan['alone_minutes'].max():.0f} min alone on a fresh runtime; peak GPU memory "
+        f"{plan['peak_gpu_gb'].max():.1f} GB (lora_merge_utils.memory)"
     )

@@ -101,6 +101,7 @@ def select_on_validation(
         split=split,
         images=images,
         seeds=seed,
+        cache=True,  # a disconnected session, or a second selection, reads the scores instead of merging again
     )
     scores = _scores(rows, candidates, "val_mean_normalized").reset_index()
     best = candidates[int(scores["val_mean_normalized"].to_numpy().argmax())]

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-KINDS = ("decoded", "trained", "evaluated", "timed", "merges")
-"""``decoded``: images read and resized; ``trained``: images through a training step (forward and backward);
-``evaluated``: images through a backbone without gradients (mixed precision on a GPU); ``timed``: images through a
-backbone in the timing loops of chapter 7 (full precision); ``merges``: merged backbones built."""
+KINDS = ("decoded", "trained", "adapted", "evaluated", "timed", "merges")
+"""``decoded``: images read and resized; ``trained``: images through a LoRA training step (forward and backward);
+``adapted``: images through an AdaMerging step (forward, and backward through the merged weights to the merge
+coefficients: a third more arithmetic than a LoRA step); ``evaluated``: images through a backbone without gradients
+(mixed precision on a GPU); ``timed``: images through a backbone in the timing loops of chapter 7 (full precision);
+``merges``: merged backbones built."""
 
 _TALLY: Counter = Counter()
 

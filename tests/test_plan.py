@@ -11,6 +11,7 @@ def test_the_full_profile_fits_a_t4_session_and_the_book_two_hours():
     assert len(plan) == 8
     assert plan["warm_minutes"].max() <= 25, plan[["chapter", "warm_minutes"]]
     assert plan["warm_minutes"].sum() < 120, "the whole book, first downloads included"
+    assert plan["peak_gpu_gb"].max() <= 12, "every chapter fits a T4 with room to spare"
     assert plan["download_mb"].sum() < 1700, "only the train and test splits are downloaded"
     assert (plan["alone_minutes"] >= plan["warm_minutes"] - 1e-9).all(), "a fresh runtime never does less"
 
@@ -53,7 +54,71 @@ def test_the_readme_states_the_plan():
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     plan = chapter_plan(FULL, T4)
     for index, row in plan.iterrows():
-        warm, alone = round(row["warm_minutes"]), round(row["alone_minutes"])
-        line = rf"^\| {index} {re.escape(row['chapter'])}.*\| {warm} \| {alone} \|$"
-        assert re.search(line, text, flags=re.M), f"README: chapter {index} should say {warm} / {alone} T4 minutes"
+        warm, alone, memory = round(row["warm_minutes"]), round(row["alone_minutes"]), f"{row['peak_gpu_gb']:.1f}"
+        line = rf"^\| {index} {re.escape(row['chapter'])}.*\| {warm} \| {alone} \| {re.escape(memory)} \|$"
+        assert re.search(line, text, flags=re.M), (
+            f"README: chapter {index} should say {warm} / {alone} T4 minutes and {memory} GB"
+        )
     assert f"**{round(plan['warm_minutes'].sum())}**" in text
+
+
+def test_activation_memory_is_measured_for_the_full_backbone_and_measurable_for_any():
+    import json
+
+    from lora_merge_utils.memory import KINDS, MEASURED, chapter_memory, measure_activations
+    from lora_merge_utils.memory import _architecture as architecture
+
+    record = json.loads(MEASURED.read_text())
+    assert record["backbone"] == FULL.backbone.model_name and record["image_size"] == FULL.image_size
+    half, full = record["megabytes_per_image"], record["megabytes_per_image_full_precision"]
+    assert all(0 < half[kind] < full[kind] for kind in KINDS), "half precision keeps less"
+    assert half["train"] > 10 * half["evaluate"], "a backward pass keeps every block's activations"
+    tiny = measure_activations(architecture(TINY), TINY.image_size, TINY.lora.rank, half=False)
+    assert set(tiny) == set(KINDS) and all(v > 0 for v in tiny.values())
+    assert tiny["train"] < half["train"] / 10, "the 32-px ViT keeps far less per image than ViT-B/16 at 224 px"
+    memory = chapter_memory(FULL)
+    assert memory["02_training_the_adapters.ipynb"] > memory["03_pairwise_merges.ipynb"], "training needs most"
+
+
+def test_the_plan_prices_chapters_with_rates_a_gpu_check_measured(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from lora_merge_utils.plan import measured_throughput
+
+    rates = {"amp": 2 * T4.train, "fp32": T4.train}
+    record = {
+        "device": "Test GPU",
+        "train_images_per_second": rates,
+        "adapt_images_per_second": rates,
+        "evaluate_images_per_second": {"amp": 2 * T4.evaluate, "fp32": T4.timed},
+    }
+    path = tmp_path / "gpu_measurements.json"
+    path.write_text(json.dumps(record))
+    faster = measured_throughput(path)
+    assert faster.train == 2 * T4.train and faster.evaluate == 2 * T4.evaluate and "Test GPU" in faster.name
+    plan, quick = chapter_plan(FULL, T4), chapter_plan(FULL, faster)
+    chapter = "02_training_the_adapters.ipynb"
+    assert (
+        quick.set_index("notebook").loc[chapter, "warm_minutes"]
+        < plan.set_index("notebook").loc[chapter, "warm_minutes"]
+    )
+    assert main(["plan", "--measured", str(path)]) == 0 and "Test GPU" in capsys.readouterr().out
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="not a gpu_check.py measurement file"):
+        measured_throughput(path)
+
+
+def test_gpu_check_stops_at_once_without_a_gpu():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    if torch.cuda.is_available():  # pragma: no cover - the GPU machine runs the real thing
+        return
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().startswith("gpu-check: no CUDA GPU here")
