@@ -16,7 +16,7 @@ PARALLEL := -n $(WORKERS)
 # What `make check` leaves out: chapter executions, Jupyter Book builds, and study runs in other processes.
 SLOW := notebook or smoke or book or subprocess
 
-.PHONY: help setup run test check lint lint-workflows workflow-linter bench notebooks smoke plan gpu-check book html \
+.PHONY: help setup colab-venv run test check lint lint-workflows workflow-linter bench notebooks smoke plan gpu-check book html \
 	check-pages \
 	instructor student grade clean
 
@@ -29,6 +29,7 @@ help:
 	@echo "make run      - run the whole study headless in the $(PROFILE) profile (results in $(OUT)/results)"
 	@echo "make test     - everything CI runs: ruff, every test, every chapter in both profiles (on both cores)"
 	@echo "make check    - the inner loop: ruff and the fast tests (no chapter, book build or study subprocess)"
+	@echo "make colab-venv - .venv-colab with the package versions of a Colab GPU runtime (make test uses it)"
 	@echo "make student  - regenerate notebooks/student/ (labelled stubs, no outputs) and build the student edition"
 	@echo "make smoke    - every chapter in the full profile, on offline stand-ins, on this CPU (nothing written back)"
 	@echo "make plan     - expected minutes and GPU memory of every chapter on a Colab T4 (full profile)"
@@ -45,12 +46,21 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 
 setup: $(VENV)/.installed
 
+# Colab's package versions (requirements/colab.txt) in an environment of their own, for tests/test_colab_versions.py.
+COLAB_VENV := .venv-colab
+$(COLAB_VENV)/.installed: pyproject.toml requirements/colab.txt
+	test -x $(COLAB_VENV)/bin/python || $(PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_VENV)/bin/python -m pip install --quiet -c requirements/colab.txt -e '.[dev]'
+	touch $@
+
+colab-venv: $(COLAB_VENV)/.installed
+
 run: setup
 	$(PY) -m lora_merge_utils run --profile $(PROFILE) --out $(OUT)
 
 # Every test, and every chapter twice: by nbval in the tiny profile, and in the full profile on stand-ins. The
 # workflows are linted by tests/test_publishing.py (workflow-linter only installs the linter).
-test: setup workflow-linter
+test: setup workflow-linter colab-venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(NB_ENV) $(PY) -m pytest -q $(PARALLEL) --durations=15 tests $(NOTEBOOKS) --nbval-lax
@@ -131,4 +141,4 @@ grade: setup
 	$(PY) -m lora_merge_utils grade $(SUBMISSIONS) --out scores.csv
 
 clean:
-	rm -rf artifacts _build notebooks/student .pytest_cache
+	rm -rf artifacts _build .pytest_cache

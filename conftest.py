@@ -40,7 +40,7 @@ NAMED_GROUPS = {
     "tests/test_built_book.py": "book",
 }
 """Groups by the start of a node id (the first match counts); everything else is grouped by its module."""
-HEAVY_FIRST = ("chapters-1", "smoke", "chapters-2", "book")
+HEAVY_FIRST = ("chapters-1", "smoke", "chapters-2", "tests/test_colab_versions.py", "book")
 """Groups queued before the rest, longest chain first; every other group keeps its collection order."""
 WAIT_SECONDS = 1800
 

@@ -34,6 +34,20 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker (see the root
     torch.set_num_threads(1)
 
 
+COLAB_VERSIONS_ENV = "LORA_BOOK_COLAB_VERSIONS"
+"""Set by tests/test_colab_versions.py for the run under Colab's package versions: only that run keeps the tests
+marked ``colab`` (their work is done under CI's versions by the wider tests they are part of)."""
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get(COLAB_VERSIONS_ENV) == "1":
+        return
+    kept = [item for item in items if item.get_closest_marker("colab") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
 @pytest.fixture(autouse=True)
 def _artifacts_in_tmp(tmp_path_factory, monkeypatch):
     """Nothing a test writes by default (samples of hub datasets, artifacts) lands in the working directory."""

@@ -1,0 +1,67 @@
+"""The package versions a Colab GPU runtime ships (``requirements/colab.txt``): the unit tests and the full-profile
+smoke of chapters 0-3 run under them, in their own environment (``.venv-colab``, made by ``make colab-venv``, which
+``make test`` does first), so a new Colab image that breaks the book is found here, not by a student."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import COLAB_VERSIONS_ENV
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = ROOT / ".venv-colab" / "bin" / "python"
+FAST = "colab or not (notebook or smoke or book or subprocess)"
+"""What runs under Colab's versions: `make check`'s tests, and the chapters 0-3 in the full profile."""
+REPOSITORY_TEXT = ["test_book.py", "test_publishing.py", "test_editions.py", "test_setup_cell.py"]
+"""Tests that read only the repository's own files (chapters' text, workflows, configuration): no package version
+changes what they see, so they run once, under CI's versions."""
+
+
+def _pins() -> dict[str, str]:
+    lines = (ROOT / "requirements" / "colab.txt").read_text().splitlines()
+    return dict(re.match(r"([\w.-]+)==(\S+)", line).groups() for line in lines if re.match(r"[\w.-]+==", line))
+
+
+def test_the_colab_pins_name_the_book_s_dependencies():
+    pins = {name.lower().replace("_", "-") for name in _pins()}
+    needed = {"torch", "torchvision", "timm", "peft", "datasets", "numpy", "pandas", "transformers", "accelerate"}
+    assert needed <= pins, f"requirements/colab.txt lacks {sorted(needed - pins)}"
+
+
+@pytest.mark.subprocess
+def test_unit_tests_and_first_chapters_pass_under_colab_versions():
+    if not PYTHON.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI needs .venv-colab: make test makes it (make colab-venv)")
+        pytest.skip("no .venv-colab here: make colab-venv (make test does it) installs Colab's versions")
+    versions = subprocess.run(
+        [
+            str(PYTHON),
+            "-c",
+            "import torch, peft, timm, datasets; print(torch.__version__, peft.__version__, "
+            "timm.__version__, datasets.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    versions[0] = versions[0].split("+")[0]  # the build's CUDA tag (Colab's cu128, this index's own) aside
+    pins = _pins()
+    assert versions == [pins["torch"], pins["peft"], pins["timm"], pins["datasets"]], versions
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST")}
+    done = subprocess.run(
+        [str(PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", "-m", FAST]
+        + [f"--ignore=tests/{name}" for name in REPOSITORY_TEXT],
+        cwd=ROOT,
+        env=env | {COLAB_VERSIONS_ENV: "1"},
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert re.search(r"\d+ passed", done.stdout) and " failed" not in done.stdout.splitlines()[-1]
