@@ -118,11 +118,11 @@ gpu-check: setup
 book: notebooks
 	$(MAKE) --no-print-directory html
 
-# The public edition: solution cells are tagged remove-cell, and the check below fails if any of their code or
-# output reached a page.
+# The public edition, built from a staged copy of the chapters without their solution cells; the check below reads
+# every file the site serves and fails if any solution's code, output or image is in one.
 html: setup
 	rm -rf _build/html
-	$(VENV)/bin/jupyter-book build . -W --keep-going
+	$(PY) scripts/build_edition.py public
 	$(PY) scripts/check_public_build.py _build/html
 
 # Tables and code blocks must fit the content column at a 1280-px window (needs Chromium: see README).
@@ -138,7 +138,7 @@ student: setup
 
 SUBMISSIONS ?= submissions
 grade: setup
-	$(PY) -m lora_merge_utils grade $(SUBMISSIONS) --out scores.csv
+	$(PY) -m lora_merge_utils grade $(SUBMISSIONS) --out scores.csv --jobs $(WORKERS)
 
 clean:
 	rm -rf artifacts _build .pytest_cache

@@ -148,18 +148,29 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     grade = commands.add_parser(
         "grade",
         help="grade a folder of submitted student notebooks into a CSV",
-        description="Execute every .ipynb in FOLDER top to bottom (a cell that raises does not "
-        "stop it), collect the verdicts of its exercise checks and write one row "
-        "per submission to --out: points per checked exercise, empty columns for "
-        "the exercises graded by hand, totals and the number of cells that "
-        "raised. Set $LORA_BOOK_ARTIFACTS to share trained adapters between "
-        "submissions.",
+        description="Run the instructor's copy of each chapter once for the reference answers, then every .ipynb "
+        "in FOLDER top to bottom, each in a scratch folder of its own (a cell that raises does not stop it), "
+        "and compare the answers it stores with the reference, outside the submission's kernel. Writes one "
+        "row per student to --out (an ID, points per exercise, empty columns for the exercises graded by "
+        "hand, totals, a status) and, in the folder --out names without .csv, each executed notebook (.ipynb, "
+        ".html) and a feedback file. A submission that hangs, crashes or is not a notebook gets a row that "
+        "says so. Set $LORA_BOOK_ARTIFACTS to share trained adapters between submissions.",
     )
     grade.add_argument("folder", type=Path, help="the folder of submitted notebooks")
     grade.add_argument(
         "--out", dest="csv", type=Path, default=Path("scores.csv"), help="the CSV to write (default scores.csv)"
     )
-    grade.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
+    grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    grade.add_argument(
+        "--cell-timeout", type=int, default=None, help="seconds per cell (default: from the chapter's measured time)"
+    )
+    grade.add_argument("--notebook-timeout", type=int, default=None, help="seconds per submission (default: likewise)")
+    grade.add_argument(
+        "--chapters",
+        type=Path,
+        default=None,
+        help="the instructor's chapters with solutions (default: notebooks/ of this repository)",
+    )
     return parser
 
 
@@ -334,12 +345,15 @@ def _list(args) -> None:
 def _grade(args) -> None:
     from .grading import grade_folder
 
-    if args.timeout <= 0:
-        raise ValueError(f"--timeout {args.timeout}: give a positive number of seconds.")
-    if args.csv.is_dir():
-        raise ValueError(f"--out {args.csv} is a folder; give the CSV file to write, e.g. scores.csv.")
-    rows = grade_folder(args.folder, args.csv, timeout=args.timeout)
-    print(f"wrote {args.csv} ({len(rows)} submission(s))")
+    rows = grade_folder(
+        args.folder,
+        args.csv,
+        jobs=args.jobs,
+        cell_timeout=args.cell_timeout,
+        notebook_timeout=args.notebook_timeout,
+        chapters_dir=args.chapters,
+    )
+    print(f"wrote {args.csv} ({len(rows)} submission(s)) and {args.csv.with_suffix('')}/ (notebooks, feedback)")
 
 
 COMMANDS = {
@@ -389,4 +403,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except (ValueError, OSError) as error:  # OSError: missing, unreadable or unwritable files and folders
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: {args.command} stopped; what it had saved is kept", file=sys.stderr)
+        return 130
     return 0

@@ -1,46 +1,63 @@
-"""The book's exercises: what each one asks for, its points, and checks that say "right" or "not yet".
+"""The book's exercises: what each one asks for, its points, its rubric, and a fair comparison of answers.
 
 Every chapter ends with exercises. Those with one definite answer are *checked*: the student stores the answer in a
-variable and calls :func:`check_exercise`, which recomputes the expected answer from the student's own run (so the
-check works in both profiles) and prints whether the answer matches, never the expected value itself. The others are
-graded by hand with the rubric of the instructors' page.
+variable (``answer_3_1``). Two things compare it with the right answer, both with :func:`compare`:
+
+* the **self-check** in the student's notebook (:func:`check_exercise`) recomputes the answer from the objects of the
+  student's own run and prints ✓ or ✗, never the answer: formative feedback, which runs in the student's kernel and
+  so can be fooled by it;
+* the **grader** (:mod:`lora_merge_utils.grading`) compares, in its own process, the plain value read out of the
+  submission with the answer of the instructor's own run of the chapter: that is what scores points.
+
+Any value equal to the answer counts (a NumPy scalar, a whole float for a count, a 0-d tensor); where the type
+matters the message says "right value, wrong type". The others are graded by hand, with the rubric line of each
+exercise (the instructors' page shows this table).
 
 >>> EXERCISES["3.1"].points, EXERCISES["3.1"].checked, EXERCISES["3.4"].kind
 (2, True, 'prose')
->>> check_exercise("0.2", "patch_embed.proj", backbone=None, quiet=True)
-False
-
-When ``$LORA_BOOK_GRADE_RESULTS`` names a file, every check appends its verdict there as one JSON line: that is how
-``python -m lora_merge_utils grade`` collects the scores of an executed submission.
+>>> compare("0.1", 73728.0, 73728).passed  # a whole float for a count
+True
+>>> compare("1.1", ["mnist"], "mnist").message
+'✗ Exercise 1.1: right value, wrong type: store the str itself, not a list.'
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
+import numbers
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-GRADE_RESULTS_ENV = "LORA_BOOK_GRADE_RESULTS"
-
 
 @dataclass(frozen=True)
 class Exercise:
-    """One exercise: ``kind`` is ``"code"`` or ``"prose"``; ``answer`` says what a checked answer variable holds."""
+    """One exercise of the book.
+
+    ``kind`` is ``"code"`` or ``"prose"``; a checked exercise has an ``answer_type`` (``"int"``, ``"float"``,
+    ``"str"``, ``"pair"`` of strings, ``"mapping"`` of numbers or ``"config"``), says in ``answer`` what its answer
+    variable holds, and may allow a relative ``tolerance``; ``rubric`` is what earns full points when an instructor
+    grades it by hand (or, for a checked exercise, what the check compares).
+    """
 
     id: str
     level: str
     points: int
-    kind: str = "code"
+    kind: str
+    rubric: str
     answer: str = ""
+    answer_type: str | None = None
+    tolerance: float = 0.0
 
     @property
     def checked(self) -> bool:
-        """Whether :func:`check_exercise` can grade it (otherwise an instructor does)."""
-        return self.id in CHECKS
+        """Whether the grader compares its answer (otherwise an instructor grades it with the rubric)."""
+        return self.answer_type is not None
+
+    @property
+    def chapter(self) -> int:
+        return int(self.id.split(".")[0])
 
     @property
     def variable(self) -> str:
@@ -48,53 +65,374 @@ class Exercise:
         return "answer_" + self.id.replace(".", "_")
 
 
-def _exercises(*rows: tuple) -> dict[str, Exercise]:
-    return {row[0]: Exercise(*row) for row in rows}
+def _exercises(*rows: Exercise) -> dict[str, Exercise]:
+    return {row.id: row for row in rows}
 
 
+E = Exercise
 EXERCISES: dict[str, Exercise] = _exercises(
-    ("0.1", "easy", 2, "code", "the number of LoRA parameters at rank 4 (an int)"),
-    ("0.2", "easy", 1, "code", "the full name of the module a bare `proj` would also match (a string)"),
-    ("0.3", "medium", 2, "code"),
-    ("0.4", "open", 2, "prose"),
-    ("1.1", "easy", 1, "code", "the name of the task that gains least from pretraining (a string)"),
-    ("1.2", "easy", 2, "code"),
-    ("1.3", "medium", 3, "code"),
-    ("1.4", "open", 2, "prose"),
-    ("2.1", "easy", 1, "code", 'a dict with the keys "r", "lora_alpha" and "target_modules"'),
-    ("2.2", "easy", 2, "code"),
-    ("2.3", "medium", 3, "code"),
-    ("2.4", "open", 2, "prose"),
-    ("3.1", "easy", 2, "code", "the name of the task that loses most when merged into a pair (a string)"),
-    ("3.2", "easy", 2, "code", "the relative error of PEFT's `linear` merge on the last block's mlp.fc2 (a float)"),
-    ("3.3", "medium", 3, "code"),
-    ("3.4", "open", 2, "prose"),
-    ("4.1", "easy", 2, "code", "the name of the task that loses most when merged into a triple (a string)"),
-    ("4.2", "easy", 2, "code", "a dict: seed -> number of triples in which every member beats its baseline"),
-    ("4.3", "medium", 3, "code"),
-    ("4.4", "open", 2, "prose"),
-    ("5.1", "easy", 2, "code"),
-    ("5.2", "easy", 2, "code", "a dict: family -> share of triples beating the baseline on every member task"),
-    ("5.3", "medium", 3, "code"),
-    ("5.4", "medium", 3, "code"),
-    ("5.5", "open", 2, "prose"),
-    ("6.1", "easy", 2, "code", "a pair of pair names: (least aligned, most aligned), e.g. ('a+b', 'c+d')"),
-    ("6.2", "easy", 2, "code"),
-    ("6.3", "medium", 3, "code"),
-    ("6.4", "open", 2, "prose"),
-    ("7.1", "easy", 1, "code", "the merged model's time ratio to frozen + K heads at K = 3, batch 1 (a float)"),
-    ("7.2", "easy", 2, "code"),
-    ("7.3", "medium", 3, "code"),
-    ("7.4", "open", 2, "prose"),
+    E(
+        "0.1",
+        "easy",
+        2,
+        "code",
+        "the count, from the layer shapes",
+        "the number of LoRA parameters at rank 4 (an int)",
+        "int",
+    ),
+    E(
+        "0.2",
+        "easy",
+        1,
+        "code",
+        "the module's full name",
+        "the full name of the module a bare `proj` would also match (a string)",
+        "str",
+    ),
+    E("0.3", "medium", 2, "code", "both grids plotted, and one sentence on whether the splits look alike"),
+    E(
+        "0.4",
+        "open",
+        2,
+        "prose",
+        "a pair, a reason tied to what the tasks' images share, and what chapter 3 would show if it is right",
+    ),
+    E(
+        "1.1",
+        "easy",
+        1,
+        "code",
+        "the task's name",
+        "the name of the task that gains least from pretraining (a string)",
+        "str",
+    ),
+    E(
+        "1.2",
+        "easy",
+        2,
+        "code",
+        "validation and test accuracy for every penalty, and whether the validation choice is the test-best",
+    ),
+    E(
+        "1.3",
+        "medium",
+        3,
+        "code",
+        "the MLP trained on the cached features, its test accuracy beside the linear head's for every task, and what a"
+        " stronger head means for the floor merges must clear",
+    ),
+    E(
+        "1.4",
+        "open",
+        2,
+        "prose",
+        "a kind of task (counting, relations between parts, fine spatial detail) and why one pooled vector loses it",
+    ),
+    E(
+        "2.1",
+        "easy",
+        1,
+        "code",
+        "the three values read from the file",
+        'a dict with the keys "r", "lora_alpha" and "target_modules"',
+        "config",
+    ),
+    E(
+        "2.2",
+        "easy",
+        2,
+        "code",
+        "the task, read from the loss curves, and a change (more epochs or a learning-rate schedule) with a reason",
+    ),
+    E(
+        "2.3",
+        "medium",
+        3,
+        "code",
+        "the rank-2 adapter trained, its accuracy beside rank 8's, and whether the difference exceeds the spread "
+        "between seeds",
+    ),
+    E(
+        "2.4",
+        "open",
+        2,
+        "prose",
+        "a comparison run or argued, and when a shared starting head matters for merging (heads are never merged; the "
+        "backbone's features are)",
+    ),
+    E(
+        "3.1",
+        "easy",
+        2,
+        "code",
+        "the task's name",
+        "the name of the task that loses most when merged into a pair (a string)",
+        "str",
+    ),
+    E(
+        "3.2",
+        "easy",
+        2,
+        "code",
+        "the relative error",
+        "the relative error of PEFT's `linear` merge on the last block's mlp.fc2 (a float)",
+        "float",
+        1e-3,
+    ),
+    E(
+        "3.3",
+        "medium",
+        3,
+        "code",
+        "both tasks scored with weights 0.7/0.3 against equal weights, and who gains and who loses",
+    ),
+    E(
+        "3.4",
+        "open",
+        2,
+        "prose",
+        "an explanation (the tasks' gains differ in size, updates of different norms) and a measurement that could "
+        "refute it",
+    ),
+    E(
+        "4.1",
+        "easy",
+        2,
+        "code",
+        "the task's name",
+        "the name of the task that loses most when merged into a triple (a string)",
+        "str",
+    ),
+    E(
+        "4.2",
+        "easy",
+        2,
+        "code",
+        "a count per seed",
+        "a dict: seed -> number of triples in which every member beats its baseline",
+        "mapping",
+    ),
+    E(
+        "4.3",
+        "medium",
+        3,
+        "code",
+        "the scaled sum scored on every seed, compared with the equal-weight merge, and whether one seed would have "
+        "been enough",
+    ),
+    E(
+        "4.4",
+        "open",
+        2,
+        "prose",
+        "a rule that uses only training or validation data (similarity, update norms, validation scores) and a way to "
+        "test it on held-out merges",
+    ),
+    E(
+        "5.1",
+        "easy",
+        2,
+        "code",
+        "the chosen values, the test scores beside them, and why the choice stays the validation one",
+    ),
+    E(
+        "5.2",
+        "easy",
+        2,
+        "code",
+        "a share per family",
+        "a dict: family -> share of triples beating the baseline on every member task",
+        "mapping",
+        1e-3,
+    ),
+    E("5.3", "medium", 3, "code", "the svd candidates scored on validation beside the others, and what rank does"),
+    E("5.4", "medium", 3, "code", "a lambda chosen for pairs and one for triples, on validation, compared with 1/K"),
+    E(
+        "5.5",
+        "open",
+        2,
+        "prose",
+        "a resampling of the validation images (or several validation splits) and how often the choice changes",
+    ),
+    E(
+        "6.1",
+        "easy",
+        2,
+        "code",
+        "the two pair names",
+        "a pair of pair names: (least aligned, most aligned), e.g. ('a+b', 'c+d')",
+        "pair",
+    ),
+    E(
+        "6.2",
+        "easy",
+        2,
+        "code",
+        "the new distance computed, its correlation with retention beside the Fréchet one's, and whether it changes",
+    ),
+    E(
+        "6.3",
+        "medium",
+        3,
+        "code",
+        "the cosines for attention and MLP layers, each correlated with retention, with the permutation test's "
+        "p-values",
+    ),
+    E(
+        "6.4",
+        "open",
+        2,
+        "prose",
+        "more independent pairs (tasks sharing images, several task sets, other ranks) and how the test would use them",
+    ),
+    E(
+        "7.1",
+        "easy",
+        1,
+        "code",
+        "the ratio",
+        "the merged model's time ratio to frozen + K heads at K = 3, batch 1 (a float)",
+        "float",
+        0.25,
+    ),
+    E("7.2", "easy", 2, "code", "K = 4 timed, and whether the speed-up over switching grows with K"),
+    E(
+        "7.3",
+        "medium",
+        3,
+        "code",
+        "merging and unmerging timed per request beside the strategies above, and when it is cheaper",
+    ),
+    E(
+        "7.4",
+        "open",
+        2,
+        "prose",
+        "a case (many adapters, adapters that change often, per-request mixing) and why merging does not serve it",
+    ),
 )
+del E
+
+STUDENT_MINUTES: dict[int, int] = {0: 60, 1: 75, 2: 90, 3: 90, 4: 75, 5: 120, 6: 90, 7: 75}
+"""An estimate, not a measurement: minutes a student needs per chapter to read it, run it and answer its exercises
+(reading at a textbook pace, plus about ten minutes per easy, twenty per medium and fifteen per open exercise)."""
 
 
 def chapter_exercises(chapter: int | str) -> list[Exercise]:
     """The exercises of one chapter, in order."""
-    return [e for e in EXERCISES.values() if e.id.split(".")[0] == str(int(chapter))]
+    return [e for e in EXERCISES.values() if e.chapter == int(chapter)]
 
 
-# --- what each checked exercise expects, recomputed from the objects of the student's own run ---------------------
+# --- plain values and a fair comparison -----------------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain JSON data: NumPy and PyTorch scalars as numbers, 0-d arrays and tensors as their item,
+    sequences as lists, mappings (a pandas Series too) as dicts with string keys; anything else becomes
+    ``{"unsupported": "<type name>"}``. What the grader reads out of a submission, and all it compares: an object
+    whose ``==`` says yes to everything is just an unsupported type here.
+
+    Example:
+        >>> import numpy as np
+        >>> plain({1: np.int64(3), "a": (np.float32(0.5), "x")})
+        {'1': 3, 'a': [0.5, 'x']}
+    """
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # 0-d NumPy arrays and tensors
+        return plain(value.item())
+    if hasattr(value, "to_dict") and not isinstance(value, type):  # a pandas Series
+        value = value.to_dict()
+    if isinstance(value, Mapping):
+        return {str(key): plain(item) for key, item in value.items()}
+    if hasattr(value, "tolist") and not isinstance(value, type):  # NumPy arrays and tensors
+        return plain(value.tolist())
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return {"unsupported": type(value).__name__}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    message: str
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _close(answer: Any, expected: Any, tolerance: float) -> bool:
+    a, e = _number(answer), _number(expected)
+    return a is not None and e is not None and math.isfinite(a) and math.isclose(a, e, rel_tol=tolerance, abs_tol=1e-12)
+
+
+def _matches(spec: Exercise, answer: Any, expected: Any) -> bool:
+    kind = spec.answer_type
+    if kind in ("int", "float"):
+        return _close(answer, expected, spec.tolerance)
+    if kind == "str":
+        return isinstance(answer, str) and answer == expected
+    if kind == "pair":
+        return isinstance(answer, list) and len(answer) == 2 and answer == expected
+    if kind == "mapping":
+        return (
+            isinstance(answer, dict)
+            and set(answer) == set(expected)
+            and all(_close(answer[k], expected[k], spec.tolerance) for k in expected)
+        )
+    if kind == "config":
+        return (
+            isinstance(answer, dict)
+            and set(answer) == set(expected)
+            and all(answer[k] == expected[k] or _close(answer[k], expected[k], 0.0) for k in expected)
+        )
+    raise ValueError(f"exercise {spec.id} is graded by hand, not compared")
+
+
+def _type_name(value: Any) -> str:
+    return {list: "list", dict: "dict", str: "str", int: "int", float: "float", type(None): "None"}.get(
+        type(value), "value"
+    )
+
+
+def compare(exercise: str, answer: Any, expected: Any) -> Verdict:
+    """Whether ``answer`` is ``expected`` for a checked exercise, with the message a student sees (never the
+    expected value). Both are made :func:`plain` first."""
+    spec = _spec(exercise)
+    if spec.answer_type is None:
+        raise ValueError(f"exercise {exercise} is graded by hand, not checked; the instructors' page has its rubric")
+    answer, expected = plain(answer), plain(expected)
+    if answer is None:
+        return Verdict(False, f"✗ Exercise {exercise}: not answered yet: store {spec.answer} in {spec.variable}.")
+    if _matches(spec, answer, expected):
+        if spec.answer_type == "int" and isinstance(answer, float):
+            return Verdict(True, f"✓ Exercise {exercise}: correct (a whole number; an int says it best).")
+        return Verdict(True, f"✓ Exercise {exercise}: correct.")
+    wrapped = answer[0] if isinstance(answer, list) and len(answer) == 1 else None
+    if wrapped is not None and _matches(spec, wrapped, expected):
+        return Verdict(
+            False,
+            f"✗ Exercise {exercise}: right value, wrong type: store the {_type_name(wrapped)} itself, not a list.",
+        )
+    if isinstance(answer, dict) and "unsupported" in answer:
+        return Verdict(
+            False, f"✗ Exercise {exercise}: {spec.variable} holds a {answer['unsupported']}; store {spec.answer}."
+        )
+    return Verdict(False, f"✗ Exercise {exercise}: not yet. {spec.variable} should hold {spec.answer}; look again.")
+
+
+def _spec(exercise: str) -> Exercise:
+    if exercise not in EXERCISES:
+        raise ValueError(f"unknown exercise {exercise!r}; the exercises are {', '.join(EXERCISES)}")
+    return EXERCISES[exercise]
+
+
+# --- the self-check: the answer recomputed from the student's own run ------------------------------------------
 
 
 def _lora_parameters(backbone, targets, rank: int = 4) -> int:
@@ -102,14 +440,15 @@ def _lora_parameters(backbone, targets, rank: int = 4) -> int:
     return sum(rank * (modules[name].in_features + modules[name].out_features) for name in targets)
 
 
-def _bare_proj_extra(backbone) -> set[str]:
+def _bare_proj_extra(backbone) -> str:
     import torch
 
-    return {
+    extra = [
         name
         for name, module in backbone.named_modules()
         if re.search(r"(^|\.)proj$", name) and not isinstance(module, torch.nn.Linear)
-    }
+    ]
+    return extra[0] if len(extra) == 1 else ""
 
 
 def _least_gain(control) -> str:
@@ -117,8 +456,11 @@ def _least_gain(control) -> str:
 
 
 def _adapter_config(study) -> dict:
+    import json
+
     path = study.store.adapter_dir(study.profile.tasks[0], 0) / "adapter_config.json"
-    return json.loads(path.read_text())
+    config = json.loads(path.read_text())
+    return {key: config[key] for key in ("r", "lora_alpha", "target_modules")}
 
 
 def _worst_in_pairs(pairs, tasks) -> str:
@@ -157,85 +499,67 @@ def _merged_ratio(summary) -> float:
     return float(row["vs frozen + K heads"].iloc[0])
 
 
-def _same_number(answer: Any, expected: float, rel: float = 1e-3) -> bool:
-    try:
-        value = float(answer)
-    except (TypeError, ValueError):
-        return False
-    return math.isfinite(value) and math.isclose(value, expected, rel_tol=rel, abs_tol=1e-12)
-
-
-def _same_numbers(answer: Any, expected: Mapping, rel: float = 1e-3) -> bool:
-    if not isinstance(answer, Mapping) and not hasattr(answer, "to_dict"):
-        return False
-    answer = dict(answer.to_dict() if hasattr(answer, "to_dict") else answer)
-    keys = {str(k): v for k, v in answer.items()}
-    return set(keys) == {str(k) for k in expected} and all(
-        _same_number(keys[str(k)], v, rel) for k, v in expected.items()
-    )
-
-
-def _check_config(answer: Any, study) -> bool:
-    config = _adapter_config(study)
-    if not isinstance(answer, Mapping) or set(answer) != {"r", "lora_alpha", "target_modules"}:
-        return False
-    return (
-        answer["r"] == config["r"]
-        and _same_number(answer["lora_alpha"], config["lora_alpha"])
-        and answer["target_modules"] == config["target_modules"]
-    )
-
-
-Check = Callable[..., bool]
-
-CHECKS: dict[str, Check] = {
-    "0.1": lambda a, backbone, targets: isinstance(a, int) and a == _lora_parameters(backbone, targets),
-    "0.2": lambda a, backbone: isinstance(a, str) and backbone is not None and {a} == _bare_proj_extra(backbone),
-    "1.1": lambda a, control: a == _least_gain(control),
-    "2.1": lambda a, study: _check_config(a, study),
-    "3.1": lambda a, pairs, tasks: a == _worst_in_pairs(pairs, tasks),
-    "3.2": lambda a, per_layer, backbone: _same_number(a, _linear_error_last_fc2(per_layer, backbone)),
-    "4.1": lambda a, triples: a == _worst_in_triples(triples),
-    "4.2": lambda a, triples: _same_numbers(a, _all_beat_per_seed(triples), rel=0),
-    "5.2": lambda a, survey: _same_numbers(a, _share_all_beat(survey)),
-    "6.1": lambda a, weight_similarity: (
-        tuple(a) == _alignment_extremes(weight_similarity) if isinstance(a, (tuple, list)) else False
-    ),
-    "7.1": lambda a, summary: _same_number(a, _merged_ratio(summary)),
+_FROM_RUN: dict[str, Callable[..., Any]] = {
+    "0.1": lambda backbone, targets: _lora_parameters(backbone, targets),
+    "0.2": _bare_proj_extra,
+    "1.1": _least_gain,
+    "2.1": _adapter_config,
+    "3.1": _worst_in_pairs,
+    "3.2": _linear_error_last_fc2,
+    "4.1": _worst_in_triples,
+    "4.2": _all_beat_per_seed,
+    "5.2": _share_all_beat,
+    "6.1": _alignment_extremes,
+    "7.1": _merged_ratio,
 }
+"""How the self-check recomputes each checked answer from the objects its chapter's check cell passes."""
 
 
-def check_exercise(exercise: str, answer: Any, quiet: bool = False, **context: Any) -> bool:
-    """Check a stored answer against the student's own run; print ✓ or ✗ (never the expected answer).
-
-    ``context`` passes the chapter's objects the check recomputes the answer from (the call in each chapter's
-    check cell lists them). ``None`` (the stub's value) counts as not answered yet.
-    """
-    if exercise not in EXERCISES:
-        raise ValueError(f"unknown exercise {exercise!r}; the exercises are {', '.join(EXERCISES)}")
-    if exercise not in CHECKS:
+def check_exercise(exercise: str, answer: Any, **context: Any) -> None:
+    """The self-check of a checked exercise: print ✓ or ✗ (never the expected answer) for ``answer``, recomputed
+    from ``context``, the objects of the student's own run that the chapter's check cell passes. It returns
+    nothing, so it cannot be used as an oracle in code; the grade comes from the grader, not from this."""
+    spec = _spec(exercise)
+    if not spec.checked:
         raise ValueError(f"exercise {exercise} is graded by hand, not checked; the instructors' page has its rubric")
-    spec = EXERCISES[exercise]
-    if answer is None:
-        passed, message = False, f"✗ Exercise {exercise}: not answered yet: store {spec.answer} in {spec.variable}."
-    else:
-        try:
-            passed = bool(CHECKS[exercise](answer, **context))
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-            passed = False
-        message = (
-            f"✓ Exercise {exercise}: correct."
-            if passed
-            else f"✗ Exercise {exercise}: not yet. {spec.variable} should hold {spec.answer}; look again."
+    try:
+        expected = _FROM_RUN[exercise](**context)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        print(
+            f"✗ Exercise {exercise}: the check could not read its chapter's objects ({type(error).__name__}); "
+            "run the chapter's cells above first."
         )
-    if not quiet:
-        print(message)
-    _record(exercise, passed)
-    return passed
+        return
+    print(compare(exercise, answer, expected).message)
 
 
-def _record(exercise: str, passed: bool) -> None:
-    path = os.environ.get(GRADE_RESULTS_ENV)
-    if path:
-        with open(path, "a", encoding="utf-8") as file:
-            file.write(json.dumps({"exercise": exercise, "passed": passed}) + "\n")
+# --- the instructors' page, generated from the table --------------------------------------------------------------
+
+
+def exercise_table() -> str:
+    """The markdown table of every exercise (points, level, kind, how it is graded, the rubric line) that the
+    instructors' page shows between its ``exercise table`` markers."""
+    rows = ["| exercise | level | kind | points | graded by | full points for |", "|---|---|---|---|---|---|"]
+    for e in EXERCISES.values():
+        graded = "the grader" if e.checked else "hand"
+        rows.append(f"| {e.id} | {e.level} | {e.kind} | {e.points} | {graded} | {e.rubric} |")
+    return "\n".join(rows)
+
+
+def chapter_table(cpu_minutes: Mapping[int, float], t4_minutes: Mapping[int, tuple[float, float]]) -> str:
+    """The markdown table of points and times per chapter for the instructors' page: points (checked and by hand),
+    the student's working time (an estimate), and the compute time on a CPU (tiny) and a T4 (full)."""
+    rows = [
+        "| chapter | points (checked + by hand) | student time (estimate) | compute, CPU (tiny) | compute, T4 (full) |",
+        "|---|---|---|---|---|",
+    ]
+    for chapter, minutes in STUDENT_MINUTES.items():
+        own = chapter_exercises(chapter)
+        checked = sum(e.points for e in own if e.checked)
+        warm, alone = t4_minutes[chapter]
+        rows.append(
+            f"| {chapter} | {checked + sum(e.points for e in own if not e.checked)} ({checked} + "
+            f"{sum(e.points for e in own if not e.checked)}) | {minutes} min | {cpu_minutes[chapter]:.1f} min | "
+            f"{warm:.0f} / {alone:.0f} min |"
+        )
+    return "\n".join(rows)

@@ -1,26 +1,62 @@
-"""Grade a folder of submitted student notebooks: execute each one, collect its checks, write one CSV of scores.
+"""Grade a folder of submitted student notebooks: a row of points per student, computed outside their control.
 
-    python -m lora_merge_utils grade submissions/ --out scores.csv
+    python -m lora_merge_utils grade submissions/ --out scores.csv [--jobs 2]
 
-Each notebook runs top to bottom in a fresh kernel (errors in a cell do not stop it, as a partly finished
-submission should still earn what it got right), with ``$LORA_BOOK_GRADE_RESULTS`` pointing at a file where every
-:func:`~lora_merge_utils.exercises.check_exercise` call records its verdict. A checked exercise scores its points
-if its last check passed; exercises graded by hand get an empty column for the instructor to fill in.
+For each chapter found among the submissions, the instructor's own copy of the chapter (``notebooks/NN_*.ipynb``,
+with its solutions) is executed once, and the answers its solutions store are the **reference**. Each submission
+then runs top to bottom in a fresh kernel, in a scratch folder of its own that holds a copy of it and nothing else,
+in a child process with a time limit per cell and per notebook; a cell that raises does not stop it. After the
+answer cells of each checked exercise the grader adds a cell that prints the answer as plain JSON
+(:func:`~lora_merge_utils.exercises.plain`), so answers given before a crash or a time-out still count. The grader
+compares them with the reference **in its own process** (:func:`~lora_merge_utils.exercises.compare`): nothing the
+submission's kernel says is a verdict, its check cells are ignored, and an answer object whose ``==`` always says
+yes is read as an unsupported type.
+
+Beside the CSV (one row per student: an ID, points per exercise, numeric totals, a status) the grader writes, in a
+folder named after it, each submission executed (``.ipynb`` and ``.html``) and a feedback file listing each
+exercise's verdict. A submission that hangs, raises, exhausts memory or is not a notebook gets a row that says so;
+every other submission is still graded, and the CSV is written even when grading is interrupted (Ctrl-C, SIGTERM).
+
+A submission is code: it runs with the grader's permissions. See the instructors' page for running it in a
+container or under a separate account.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .artifacts import write_atomic
-from .exercises import EXERCISES, GRADE_RESULTS_ENV, chapter_exercises
+from .exercises import EXERCISES, chapter_exercises, compare
+
+ANSWER_MARK = "LORA_BOOK_ANSWER "
+READ_TAG = "grader-read"
+STUDENT_ID_VARIABLE = "STUDENT_ID"
+CHAPTER_SECONDS = {0: 18, 1: 49, 2: 186, 3: 45, 4: 61, 5: 389, 6: 25, 7: 28}
+"""Each chapter's time from cold in the tiny profile on a 2-core CPU (``make notebooks``), which the default time
+limits are set from."""
+
+
+def default_timeouts(chapter: int) -> tuple[int, int]:
+    """``(per cell, per notebook)`` seconds for a submission of ``chapter``: five times the chapter's measured CPU
+    time from cold, and at least ten minutes (a student's extra cells and a busier machine fit; a loop that never
+    ends does not)."""
+    limit = max(600, 5 * CHAPTER_SECONDS.get(chapter, 600))
+    return limit, limit
 
 
 def chapter_of(notebook: dict, path: Path) -> int:
@@ -32,94 +68,429 @@ def chapter_of(notebook: dict, path: Path) -> int:
             raise ValueError(
                 f"{path.name}: cannot tell which chapter this is (no lora_book metadata and the file "
                 "name does not start with the chapter number, e.g. 03_...); hand out the student "
-                "notebooks from notebooks/student/ unchanged in name or metadata."
+                "notebooks from notebooks/student/ unchanged in their metadata."
             )
         chapter = match.group(1)
     return int(chapter)
 
 
-def run_submission(path: Path, timeout: int = 1800, env: dict[str, str] | None = None) -> tuple[dict[str, bool], int]:
-    """Execute one notebook; return ``({exercise: passed}, number of cells that raised)``."""
+# --- what is added to a notebook, and what is read back ----------------------------------------------------------
+
+
+def _reader(names: list[tuple[str, str]]) -> str:
+    pairs = ", ".join(f"({exercise!r}, {variable!r})" for exercise, variable in names)
+    return (
+        "import json as _grader_json\n"
+        "from lora_merge_utils.exercises import plain as _grader_plain\n"
+        f"for _grader_exercise, _grader_name in [{pairs}]:\n"
+        f"    print({ANSWER_MARK!r} + _grader_json.dumps([_grader_exercise, "
+        "_grader_plain(globals().get(_grader_name))]))"
+    )
+
+
+def with_answer_readers(notebook, chapter: int):
+    """A copy of ``notebook`` with a cell after each checked exercise's last code cell that prints its answer, and
+    one at the end that prints every answer and the student's ID (``STUDENT_ID``)."""
+    import nbformat
+
+    notebook = nbformat.from_dict(json.loads(json.dumps(notebook)))
+    checked = [e for e in chapter_exercises(chapter) if e.checked]
+    last = {}
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and cell.metadata.get("exercise") in {e.id for e in checked}:
+            last[cell.metadata["exercise"]] = index
+    cells = []
+    for index, cell in enumerate(notebook.cells):
+        cells.append(cell)
+        for exercise in [e for e in checked if last.get(e.id) == index]:
+            reader = nbformat.v4.new_code_cell(_reader([(exercise.id, exercise.variable)]))
+            reader.metadata["tags"] = [READ_TAG]
+            cells.append(reader)
+    final = nbformat.v4.new_code_cell(
+        _reader([(e.id, e.variable) for e in checked] + [("student", STUDENT_ID_VARIABLE)])
+    )
+    final.metadata["tags"] = [READ_TAG]
+    notebook.cells = cells + [final]
+    return notebook
+
+
+def read_answers(lines) -> dict[str, object]:
+    """``{exercise: plain value}`` from answer lines (a later line for the same exercise wins)."""
+    answers = {}
+    for line in lines:
+        if line.startswith(ANSWER_MARK):
+            try:
+                exercise, value = json.loads(line[len(ANSWER_MARK) :])
+            except (ValueError, TypeError):
+                continue
+            if exercise in EXERCISES or exercise == "student":
+                answers[exercise] = value
+    return answers
+
+
+# --- executing one notebook, in a child process -----------------------------------------------------------------
+
+
+@dataclass
+class Execution:
+    """What running one notebook gave: answers read, cells that raised, and how it ended."""
+
+    answers: dict = field(default_factory=dict)
+    errors: int = 0
+    status: str = "graded"
+    executed: Path | None = None
+
+
+def _execute_here(source: Path, executed: Path, answers_file: Path, cell_timeout: int) -> None:
+    """Run in the child process: execute ``source`` in its folder, append each answer line to ``answers_file`` as
+    soon as its cell ran, and save the executed notebook (also when the kernel dies or a cell times out)."""
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    notebook = nbformat.read(path, as_version=4)
-    with tempfile.TemporaryDirectory(prefix="grade-") as scratch:
-        results = Path(scratch) / "checks.jsonl"
-        results.touch()
-        kernel_env = (
-            dict(os.environ)
-            | (env or {})
-            | {GRADE_RESULTS_ENV: str(results), "LORA_BOOK_PROGRESS": "0", "TQDM_DISABLE": "1"}
+    notebook = nbformat.read(source, as_version=4)
+
+    def on_cell_executed(cell, **_):
+        if READ_TAG in cell.metadata.get("tags", []):
+            with answers_file.open("a", encoding="utf-8") as file:
+                for output in cell.get("outputs", []):
+                    for line in str(output.get("text", "")).splitlines():
+                        if line.startswith(ANSWER_MARK):
+                            file.write(line + "\n")
+
+    env = dict(os.environ) | {"LORA_BOOK_PROGRESS": "0", "TQDM_DISABLE": "1"}
+    client = NotebookClient(
+        notebook,
+        timeout=cell_timeout,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(source.parent)}},
+        on_cell_executed=on_cell_executed,
+    )
+    ending = "graded"
+    with open(source.parent / "kernel.log", "w") as log:  # the kernel's own log is not the grader's business
+        try:
+            client.execute(env=env, stderr=log)
+        except CellTimeoutError:
+            ending = f"a cell ran past {cell_timeout} s; answers given before it count"
+        except DeadKernelError:
+            ending = "the kernel died (out of memory, or a crash); answers given before it count"
+    nbformat.write(notebook, executed)
+    (source.parent / "ending.txt").write_text(ending, encoding="utf-8")
+
+
+def execute(notebook, scratch: Path, cell_timeout: int, notebook_timeout: int) -> Execution:
+    """Execute ``notebook`` (answer readers added) in ``scratch``, a folder of its own, in a child process; stop it
+    after ``notebook_timeout`` seconds. Never raises for what the notebook does."""
+    import nbformat
+
+    scratch.mkdir(parents=True, exist_ok=True)
+    source, executed, answers_file = scratch / "submission.ipynb", scratch / "executed.ipynb", scratch / "answers"
+    nbformat.write(notebook, source)
+    answers_file.touch()
+    command = [
+        sys.executable,
+        "-m",
+        "lora_merge_utils.grading",
+        "execute",
+        str(source),
+        str(executed),
+        str(answers_file),
+        str(cell_timeout),
+    ]
+    child = subprocess.Popen(
+        command, cwd=scratch, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    with _RUNNING_LOCK:
+        _RUNNING.add(child)
+    result = Execution()
+    try:
+        _, stderr = child.communicate(timeout=notebook_timeout)
+        if child.returncode != 0:
+            result.status = "the grader could not run it: " + (stderr.strip().splitlines() or ["?"])[-1][:200]
+    except subprocess.TimeoutExpired:
+        _kill(child)
+        result.status = f"stopped after {notebook_timeout} s; answers given before that count"
+    finally:
+        _kill(child)
+        with _RUNNING_LOCK:
+            _RUNNING.discard(child)
+    ending = scratch / "ending.txt"
+    if result.status == "graded" and ending.is_file():
+        result.status = ending.read_text(encoding="utf-8")
+    result.answers = read_answers(answers_file.read_text(encoding="utf-8").splitlines())
+    if executed.is_file():
+        result.executed = executed
+        done = nbformat.read(executed, as_version=4)
+        result.errors = sum(
+            any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+            for cell in done.cells
+            if READ_TAG not in cell.metadata.get("tags", [])
         )
-        client = NotebookClient(
-            notebook,
-            timeout=timeout,
-            kernel_name="python3",
-            allow_errors=True,
-            resources={"metadata": {"path": str(path.parent)}},
+    return result
+
+
+_RUNNING: set[subprocess.Popen] = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def _kill(child: subprocess.Popen) -> None:
+    """End a child and its kernel (its whole process group)."""
+    if child.poll() is None:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.wait()
+
+
+# --- the reference: the instructor's own run of the chapter -------------------------------------------------------
+
+
+def default_chapters_dir() -> Path | None:
+    """The chapters of the repository this package was installed from (an editable install or a clone)."""
+    folder = Path(__file__).resolve().parent.parent / "notebooks"
+    return folder if folder.is_dir() else None
+
+
+def reference_answers(chapter: int, chapters_dir: Path, work: Path, cell_timeout: int, notebook_timeout: int):
+    """The answers the instructor's copy of ``chapter`` stores, from one run of it (cached under ``work`` by the
+    notebook's contents and the profile in use)."""
+    import nbformat
+
+    (path,) = sorted(Path(chapters_dir).glob(f"{chapter:02d}_*.ipynb")) or [None]
+    if path is None:
+        raise ValueError(
+            f"{chapters_dir} holds no chapter {chapter} (expected {chapter:02d}_*.ipynb); pass --chapters."
         )
-        # The kernel's own log (e.g. ipykernel's warning about TCP transport) is not the grader's business.
-        with open(Path(scratch) / "kernel.log", "w") as log:
-            client.execute(env=kernel_env, stderr=log)
-        verdicts = {}
-        for line in results.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            verdicts[record["exercise"]] = bool(record["passed"])  # the last check of an exercise counts
-    errors = sum(any(o.get("output_type") == "error" for o in cell.get("outputs", [])) for cell in notebook.cells)
-    return verdicts, errors
+    key = hashlib.sha256(path.read_bytes() + os.environ.get("LORA_BOOK_PROFILE", "").encode()).hexdigest()[:12]
+    cache = work / f"reference-{chapter:02d}-{key}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text(encoding="utf-8"))
+    notebook = with_answer_readers(nbformat.read(path, as_version=4), chapter)
+    run = execute(notebook, work / f"reference-{chapter:02d}", cell_timeout, notebook_timeout)
+    expected = {e.id for e in chapter_exercises(chapter) if e.checked}
+    missing = sorted(expected - {k for k, v in run.answers.items() if v is not None})
+    if missing or run.status != "graded":
+        raise ValueError(
+            f"The instructor's run of {path.name} did not give every reference answer ({run.status}; missing "
+            f"{', '.join(missing) or 'none'}): run the chapter yourself and fix it before grading."
+        )
+    write_atomic(cache, lambda tmp: Path(tmp).write_text(json.dumps(run.answers), encoding="utf-8"))
+    return run.answers
+
+
+# --- grading a folder --------------------------------------------------------------------------------------------
+
+
+def check_output(out: Path) -> None:
+    """Refuse an unusable ``--out`` before any notebook runs."""
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the CSV file to write, e.g. scores.csv.")
+    if out.suffix.lower() != ".csv":
+        raise ValueError(f"--out {out} should be a .csv file (the scores table), e.g. scores.csv.")
+    parent = out.parent if str(out.parent) else Path(".")
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
+        raise ValueError(f"--out {out}: {existing} is not a writable folder; choose another place for the scores.")
+
+
+COLUMNS_BEFORE = ["student", "submission", "chapter"]
+COLUMNS_AFTER = ["checked_points", "checked_max", "hand_graded_max", "total_max", "status", "cells_with_errors"]
+
+
+def _student_id(path: Path, answers: dict) -> str:
+    given = answers.get("student")
+    return given.strip() if isinstance(given, str) and given.strip() else path.stem
+
+
+def _row(path: Path, chapter: int | None, run: Execution | None, reference: dict | None, status: str):
+    row: dict[str, object] = {
+        "student": path.stem,
+        "submission": path.name,
+        "chapter": "" if chapter is None else chapter,
+    }
+    feedback = []
+    if chapter is not None:
+        row["student"] = _student_id(path, run.answers if run else {})
+        checked = hand = 0
+        for exercise in chapter_exercises(chapter):
+            if not exercise.checked:
+                row[f"ex_{exercise.id}"] = ""  # graded by hand
+                hand += exercise.points
+                feedback.append(f"- {exercise.id} ({exercise.points} points): graded by hand.")
+                continue
+            answered = run is not None and exercise.id in run.answers
+            verdict = compare(exercise.id, run.answers[exercise.id], reference[exercise.id]) if answered else None
+            points = exercise.points if verdict is not None and verdict.passed else 0
+            row[f"ex_{exercise.id}"] = points
+            checked += points
+            message = verdict.message if verdict is not None else f"✗ Exercise {exercise.id}: no answer was read."
+            feedback.append(f"- {exercise.id}: {points}/{exercise.points} points. {message}")
+        maximum = sum(e.points for e in chapter_exercises(chapter) if e.checked)
+        row |= {"checked_points": checked, "checked_max": maximum, "hand_graded_max": hand, "total_max": maximum + hand}
+    row |= {"status": status, "cells_with_errors": "" if run is None else run.errors}
+    return row, feedback
 
 
 def grade_folder(
     folder: Path,
     out: Path,
-    timeout: int = 1800,
-    run: Callable[[Path], tuple[dict[str, bool], int]] | None = None,
+    jobs: int = 1,
+    cell_timeout: int | None = None,
+    notebook_timeout: int | None = None,
+    chapters_dir: Path | None = None,
     progress: Callable[[str], None] = print,
+    run: Callable | None = None,
 ) -> list[dict[str, object]]:
-    """Grade every ``*.ipynb`` in ``folder`` and write the scores to ``out`` (CSV); return the rows."""
+    """Grade every ``*.ipynb`` in ``folder``; write the scores to ``out`` (CSV) and, in the folder ``out`` names
+    without its suffix, each executed submission and its feedback. Returns the rows.
+
+    ``run`` replaces the execution of a notebook (``run(notebook, scratch, cell_timeout, notebook_timeout) ->
+    Execution``), for tests. Time limits default to :func:`default_timeouts` of each chapter.
+    """
     import nbformat
 
     folder, out = Path(folder), Path(out)
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder; give the folder that holds the submitted notebooks.")
+    check_output(out)
+    if jobs < 1:
+        raise ValueError(f"--jobs {jobs}: give a number of parallel gradings of at least 1.")
+    for value, name in ((cell_timeout, "--cell-timeout"), (notebook_timeout, "--notebook-timeout")):
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} {value}: give a positive number of seconds.")
     paths = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
     if not paths:
         raise ValueError(f"{folder} holds no .ipynb files; collect the submissions there first.")
-    run = run or (lambda p: run_submission(p, timeout))
-    rows = []
-    for path in paths:
-        chapter = chapter_of(nbformat.read(path, as_version=4), path)
-        progress(f"grading {path.name} (chapter {chapter}) ...")
-        verdicts, errors = run(path)
-        row: dict[str, object] = {"submission": path.name, "chapter": chapter}
-        auto = auto_max = 0
-        for exercise in chapter_exercises(chapter):
-            if exercise.checked:
-                score = exercise.points if verdicts.get(exercise.id, False) else 0
-                auto, auto_max = auto + score, auto_max + exercise.points
-                row[f"ex_{exercise.id}"] = score
+    chapters_dir = Path(chapters_dir) if chapters_dir is not None else default_chapters_dir()
+    run = run or execute
+    results = out.with_suffix("")
+    results.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="grading-"))
+    rows: dict[Path, dict] = {}
+    lock = threading.Lock()
+
+    def limits(chapter: int) -> tuple[int, int]:
+        cell, whole = default_timeouts(chapter)
+        return cell_timeout or cell, notebook_timeout or whole
+
+    def grade(index: int, path: Path) -> None:
+        try:
+            notebook = nbformat.read(path, as_version=4)
+        except Exception as error:  # any way a file fails to be a notebook
+            row, feedback = _row(path, None, None, None, f"not a notebook: {type(error).__name__}")
+        else:
+            try:
+                chapter = chapter_of(notebook, path)
+            except ValueError:
+                row, feedback = _row(path, None, None, None, "cannot tell which chapter this is (metadata removed?)")
             else:
-                row[f"ex_{exercise.id}"] = ""  # graded by hand
-        total_max = sum(e.points for e in chapter_exercises(chapter))
-        row |= {
-            "checked_points": auto,
-            "checked_max": auto_max,
-            "hand_graded_max": total_max - auto_max,
-            "cells_with_errors": errors,
-        }
-        rows.append(row)
-        progress(f"  {auto}/{auto_max} checked points, {errors} cell(s) with errors")
-    columns = (
-        ["submission", "chapter"]
-        + [f"ex_{e}" for e in EXERCISES]
-        + ["checked_points", "checked_max", "hand_graded_max", "cells_with_errors"]
-    )
-    used = [c for c in columns if any(c in row for row in rows)]
+                with lock:  # one reference run per chapter, shared by the submissions of that chapter
+                    reference = references.get(chapter)
+                    if reference is None:
+                        if chapters_dir is None:
+                            raise ValueError("No chapters to compute reference answers from: pass --chapters.")
+                        progress(f"reference run of chapter {chapter} (once) ...")
+                        reference = reference_answers(chapter, chapters_dir, work, *limits(chapter))
+                        references[chapter] = reference
+                progress(f"grading {path.name} (chapter {chapter}) ...")
+                # A folder of its own, whose parent holds nothing else: no relative path reaches another submission.
+                own = Path(tempfile.mkdtemp(prefix=f"grading-{index:04d}-"))
+                try:
+                    outcome = run(with_answer_readers(notebook, chapter), own / "submission", *limits(chapter))
+                    _keep(outcome, results / _student_id(path, outcome.answers), path.name)
+                finally:
+                    shutil.rmtree(own, ignore_errors=True)
+                if stop.is_set():  # stopped by an interruption, not by the submission: not graded
+                    return
+                row, feedback = _row(path, chapter, outcome, reference, outcome.status)
+        (results / f"{row['student']}-feedback.md").write_text(
+            f"# {row['student']}: {path.name}\n\nStatus: {row['status']}.\n\n" + "\n".join(feedback) + "\n",
+            encoding="utf-8",
+        )
+        with lock:
+            rows[path] = row
+        progress(
+            f"  {path.name}: {row.get('checked_points', 0)}/{row.get('checked_max', 0)} checked points "
+            f"({row['status']})"
+        )
+
+    references: dict[int, dict] = {}
+    stop = threading.Event()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if on_main_thread:  # SIGTERM ends grading like Ctrl-C does: with the rows graded so far written
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        for future in [pool.submit(grade, i, p) for i, p in enumerate(paths)]:
+            future.result()
+    except KeyboardInterrupt:
+        stop.set()
+        progress("interrupted: stopping the notebooks still running and writing the rows graded so far")
+        pool.shutdown(wait=False, cancel_futures=True)
+        with _RUNNING_LOCK:
+            for child in list(_RUNNING):
+                _kill(child)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        with lock:
+            for path in paths:
+                if path not in rows:
+                    rows[path] = _row(path, None, None, None, "not graded: grading was interrupted")[0]
+            ordered = [rows[p] for p in paths]
+        write_scores(ordered, out)
+        shutil.rmtree(work, ignore_errors=True)
+    if stop.is_set():
+        raise KeyboardInterrupt  # after the rows are written: the caller says how grading ended
+    return ordered
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _keep(run: Execution, stem: Path, name: str) -> None:
+    """Save the executed submission beside the scores, as ``.ipynb`` and ``.html``, without the grader's cells."""
+    import nbformat
+
+    if run.executed is None or not run.executed.is_file():
+        return
+    notebook = nbformat.read(run.executed, as_version=4)
+    notebook.cells = [c for c in notebook.cells if READ_TAG not in c.metadata.get("tags", [])]
+    nbformat.write(notebook, stem.with_suffix(".ipynb"))
+    try:
+        from nbconvert import HTMLExporter
+
+        html, _ = HTMLExporter().from_notebook_node(notebook)
+        stem.with_suffix(".html").write_text(html, encoding="utf-8")
+    except ImportError:
+        pass  # the .ipynb is there; nbconvert comes with the book's extras
+
+
+def write_scores(rows: list[dict], out: Path) -> None:
+    """One CSV row per submission: ``student`` first (the ID an LMS gradebook matches), numbers as numbers."""
+    exercises = [f"ex_{e}" for e in EXERCISES if any(f"ex_{e}" in row for row in rows)]
+    columns = COLUMNS_BEFORE + exercises + COLUMNS_AFTER
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=used, restval="", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     text = buffer.getvalue()
-    write_atomic(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    return rows
+    write_atomic(Path(out), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m lora_merge_utils.grading execute SOURCE EXECUTED ANSWERS CELL_TIMEOUT``: the child process."""
+    if len(argv) != 5 or argv[0] != "execute":
+        print("usage: python -m lora_merge_utils.grading execute SOURCE EXECUTED ANSWERS CELL_TIMEOUT", file=sys.stderr)
+        return 2
+    _execute_here(Path(argv[1]), Path(argv[2]), Path(argv[3]), int(argv[4]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -1,18 +1,20 @@
-"""Build the instructor or the student edition of the book (the public edition is the repository root itself).
+"""Build one of the book's three editions from the chapters in ``notebooks/``, each from a staged copy.
 
+    python scripts/build_edition.py public       # -> _build/html (make html): no solution anywhere
     python scripts/build_edition.py instructor   # -> _build/instructor/_build/html: solutions and their outputs
     python scripts/build_edition.py student      # -> _build/student/_build/html: the student notebooks
 
-All three editions come from one source, the chapters in ``notebooks/``:
-
-* **public** (``make html``/``make book``): solution cells carry the ``remove-cell`` tag, so neither their code nor
-  their output reaches the page; exercises, hints and check calls do;
-* **instructor** (``make instructor``): a staged copy in which every solution is shown under a "Solution" heading,
-  with the output it produced when the chapters were executed;
+* **public** (``make html``/``make book``; what the Pages workflow publishes): the chapters with their outputs and
+  without their solution cells, which are dropped from the staged copy, so no served file can hold them: not a
+  page, not a notebook offered for download, not the search index. The chapters' *Open in Colab* badges open the
+  student copies; Jupyter Book's own launch button, which would open the chapter with its solutions, is left out.
+  ``scripts/check_public_build.py`` then checks every file the site serves.
+* **instructor** (``make instructor``): every solution shown under a "Solution" heading, with the output it produced
+  when the chapters were executed.
 * **student** (``make student``): the committed ``notebooks/student/`` copies (``scripts/make_student.py``), whose
   launch buttons open the student notebooks; without the conclusions page, which pastes the chapters' results.
 
-Both staged editions are built with ``-W`` (warnings are errors), like the public one.
+Every edition is built with ``-W`` (warnings are errors).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ["book", "_static", "_toc.yml"]
-TITLES = {"instructor": "instructor edition", "student": "student edition"}
+TITLES = {"public": "", "instructor": "instructor edition", "student": "student edition"}
 
 
 def instructor_notebook(notebook) -> nbformat.NotebookNode:
@@ -49,6 +51,12 @@ def instructor_notebook(notebook) -> nbformat.NotebookNode:
     return notebook
 
 
+def public_notebook(notebook) -> nbformat.NotebookNode:
+    """A chapter without its solution cells (outputs and everything else kept)."""
+    notebook.cells = [c for c in notebook.cells if "solution" not in c.metadata.get("tags", [])]
+    return notebook
+
+
 def stage(edition: str, staging: Path) -> None:
     """Copy the book's sources into ``staging`` with the edition's notebooks and title."""
     shutil.rmtree(staging, ignore_errors=True)
@@ -57,11 +65,18 @@ def stage(edition: str, staging: Path) -> None:
         source = ROOT / name
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, staging / name)
     config = (ROOT / "_config.yml").read_text(encoding="utf-8")
-    config = re.sub(
-        r'^title: "(.*)"$', lambda m: f'title: "{m.group(1)} ({TITLES[edition]})"', config, count=1, flags=re.M
-    )
+    if TITLES[edition]:
+        config = re.sub(
+            r'^title: "(.*)"$', lambda m: f'title: "{m.group(1)} ({TITLES[edition]})"', config, count=1, flags=re.M
+        )
     chapters = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
-    if edition == "instructor":
+    if edition == "public":
+        (staging / "notebooks").mkdir()
+        for path in chapters:
+            nbformat.write(public_notebook(nbformat.read(path, as_version=4)), staging / "notebooks" / path.name)
+        # Jupyter Book's launch button opens the page's own source on GitHub: the chapter with its solutions.
+        config = re.sub(r"^(\s*colab_url:).*$", r'\1 ""', config, count=1, flags=re.M)
+    elif edition == "instructor":
         (staging / "notebooks").mkdir()
         for path in chapters:
             nbformat.write(instructor_notebook(nbformat.read(path, as_version=4)), staging / "notebooks" / path.name)
@@ -95,14 +110,15 @@ def main() -> None:
     parser.add_argument("edition", choices=sorted(TITLES))
     parser.add_argument("--out", type=Path, default=None, help="default: _build/<edition>")
     args = parser.parse_args()
-    out = (args.out or ROOT / "_build" / args.edition).resolve()
-    staging = out / "src"
+    # The public site is the repository's _build/html, where readers, `make check-pages` and Pages look for it.
+    out = (args.out or (ROOT if args.edition == "public" else ROOT / "_build" / args.edition)).resolve()
+    staging = out / "_build" / "public-src" if args.edition == "public" else out / "src"
     stage(args.edition, staging)
     jupyter_book = Path(sys.executable).with_name("jupyter-book")
     command = [str(jupyter_book), "build", str(staging), "-W", "--keep-going", "--path-output", str(out)]
     result = subprocess.run(command, cwd=staging)
     if result.returncode == 0:
-        print(f"{TITLES[args.edition]}: {out / '_build' / 'html' / 'index.html'}")
+        print(f"{TITLES[args.edition] or 'public book'}: {out / '_build' / 'html' / 'index.html'}")
     sys.exit(result.returncode)
 
 

@@ -134,9 +134,10 @@ def time_line(name: str) -> str:
 
 
 def colab_url(name: str) -> str:
-    """The *Open in Colab* address of chapter ``name`` in the repository and branch of ``_config.yml``."""
+    """The *Open in Colab* address of chapter ``name`` in the repository and branch of ``_config.yml``: its student
+    copy (``notebooks/student/``), which holds no solution, since the badge is on every public page."""
     url, branch = repository()
-    return COLAB.format(owner_repo=url.split("github.com/")[-1], branch=branch, name=name)
+    return COLAB.format(owner_repo=url.split("github.com/")[-1], branch=branch, name=f"student/{name}")
 
 
 COLAB_GPU = {"accelerator": "GPU", "colab": {"gpuType": "T4"}}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -33,7 +34,11 @@ from lora_merge_utils.exercises import EXERCISES  # noqa: E402
 STUDENT_DIR = ROOT / "notebooks" / "student"
 EDITION_NOTE = (
     "*Student edition*: each exercise below has an empty cell for your answer. Checked exercises print "
-    "✓ or ✗ when you run the cell after your answer."
+    "✓ or ✗ when you run the cell after your answer; that is a hint for you, and your grade comes from the "
+    "instructor's grader. Put your student ID in `STUDENT_ID` below the setup cell."
+)
+STUDENT_ID = (
+    'STUDENT_ID = ""  # your student ID, as your course asks for it (the grader reads it; without it, your file name)'
 )
 
 
@@ -91,6 +96,10 @@ def student_version(notebook, name: str, with_solutions: bool = False) -> nbform
             cell.execution_count = None
             cell.metadata.pop("execution", None)
         cells.append(cell)
+    setup = next(i for i, c in enumerate(cells) if "setup" in c.metadata.get("tags", []))
+    identity = nbformat.v4.new_code_cell(STUDENT_ID)
+    identity.id, identity.metadata["tags"] = "student-id", ["student-id"]
+    cells.insert(setup + 1, identity)
     first = cells[0]
     execute = _execute_notebooks()
     url, branch = execute.repository()
@@ -117,10 +126,41 @@ def write_if_changed(notebook, path: Path) -> bool:
     return True
 
 
+GUIDE = ROOT / "book" / "instructors.md"
+
+
+def guide_tables() -> dict[str, str]:
+    """The tables of the instructors' page that come from the exercise table, the measured CPU times and the plan:
+    ``{marker name: markdown}``."""
+    from lora_merge_utils.exercises import chapter_table, exercise_table
+    from lora_merge_utils.grading import CHAPTER_SECONDS
+    from lora_merge_utils.plan import chapter_plan
+
+    plan = chapter_plan("full")
+    t4 = {int(n[:2]): (w, a) for n, w, a in zip(plan["notebook"], plan["warm_minutes"], plan["alone_minutes"])}
+    cpu = {chapter: seconds / 60 for chapter, seconds in CHAPTER_SECONDS.items()}
+    return {"chapter table": chapter_table(cpu, t4), "exercise table": exercise_table()}
+
+
+def with_guide_tables(text: str) -> str:
+    """``text`` (the instructors' page) with each generated table between its markers replaced."""
+    for name, table in guide_tables().items():
+        start = re.search(rf"<!-- {name}: generated .*? -->\n", text)
+        end = text.index(f"<!-- end of {name} -->")
+        if start is None:
+            raise SystemExit(f"{GUIDE}: the '<!-- {name}: generated ...' marker is missing")
+        text = text[: start.end()] + table + "\n" + text[end:]
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=STUDENT_DIR)
     args = parser.parse_args()
+    guide = GUIDE.read_text(encoding="utf-8")
+    if with_guide_tables(guide) != guide:
+        GUIDE.write_text(with_guide_tables(guide), encoding="utf-8")
+        print(f"wrote {GUIDE.relative_to(ROOT)} (its generated tables)")
     for path in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
         notebook = student_version(nbformat.read(path, as_version=4), path.name)
         changed = write_if_changed(notebook, args.out / path.name)

@@ -57,7 +57,7 @@ def test_chapter_structure(path):
     first = cells[0].source
     url = CONFIG["repository"]["url"].rstrip("/")
     owner_repo = url.split("github.com/")[-1]
-    badge = f"colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{path.name}"
+    badge = f"colab.research.google.com/github/{owner_repo}/blob/main/notebooks/student/{path.name}"  # no solutions
     assert first.startswith("# ") and badge in first
     assert EXECUTE.time_line(path.name) in first, "the opening states the plan's T4 time (make notebooks)"
     setup = [c for c in cells if "setup" in c.metadata.get("tags", [])]

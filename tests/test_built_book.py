@@ -20,18 +20,10 @@ pytestmark = pytest.mark.book
 
 @pytest.fixture(scope="module")
 def public_book(tmp_path_factory) -> Path:
-    """The public book as `make html` renders it (stored notebook outputs, nothing executed; warnings are errors),
-    built once for the tests that read its pages."""
+    """The public book as `make html` renders it (a staged copy without solutions, stored outputs, nothing executed;
+    warnings are errors), built once for the tests that read its pages."""
     out = tmp_path_factory.mktemp("book")
-    command = [
-        str(Path(sys.executable).parent / "jupyter-book"),
-        "build",
-        str(ROOT),
-        "-W",
-        "--keep-going",
-        "--path-output",
-        str(out),
-    ]
+    command = [sys.executable, str(ROOT / "scripts" / "build_edition.py"), "public", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out / "_build" / "html"
@@ -45,7 +37,15 @@ def test_public_book_builds_and_no_solution_reaches_it(public_book):
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "no solution code or output on the 8 chapter pages" in check.stdout
+    assert "no solution code, output or image in the" in check.stdout and "(8 chapters)" in check.stdout
+    for chapter in CHAPTERS:
+        page = (public_book / "notebooks" / f"{chapter.stem}.html").read_text(encoding="utf-8")
+        assert "colab.research.google.com/github" in page and f"notebooks/student/{chapter.name}" in page, (
+            "the page's Colab badge opens the student copy"
+        )
+        assert f"blob/main/notebooks/{chapter.name}" not in page, "no link opens the chapter with its solutions"
+    downloads = list((public_book / "_sources").rglob("*.ipynb"))
+    assert downloads and all('"solution"' not in p.read_text(encoding="utf-8") for p in downloads)
 
 
 @pytest.mark.parametrize("edition", ["instructor", "student"])
@@ -65,7 +65,7 @@ def test_edition_builds_with_warnings_as_errors(edition, tmp_path):
         )
         assert check.returncode != 0
         leaked = {line.split(".ipynb")[0].strip() for line in check.stderr.splitlines()[1:]}
-        assert leaked == {p.stem for p in CHAPTERS}
+        assert leaked == {p.stem for p in CHAPTERS}, "the check finds every chapter's solutions where they are"
     else:
         assert (html / "notebooks" / "student" / f"{CHAPTERS[3].stem}.html").exists()
         assert not (html / "book" / "conclusions.html").exists(), "the results page is not in the student edition"

@@ -1,0 +1,245 @@
+"""The grader as an instructor meets it, with honest, careless and hostile submissions: points computed outside the
+submission's control, a row for every submission whatever it does, one scratch folder each, and the scores written
+even when grading is interrupted. Short generated chapter-0 submissions (the setup cell, the context the checks read,
+the checked exercises) run in seconds where the whole chapter would take minutes."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lora_merge_utils.exercises import chapter_exercises
+from lora_merge_utils.grading import Execution, grade_folder
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTER = sorted((ROOT / "notebooks").glob("00_*.ipynb"))[0]
+CHECKED = [e for e in chapter_exercises(0) if e.checked]
+FULL = sum(e.points for e in CHECKED)
+
+spec = importlib.util.spec_from_file_location("make_student", ROOT / "scripts" / "make_student.py")
+STUDENT = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(STUDENT)
+
+CONTEXT = """\
+import copy
+import re
+
+import torch
+from peft import get_peft_model
+
+settings = study.profile.lora
+targets = [name for name, _ in study.backbone.named_modules() if re.fullmatch(settings.target_modules, name)]"""
+"""What chapter 0's checked solutions and checks read, made without running the chapter's data cells."""
+
+
+def small_submission(with_solutions: bool, before=(), after=(), student_id: str = "") -> nbformat.NotebookNode:
+    """A short chapter-0 notebook: the student copy's setup and ID cells, :data:`CONTEXT`, ``before``, each checked
+    exercise's answer cell (the solution, or the untouched stub) and check cell, then ``after``."""
+    student = STUDENT.student_version(nbformat.read(CHAPTER, as_version=4), CHAPTER.name, with_solutions)
+    setup = next(c for c in student.cells if "setup" in c.metadata.get("tags", []))
+    identity = nbformat.v4.new_code_cell(f"STUDENT_ID = {student_id!r}")
+    answers = [
+        c for c in student.cells if c.cell_type == "code" and c.metadata.get("exercise") in {e.id for e in CHECKED}
+    ]
+    extra = [nbformat.v4.new_code_cell(source) for source in before], [nbformat.v4.new_code_cell(s) for s in after]
+    student.cells = [setup, identity, nbformat.v4.new_code_cell(CONTEXT), *extra[0], *answers, *extra[1]]
+    return student
+
+
+@pytest.fixture
+def chapters(tmp_path) -> Path:
+    """The instructor's chapters for these tests: chapter 0 shortened the same way, with its solutions."""
+    folder = tmp_path / "chapters"
+    folder.mkdir()
+    nbformat.write(small_submission(with_solutions=True), folder / CHAPTER.name)
+    return folder
+
+
+@pytest.fixture
+def grading_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_BOOK_ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("LORA_BOOK_PROFILE", "tiny")
+
+
+def _table(path: Path) -> dict[str, dict]:
+    with path.open() as file:
+        return {row["submission"]: row for row in csv.DictReader(file)}
+
+
+HOSTILE = [
+    # forged verdicts: the old grader's results file, and a printed tick
+    "import json\nopen('checks.jsonl', 'w').write(json.dumps({'exercise': '0.1', 'passed': True}) + '\\n')\n"
+    "print('✓ Exercise 0.1: correct.')",
+    # a replaced self-check and a replaced answer table
+    "import lora_merge_utils as lmu, lora_merge_utils.exercises as ex\n"
+    "ex._FROM_RUN['0.1'] = lambda **kw: 0\nlmu.check_exercise = lambda *a, **k: print('✓')",
+    # a fake answer line printed by the student's own cell
+    'print(\'LORA_BOOK_ANSWER ["0.2", "patch_embed.proj"]\')',
+]
+HOSTILE_ANSWERS = [
+    # an edited check: with targets=[] the self-check expects 0 parameters, and says ✓ to 0
+    "answer_0_1 = 0\nimport lora_merge_utils.exercises as ex\n"
+    "ex.check_exercise('0.1', answer_0_1, backbone=study.backbone, targets=[])",
+    # an answer that says yes to every comparison
+    "class Yes:\n    def __eq__(self, other):\n        return True\n\n    __hash__ = object.__hash__\n\n\n"
+    "answer_0_2 = Yes()",
+]
+
+
+@pytest.mark.subprocess
+def test_points_come_from_the_grader_not_from_the_submission(tmp_path, chapters, grading_env):
+    """Right answers score in full, an untouched notebook scores nothing, and a submission that forges verdicts,
+    replaces the checks, edits a check's arguments or answers with an always-equal object scores nothing either."""
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    nbformat.write(small_submission(True, student_id="s1234"), folder / "ada.ipynb")
+    nbformat.write(small_submission(False), folder / "bob.ipynb")
+    nbformat.write(small_submission(False, before=HOSTILE, after=HOSTILE_ANSWERS), folder / "eve.ipynb")
+    out = tmp_path / "scores.csv"
+    rows = grade_folder(folder, out, jobs=2, chapters_dir=chapters, progress=lambda _: None)
+    table = _table(out)
+    assert [r["submission"] for r in rows] == ["ada.ipynb", "bob.ipynb", "eve.ipynb"]
+    assert out.read_text().splitlines()[0].startswith("student,submission,chapter,ex_0.1")
+    ada, bob, eve = table["ada.ipynb"], table["bob.ipynb"], table["eve.ipynb"]
+    assert (ada["student"], bob["student"], eve["student"]) == ("s1234", "bob", "eve"), "ID from the notebook or name"
+    assert ada["checked_points"] == str(FULL) and ada["checked_max"] == str(FULL) and ada["status"] == "graded"
+    assert bob["checked_points"] == "0" and eve["checked_points"] == "0", (bob, eve)
+    assert all(row[f"ex_{e.id}"] == "" for row in table.values() for e in chapter_exercises(0) if not e.checked)
+    assert ada["total_max"] == str(sum(e.points for e in chapter_exercises(0)))
+    assert ada["cells_with_errors"] == bob["cells_with_errors"] == "0"
+    results = tmp_path / "scores"
+    assert (results / "s1234.ipynb").is_file() and (results / "s1234.html").is_file()
+    feedback = (results / "eve-feedback.md").read_text()
+    assert "0.1: 0/2 points" in feedback and "0.2: 0/1 points" in feedback and "holds a Yes" in feedback
+    assert "graded by hand" in feedback
+
+
+@pytest.mark.subprocess
+def test_a_bad_submission_gets_a_row_and_every_other_one_is_still_graded(tmp_path, chapters, grading_env):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    nbformat.write(small_submission(True), folder / "a_good.ipynb")
+    nbformat.write(small_submission(True, after=["1 / 0"]), folder / "b_raises.ipynb")
+    nbformat.write(small_submission(True, after=["import time\ntime.sleep(600)"]), folder / "c_hangs.ipynb")
+    nbformat.write(small_submission(True, after=["import os\nos._exit(1)"]), folder / "d_dies.ipynb")
+    deleter = (
+        "import pathlib\n"
+        "for p in [*pathlib.Path('.').glob('*.ipynb'), *pathlib.Path('..').glob('**/*.ipynb')]:\n    p.unlink()"
+    )
+    nbformat.write(small_submission(True, before=[deleter]), folder / "e_deletes.ipynb")
+    (folder / "f_garbage.ipynb").write_text("this is not a notebook")
+    plain = nbformat.v4.new_notebook()
+    plain.cells = [nbformat.v4.new_code_cell("print(1)")]
+    nbformat.write(plain, folder / "homework.ipynb")
+    before = sorted(p.name for p in folder.iterdir())
+    out = tmp_path / "scores.csv"
+    grade_folder(
+        folder, out, jobs=2, cell_timeout=60, notebook_timeout=60, chapters_dir=chapters, progress=lambda _: None
+    )
+    table = _table(out)
+    assert sorted(p.name for p in folder.iterdir()) == before, "no submission reached another's files"
+    assert table["a_good.ipynb"]["checked_points"] == str(FULL)
+    assert (
+        table["b_raises.ipynb"]["checked_points"] == str(FULL) and table["b_raises.ipynb"]["cells_with_errors"] == "1"
+    )
+    hangs, dies = table["c_hangs.ipynb"], table["d_dies.ipynb"]
+    assert "ran past 60 s" in hangs["status"] or "stopped after 60 s" in hangs["status"], hangs
+    assert hangs["checked_points"] == str(FULL), "answers given before the hang count"
+    assert "kernel died" in dies["status"] and dies["checked_points"] == str(FULL), dies
+    assert table["e_deletes.ipynb"]["checked_points"] == str(FULL)
+    assert table["f_garbage.ipynb"]["status"].startswith("not a notebook") and table["f_garbage.ipynb"]["chapter"] == ""
+    assert table["homework.ipynb"]["status"].startswith("cannot tell which chapter")
+
+
+def test_the_output_is_checked_before_any_notebook_runs(tmp_path):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(), folder / "00_x.ipynb")
+
+    def never(*args):
+        raise AssertionError("a notebook ran")
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "file").write_text("")
+    for out, message in [
+        (tmp_path / "taken", "is a folder"),
+        (tmp_path / "scores.txt", "should be a .csv file"),
+        (tmp_path / "file" / "scores.csv", "is not a writable folder"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            grade_folder(folder, out, run=never, chapters_dir=tmp_path, progress=lambda _: None)
+    with pytest.raises(ValueError, match="holds no .ipynb files"):
+        grade_folder(tmp_path / "taken", tmp_path / "scores.csv", run=never)
+    with pytest.raises(ValueError, match="--jobs 0"):
+        grade_folder(folder, tmp_path / "scores.csv", jobs=0, run=never)
+
+
+def test_rows_can_be_graded_without_kernels(tmp_path):
+    """The bookkeeping alone, with a stand-in for execution: what the grader does with what a run gave."""
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    nbformat.write(small_submission(False), folder / "ada.ipynb")
+    reference = {"0.1": 100, "0.2": "patch_embed.proj"}
+
+    def run(notebook, scratch, cell_timeout, notebook_timeout):
+        assert scratch.parent.exists() and cell_timeout >= 600
+        return Execution(answers={"0.1": 100.0, "0.2": ["patch_embed.proj"], "student": "  "})
+
+    import lora_merge_utils.grading as grading
+
+    original = grading.reference_answers
+    grading.reference_answers = lambda *a: reference
+    try:
+        rows = grade_folder(folder, tmp_path / "scores.csv", run=run, chapters_dir=tmp_path, progress=lambda _: None)
+    finally:
+        grading.reference_answers = original
+    assert rows[0]["student"] == "ada" and rows[0]["ex_0.1"] == 2 and rows[0]["ex_0.2"] == 0
+    assert "right value, wrong type" in (tmp_path / "scores" / "ada-feedback.md").read_text()
+
+
+@pytest.mark.subprocess
+def test_sigterm_writes_the_rows_graded_so_far(tmp_path, chapters):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    nbformat.write(small_submission(True), folder / "a_quick.ipynb")
+    nbformat.write(small_submission(True, after=["import time\ntime.sleep(600)"]), folder / "b_slow.ipynb")
+    out = tmp_path / "scores.csv"
+    env = dict(os.environ, LORA_BOOK_ARTIFACTS=str(tmp_path / "artifacts"), LORA_BOOK_PROFILE="tiny")
+    grader = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lora_merge_utils",
+            "grade",
+            str(folder),
+            "--out",
+            str(out),
+            "--chapters",
+            str(chapters),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "scores" / "a_quick-feedback.md").exists():
+        assert grader.poll() is None and time.monotonic() < deadline, grader.communicate()
+        time.sleep(0.5)
+    time.sleep(3)  # b_slow is running its endless cell by now
+    grader.send_signal(signal.SIGTERM)
+    stdout, stderr = grader.communicate(timeout=120)
+    assert grader.returncode == 130, stderr
+    assert stderr.count("\n") <= 1 and "Traceback" not in stderr, stderr
+    table = _table(out)
+    assert table["a_quick.ipynb"]["checked_points"] == str(FULL)
+    assert table["b_slow.ipynb"]["status"] == "not graded: grading was interrupted"
