@@ -1,21 +1,29 @@
-"""Intervals for the study's numbers: a bootstrap that resamples what varies, paired where methods are compared.
+"""Intervals for the study's numbers, with a coverage this design has been measured to have.
 
-A result of the grid (one row per merge x method x scored task x training seed) varies with three things, and the
-bootstrap resamples all three in every replicate:
+A result of the grid (one row per merge x method x scored task x training seed) varies with three things:
 
-* **test images**: each task's test images are drawn again with replacement (the same draw for every row of that
-  task, so methods, merges and the single adapter are compared on the same images: paired);
-* **training seeds**: the seeds are drawn again with replacement (rows of a seed move together);
-* **tasks**: the scored tasks are drawn again with replacement. A task appears in several merges (each of six tasks
-  is in five pairs), so its rows are not independent: resampling tasks as clusters keeps that dependence.
+* **tasks**: a merge's rows depend on every task it contains, the one scored and its partners: a pair's two rows and
+  a triple's three all share the merge's tasks. With six tasks, the tasks are the main source of uncertainty;
+* **training seeds**: the rows of one seed move together;
+* **test images**: each task's test images are one sample (the same images for every row of that task: methods,
+  merges and the single adapter are compared on the same images, paired).
 
-Rows store which test images were right as packed bits (:func:`pack`), so a replicate's accuracy is a weighted
-count. A difference between two methods is "resolved" only when its interval excludes zero.
+Every interval here is ``estimate ± t × SE`` with three variance parts added: a delete-one-**task** jackknife (the
+statistic recomputed without every row whose merge contains that task), a delete-one-**seed** jackknife, and a
+bootstrap of the **images** (tasks and seeds held). ``t`` is Student's quantile with one degree of freedom fewer
+than the tasks (a few clusters make a normal quantile too narrow). A simulation of this book's design (six tasks,
+three seeds, pairs and triples, known true values; ``tests/test_stats.py``) measured the coverage of the intervals
+at 95%: about 0.95 for this method, where resampling only the scored task with percentile intervals, as the
+first editions did, covered about 0.78, and a crossed bootstrap of tasks about 0.85.
+
+Rows store which test images were right as packed bits (:func:`pack`), so an image replicate's accuracy is a weighted
+count. A difference between two methods is "resolved" when its interval excludes zero; verdicts that are read
+together are Holm-corrected as one family (:func:`holm`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,8 +44,10 @@ def unpack(bits: str, n: int) -> np.ndarray:
 
 @dataclass
 class Bootstrap:
-    """``replicates`` draws of test images (per task), training seeds and tasks, seeded, shared by every statistic
-    computed from it (so differences between methods are paired)."""
+    """The uncertainty model of one study's tables: ``replicates`` seeded draws of each task's test images (shared by
+    every statistic computed from it, so differences between methods are paired), and the tasks and seeds whose
+    delete-one jackknife gives the rest of the variance. ``resample_tasks=False`` leaves tasks out (for one task's
+    own interval)."""
 
     test_sizes: dict[str, int]
     seeds: Sequence[int]
@@ -52,37 +62,23 @@ class Bootstrap:
         self.seeds = list(self.seeds)
         for task, n in self.test_sizes.items():
             self._counts[task] = rng.multinomial(n, np.full(n, 1 / n), size=self.replicates).astype(np.float32)
-        self.seed_weights = rng.multinomial(
-            len(self.seeds), np.full(len(self.seeds), 1 / len(self.seeds)), size=self.replicates
-        ).astype(float)
-        tasks = len(self.tasks)
-        self.task_weights = (
-            rng.multinomial(tasks, np.full(tasks, 1 / tasks), size=self.replicates).astype(float)
-            if self.resample_tasks
-            else np.ones((self.replicates, tasks))
-        )
 
     def accuracy(self, task: str, correct: np.ndarray) -> np.ndarray:
         """The accuracy of each replicate's draw of ``task``'s test images."""
         counts = self._counts[task]
         return counts @ correct.astype(np.float32) / counts.shape[1]
 
-    def weights(self, tasks: Iterable[str], seeds: Iterable[int]) -> np.ndarray:
-        """``[replicates, rows]``: each row's weight in each replicate (its task's and its seed's multiplicity)."""
-        task_index = {t: i for i, t in enumerate(self.tasks)}
-        seed_index = {s: i for i, s in enumerate(self.seeds)}
-        t = np.array([task_index[x] for x in tasks])
-        s = np.array([seed_index[x] for x in seeds])
-        return self.task_weights[:, t] * self.seed_weights[:, s]
 
-
-METRICS = ("accuracy", "normalized", "chance_normalized", "minus_head")
+METRICS = ("accuracy", "normalized", "chance_normalized", "minus_head", "gain_kept")
 """Per row: merged accuracy; ``normalized`` = merged / single adapter; ``chance_normalized`` = (merged - chance) /
-(single - chance), with chance = 1 / classes; ``minus_head`` = merged - head-only baseline (frozen backbone + head)."""
+(single - chance), with chance = 1 / classes; ``minus_head`` = merged - head-only baseline (frozen backbone + head);
+``gain_kept`` = (merged - head-only) / (single - head-only): the share of what the adapter adds over the floor
+(one frozen backbone with the K head-only baselines) that the merge keeps."""
 
 
 def row_values(rows: pd.DataFrame, metric: str, boot: Bootstrap | None = None) -> np.ndarray:
-    """The metric of every row: ``[rows]`` for the observed data, ``[replicates, rows]`` under ``boot``."""
+    """The metric of every row: ``[rows]`` for the observed data, ``[replicates, rows]`` under ``boot``'s image
+    draws."""
     if metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}; use one of {', '.join(METRICS)}.")
     out = []
@@ -101,54 +97,130 @@ def row_values(rows: pd.DataFrame, metric: str, boot: Bootstrap | None = None) -
             out.append(merged - acc(row.head_correct))
             continue
         single = acc(row.adapter_correct)
+        if metric == "gain_kept":
+            head = acc(row.head_correct)
+            gain = single - head
+            out.append((merged - head) / np.where(np.abs(gain) < 1e-9, np.nan, gain))
+            continue
         chance = 1.0 / row.num_classes if metric == "chance_normalized" else 0.0
         out.append((merged - chance) / np.maximum(single - chance, 1e-9))
     return np.stack(out, axis=-1)
 
 
-def _mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return (values * weights).sum(-1) / np.maximum(weights.sum(-1), 1e-12)
-
-
 @dataclass(frozen=True)
 class Estimate:
-    """A point estimate with its bootstrap interval."""
+    """A point estimate with its interval, standard error and the degrees of freedom of its t quantile."""
 
     value: float
     low: float
     high: float
+    se: float = float("nan")
+    df: float = float("inf")
 
     @property
     def resolved(self) -> bool:
         """The interval excludes zero (for differences)."""
         return self.low > 0 or self.high < 0
 
+    @property
+    def p_value(self) -> float:
+        """Two-sided p-value of "the true value is zero", from the same t distribution as the interval."""
+        from scipy.stats import t
+
+        if not np.isfinite(self.se) or self.se <= 0:
+            return 0.0 if self.value != 0 else 1.0
+        return float(2 * t.sf(abs(self.value) / self.se, self.df))
+
     def __str__(self) -> str:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
-def _interval(point: float, replicates: np.ndarray, level: float = LEVEL) -> Estimate:
-    low, high = np.nanpercentile(replicates, [(1 - level) / 2 * 100, (1 + level) / 2 * 100])
-    return Estimate(float(point), float(low), float(high))
+def _members(rows: pd.DataFrame) -> list[set[str]]:
+    """The tasks each row depends on: its merge's members, or its task for rows of one task."""
+    if "members" in rows.columns:
+        return [set(str(m).split("+")) for m in rows["members"]]
+    return [{t} for t in rows["task"]]
+
+
+def _jackknife(statistic, groups: list[tuple[np.ndarray, ...]]) -> tuple[float, int]:
+    """Delete-one jackknife variance of ``statistic(*masks)`` over ``groups`` (one tuple of row masks per level
+    left out; levels whose removal leaves nothing are skipped) and the number of levels used."""
+    thetas = []
+    for masks in groups:
+        if all(mask.any() for mask in masks):
+            thetas.append(statistic(*masks))
+    thetas = np.asarray([t for t in thetas if np.isfinite(t)])
+    n = len(thetas)
+    return ((n - 1) / n * float(((thetas - thetas.mean()) ** 2).sum()) if n > 1 else 0.0), n
+
+
+def _nanmean(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    values = values if mask is None else values[..., mask]
+    return np.nanmean(values, axis=-1)
+
+
+def _interval(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootstrap, level: float = LEVEL) -> Estimate:
+    """The interval of ``sum(sign * mean(metric over rows))`` over ``parts`` (one part: an estimate; two with signs
+    +1 and -1: a paired difference)."""
+    from scipy.stats import t as student
+
+    observed = [(row_values(rows, metric), sign) for rows, sign in parts]
+    replicated = [(row_values(rows, metric, boot), sign) for rows, sign in parts]
+
+    def statistic(*masks):
+        return sum(sign * float(_nanmean(values, mask)) for (values, sign), mask in zip(observed, masks))
+
+    point = statistic(*[np.ones(len(rows), bool) for rows, _ in parts])
+    image_var = float(np.nanvar(sum(sign * _nanmean(values) for values, sign in replicated), ddof=1))
+    tasks_of = [_members(rows) for rows, _ in parts]
+    seeds_of = [rows["seed"].to_numpy() for rows, _ in parts]
+    var, df = image_var, float("inf")
+    tasks = sorted(set().union(*[set().union(*m) for m in tasks_of if m]))
+    if boot.resample_tasks and len(tasks) > 1:
+        task_var, used = _jackknife(
+            statistic, [tuple(np.array([task not in m for m in members]) for members in tasks_of) for task in tasks]
+        )
+        if used > 1:
+            var, df = var + task_var, used - 1
+    seeds = sorted(set().union(*[set(s.tolist()) for s in seeds_of]))
+    if len(seeds) > 1:
+        seed_var, used = _jackknife(statistic, [tuple(s != seed for s in seeds_of) for seed in seeds])
+        var += seed_var
+        if not np.isfinite(df):
+            df = used - 1
+    se = float(np.sqrt(var))
+    q = float(student.ppf((1 + level) / 2, df)) if np.isfinite(df) else float(student.ppf((1 + level) / 2, 1e9))
+    return Estimate(point, point - q * se, point + q * se, se, df)
 
 
 def estimate(rows: pd.DataFrame, metric: str, boot: Bootstrap, level: float = LEVEL) -> Estimate:
-    """The mean of ``metric`` over ``rows`` with its bootstrap interval."""
-    point = float(np.mean(row_values(rows, metric)))
-    weights = boot.weights(rows["task"], rows["seed"])
-    return _interval(point, _mean(row_values(rows, metric, boot), weights), level)
+    """The mean of ``metric`` over ``rows`` with its interval (see the module docstring)."""
+    return _interval([(rows, 1.0)], metric, boot, level)
 
 
 def difference(
     rows_a: pd.DataFrame, rows_b: pd.DataFrame, metric: str, boot: Bootstrap, level: float = LEVEL
 ) -> Estimate:
-    """``mean(a) - mean(b)`` of ``metric``, paired: both means use the same replicates (images, seeds, tasks)."""
-    a, b = row_values(rows_a, metric, boot), row_values(rows_b, metric, boot)
-    point = float(np.mean(row_values(rows_a, metric)) - np.mean(row_values(rows_b, metric)))
-    diff = _mean(a, boot.weights(rows_a["task"], rows_a["seed"])) - _mean(
-        b, boot.weights(rows_b["task"], rows_b["seed"])
-    )
-    return _interval(point, diff, level)
+    """``mean(a) - mean(b)`` of ``metric``, paired: both means use the same images, and each task or seed left out
+    by the jackknife is left out of both."""
+    return _interval([(rows_a, 1.0), (rows_b, -1.0)], metric, boot, level)
+
+
+def holm(estimates: dict[str, Estimate], alpha: float = 1 - LEVEL) -> dict[str, bool]:
+    """Which differences stay resolved when read together as one family, by Holm's step-down correction of their
+    p-values (``alpha`` for the family).
+
+    Example:
+        >>> pairs, triples = Estimate(0.01, -0.02, 0.04, 0.012, 5), Estimate(0.029, 0.0007, 0.0573, 0.011, 5)
+        >>> triples.resolved, holm({"pairs": pairs, "triples": triples})
+        (True, {'pairs': False, 'triples': False})
+    """
+    ordered = sorted(estimates, key=lambda name: estimates[name].p_value)
+    resolved, still = {}, True
+    for rank, name in enumerate(ordered):
+        still = still and estimates[name].p_value <= alpha / (len(ordered) - rank)
+        resolved[name] = still
+    return {name: resolved[name] for name in estimates}
 
 
 def summary_with_intervals(
@@ -192,15 +264,20 @@ def intervals_for_display(summary: pd.DataFrame, digits: int = 3) -> pd.DataFram
     return shown
 
 
-def verdict(e: Estimate, better: str, worse: str) -> str:
+def verdict(e: Estimate, better: str, worse: str, resolved: bool | None = None) -> str:
     """Plain words for a paired difference ``better - worse``: which is ahead, or that it is not resolved.
+    ``resolved`` overrides the interval's own reading (e.g. with :func:`holm`'s verdict for a family).
 
     Example:
         >>> verdict(Estimate(0.02, 0.005, 0.035), "TIES", "averaging")
         'TIES beats averaging by +0.020 [+0.005, +0.035]'
         >>> verdict(Estimate(0.01, -0.004, 0.024), "TIES", "averaging")
         'not resolved: +0.010 [-0.004, +0.024] includes 0'
+        >>> verdict(Estimate(0.02, 0.001, 0.04), "TIES", "averaging", resolved=False)
+        'not resolved once corrected for the other verdicts: +0.020 [+0.001, +0.040]'
     """
+    if resolved is False and e.resolved:
+        return f"not resolved once corrected for the other verdicts: {e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
     if e.low > 0:
         return f"{better} beats {worse} by {e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
     if e.high < 0:
