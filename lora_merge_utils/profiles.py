@@ -166,6 +166,8 @@ class Profile:
         backbone: How to build and load the ViT.
         tasks: The six task names, in a fixed order (the order of every table and plot).
         similar_pairs: Task pairs built to be similar, used to test the study's similarity claim.
+        related_tasks: Tasks on a main task's images with other labels (``lora_merge_utils.tasks.RELABELLINGS``):
+            the study's sense of "similar", trained and merged like the six, outside the six-task grid.
         data: Where the tasks come from and how many images each split keeps (:class:`GeneratedData` or
             :class:`HubData`).
         lora / train: Hyperparameters.
@@ -188,6 +190,7 @@ class Profile:
     tasks: tuple[str, ...]
     similar_pairs: tuple[tuple[str, str], ...]
     data: GeneratedData | HubData
+    related_tasks: tuple[str, ...] = ()
     lora: LoraSettings = LoraSettings()
     train: TrainSettings = TrainSettings()
     budget: Budget = Budget()
@@ -222,6 +225,7 @@ TINY = Profile(
     tasks=("digits", "mnist", "letters", "shapes", "textures", "gratings"),
     similar_pairs=(("digits", "mnist"),),
     data=GeneratedData(train_per_class=300, val_per_class=50, test_per_class=40),
+    related_tasks=("digits_parity", "shapes_family"),
     train=TrainSettings(adapter_epochs=4, adapter_lr=1e-2),
     budget=Budget(refit_images=1000),
     seeds=3,
@@ -239,6 +243,7 @@ FULL = Profile(
     tasks=("mnist", "svhn", "eurosat", "resisc45", "gtsrb", "dtd"),
     similar_pairs=(("mnist", "svhn"), ("eurosat", "resisc45")),
     data=HubData(train_size=2000, val_size=500, test_size=1000),
+    related_tasks=("mnist_parity", "eurosat_landuse"),
     lora=LoraSettings(rank=8, alpha=16, dropout=0.1),
     train=TrainSettings(adapter_epochs=2, adapter_lr=5e-4, batch_size=64, eval_batch_size=256),
     budget=Budget(tuning_images=120, comparison_images=150, refit_images=200, survey_sizes=(2,)),

@@ -51,7 +51,7 @@ from .merging import MergeSpec, get_merge_method
 from .profiles import Profile, get_device, get_profile, progress_enabled
 from .scoring import adapter_correctness, head_correctness
 from .stats import Bootstrap, pack
-from .tasks import ImageTask, check_task_name, load_task, sample_cache_dir, subsample
+from .tasks import ImageTask, all_tasks, check_task_name, load_task, sample_cache_dir, subsample
 from .training import extract_features, train_adapter, train_head
 
 DEFAULT_METHODS = ("task_arithmetic", "linear")
@@ -156,7 +156,7 @@ class Study:
 
     def seed_of(self, task: str, seed: int = 0) -> int:
         """A distinct, fixed training seed per task and seed index."""
-        return self.profile.train.seed * 1000 + 100 * seed + self.profile.tasks.index(task)
+        return self.profile.train.seed * 1000 + 100 * seed + all_tasks(self.profile).index(task)
 
     def dataset(self, task: str, split: str, images: int | None = None):
         """A split (or a class-balanced sample of ``images`` of its images) decoded and resized once per session and
@@ -334,17 +334,20 @@ class Study:
         split: str = "test",
         images: int | None = None,
         seeds: int | list[int] | None = None,
+        tasks: list[str] | None = None,
     ) -> pd.DataFrame:
-        """Per task and training seed: head-only baseline accuracy (frozen backbone + head; the same for every seed)
+        """Per task (the profile's six, or ``tasks``, e.g. with its relabelled ones) and training seed: head-only
+        baseline accuracy (frozen backbone + head; the same for every seed)
         and single-adapter accuracy, on ``split`` (test by default) or on the class-balanced sample of ``images``
         images per task that :meth:`dataset` gives. ``model``/``heads`` (all adapters of one seed) save a reload
         when a single seed is asked for. The packed ``head_correct``/``adapter_correct`` columns record which images
         were right (for intervals)."""
         rows = []
+        tasks = list(tasks or self.profile.tasks)
         for seed in self._seeds(seeds):
             if model is None or len(self._seeds(seeds)) > 1:
-                model, heads = self.load_all_adapters(seed=seed)
-            for task in tqdm(self.profile.tasks, desc=f"singles (seed {seed})", disable=not self.progress):
+                model, heads = self.load_all_adapters(tasks, seed=seed)
+            for task in tqdm(tasks, desc=f"singles (seed {seed})", disable=not self.progress):
                 baseline, _ = self.ensure_head(task)
                 data = self.task(task)
                 head_right = head_correctness(baseline, *self.features(task, split, images))
@@ -416,9 +419,11 @@ class Study:
             missing = scores is None or any(scores.get(c, s) is None for c in combos for s in specs)
             seed_model, seed_heads = (model, heads) if len(wanted) == 1 else (None, None)
             if seed_model is None and missing:
-                seed_model, seed_heads = self.load_all_adapters(seed=seed)
+                seed_model, seed_heads = self.load_all_adapters(list(dict.fromkeys(t for c in combos for t in c)), seed)
             if seed_heads is None:
-                seed_heads = {task: self.adapter_head(task, seed) for task in self.profile.tasks}
+                seed_heads = {
+                    task: self.adapter_head(task, seed) for task in dict.fromkeys(t for c in combos for t in c)
+                }
             if missing and inputs is None:
                 inputs = self.merge_inputs(specs)
             eval_sets = {t: self.dataset(t, split, images) for t in {t for c in combos for t in c}} if missing else {}
@@ -456,18 +461,19 @@ class Study:
         replicates: int = 1000,
         seed: int = 0,
         resample_tasks: bool = True,
+        tasks: list[str] | None = None,
     ) -> Bootstrap:
         """Bootstrap replicates over this study's test images (of ``split``/``images``), training seeds and (unless
         ``resample_tasks=False``, for one task's own interval) tasks, for intervals on any table of its merges (see
         :mod:`lora_merge_utils.stats`)."""
-        sizes = {t: len(self.dataset(t, split, images)) for t in self.profile.tasks}
+        sizes = {t: len(self.dataset(t, split, images)) for t in (tasks or self.profile.tasks)}
         return Bootstrap(sizes, self.seeds, replicates=replicates, seed=seed, resample_tasks=resample_tasks)
 
     def adapters_fingerprint(self, seed: int = 0) -> str:
         """A hash of every saved adapter's weights and head for one seed index: cached evaluations are valid only
         for these."""
         digest = hashlib.sha256()
-        for task in self.profile.tasks:
+        for task in all_tasks(self.profile):
             for name in ("adapter_model.safetensors", "head.safetensors"):
                 file = self.store.adapter_dir(task, seed) / name
                 digest.update(file.read_bytes() if file.is_file() else b"missing")

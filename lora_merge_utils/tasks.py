@@ -705,11 +705,76 @@ LOADERS: dict[type, Callable[[Profile, str], ImageTask]] = {GeneratedData: _load
 """How each kind of :attr:`Profile.data` becomes tasks."""
 
 
+@dataclass(frozen=True)
+class Relabelling:
+    """A task on another task's images with other labels: the study's sense of "similar" tasks (the same kind of
+    images, different labels). ``groups[i]`` is the new class of the base task's class ``i``; the splits are the
+    base task's, image for image."""
+
+    base: str
+    class_names: tuple[str, ...]
+    groups: tuple[int, ...]
+    description: str
+
+
+RELABELLINGS: dict[str, Relabelling] = {
+    "digits_parity": Relabelling(
+        "digits", ("even", "odd"), (0, 1, 0, 1, 0, 1, 0, 1, 0, 1), "the digits task's images, labelled even or odd"
+    ),
+    "shapes_family": Relabelling(
+        "shapes",
+        ("curved", "three or four sides", "spiky"),
+        (0, 1, 1, 2, 2, 0),  # circle, square, triangle, star, cross, ring
+        "the shapes task's images, labelled by family: curved, three or four sides, spiky",
+    ),
+    "mnist_parity": Relabelling(
+        "mnist", ("even", "odd"), (0, 1, 0, 1, 0, 1, 0, 1, 0, 1), "the MNIST task's images, labelled even or odd"
+    ),
+    "eurosat_landuse": Relabelling(
+        "eurosat",
+        ("natural", "farmland", "built-up"),
+        (1, 0, 0, 2, 2, 1, 1, 2, 0, 0),  # annual crop, forest, brushland, highway, industrial, pasture, permanent
+        # crop, residential, river, lake
+        "the EuroSAT task's images, labelled natural, farmland or built-up",
+    ),
+}
+"""Every relabelled task a profile can list in ``related_tasks``."""
+
+
+def relabel(dataset: Dataset, groups: np.ndarray) -> Dataset:
+    """``dataset`` with each label ``y`` replaced by ``groups[y]`` (the images are shared, not copied)."""
+    if isinstance(dataset, TensorDataset):
+        images, labels = dataset.tensors[:2]
+        return TensorDataset(images, torch.as_tensor(groups[labels.numpy()], dtype=torch.long))
+    if isinstance(dataset, InMemoryImages):
+        return InMemoryImages(dataset.images, torch.as_tensor(groups[dataset.labels.numpy()]))
+    if isinstance(dataset, HFImageDataset):
+        out = copy.copy(dataset)
+        out.labels = groups[dataset.labels]
+        return out
+    raise TypeError(f"Cannot relabel a {type(dataset).__name__}.")
+
+
+def _load_relabelled(profile: Profile, name: str) -> ImageTask:
+    spec = RELABELLINGS[name]
+    base = load_task(profile, spec.base)
+    if len(spec.groups) != base.num_classes:
+        raise ValueError(f"{name}: {len(spec.groups)} groups for the {base.num_classes} classes of {spec.base!r}.")
+    groups = np.asarray(spec.groups)
+    splits = {split: relabel(base.split(split), groups) for split in ("train", "val", "test")}
+    return ImageTask(name, list(spec.class_names), splits["train"], splits["test"], spec.description, splits["val"])
+
+
+def all_tasks(profile: Profile) -> tuple[str, ...]:
+    """The profile's six tasks, then its relabelled ones (``related_tasks``)."""
+    return tuple(profile.tasks) + tuple(profile.related_tasks)
+
+
 def check_task_name(profile: Profile, name: str) -> None:
     """Raise a ``ValueError`` listing the valid names if ``name`` is not one of the profile's tasks."""
-    if name not in profile.tasks:
+    if name not in all_tasks(profile):
         raise ValueError(
-            f"Unknown task {name!r} for the {profile.name!r} profile. Valid tasks: {', '.join(profile.tasks)}."
+            f"Unknown task {name!r} for the {profile.name!r} profile. Valid tasks: {', '.join(all_tasks(profile))}."
         )
 
 
@@ -740,7 +805,8 @@ def load_task(profile: Profile | str | None, name: str) -> ImageTask:
         name,
     )
     if key not in _CACHE:
-        _CACHE[key] = LOADERS[type(profile.data)](profile, name)
+        loader = _load_relabelled if name in profile.related_tasks else LOADERS[type(profile.data)]
+        _CACHE[key] = loader(profile, name)
     return _CACHE[key]
 
 
