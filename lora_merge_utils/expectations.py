@@ -42,3 +42,23 @@ EXPECTED: dict[str, str] = {
     ),
 }
 """The sentence each chapter check prints when it fails on real data, keyed as the chapters name them."""
+
+
+PUBLISHED_TASK_ARITHMETIC: list[dict] = [
+    {"model": model, "tasks": tasks, "task arithmetic": ta, "zero-shot": zs, "per-task (TSV-C)": own}
+    for model, rows in {
+        "CLIP ViT-B/32": [(8, 70.79, 48.26, 92.63), (14, 65.32, 57.21, 90.29), (20, 60.52, 56.10, 90.65)],
+        "CLIP ViT-L/14": [(8, 84.93, 64.70, 95.68), (14, 79.41, 68.20, 94.04), (20, 74.02, 65.23, 94.42)],
+    }.items()
+    for tasks, ta, zs, own in rows
+]
+"""Task arithmetic merging 8, 14 and 20 fully fine-tuned CLIP models: average accuracy (%) over the tasks, beside the
+zero-shot model (no adaptation: the floor) and TSV-C (each task keeps its own compressed update: close to every
+fine-tuned model, the ceiling). Our means of the per-task values in TSV-Merge's official results
+(``AntoAndGar/task_singular_vectors`` at a6c97188, ``notebooks/animation_data/radar_results_ViT-B-32.json`` and
+``..._ViT-L-14.json``; Gargiulo et al., 2025). Their share of the gap kept, (merged - zero-shot) / (per-task -
+zero-shot), is our computation, the published counterpart of this book's ``gain_kept``."""
+SOURCE_TASK_ARITHMETIC = (
+    "TSV-Merge's official results (Gargiulo et al., 2025; AntoAndGar/task_singular_vectors, "
+    "notebooks/animation_data/radar_results_*.json at commit a6c97188), our means of the per-task values"
+)

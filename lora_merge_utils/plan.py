@@ -142,23 +142,37 @@ def sizes_of(profile: Profile) -> Sizes:
                 raise ValueError("The plan needs bounded sample sizes; data sizes of None depend on the dataset.")
             return max(1, size // classes[task]) * classes[task]
 
-        return Sizes(
+        sizes = Sizes(
             {t: sample(profile.data.train_size, t) for t in profile.tasks},
             {t: sample(profile.data.val_size, t) for t in profile.tasks},
             {t: sample(profile.data.test_size, t) for t in profile.tasks},
             classes,
         )
+        return _with_related(profile, sizes)
     if isinstance(profile.data, GeneratedData):
         from .tasks import load_task
 
         tasks = {t: load_task(profile, t) for t in profile.tasks}
-        return Sizes(
+        sizes = Sizes(
             {t: len(x.train) for t, x in tasks.items()},
             {t: len(x.val) for t, x in tasks.items()},
             {t: len(x.test) for t, x in tasks.items()},
             {t: x.num_classes for t, x in tasks.items()},
         )
+        return _with_related(profile, sizes)
     raise TypeError(f"No plan for data of type {type(profile.data).__name__}.")
+
+
+def _with_related(profile: Profile, sizes: Sizes) -> Sizes:
+    """``sizes`` with the profile's relabelled tasks: their base task's images, their own classes."""
+    from .tasks import RELABELLINGS
+
+    for task in profile.related_tasks:
+        spec = RELABELLINGS[task]
+        for split in ("train", "val", "test"):
+            getattr(sizes, split)[task] = getattr(sizes, split)[spec.base]
+        sizes.classes[task] = len(spec.class_names)
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -244,10 +258,10 @@ class Session:
         for task in tasks or self.profile.tasks:
             self.ensure_adapter(task, seed)
 
-    def singles(self, split: str = "test", images: int | None = None, seeds=None) -> None:
+    def singles(self, split: str = "test", images: int | None = None, seeds=None, tasks=None) -> None:
         for seed in self.seeds if seeds is None else seeds:
-            self.load_adapters(seed=seed)
-            for task in self.profile.tasks:
+            self.load_adapters(tasks, seed=seed)
+            for task in tasks or self.profile.tasks:
                 self.ensure_head(task)
                 self.features(task, split, images)
                 self.evaluate(task, split, images)
@@ -265,7 +279,7 @@ class Session:
             todo = [job for job in jobs if not cache or ("scores", split, images, seed, job) not in self.saved]
             if not todo:
                 continue
-            self.load_adapters(seed=seed)
+            self.load_adapters(list(dict.fromkeys(t for combo, _ in jobs for t in combo)), seed=seed)
             if not prepared:
                 prepared = True
                 if any(s.kind == "adamerging" for s in specs):
@@ -351,6 +365,9 @@ def _chapter2(s: Session, t: Throughput) -> None:
     s.evaluate(tasks[3], "test")
     for seed in s.seeds:
         for task in tasks:
+            s.ensure_adapter(task, seed)
+    for seed in s.seeds:  # the relabelled tasks of chapter 6
+        for task in s.profile.related_tasks:
             s.ensure_adapter(task, seed)
     s.singles()
     s.train_adapter(tasks[3])  # solution 3: a rank-2 adapter of the fourth task
@@ -441,9 +458,24 @@ def _chapter5(s: Session, t: Throughput) -> None:
     s.merges(tuning[2:], [Spec(("sum", i)) for i in range(5)], "val", budget.tuning_images, seeds=[0])
 
 
+def related_combos(profile: Profile) -> list[tuple[str, str]]:
+    """Chapter 6's merges of each relabelled task: with the task whose images it shares, then with the others."""
+    from .tasks import RELABELLINGS
+
+    base = {r: RELABELLINGS[r].base for r in profile.related_tasks}
+    return [(b, r) for r, b in base.items()] + [
+        (r, o) for r in profile.related_tasks for o in profile.tasks if o != base[r]
+    ]
+
+
 def _chapter6(s: Session, t: Throughput) -> None:
     s.singles()
     s.merges(_grid(s.profile), list(BASELINE), cache=True)
+    everything = list(s.profile.tasks) + list(s.profile.related_tasks)
+    s.singles(tasks=everything)
+    s.merges(related_combos(s.profile), ["task_arithmetic"], cache=True)
+    for seed in s.seeds:
+        s.load_adapters(everything, seed=seed)
     for task in s.profile.tasks:
         s.features(task, "train")
     for seed in s.seeds:

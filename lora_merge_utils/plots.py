@@ -223,7 +223,7 @@ def accuracy_by_size(summary: pd.DataFrame, ax=None):
         means = [1.0] + list(rows["normalized"])
         ax.plot(sizes, means, "o-", color=colour, label=method)
         ax.fill_between(rows["size"], rows["normalized_low"], rows["normalized_high"], color=colour, alpha=0.2)
-    ax.set_xticks([1, 2, 3])
+    ax.set_xticks([1, *sorted(summary["size"].unique())])
     ax.set_ylim(
         _value_limits(
             float(min(summary["normalized_low"].min(), 1.0)), float(max(summary["normalized_high"].max(), 1.0))
@@ -235,6 +235,38 @@ def accuracy_by_size(summary: pd.DataFrame, ax=None):
     ax.legend(fontsize=FONT)
     ax.set_title("Accuracy kept as K grows (mean and 95% interval)", fontsize=FONT + 2)
     return _finish(ax, own)
+
+
+def kept_by_k(ours: pd.DataFrame, published: pd.DataFrame):
+    """Two panels. Left: what our merges keep as K grows (``ours``: ``K``, ``metric``, ``value``, ``low``,
+    ``high``, with metric ``normalized`` and ``gain_kept``). Right: published task arithmetic on 8, 14 and 20 tasks
+    (``published``: ``model``, ``tasks``, ``gap kept``), the share of the gap between zero-shot and per-task models
+    it keeps, the counterpart of our share of the gain kept."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(MAX_WIDTH_IN, 3.6))
+    names = {"normalized": "accuracy kept (merged / single)", "gain_kept": "share of the gain kept"}
+    for (metric, rows), colour in zip(ours.groupby("metric", sort=False), sns.color_palette("deep")):
+        rows = rows.sort_values("K")
+        left.plot(rows["K"], rows["value"], "o-", color=colour, label=names.get(metric, metric))
+        left.fill_between(rows["K"], rows["low"], rows["high"], color=colour, alpha=0.2)
+    left.axhline(1.0, color="grey", lw=0.8, ls=":")
+    left.axhline(0.0, color="grey", lw=0.8, ls=":")
+    left.set_xticks(sorted(ours["K"].unique()))
+    left.set_xlabel("adapters merged (K)", fontsize=FONT + 1)
+    left.set_title("This book's tiny world (95% intervals)", fontsize=FONT + 1)
+    left.legend(fontsize=FONT - 1, loc="lower left")
+    for (model, rows), colour in zip(published.groupby("model", sort=False), sns.color_palette("dark")):
+        rows = rows.sort_values("tasks")
+        right.plot(rows["tasks"], rows["gap kept"], "s--", color=colour, label=model)
+    right.set_ylim(0, 1)
+    right.set_xticks(sorted(published["tasks"].unique()))
+    right.set_xlabel("tasks merged", fontsize=FONT + 1)
+    right.set_title("Published: task arithmetic,\nshare of the gap kept", fontsize=FONT + 1)
+    right.legend(fontsize=FONT - 1)
+    for ax in (left, right):
+        ax.tick_params(labelsize=FONT)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
 
 
 def sample_grid(images: np.ndarray, labels: Sequence[str], columns: int = 8, title: str | None = None):

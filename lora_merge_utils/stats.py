@@ -73,7 +73,9 @@ METRICS = ("accuracy", "normalized", "chance_normalized", "minus_head", "gain_ke
 """Per row: merged accuracy; ``normalized`` = merged / single adapter; ``chance_normalized`` = (merged - chance) /
 (single - chance), with chance = 1 / classes; ``minus_head`` = merged - head-only baseline (frozen backbone + head);
 ``gain_kept`` = (merged - head-only) / (single - head-only): the share of what the adapter adds over the floor
-(one frozen backbone with the K head-only baselines) that the merge keeps."""
+(one frozen backbone with the K head-only baselines) that the merge keeps. For a set of rows ``gain_kept`` is a ratio
+of means, (mean merged - mean head-only) / (mean single - mean head-only): a row's own ratio has a denominator near
+zero wherever the probe is almost as good as the adapter."""
 
 
 def row_values(rows: pd.DataFrame, metric: str, boot: Bootstrap | None = None) -> np.ndarray:
@@ -97,7 +99,7 @@ def row_values(rows: pd.DataFrame, metric: str, boot: Bootstrap | None = None) -
             out.append(merged - acc(row.head_correct))
             continue
         single = acc(row.adapter_correct)
-        if metric == "gain_kept":
+        if metric == "gain_kept":  # a row's own ratio (see METRICS); summaries take the ratio of means
             head = acc(row.head_correct)
             gain = single - head
             out.append((merged - head) / np.where(np.abs(gain) < 1e-9, np.nan, gain))
@@ -116,6 +118,9 @@ class Estimate:
     high: float
     se: float = float("nan")
     df: float = float("inf")
+    tasks_resampled: int = 0
+    """How many tasks the jackknife left out in turn (0: the rows' tasks could not be resampled, e.g. one merge of
+    every task; the interval then covers seeds and images only)."""
 
     @property
     def resolved(self) -> bool:
@@ -133,6 +138,19 @@ class Estimate:
 
     def __str__(self) -> str:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def _adapter_gain(rows: pd.DataFrame, boot: Bootstrap | None) -> np.ndarray:
+    """Single adapter minus head-only accuracy, per row (and replicate)."""
+    out = []
+    for row in rows.itertuples(index=False):
+        n = int(row.num_images)
+        single, head = unpack(row.adapter_correct, n), unpack(row.head_correct, n)
+        if boot is None:
+            out.append(single.mean() - head.mean())
+        else:
+            out.append(boot.accuracy(row.task, single) - boot.accuracy(row.task, head))
+    return np.stack(out, axis=-1)
 
 
 def _members(rows: pd.DataFrame) -> list[set[str]]:
@@ -164,24 +182,34 @@ def _interval(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootst
     +1 and -1: a paired difference)."""
     from scipy.stats import t as student
 
-    observed = [(row_values(rows, metric), sign) for rows, sign in parts]
-    replicated = [(row_values(rows, metric, boot), sign) for rows, sign in parts]
+    def values(rows, boot=None):
+        if metric == "gain_kept":  # a ratio of means: (merged - head) over (single - head)
+            return row_values(rows, "minus_head", boot), _adapter_gain(rows, boot)
+        return row_values(rows, metric, boot)
+
+    def mean(part, mask=None):
+        if isinstance(part, tuple):
+            return _nanmean(part[0], mask) / _nanmean(part[1], mask)
+        return _nanmean(part, mask)
+
+    observed = [(values(rows), sign) for rows, sign in parts]
+    replicated = [(values(rows, boot), sign) for rows, sign in parts]
 
     def statistic(*masks):
-        return sum(sign * float(_nanmean(values, mask)) for (values, sign), mask in zip(observed, masks))
+        return sum(sign * float(mean(part, mask)) for (part, sign), mask in zip(observed, masks))
 
     point = statistic(*[np.ones(len(rows), bool) for rows, _ in parts])
-    image_var = float(np.nanvar(sum(sign * _nanmean(values) for values, sign in replicated), ddof=1))
+    image_var = float(np.nanvar(sum(sign * mean(part) for part, sign in replicated), ddof=1))
     tasks_of = [_members(rows) for rows, _ in parts]
     seeds_of = [rows["seed"].to_numpy() for rows, _ in parts]
-    var, df = image_var, float("inf")
+    var, df, clusters = image_var, float("inf"), 0
     tasks = sorted(set().union(*[set().union(*m) for m in tasks_of if m]))
     if boot.resample_tasks and len(tasks) > 1:
         task_var, used = _jackknife(
             statistic, [tuple(np.array([task not in m for m in members]) for members in tasks_of) for task in tasks]
         )
         if used > 1:
-            var, df = var + task_var, used - 1
+            var, df, clusters = var + task_var, used - 1, used
     seeds = sorted(set().union(*[set(s.tolist()) for s in seeds_of]))
     if len(seeds) > 1:
         seed_var, used = _jackknife(statistic, [tuple(s != seed for s in seeds_of) for seed in seeds])
@@ -190,7 +218,7 @@ def _interval(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootst
             df = used - 1
     se = float(np.sqrt(var))
     q = float(student.ppf((1 + level) / 2, df)) if np.isfinite(df) else float(student.ppf((1 + level) / 2, 1e9))
-    return Estimate(point, point - q * se, point + q * se, se, df)
+    return Estimate(point, point - q * se, point + q * se, se, df, clusters)
 
 
 def estimate(rows: pd.DataFrame, metric: str, boot: Bootstrap, level: float = LEVEL) -> Estimate:

@@ -132,6 +132,16 @@ def _figures() -> dict:
             _intervals(0.88), "family", "normalized", hue="merges", reference=0.9, title=long_title
         ),
         "accuracy_by_size": plots.accuracy_by_size(by_size),
+        "kept_by_k": plots.kept_by_k(
+            pd.DataFrame(
+                [
+                    {"K": k, "metric": m, "value": v - 0.1 * k, "low": v - 0.1 * k - 0.2, "high": v - 0.1 * k + 0.2}
+                    for k in range(2, 7)
+                    for m, v in (("normalized", 1.0), ("gain_kept", 0.8))
+                ]
+            ),
+            pd.DataFrame([{"model": "CLIP ViT-B/32", "tasks": t, "gap kept": 0.5 / (t / 8)} for t in (8, 14, 20)]),
+        ),
         "sample_grid": plots.sample_grid(
             rng.integers(0, 255, (10, 16, 16, 3), dtype=np.uint8),
             ["horizontal stripes", "checkerboard"] * 5,
