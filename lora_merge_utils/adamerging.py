@@ -3,10 +3,10 @@
 Layer-wise AdaMerging writes the merged weight of each target layer ``l`` as ``W_l + sum_k lambda_{l,k} dW_{l,k}`` and
 chooses the ``lambda`` (clamped to [0, 1]) by minimising the entropy of each task's head on unlabeled images of that
 task, summed over tasks, with Adam; the heads stay frozen. Confident predictions are a proxy for accurate ones, and
-no label is used. Our version follows the official code (``EnnengYang/AdaMerging``) on LoRA updates, with two
-changes for a small budget: it starts from the merge weights given (``1/K``, plain averaging, rather than 0.3 for
-eight tasks) and takes few steps (10 of 16 images per task by default, against 500 of 32), on the validation split
-rather than on test images.
+no label is used. It follows the official code (``EnnengYang/AdaMerging``, ``src/main_layer_wise_adamerging.py``) on
+LoRA updates; :data:`PAPER` and :data:`SHORT` are the two schedules the merge methods ``adamerging`` and
+``adamerging_short`` use. The official code adapts on the unlabeled *test* images it is then scored on; this book
+adapts on unlabeled training images (see :meth:`lora_merge_utils.study.Study.merge_inputs`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,13 @@ from torch.func import functional_call
 
 from .batches import autocast, grad_scaler
 from .workload import count
+
+PAPER = {"steps": 500, "lr": 1e-3, "init": 0.3, "batch_size": 32}
+"""The official schedule: 500 Adam steps at lr 1e-3 from lambda = 0.3, each on two batches of 16 images per task (one
+batch of 32 here: the same images per step; Adam's steps do not depend on the loss's overall scale)."""
+SHORT = {"steps": 10, "lr": 0.02, "init": None, "batch_size": 16}
+"""A schedule a hundred times cheaper, for chapters that merge dozens of times on a CPU: 10 steps at lr 0.02 on 16
+images per task, from the merge weights given (plain averaging, 1/K, by default)."""
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -226,10 +226,32 @@ def dare_linear(factors: Factors, weights: Sequence[float], density: float, seed
 
 @_repeatable
 def dare_ties(
-    factors: Factors, weights: Sequence[float], density: float, seed: int = 0, majority_sign_method: str = "total"
+    factors: Factors,
+    weights: Sequence[float],
+    density: float,
+    seed: int = 0,
+    majority_sign_method: str = "total",
+    trim_density: float = 0.2,
 ) -> Deltas:
-    """DARE, then TIES's sign election and disjoint mean (no magnitude trimming: DARE already sparsified)."""
-    return _ties_merge(_dare(_full(factors), density, seed), weights, 1.0, majority_sign_method, trim=False)
+    """DARE-TIES as MergeLM (Yu et al., 2024) does it: DARE drops each entry of every update with probability
+    ``1 - density`` and rescales the rest, then TIES-Merging runs in full on the result — each task keeps its
+    ``trim_density`` largest-magnitude entries (whole model; MergeLM's ``param_value_mask_rate`` is
+    ``1 - trim_density``, 0.8 by default), a sign is elected per entry and the agreeing entries are averaged.
+    ``trim_density=1.0`` skips the trim, which is what PEFT's ``dare_ties`` does on its factors.
+
+    Example (at density 1.0 DARE drops nothing; the trim then keeps each task's largest entry):
+        >>> import torch
+        >>> one = torch.ones(1, 1)
+        >>> factors = {"layer": [(one, torch.tensor([[3.0, 1.0]])), (one, torch.tensor([[-1.0, 2.0]]))]}
+        >>> dare_ties(factors, [1.0, 1.0], density=1.0, trim_density=1.0)["layer"]  # plain TIES at density 1
+        tensor([[3.0000, 1.5000]])
+        >>> dare_ties(factors, [1.0, 1.0], density=1.0, trim_density=0.5)["layer"]
+        tensor([[3., 2.]])
+    """
+    if not 0.0 < trim_density <= 1.0:
+        raise ValueError(f"trim_density must be in (0, 1], got {trim_density}.")
+    dropped = _dare(_full(factors), density, seed)
+    return _ties_merge(dropped, weights, trim_density, majority_sign_method, trim=trim_density < 1.0)
 
 
 @_repeatable
@@ -321,6 +343,52 @@ def iso_cts(factors: Factors, weights: Sequence[float], common_fraction: float =
             b = w * b.double()
             residual_b = b - us[0] @ (us[0].T @ b)
             ut, st, vht = lowrank_svd([(residual_b, a)])
+            us.append(ut[:, : specific // k])
+            ss.append(st[: specific // k])
+            vhs.append(vht[: specific // k])
+        spectrum = torch.cat(ss)
+        u_perp, vh_perp = polar(torch.cat(us, dim=1)), polar(torch.cat(vhs, dim=0))
+        out[name] = (spectrum.mean() * u_perp @ vh_perp).to(_dtype(factors))
+    return out
+
+
+@_repeatable
+def iso_c_full(factors: Factors, weights: Sequence[float]) -> Deltas:
+    """Iso-C exactly as the official code (``danielm1405/iso-merging``, ``src/utils/iso.py``) does it, on the dense
+    weighted sum: every one of its ``min(m, n)`` singular values, zeros included, replaced by their mean. For a LoRA
+    sum of rank ``K r`` below ``min(m, n)`` this spreads ``sum(S) / min(m, n)`` over every direction, the null space's
+    included, whose singular vectors are arbitrary (whatever the SVD returns for a zero singular value): the paper's
+    space, kept to show what it does to low-rank updates (:func:`iso_c` flattens within the sum's support)."""
+    out = {}
+    for name, pairs in factors.items():
+        dense = sum(w * (b.double() @ a.double()) for (b, a), w in zip(pairs, weights))
+        u, s, vh = torch.linalg.svd(dense, full_matrices=False)
+        out[name] = (s.mean() * u @ vh).to(_dtype(factors))
+    return out
+
+
+@_repeatable
+def iso_cts_full(factors: Factors, weights: Sequence[float], common_fraction: float = 0.8) -> Deltas:
+    """Iso-CTS exactly as the official code does it, on dense updates: the common subspace is the top
+    ``common_fraction`` of all ``min(m, n)`` directions of the weighted sum, each task adds an equal share of the top
+    directions of its update with the common subspace projected out, the bases are made orthonormal and the spectrum
+    flat (the mean of all the kept values). On LoRA updates of total rank ``K r`` below ``common_fraction *
+    min(m, n)`` every update lies inside the common subspace, so each task's residual is zero and its directions are
+    arbitrary: the method reduces to :func:`iso_c_full` with other arbitrary directions."""
+    if not 0.0 < common_fraction <= 1.0:
+        raise ValueError(f"common_fraction must be in (0, 1], got {common_fraction}.")
+    out = {}
+    for name, pairs in factors.items():
+        k = len(pairs)
+        updates = [w * (b.double() @ a.double()) for (b, a), w in zip(pairs, weights)]
+        size = min(updates[0].shape)
+        specific = round((size - int(size * common_fraction)) / k) * k
+        common = size - specific
+        u, s, vh = torch.linalg.svd(sum(updates), full_matrices=False)
+        us, ss, vhs = [u[:, :common]], [s[:common]], [vh[:common]]
+        for update in updates:
+            residual = update - us[0] @ (us[0].T @ update)
+            ut, st, vht = torch.linalg.svd(residual, full_matrices=False)
             us.append(ut[:, : specific // k])
             ss.append(st[: specific // k])
             vhs.append(vht[: specific // k])

@@ -94,7 +94,7 @@ class MergeInputs:
     """What some merge specs need besides the adapters and the images they are scored on."""
 
     unlabeled: dict[str, torch.Tensor] | None = None
-    """Per task, unlabeled validation images (normalised, ``[N, 3, H, W]``), for AdaMerging."""
+    """Per task, unlabeled training images (normalised, ``[N, 3, H, W]``), for AdaMerging."""
     refit_sets: dict[str, Dataset] | None = None
     """Per task, labelled training images for refitting heads on a merged backbone."""
     refit_l2: dict[str, float] | None = None

@@ -9,7 +9,8 @@ every method works on a copy. Three kinds of method share the entry point (``pyt
 * PEFT's ``add_weighted_adapter``: ``linear``, ``cat``, ``svd``, and the factor-wise ``*_on_factors`` variants of
   TIES, DARE and magnitude pruning, which combine the A factors and the B factors separately (not the updates);
 * AdaMerging, which learns one coefficient per layer and task from unlabeled images
-  (:mod:`lora_merge_utils.adamerging`).
+  (:mod:`lora_merge_utils.adamerging`): ``adamerging`` on the paper's schedule, ``adamerging_short`` on one a hundred
+  times cheaper.
 
 A request for a merge is a :class:`MergeSpec`: a method, its hyperparameters, a label for tables, and whether each
 task's head is refitted on the merged backbone's features.
@@ -30,6 +31,8 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from . import combine
+from .adamerging import PAPER as ADAMERGING_PAPER
+from .adamerging import SHORT as ADAMERGING_SHORT
 from .workload import count
 
 
@@ -47,9 +50,14 @@ class MergeMethod:
     uses_density: bool = False
     uses_svd_rank: bool = False
     uses_common_fraction: bool = False
+    uses_trim_density: bool = False
+    adapts: dict | None = None
+    """AdaMerging's schedule (:data:`lora_merge_utils.adamerging.PAPER` or ``SHORT``): the method learns its
+    coefficients from unlabeled images with it."""
+    """DARE-TIES: the share of each task's entries TIES keeps after DARE's drop (``trim_density=``)."""
     random: bool = False
     data: str = "none"
-    """What the method needs besides the adapters: ``"none"``, or ``"unlabeled validation images"``."""
+    """What the method needs besides the adapters: ``"none"``, or ``"unlabeled training images"``."""
 
 
 MERGE_METHODS: dict[str, MergeMethod] = {
@@ -75,9 +83,11 @@ MERGE_METHODS: dict[str, MergeMethod] = {
         ),
         MergeMethod(
             "dare_ties",
-            "DARE on the true updates, then TIES's sign election and disjoint mean",
+            "DARE on the true updates, then TIES-Merging in full (trim to trim_density, sign election, disjoint "
+            "mean), as MergeLM does it",
             combine.dare_ties,
             uses_density=True,
+            uses_trim_density=True,
             random=True,
         ),
         MergeMethod(
@@ -100,6 +110,17 @@ MERGE_METHODS: dict[str, MergeMethod] = {
             "iso_cts",
             "Iso-CTS: common subspace of the sum plus task-specific subspaces, flat spectrum",
             combine.iso_cts,
+            uses_common_fraction=True,
+        ),
+        MergeMethod(
+            "iso_c_full",
+            "Iso-C over the paper's space (every direction of the dense sum, its null space's included)",
+            combine.iso_c_full,
+        ),
+        MergeMethod(
+            "iso_cts_full",
+            "Iso-CTS over the paper's space (dense SVDs; on LoRA updates the task-specific directions are arbitrary)",
+            combine.iso_cts_full,
             uses_common_fraction=True,
         ),
         MergeMethod(
@@ -146,9 +167,17 @@ MERGE_METHODS: dict[str, MergeMethod] = {
         ),
         MergeMethod(
             "adamerging",
-            "AdaMerging: a coefficient per layer and task, learned by minimising the entropy "
-            "of the heads' predictions on unlabeled validation images",
-            data="unlabeled validation images",
+            "AdaMerging, the paper's schedule (500 Adam steps at lr 1e-3 from 0.3): a coefficient per layer and task, "
+            "learned by minimising the entropy of the heads' predictions on unlabeled training images",
+            data="unlabeled training images",
+            adapts=ADAMERGING_PAPER,
+        ),
+        MergeMethod(
+            "adamerging_short",
+            "AdaMerging on a short schedule (10 Adam steps at lr 0.02 from the merge weights, 1/K): a hundred times "
+            "cheaper than the paper's",
+            data="unlabeled training images",
+            adapts=ADAMERGING_SHORT,
         ),
     ]
 }
@@ -363,10 +392,11 @@ def merge_adapters(
     seed: int = 0,
     scale: float | None = None,
     common_fraction: float = 0.8,
+    trim_density: float = 0.2,
     unlabeled: dict[str, torch.Tensor] | None = None,
     heads: dict[str, nn.Module] | None = None,
-    steps: int = 10,
-    lr: float = 0.02,
+    steps: int | None = None,
+    lr: float | None = None,
     amp: bool = True,
 ) -> nn.Module:
     """Merge named adapters of ``model`` into a new plain backbone (no LoRA layers left).
@@ -383,9 +413,11 @@ def merge_adapters(
         majority_sign_method: ``"total"`` or ``"frequency"``, for the TIES sign election.
         seed: Seeds DARE's random drop and AdaMerging's batches, so a merge is reproducible.
         common_fraction: ``iso_cts``: the share of the spectrum given to the common subspace.
-        unlabeled, heads, steps, lr, amp: ``adamerging``: unlabeled images ``[N, 3, H, W]`` and the head of every
-            task, the number of Adam steps, their learning rate, and mixed precision on a GPU (see
-            :func:`lora_merge_utils.adamerging.adamerging`).
+        trim_density: ``dare_ties``: the share of each task's entries TIES's trim keeps after DARE's drop (MergeLM's
+            default, 0.2; 1.0 skips the trim).
+        unlabeled, heads, steps, lr, amp: ``adamerging`` and ``adamerging_short``: unlabeled images
+            ``[N, 3, H, W]`` and the head of every task, the number of Adam steps and their learning rate (default:
+            the method's schedule), and mixed precision on a GPU (see :func:`lora_merge_utils.adamerging.adamerging`).
 
     Returns:
         A deep copy of the base backbone with the merged update folded into its weights, in eval mode.
@@ -409,22 +441,26 @@ def merge_adapters(
         torch.Size([1, 96])
     """
     spec = get_merge_method(method)
+    weights_given = weights is not None
     weights = _validate(model, adapters, weights, spec, density, scale, svd_rank, majority_sign_method)
     adapters = list(adapters)
     count("merges")
-    if spec.name == "adamerging":
+    if spec.adapts is not None:
         from .adamerging import adamerging
 
         if unlabeled is None or heads is None or set(adapters) - set(unlabeled) - set(heads):
-            raise ValueError("Method 'adamerging' needs unlabeled= images and heads= for every adapter merged.")
+            raise ValueError(f"Method {spec.name!r} needs unlabeled= images and heads= for every adapter merged.")
+        schedule = spec.adapts
+        given = weights_given or scale is not None
         merged = adamerging(
             plain_copy(model),
             adapter_factors(model, adapters),
             {t: unlabeled[t] for t in adapters},
             heads,
-            init=weights,
-            steps=steps,
-            lr=lr,
+            init=weights if schedule["init"] is None or given else [schedule["init"]] * len(adapters),
+            steps=schedule["steps"] if steps is None else steps,
+            lr=schedule["lr"] if lr is None else lr,
+            batch_size=schedule["batch_size"],
             seed=seed,
             amp=amp,
         )
@@ -436,6 +472,10 @@ def merge_adapters(
             options["seed"] = seed
         if spec.uses_common_fraction:
             options["common_fraction"] = common_fraction
+        if spec.uses_trim_density:
+            if not 0.0 < float(trim_density) <= 1.0:
+                raise ValueError(f"trim_density must be in (0, 1], got {trim_density}.")
+            options["trim_density"] = float(trim_density)
         merged = _add_deltas(plain_copy(model), spec.combine(adapter_factors(model, adapters), weights, **options))
     else:
         work = copy.deepcopy(model)

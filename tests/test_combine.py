@@ -70,6 +70,26 @@ def test_dare_keeps_the_expected_update_and_is_seeded():
     torch.testing.assert_close(combine.dare_linear(layer, [0.5, 0.5], 0.5, seed=3)["w"], draws[3])
 
 
+def test_dare_ties_is_dare_then_ties_in_full_as_mergelm_does_it(two_layers):
+    """MergeLM's DARE-TIES: DARE's drop and rescale on every update, then TIES-Merging with its trim. At density 1
+    DARE drops nothing, so the result is plain TIES at the trim density; skipping the trim (PEFT's recipe) gives a
+    different merge; and with a real drop it equals TIES run on the dropped updates."""
+    torch.testing.assert_close(
+        combine.dare_ties(two_layers, [1.0, 1.0], density=1.0, trim_density=0.25),
+        combine.ties(two_layers, [1.0, 1.0], density=0.25),
+    )
+    untrimmed = combine.dare_ties(two_layers, [1.0, 1.0], density=1.0, trim_density=1.0)
+    torch.testing.assert_close(untrimmed["b"], torch.tensor([[0.0, 0.0], [0.0, 1.05]], dtype=torch.float64))
+    torch.manual_seed(0)
+    layer = {"w": [(torch.randn(32, 4), torch.randn(4, 32)) for _ in range(3)]}
+    dropped = combine._dare(combine._full(layer), 0.5, seed=7)
+    by_hand = combine._ties_merge(dropped, [0.4] * 3, 0.2, "total")
+    torch.testing.assert_close(combine.dare_ties(layer, [0.4] * 3, 0.5, seed=7), by_hand)
+    assert float((by_hand["w"] != 0).float().mean()) < 0.6, "the trim removes entries DARE kept"
+    with pytest.raises(ValueError, match="trim_density"):
+        combine.dare_ties(layer, [0.4] * 3, 0.5, trim_density=0.0)
+
+
 def test_tsv_orthogonalises_overlapping_subspaces_and_keeps_disjoint_ones():
     """Updates on orthogonal directions are left as their sum; two updates on the same direction are spread over
     orthogonal ones (the polar factor of [u, u] is two orthonormal columns), so the result has rank 2 and neither
@@ -109,6 +129,25 @@ def test_iso_cts_gives_each_task_its_own_directions():
     torch.testing.assert_close(iso, torch.full((4,), 10 / 4, dtype=torch.float64))
 
 
+def test_iso_over_the_papers_space_fills_the_null_space_of_a_lora_sum():
+    """The official Iso-C/Iso-CTS flatten all min(m, n) singular values of the dense sum. Two rank-1 updates of an 8 x 8
+    layer (values 3 and 1) have a rank-2 sum: the paper's space gives all eight directions the value (3 + 1) / 8, six
+    of them from the null space, while ours keeps the two directions at (3 + 1) / 2. On full-rank updates the two
+    spaces agree (Iso-C), and Iso-CTS over the paper's space matches the official recipe's flat spectrum."""
+    eye = torch.eye(8, dtype=torch.float64)
+    lora = {"w": [(3 * eye[:, :1], eye[:1]), (eye[:, 1:2], eye[1:2])]}
+    full = torch.linalg.svdvals(combine.iso_c_full(lora, [1.0, 1.0])["w"])
+    torch.testing.assert_close(full, torch.full((8,), 0.5, dtype=torch.float64))
+    ours = torch.linalg.svdvals(combine.iso_c(lora, [1.0, 1.0])["w"])
+    torch.testing.assert_close(ours[:2], torch.full((2,), 2.0, dtype=torch.float64))
+    assert ours[2:].abs().max() < 1e-9
+    cts = torch.linalg.svdvals(combine.iso_cts_full(lora, [1.0, 1.0], common_fraction=0.5)["w"])
+    assert (cts > 0.1).sum() == 8, "the task-specific share is filled with arbitrary directions"
+    torch.manual_seed(0)
+    dense = {"w": [(torch.randn(6, 6, dtype=torch.float64), torch.eye(6, dtype=torch.float64)) for _ in range(2)]}
+    torch.testing.assert_close(combine.iso_c_full(dense, [0.5, 0.5])["w"], combine.iso_c(dense, [0.5, 0.5])["w"])
+
+
 def test_lowrank_svd_matches_the_full_svd():
     torch.manual_seed(0)
     factors = [(torch.randn(48, 4), torch.randn(4, 32)) for _ in range(3)]
@@ -120,7 +159,7 @@ def test_lowrank_svd_matches_the_full_svd():
     torch.testing.assert_close(u.T @ u, torch.eye(12, dtype=torch.float64), rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("method", ["knots_ties", "tsv", "iso_c", "iso_cts", "ties"])
+@pytest.mark.parametrize("method", ["knots_ties", "tsv", "iso_c", "iso_cts", "iso_c_full", "iso_cts_full", "ties"])
 def test_same_bytes_whatever_the_number_of_threads(method):
     """MKL's QR and SVD round differently with different thread counts (in the last bits, with 3 threads against 1
     on ViT-sized LoRA factors); after the cast to float32 a weight or two moved by one ulp, enough to flip one test

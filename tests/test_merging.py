@@ -181,8 +181,9 @@ def test_adamerging_learns_layer_coefficients_that_lower_the_entropy(backbone, r
     model, heads = load_adapters(backbone, random_adapters)
     images = {t: torch.randn(32, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i, t in enumerate("ab")}
     start = merge_adapters(model, ["a", "b"])
-    learned = merge_adapters(model, ["a", "b"], method="adamerging", unlabeled=images, heads=heads, steps=15, lr=0.05)
-    again = merge_adapters(model, ["a", "b"], method="adamerging", unlabeled=images, heads=heads, steps=15, lr=0.05)
+    short = dict(method="adamerging_short", unlabeled=images, heads=heads, steps=15, lr=0.05)  # from 1/K
+    learned = merge_adapters(model, ["a", "b"], **short)
+    again = merge_adapters(model, ["a", "b"], **short)
     coefficients = learned.lora_book_coefficients
     assert len(coefficients) == 4 * len(backbone.blocks)
     values = [v for pair in coefficients.values() for v in pair]
@@ -196,6 +197,26 @@ def test_adamerging_learns_layer_coefficients_that_lower_the_entropy(backbone, r
         assert total(learned) < total(start)
     with pytest.raises(ValueError, match="needs unlabeled= images and heads="):
         merge_adapters(model, ["a", "b"], method="adamerging")
+
+
+def test_adamerging_follows_the_official_schedule_and_the_short_one_is_named_apart(
+    backbone, random_adapters, monkeypatch
+):
+    """``adamerging`` is the official code's schedule (500 Adam steps at lr 1e-3 from 0.3, 32 images per task and
+    step); the cheaper schedule the chapters use has a name of its own and starts from the merge weights."""
+    import lora_merge_utils.adamerging as module
+
+    calls = []
+    monkeypatch.setattr(module, "adamerging", lambda plain, *args, **kwargs: calls.append(kwargs) or plain)
+    model, heads = load_adapters(backbone, random_adapters)
+    images = {t: torch.zeros(4, 3, 32, 32) for t in "ab"}
+    merge_adapters(model, ["a", "b"], method="adamerging", unlabeled=images, heads=heads)
+    merge_adapters(model, ["a", "b"], method="adamerging_short", unlabeled=images, heads=heads)
+    merge_adapters(model, ["a", "b"], method="adamerging", unlabeled=images, heads=heads, scale=0.6, steps=7)
+    paper, short, given = calls
+    assert (paper["steps"], paper["lr"], list(paper["init"]), paper["batch_size"]) == (500, 1e-3, [0.3, 0.3], 32)
+    assert (short["steps"], short["lr"], list(short["init"]), short["batch_size"]) == (10, 0.02, [0.5, 0.5], 16)
+    assert (given["steps"], list(given["init"])) == (7, [0.6, 0.6]), "what the caller gives wins"
 
 
 def _scale_updates(model, target_ratio: float) -> float:
