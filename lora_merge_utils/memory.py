@@ -159,16 +159,17 @@ CHAPTER_STEPS: dict[str, tuple[float, str, str]] = {
     "01_head_finetuning_baseline.ipynb": (2, "evaluate", "eval_batch"),
     "02_training_the_adapters.ipynb": (4, "train", "batch"),
     "03_pairwise_merges.ipynb": (3, "evaluate", "eval_batch"),
-    "04_triple_merges.ipynb": (3, "evaluate", "eval_batch"),
+    "04_triple_merges.ipynb": (4, "train", "batch"),
     "05_merge_methods.ipynb": (6, "adapt", "adamerging"),
-    "06_task_similarity.ipynb": (3, "evaluate", "eval_batch"),
+    "06_task_similarity.ipynb": (4, "train", "batch"),
     "07_inference_cost.ipynb": (8, "evaluate", "64"),
 }
 """Per chapter: backbone-sized copies on the GPU at its peak, its largest step, and that step's batch.
 
 0: the frozen backbone and a LoRA-wrapped copy (no batch runs on the GPU). 1: the backbone and a random one, features
 in evaluation batches. 2: the backbone, the hand-trained model, the copy :func:`train_adapter` trains and the PEFT
-model of every adapter; training batches. 3, 4, 6: the backbone, the PEFT model and a merged backbone. 5: those, plus
+model of every adapter; training batches. 3: the backbone, the PEFT model and a merged backbone. 4 and 6: those, and
+the copy that trains the joint adapter (4) or the adapters of other ranks (6), in training batches. 5: those of 3, plus
 AdaMerging's stacked updates of K = 3 adapters (3 copies' worth of the target layers) on 16 images per task. 7: the
 backbone, the PEFT model of K = 4 adapters, four separate models and a merged one, timed at batch 64."""
 

@@ -284,7 +284,7 @@ class Session:
                 prepared = True
                 if any(s.kind == "adamerging" for s in specs):
                     for task in self.profile.tasks:
-                        self.dataset(task, "val", budget.tuning_images)
+                        self.dataset(task, "train", budget.tuning_images)
                 if any(s.kind == "refit" for s in specs):
                     for task in self.profile.tasks:
                         self.dataset(task, "train", budget.refit_images)
@@ -301,7 +301,7 @@ class Session:
                 if spec.kind == "adamerging":
                     steps, batch = ADAMERGING_STEPS, 16
                     self.work["adapted"] += steps * sum(
-                        min(batch, self.sizes.of(t, "val", budget.tuning_images)) for t in combo
+                        min(batch, self.sizes.of(t, "train", budget.tuning_images)) for t in combo
                     )
                 if cache:
                     self.saved.add(("scores", split, images, seed, (combo, spec)))
@@ -392,11 +392,32 @@ def _chapter3(s: Session, t: Throughput) -> None:
     s.merge_and_score(s.profile.similar_pairs[0])  # solution 3
 
 
+def joint_images_per_epoch(sizes: dict[str, int], batch_size: int) -> dict[str, int]:
+    """Images of each task that one epoch of :func:`~lora_merge_utils.training.train_joint_adapter` trains on: as many
+    batches of every task as the largest task has, smaller tasks starting over when they run out.
+
+    Example:
+        >>> joint_images_per_epoch({"a": 100, "b": 70}, batch_size=32)  # 4 steps; b: all 70, then one batch again
+        {'a': 100, 'b': 102}
+    """
+    batches = {task: math.ceil(n / batch_size) for task, n in sizes.items()}
+    steps = max(batches.values())
+    return {task: steps // batches[task] * n + steps % batches[task] * batch_size for task, n in sizes.items()}
+
+
 def _chapter4(s: Session, t: Throughput) -> None:
     s.singles()
     s.merges(_grid(s.profile), list(BASELINE), cache=True)
     for task in s.profile.tasks:
         s.features(task, "train")
+    sizes = tuple(range(2, len(s.profile.tasks) + 1))  # K = 2 ... 6 by task arithmetic (pairs, triples cached)
+    s.merges(_grid(s.profile, sizes), ["task_arithmetic"], cache=True)
+    sizes_ = {task: s.dataset(task, "train") for task in s.profile.tasks}  # one adapter trained on every task at once
+    for task, images in joint_images_per_epoch(sizes_, s.profile.train.batch_size).items():  # (seed 0)
+        s.ensure_head(task)
+        s.work["trained"] += s.profile.train.adapter_epochs * images
+    for task in s.profile.tasks:
+        s.evaluate(task, "test")
     s.load_adapters(seed=0)
     s.merge_and_score(s.profile.tasks[:3])  # solution 3 (the worst triple; any three tasks cost about the same)
 
@@ -415,8 +436,8 @@ TUNING_CANDIDATES = {
     "Iso-CTS": 3,
 }
 """Chapter 5's data-free families and how many candidates each tries on validation data."""
-DATA_LIGHT = {"refitted heads": "refit", "AdaMerging": "adamerging"}
-CHAPTER5_CHOICES = ("task arithmetic, scaled sum", "AdaMerging")
+DATA_LIGHT = {"refitted heads": "refit", "AdaMerging, short schedule": "adamerging"}
+CHAPTER5_CHOICES = ("task arithmetic, scaled sum", "AdaMerging, short schedule")
 """The best data-free and data-light families the stored run of chapter 5 chose on validation data (the replay
 cannot know them in advance; they decide which families run with every seed). Chapter 5 prints its choices."""
 
@@ -449,6 +470,8 @@ def _chapter5(s: Session, t: Throughput) -> None:
     )
     for spec in survey:
         s.merges(_grid(s.profile, budget.survey_sizes), [spec], "test", sample, cache=True, seeds=[0])
+    # Iso-C and Iso-CTS over the updates' span and over the paper's space, on one pair
+    s.merges(tuning[:1], [Spec(("iso space", i)) for i in range(4)], "test", sample, seeds=[0])
     s.singles("test", sample)
     best_free, best_light = s.chapter5_choices or CHAPTER5_CHOICES
     for spec in (Spec("task_arithmetic"), Spec((best_free, "chosen")), Spec(best_light, DATA_LIGHT[best_light])):
@@ -468,6 +491,10 @@ def related_combos(profile: Profile) -> list[tuple[str, str]]:
     ]
 
 
+RANK_SWEEP = (2, 8, 32)
+"""The LoRA ranks chapter 6 compares on every pair (seed 0)."""
+
+
 def _chapter6(s: Session, t: Throughput) -> None:
     s.singles()
     s.merges(_grid(s.profile), list(BASELINE), cache=True)
@@ -482,6 +509,18 @@ def _chapter6(s: Session, t: Throughput) -> None:
         s.load_adapters(seed=seed)
     probe = sum(min(64, s.sizes.test[task]) for task in s.profile.tasks)  # adapted-feature CKA, full precision
     s.seconds += probe * len(s.profile.tasks) / t.timed
+    for rank in RANK_SWEEP:  # variants at other ranks: their own adapters (seed 0), this study's heads and features
+        if rank == s.profile.lora.rank:
+            continue
+        for task in s.profile.tasks:
+            s.ensure_head(task)
+            s.train_adapter(task)
+            s.evaluate(task, "test")  # the new adapter's test accuracy, saved with it
+            s.evaluate(task, "test")  # the singles table
+        for combo in _grid(s.profile, (2,)):
+            s.work["merges"] += 1
+            for task in combo:
+                s.evaluate(task, "test")
 
 
 def _chapter7(s: Session, t: Throughput) -> None:

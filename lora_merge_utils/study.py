@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,15 +21,18 @@ from torch import nn
 from ._progress import tqdm
 from .artifacts import (
     ArtifactStore,
+    atomic_dir,
     check_adapter_dir,
     default_root,
     library_versions,
     load_adapters,
     load_head,
+    load_joint_adapter,
     read_json,
     remove_debris,
     save_adapter,
     save_head,
+    save_joint_adapter,
     training_lock,
     verify_checksums,
     weight_checksums,
@@ -48,13 +52,17 @@ from .evaluation import (
     without_bits,
 )
 from .merging import MergeSpec, get_merge_method
-from .profiles import Profile, get_device, get_profile, progress_enabled
+from .profiles import Profile, apply_overrides, get_device, get_profile, progress_enabled
 from .scoring import adapter_correctness, head_correctness
 from .stats import Bootstrap, pack
 from .tasks import ImageTask, all_tasks, check_task_name, load_task, sample_cache_dir, subsample
-from .training import extract_features, train_adapter, train_head
+from .training import extract_features, train_adapter, train_head, train_joint_adapter
 
 DEFAULT_METHODS = ("task_arithmetic", "linear")
+
+
+JOINT = "one LoRA trained on all tasks"
+"""The method label of :meth:`Study.joint_table`'s rows."""
 
 
 @dataclass
@@ -89,6 +97,30 @@ class Study:
         ArtifactStore(root).remove_debris()  # what runs killed mid-save left behind, artifacts and data samples
         remove_debris(sample_cache_dir(), old_copies=False)
         return cls(profile, root, backbone, device, progress)
+
+    def variant(self, overrides: dict) -> Study:
+        """This study with its adapters' settings changed, e.g. ``{"lora.rank": 2, "lora.alpha": 4, "seeds": 1}``
+        for a rank sweep: a profile with those fields replaced (:func:`~lora_merge_utils.profiles.apply_overrides`),
+        its own artifact folder beside this one's (named by the profile's label), and this study's backbone,
+        device, decoded images, frozen features and head-only baselines, none of which depends on the adapters.
+
+        Only ``lora.*``, ``seeds`` and ``train.adapter_*`` fields can change: anything else would change what is
+        shared.
+        """
+        shared = [k for k in overrides if not k.startswith(("lora.", "train.adapter_")) and k != "seeds"]
+        if shared:
+            raise ValueError(
+                f"A variant changes only the adapters (lora.*, seeds, train.adapter_*), not {shared}: open another "
+                "study with Study.open(apply_overrides(profile, ...)) for those."
+            )
+        profile = apply_overrides(self.profile, overrides)
+        variant = Study(profile, self.root.parent / profile.label, self.backbone, self.device, self.progress)
+        variant._features, variant._decoded = self._features, self._decoded
+        for task in all_tasks(self.profile):
+            if self.store.has_head(task) and not variant.store.has_head(task):
+                with atomic_dir(variant.store.head_dir(task)) as copy:
+                    shutil.copytree(self.store.head_dir(task), copy, dirs_exist_ok=True)
+        return variant
 
     def describe(self) -> str:
         """A few lines saying what this run uses: profile, device, backbone, artifact folder and library versions."""
@@ -317,6 +349,84 @@ class Study:
         """The saved head of a task's adapter (trained first if missing), on the study's device."""
         return load_head(self.ensure_adapter(task, seed) / "head.safetensors").to(self.device)
 
+    def joint_adapter(self, seed: int = 0, tasks: list[str] | None = None):
+        """``(peft_model, heads)``: one LoRA adapter trained on all of ``tasks`` (default: the profile's six) at once,
+        each with its own head (:func:`~lora_merge_utils.training.train_joint_adapter`), from the head-only baselines;
+        loaded if saved under ``joint/seed-<k>`` and checked, else trained and saved atomically. The upper bound of
+        what one shared adapter holds, to set merged adapters against."""
+        tasks = list(tasks or self.profile.tasks)
+        seed = self._seeds(seed)[0]
+        directory = self.root / "joint" / f"seed-{seed}"
+        record = {
+            "tasks": tasks,
+            "seed": self.profile.train.seed * 1000 + 100 * seed,
+            "lora": self._lora_record(),
+            "steps": "one batch of every task",  # how it was trained: an adapter trained otherwise is not reused
+        }
+        if (directory / "metrics.json").is_file():
+            model, heads, metrics = load_joint_adapter(self.backbone, directory)
+            if {k: metrics.get(k) for k in record} == record:
+                return model, heads
+        with training_lock(self.root):
+            baselines = {task: self.ensure_head(task)[0] for task in tasks}
+            model, heads, result = train_joint_adapter(
+                self.backbone,
+                {task: self.dataset(task, "train") for task in tasks},
+                {task: self.task(task).num_classes for task in tasks},
+                self.profile,
+                seed=record["seed"],
+                init_heads=baselines,
+                device=self.device,
+                progress="joint adapter" if self.progress else False,
+            )
+            metrics = {
+                **record,
+                **result.record(points=50),
+                "backbone": backbone_identity(self.backbone),
+                "profile": self.profile.name,
+                "versions": library_versions(),
+            }
+            save_joint_adapter(model, heads, metrics, directory)
+        return model.eval(), heads
+
+    def joint_table(self, singles: pd.DataFrame, seed: int = 0, tasks: list[str] | None = None) -> pd.DataFrame:
+        """Rows like :meth:`merges_table`'s, one per task, for the jointly trained adapter of :meth:`joint_adapter`
+        scored on each task's test split (method ``"one LoRA trained on all tasks"``), against ``singles``' rows of
+        the same seed."""
+        tasks = list(tasks or self.profile.tasks)
+        model, heads = self.joint_adapter(seed, tasks)
+        reference = singles[singles["seed"] == seed].set_index("task")
+        rows = []
+        for task in tasks:
+            single = reference.loc[task]
+            right = adapter_correctness(model, heads[task], "default", self.dataset(task, "test"), **self.eval_kwargs())
+            if len(right) != int(single["num_images"]):
+                raise ValueError(f"singles scored {int(single['num_images'])} {task!r} images, not its test split.")
+            acc, chance = float(right.mean()), 1.0 / single["num_classes"]
+            rows.append(
+                {
+                    "members": "+".join(tasks),
+                    "size": len(tasks),
+                    "method": JOINT,
+                    "params": "{}",
+                    "weights": "-",
+                    "task": task,
+                    "seed": seed,
+                    "accuracy": round(acc, DECIMALS),
+                    "adapter_accuracy": single["adapter_accuracy"],
+                    "head_accuracy": single["head_accuracy"],
+                    "normalized_accuracy": round(acc / single["adapter_accuracy"], DECIMALS),
+                    "chance_normalized": round((acc - chance) / (single["adapter_accuracy"] - chance), DECIMALS),
+                    "beats_head": bool(acc > single["head_accuracy"]),
+                    "num_images": len(right),
+                    "num_classes": int(single["num_classes"]),
+                    "correct": pack(right),
+                    "adapter_correct": single["adapter_correct"],
+                    "head_correct": single["head_correct"],
+                }
+            )
+        return pd.DataFrame(rows)
+
     # ---------------------------------------------------------------------------------------------------- tables
     def _seeds(self, seeds) -> list[int]:
         if seeds is None:
@@ -372,14 +482,17 @@ class Study:
         return table
 
     def merge_inputs(self, specs: list[MergeSpec]) -> MergeInputs:
-        """The images some specs need: unlabeled validation images for AdaMerging, labelled training images for
-        refitted heads (as many as the profile's budget allows) with each baseline head's validated L2 penalty."""
+        """The images some specs need: unlabeled training images for AdaMerging (not the validation images it is chosen
+        on, nor the test images it is scored on), labelled training images for refitted heads (as many as the
+        profile's budget allows) with each baseline head's validated L2 penalty."""
         inputs = MergeInputs(
             num_classes={t: self.task(t).num_classes for t in self.profile.tasks}, settings=self.profile.train
         )
         budget = self.profile.budget
         if any(get_merge_method(s.method).data != "none" for s in specs):
-            inputs.unlabeled = {t: self.images(t, "val", budget.tuning_images) for t in self.profile.tasks}
+            # Training images without their labels: the paper adapts on the unlabeled test set (test-time adaptation);
+            # here validation images choose among methods and test images score them, so both stay unseen.
+            inputs.unlabeled = {t: self.images(t, "train", budget.tuning_images) for t in self.profile.tasks}
         if any(s.refit_heads for s in specs):
             inputs.refit_sets = {t: self.dataset(t, "train", budget.refit_images) for t in self.profile.tasks}
             baselines = {t: self.ensure_head(t)[1] for t in self.profile.tasks}
@@ -474,7 +587,7 @@ class Study:
         for these."""
         digest = hashlib.sha256()
         for task in all_tasks(self.profile):
-            for name in ("adapter_model.safetensors", "head.safetensors"):
+            for name in ("adapter_model.safetensors", "adapter_config.json", "head.safetensors"):
                 file = self.store.adapter_dir(task, seed) / name
                 digest.update(file.read_bytes() if file.is_file() else b"missing")
         return digest.hexdigest()[:16]

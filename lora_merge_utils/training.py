@@ -277,3 +277,89 @@ def train_adapter(
     result.seconds = time.perf_counter() - start
     model.eval()
     return model.cpu(), head.cpu().eval().requires_grad_(False), result
+
+
+def train_joint_adapter(
+    backbone: nn.Module,
+    train_sets: dict[str, Dataset],
+    num_classes: dict[str, int],
+    profile: Profile,
+    seed: int = 0,
+    init_heads: dict[str, nn.Linear] | None = None,
+    device: torch.device | None = None,
+    progress: bool | str = True,
+) -> tuple[PeftModel, dict[str, nn.Linear], TrainResult]:
+    """Train one LoRA adapter shared by every task, each task with its own linear head: the upper bound of what one
+    adapter can hold, to set merged adapters against.
+
+    Each step takes one batch of every task and follows the mean of their cross-entropies (standard multi-task
+    training with task-balanced batches; each task's part is backpropagated as it is computed, so a step holds one
+    batch's activations). An epoch has as many steps as the largest task has batches; a smaller task starts over
+    when it runs out (:func:`lora_merge_utils.plan.joint_images_per_epoch` counts the images). Optimiser, learning
+    rate, schedule and epochs are the single adapters' (from the profile). Taking one task per step instead, at the
+    single adapters' learning rate, diverges on the tiny profile's six tasks.
+
+    Returns:
+        ``(peft_model, heads, result)``: the PEFT-wrapped copy of the backbone (adapter named ``"default"``), the heads
+        by task (on CPU, eval mode) and the per-step loss curve (mean over tasks).
+    """
+    if not train_sets:
+        raise ValueError("train_joint_adapter needs at least one task's training set.")
+    device = device or get_device()
+    settings = profile.train
+    model = add_lora(backbone, profile.lora, seed=seed).to(device)
+    torch.manual_seed(seed)
+    heads = {
+        task: (
+            copy.deepcopy(init_heads[task])
+            if init_heads and task in init_heads
+            else nn.Linear(backbone.num_features, num_classes[task])
+        )
+        .to(device)
+        .requires_grad_(True)
+        for task in train_sets
+    }
+    params = [p for p in model.parameters() if p.requires_grad] + [p for h in heads.values() for p in h.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=settings.adapter_lr, weight_decay=settings.adapter_weight_decay)
+    loaders = {
+        task: make_loader(data, settings.batch_size, shuffle=True, seed=seed + i, num_workers=0)
+        for i, (task, data) in enumerate(train_sets.items())
+    }
+    steps = max(len(loader) for loader in loaders.values())
+    total = settings.adapter_epochs * steps
+    schedule = cosine_with_warmup(optimizer, total, warmup_steps=max(1, steps // 4))
+    use_amp = profile.amp and device.type == "cuda"
+    scaler = grad_scaler(device, use_amp)
+    result = TrainResult()
+    model.train()
+    start = time.perf_counter()
+    bar = tqdm(
+        total=total, desc=progress if isinstance(progress, str) else "joint adapter", disable=not progress, leave=False
+    )
+    for _ in range(settings.adapter_epochs):
+        batches = {task: iter(loader) for task, loader in loaders.items()}
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            total_loss = 0.0
+            for task in loaders:
+                try:
+                    x, y = next(batches[task])
+                except StopIteration:  # a smaller task starts over
+                    batches[task] = iter(loaders[task])
+                    x, y = next(batches[task])
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with autocast(device, use_amp):
+                    loss = nn.functional.cross_entropy(heads[task](model(x)).float(), y) / len(loaders)
+                scaler.scale(loss).backward()
+                total_loss += loss.item()
+                result.images_seen += len(y)
+                count("trained", len(y))
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            result.loss_curve.append(total_loss)
+            bar.update(1)
+    bar.close()
+    result.seconds = time.perf_counter() - start
+    model.eval()
+    return model.cpu(), {t: h.cpu().eval().requires_grad_(False) for t, h in heads.items()}, result

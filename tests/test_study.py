@@ -1,5 +1,6 @@
 import pandas as pd
 import pytest
+import torch
 
 from lora_merge_utils import Study, run_study
 from lora_merge_utils.evaluation import merge_combinations, pairwise_matrix, summarize_merges
@@ -152,3 +153,54 @@ def test_a_chapter_check_stops_the_tiny_world_warns_on_real_data_and_is_skipped_
     assert out.startswith("⚠ Not as expected: every adapter reaches 80%") and expected in out and "dtd 0.61" in out
     assert study(FULL.replace(smoke=True)).check(claim, False, expected)
     assert "smoke run: skipped the check that every adapter reaches 80%" in capsys.readouterr().out
+
+
+def test_a_variant_shares_what_does_not_depend_on_the_adapters(own_root, mini_profile):
+    """A rank-sweep variant: its own folder beside the study's, the study's heads, decoded images and features; its
+    adapters trained at the new rank; and nothing it may not share can be changed."""
+    from lora_merge_utils.workload import work_done
+
+    study = Study.open(mini_profile, own_root, progress=False)
+    task = mini_profile.tasks[0]
+    study.features(task, "train")
+    variant = study.variant({"lora.rank": 2, "lora.alpha": 4, "seeds": 1})
+    assert variant.profile.lora.rank == 2 and variant.seeds == [0]
+    assert variant.root.parent == own_root.parent and variant.root != own_root
+    assert variant._features is study._features and variant.backbone is study.backbone
+    assert all(variant.store.has_head(t) for t in mini_profile.tasks), "the head-only baselines are copied"
+    start = work_done()
+    model, _ = variant.load_all_adapters([task], seed=0)
+    assert work_done()["trained"] > start["trained"], "the variant trains its own adapter"
+    assert {m.r[task] for m in model.modules() if hasattr(m, "lora_A") and task in m.r} == {2}
+    with pytest.raises(ValueError, match="changes only the adapters"):
+        study.variant({"data.train_size": 10})
+
+
+def test_one_adapter_trained_on_every_task_is_saved_checked_and_scored_like_a_merge(own_root, mini_profile):
+    """The joint upper bound: one adapter, a head per task, the same steps as the tasks' own adapters together;
+    saved with checksums and reloaded without training; its rows read like a merge of every task."""
+    from lora_merge_utils.study import JOINT
+    from lora_merge_utils.workload import work_done
+
+    study = Study.open(mini_profile, own_root, progress=False)
+    start = work_done()["trained"]
+    model, heads = study.joint_adapter(seed=0)
+    trained = work_done()["trained"] - start
+    from lora_merge_utils.plan import joint_images_per_epoch
+
+    sizes = {t: len(study.dataset(t, "train")) for t in mini_profile.tasks}
+    per_epoch = joint_images_per_epoch(sizes, mini_profile.train.batch_size)
+    assert all(per_epoch[t] >= sizes[t] for t in sizes), "every image of every task, each epoch"
+    assert trained == mini_profile.train.adapter_epochs * sum(per_epoch.values()), "as the plan counts it"
+    assert list(model.peft_config) == ["default"] and set(heads) == set(mini_profile.tasks)
+    again, heads_again = study.joint_adapter(seed=0)
+    assert work_done()["trained"] - start == trained, "reloaded, not trained again"
+    assert all(torch.equal(heads[t].weight, heads_again[t].weight) for t in heads)
+    singles = study.singles_table(seeds=0)
+    rows = study.joint_table(singles, seed=0)
+    assert set(rows["method"]) == {JOINT} and list(rows["task"]) == list(mini_profile.tasks)
+    assert rows["size"].eq(len(mini_profile.tasks)).all() and rows["accuracy"].between(0, 1).all()
+    heads_file = own_root / "joint" / "seed-0" / "heads.safetensors"
+    heads_file.write_bytes(heads_file.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(ValueError, match="is not the file that was saved"):
+        study.joint_adapter(seed=0)
