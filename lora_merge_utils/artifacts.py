@@ -41,8 +41,9 @@ from .profiles import Profile, get_profile
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "head.safetensors", "metrics.json")
 HEAD_FILES = ("head.safetensors", "metrics.json")
-WEIGHT_FILES = ("adapter_model.safetensors", "head.safetensors")
-"""The weight files whose sha256 ``metrics.json`` records when they are saved, and checks when they are reused."""
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_config.json", "head.safetensors", "heads.safetensors")
+"""The files whose sha256 ``metrics.json`` records when they are saved, and checks when they are reused: the weights,
+and the adapter's configuration (its ``lora_alpha`` scales every update)."""
 
 
 def weight_checksums(directory: Path) -> dict[str, str]:
@@ -150,7 +151,15 @@ def training_lock(root: Path) -> Iterator[None]:
         return
     root.mkdir(parents=True, exist_ok=True)
     path = root / ".training.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:  # never through a symbolic link: the lock file is written, and must stay inside the folder
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as error:
+        if path.is_symlink():
+            raise OSError(
+                f"{path} is a symbolic link; the training lock must be a plain file in the output folder. Remove "
+                "the link and run again."
+            ) from None
+        raise error
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -405,19 +414,78 @@ def save_adapter(peft_model, head: nn.Linear, metrics: dict, directory: Path) ->
     return directory
 
 
+def save_joint_adapter(peft_model, heads: dict[str, nn.Linear], metrics: dict, directory: Path) -> Path:
+    """Save an adapter shared by several tasks (PEFT format) with every task's head in ``heads.safetensors`` and
+    its metrics, atomically, and return the directory."""
+    directory = Path(directory)
+    with atomic_dir(directory) as tmp:
+        peft_model.save_pretrained(str(tmp), safe_serialization=True)
+        state = {
+            f"{task}.{k}": v.detach().cpu().contiguous() for task, h in heads.items() for k, v in h.state_dict().items()
+        }
+        save_file(state, str(tmp / "heads.safetensors"))
+        metrics = {**metrics, "tasks": list(heads), "sha256": weight_checksums(tmp)}
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def load_joint_adapter(backbone: nn.Module, directory: Path) -> tuple[PeftModel, dict[str, nn.Linear], dict]:
+    """``(peft_model, heads, metrics)`` of an adapter saved by :func:`save_joint_adapter`, after checking that every
+    file is there and is the file that was saved, and that it was trained on ``backbone``."""
+    directory = Path(directory)
+    missing = [
+        f
+        for f in ("adapter_config.json", "adapter_model.safetensors", "heads.safetensors", "metrics.json")
+        if not (directory / f).is_file()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"{directory} is incomplete: missing {', '.join(missing)}. Delete it to train it again."
+        )
+    metrics = read_json(directory / "metrics.json")
+    if not metrics.get("sha256"):
+        raise ValueError(f"{directory / 'metrics.json'} records no checksums; delete {directory} to train it again.")
+    verify_checksums(directory, metrics)
+    if metrics.get("backbone") != backbone_identity(backbone):
+        raise ValueError(f"{directory} was trained on another backbone ({metrics.get('backbone')!r}); delete it.")
+    state = load_file(str(directory / "heads.safetensors"))
+    heads = {}
+    for task in metrics["tasks"]:
+        weight, bias = state[f"{task}.weight"], state[f"{task}.bias"]
+        head = nn.Linear(weight.shape[1], weight.shape[0])
+        head.load_state_dict({"weight": weight, "bias": bias})
+        heads[task] = head.eval().requires_grad_(False)
+    model = PeftModel.from_pretrained(copy.deepcopy(backbone), str(directory)).eval()
+    return model, heads, metrics
+
+
+def _train_command(directory: Path) -> str:
+    """The command that trains the adapter saved at ``directory`` (``<root>/adapters/<task>/seed-<k>``)."""
+    match = re.fullmatch(r"seed-(\d+)", directory.name)
+    if match and directory.parent.parent.name == "adapters":
+        root = directory.parent.parent.parent
+        return (
+            f"python -m lora_merge_utils train-adapter --task {directory.parent.name} --seed {match.group(1)} "
+            f"--out {root}"
+        )
+    return (
+        "python -m lora_merge_utils train-adapter --task <task> --seed <k> (adapters live in adapters/<task>/seed-<k>)"
+    )
+
+
 def check_adapter_dir(directory: Path) -> dict:
     """Validate an adapter directory and return its metrics; a clear error names what is missing or corrupt."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(
-            f"Adapter directory {directory} does not exist. Train it first (`python -m lora_merge_utils "
-            f"train-adapter --task {directory.name}`), or check the --out path."
+            f"Adapter directory {directory} does not exist. Train it first (`{_train_command(directory)}`), or check "
+            "the path."
         )
     missing = [f for f in ADAPTER_FILES if not (directory / f).is_file()]
     if missing:
         raise FileNotFoundError(
             f"Adapter directory {directory} is incomplete: missing {', '.join(missing)}. Delete it and retrain "
-            f"(`python -m lora_merge_utils train-adapter --task {directory.name}`)."
+            f"(`{_train_command(directory)}`)."
         )
     read_json(directory / "adapter_config.json")
     try:

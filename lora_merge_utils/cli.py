@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -77,10 +78,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     adapter = commands.add_parser(
         "train-adapter",
         help="train (or load) the LoRA adapter of one task",
-        description="One LoRA adapter + its own head for one task, saved in PEFT format under adapters/<task>/.",
+        description="One LoRA adapter + its own head for one task, saved in PEFT format under "
+        "adapters/<task>/seed-<k>/.",
     )
     _common(adapter)
     adapter.add_argument("--task", required=True)
+    adapter.add_argument("--seed", type=int, default=0, help="training seed index (adapters/<task>/seed-<k>)")
     adapter.add_argument("--retrain", action="store_true", help="train again even if saved")
 
     evaluate = commands.add_parser(
@@ -110,7 +113,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     merge.add_argument("--svd-rank", type=int, default=None, help="rank of the svd merge")
     merge.add_argument("--common-fraction", type=float, default=None, help="iso_cts: share of the common subspace")
-    merge.add_argument("--steps", type=int, default=None, help="adamerging: Adam steps")
+    merge.add_argument(
+        "--trim-density", type=float, default=None, help="dare_ties: share of entries TIES keeps after DARE (0.2)"
+    )
+    merge.add_argument("--steps", type=int, default=None, help="adamerging(_short): Adam steps")
     merge.add_argument(
         "--refit-heads",
         action="store_true",
@@ -213,8 +219,11 @@ def _train_head(args) -> None:
 def _train_adapter(args) -> None:
     from .artifacts import read_json
 
+    seeds = args.resolved_profile.seeds
+    if not 0 <= args.seed < seeds:
+        raise ValueError(f"--seed is a training seed index from 0 to {seeds - 1} in this profile, got {args.seed}.")
     study = _open(args)
-    directory = study.ensure_adapter(args.task, retrain=args.retrain)
+    directory = study.ensure_adapter(args.task, seed=args.seed, retrain=args.retrain)
     metrics = read_json(directory / "metrics.json")
     print(f"{args.task}: adapter test accuracy {metrics['accuracy']:.4f} ({directory})")
 
@@ -248,11 +257,17 @@ def _check_merge_args(args) -> None:
         check_task_name(profile, task)
     if len(set(args.tasks)) != len(args.tasks):
         raise ValueError(f"Tasks repeat in {args.tasks}; name each task once.")
+    if not 0 <= args.adapter_seed < profile.seeds:
+        raise ValueError(
+            f"--adapter-seed is a training seed index from 0 to {profile.seeds - 1} in this profile, got "
+            f"{args.adapter_seed}."
+        )
     numbers = {
         "--weights": args.weights or [],
         "--scale": [args.scale] if args.scale is not None else [],
         "--density": [args.density] if args.density is not None else [],
         "--common-fraction": [args.common_fraction] if args.common_fraction is not None else [],
+        "--trim-density": [args.trim_density] if args.trim_density is not None else [],
     }
     for flag, values in numbers.items():
         if not all(math.isfinite(v) for v in values):
@@ -278,10 +293,12 @@ def _check_merge_args(args) -> None:
             if method.uses_svd_rank
             else f"--method {args.method} takes no --svd-rank; only svd does."
         )
-    if args.steps is not None and (args.method != "adamerging" or args.steps < 1):
-        raise ValueError("--steps is for --method adamerging only, a whole number >= 1.")
-    if args.common_fraction is not None and (args.method != "iso_cts" or not 0 < args.common_fraction < 1):
-        raise ValueError("--common-fraction is for --method iso_cts only, in (0, 1).")
+    if args.steps is not None and (method.adapts is None or args.steps < 1):
+        raise ValueError("--steps is for --method adamerging or adamerging_short only, a whole number >= 1.")
+    if args.common_fraction is not None and (not method.uses_common_fraction or not 0 < args.common_fraction < 1):
+        raise ValueError("--common-fraction is for --method iso_cts or iso_cts_full only, in (0, 1).")
+    if args.trim_density is not None and (not method.uses_trim_density or not 0 < args.trim_density <= 1):
+        raise ValueError("--trim-density is for --method dare_ties only, in (0, 1].")
 
 
 def _merge(args) -> None:
@@ -297,11 +314,12 @@ def _merge(args) -> None:
             ("density", args.density),
             ("svd_rank", args.svd_rank),
             ("common_fraction", args.common_fraction),
+            ("trim_density", args.trim_density),
             ("steps", args.steps),
         )
         if value is not None
     }
-    if MERGE_METHODS[args.method].random or args.method == "adamerging":
+    if MERGE_METHODS[args.method].random or MERGE_METHODS[args.method].adapts is not None:
         params["seed"] = args.seed
     spec = MergeSpec(args.method, args.method, params, refit_heads=args.refit_heads)
     study = _open(args)
@@ -395,6 +413,7 @@ def _check_common(args) -> None:
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Run one command; returns the exit status (2 with a one-line ``error:`` for bad input)."""
     args = build_parser(prog).parse_args(argv)
+    previous = _stop_on_sigterm()
     try:
         if hasattr(args, "profile"):  # resolved once ($LORA_BOOK_OVERRIDES read and checked) before any work
             args.resolved_profile = get_profile(args.profile or default_profile_name())
@@ -403,7 +422,31 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except (ValueError, OSError) as error:  # OSError: missing, unreadable or unwritable files and folders
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted: {args.command} stopped; what it had saved is kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        how, status = ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+        print(
+            f"{how}: {args.command} stopped; what it had saved is kept, and the same command resumes from it",
+            file=sys.stderr,
+        )
+        return status
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that it stops as on Ctrl-C: saved work kept, one line, no traceback."""
+
+
+def _stop_on_sigterm():
+    """Turn SIGTERM into :class:`Terminated` while a command runs (main thread only); returns the previous handler."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, stop)

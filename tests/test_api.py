@@ -45,3 +45,21 @@ def test_every_package_attribute_the_chapters_use_exists():
     used = {name for notebook in NOTEBOOKS for name in re.findall(r"\blmu\.(\w+)", notebook.read_text())}
     assert used, "the chapters import the package as lmu"
     assert not [name for name in used if not hasattr(lora_merge_utils, name)]
+
+
+def test_the_readmes_library_example_runs_on_a_real_study_folder(shared_study):
+    """The README's Python example, run as written against a study's real ``adapters/<task>/seed-<k>`` layout (the
+    session's small study stands in for ``artifacts/tiny``): a stale path or name in it fails here."""
+    import re
+    from pathlib import Path
+
+    import torch
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Using the library", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    assert '"artifacts/tiny/adapters"' in code, "the example reads the folder make run writes"
+    namespace: dict = {}
+    exec(code.replace('"artifacts/tiny/adapters"', repr(str(shared_study / "adapters"))), namespace)  # noqa: S102
+    outputs = namespace["multitask"](torch.zeros(2, 3, 32, 32))
+    assert set(outputs) == {"digits", "shapes"} and outputs["digits"].shape == (2, 10)

@@ -32,8 +32,23 @@ def test_a_saved_adapter_is_reused_untouched(copy_of):
     assert weights.stat().st_mtime_ns == stamp
     assert set(json.loads((weights.parent / "metrics.json").read_text())["sha256"]) == {
         "adapter_model.safetensors",
+        "adapter_config.json",
         "head.safetensors",
     }
+
+
+def test_an_edited_adapter_config_is_refused_and_changes_the_score_cache_key(copy_of):
+    """lora_alpha scales every update: 16 -> 64 would report other accuracies with exit 0 if it were believed."""
+    profile, root = copy_of
+    study = Study.open(profile, root, progress=False)
+    fingerprint = study.adapters_fingerprint(0)
+    config = root / "adapters" / "digits" / "seed-0" / "adapter_config.json"
+    settings = json.loads(config.read_text())
+    settings["lora_alpha"] = 4 * settings["lora_alpha"]
+    config.write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match="adapter_config.json is not the file that was saved there"):
+        study.ensure_adapter("digits")
+    assert study.adapters_fingerprint(0) != fingerprint, "cached merge scores are not served for it"
 
 
 @pytest.mark.parametrize("name", ["adapter_model.safetensors", "head.safetensors"])

@@ -1,5 +1,6 @@
 import copy
 import json
+import re
 
 import pytest
 import torch
@@ -130,9 +131,19 @@ def test_saved_folders_get_the_usual_permissions(tmp_path):
     assert (tmp_path / "x").stat().st_mode & 0o777 == 0o777 & ~mask
 
 
-def test_missing_adapter_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train-adapter --task ghost"):
-        check_adapter_dir(tmp_path / "ghost")
+def test_missing_adapter_directory_names_the_command_that_trains_it(tmp_path):
+    """The hint is a real command for the real layout (adapters/<task>/seed-<k>): the CLI parses it as written."""
+    import shlex
+
+    from lora_merge_utils.cli import build_parser
+
+    with pytest.raises(FileNotFoundError, match=r"`(python -m lora_merge_utils train-adapter [^`]*)`") as error:
+        check_adapter_dir(tmp_path / "adapters" / "ghost" / "seed-1")
+    command = re.search(r"`python -m lora_merge_utils ([^`]*)`", str(error.value)).group(1)
+    args = build_parser().parse_args(shlex.split(command))
+    assert (args.task, args.seed, args.out) == ("ghost", 1, tmp_path)
+    with pytest.raises(FileNotFoundError, match="adapters/<task>/seed-<k>"):
+        check_adapter_dir(tmp_path / "elsewhere")
 
 
 def test_incomplete_adapter_directory(random_adapters):

@@ -146,9 +146,12 @@ CLI_CASES = [
     (
         "zero AdaMerging steps",
         ["merge", "digits", "shapes", "--method", "adamerging", "--steps", "0"],
-        "--steps is for --method adamerging only",
+        "--steps is for --method adamerging or adamerging_short only",
     ),
     ("a task twice", ["merge", "digits", "digits"], "Tasks repeat"),
+    ("an adapter seed out of range", ["merge", "digits", "shapes", "--adapter-seed", "3"], "--adapter-seed is a"),
+    ("a negative adapter seed", ["merge", "digits", "shapes", "--adapter-seed", "-1"], "--adapter-seed is a"),
+    ("a training seed out of range", ["train-adapter", "--task", "digits", "--seed", "7"], "--seed is a training"),
     ("an unknown task", ["merge", "digits", "cats"], "Unknown task 'cats'"),
     ("a bogus device", ["train-head", "--task", "digits", "--device", "tpu0"], "is not a device"),
 ]
@@ -179,3 +182,18 @@ def test_the_command_line_refuses_cuda_without_a_gpu(tmp_path, capsys):
         == 2
     )
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_a_training_lock_that_is_a_symbolic_link_is_refused_and_its_target_left_alone(tmp_path):
+    """The lock file is written with the process id: through a link it would overwrite a file outside the folder."""
+    from lora_merge_utils.artifacts import training_lock
+
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    root = tmp_path / "out"
+    root.mkdir()
+    (root / ".training.lock").symlink_to(outside)
+    with pytest.raises(OSError, match="is a symbolic link"):
+        with training_lock(root):
+            pass
+    assert outside.read_text() == "keep me"

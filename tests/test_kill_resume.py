@@ -121,3 +121,22 @@ def test_a_run_killed_mid_training_and_mid_grid_resumes_to_the_same_bytes(tmp_pa
     differ = [name for name in expected if got[name] != expected[name]]
     assert not differ, f"not the same as an uninterrupted run: {differ}"
     assert _debris(resumed) == [] and _debris(reference) == []
+
+
+def test_sigterm_stops_a_run_with_one_line_and_the_same_command_resumes(tmp_path, shared_study):
+    """SIGTERM (what a scheduler or a closing terminal sends) ends a run like Ctrl-C: exit 143, one line saying what
+    was kept, no traceback; running the same command again finishes with the uninterrupted run's tables."""
+    out = tmp_path / "run"
+    process = subprocess.Popen(_command(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not _training(out):
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "the run never saved its first adapter"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("terminated: run stopped"), stderr
+    _run(out)
+    assert (out / "results" / "summary.csv").read_bytes() == (shared_study / "results" / "summary.csv").read_bytes()
+    assert not _debris(out)
