@@ -186,7 +186,8 @@ def run_study_scaled(
     todo: list = [None]
     if state.is_main_process:
         stores = {seed: study.score_store(seed) for seed in seeds}
-        todo = [[(seed, combo, spec) for seed, combo, spec in cells if stores[seed].get(combo, spec) is None]]
+        counts = {seed: singles[singles["seed"] == seed].set_index("task")["num_images"].to_dict() for seed in seeds}
+        todo = [[(seed, c, spec) for seed, c, spec in cells if stores[seed].get(c, spec, counts[seed]) is None]]
     todo = broadcast_object_list(todo)[0]
     together(state, lambda: _score_share(study, singles, deal(state, todo)))
 

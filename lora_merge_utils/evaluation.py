@@ -65,18 +65,34 @@ class ScoreStore:
         request = json.dumps([self.context, list(combo), spec.key])
         return self.directory / f"{hashlib.sha256(request.encode()).hexdigest()[:20]}.json"
 
-    def get(self, combo: Sequence[str], spec: MergeSpec) -> dict[str, str] | None:
-        """``{task: packed correctness}`` of a merge scored before, or ``None``."""
-        path = self._path(combo, spec)
+    def get(self, combo: Sequence[str], spec: MergeSpec, sizes: dict[str, int] | None = None) -> dict[str, str] | None:
+        """``{task: packed correctness}`` of a merge scored before, or ``None`` (then it is scored again and the entry
+        rewritten) when there is none or the entry fails its checks: its checksum (an edited entry), and per task a
+        hex string of exactly the bytes its recorded number of images needs, with no bit set past the last image, and
+        that number the one in ``sizes`` (the images the caller scores) when given."""
+        path, expected = self._path(combo, spec), sizes
         if not path.is_file():
             return None
         try:
-            correct = json.loads(path.read_text())["correct"]
-            return {task: str(correct[task]) for task in combo}
-        except (ValueError, KeyError, TypeError):
-            return None  # unreadable: computed again and rewritten
+            entry = json.loads(path.read_text())
+            correct, sizes = entry["correct"], entry["num_images"]
+            if entry["sha256"] != _entry_digest(correct, sizes):
+                return None
+            result = {task: str(correct[task]) for task in combo}
+            for task, bits in result.items():
+                n = int(sizes[task])
+                if expected is not None and n != int(expected[task]):
+                    return None
+                raw = bytes.fromhex(bits)
+                if len(raw) != (n + 7) // 8 or (n % 8 and raw[-1] & (0xFF >> (n % 8))):
+                    return None
+            return result
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None  # unreadable, edited or written by an older version: computed again and rewritten
 
-    def put(self, combo: Sequence[str], spec: MergeSpec, correct: dict[str, str]) -> None:
+    def put(self, combo: Sequence[str], spec: MergeSpec, correct: dict[str, str], sizes: dict[str, int]) -> None:
+        """Save a merge's ``{task: packed correctness}`` of ``sizes[task]`` images each, with a checksum."""
+        sizes = {task: int(sizes[task]) for task in correct}
         write_json(
             self._path(combo, spec),
             {
@@ -85,8 +101,14 @@ class ScoreStore:
                 "params": spec.params_label,
                 "refit_heads": spec.refit_heads,
                 "correct": correct,
+                "num_images": sizes,
+                "sha256": _entry_digest(correct, sizes),
             },
         )
+
+
+def _entry_digest(correct: dict, sizes: dict) -> str:
+    return hashlib.sha256(json.dumps([correct, sizes], sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
@@ -209,13 +231,13 @@ def evaluate_merges(
     rows = []
     jobs = [(combo, spec) for combo in combos for spec in specs]
     for combo, spec in tqdm(jobs, desc="merges", disable=not progress):
-        result = scores.get(combo, spec) if scores is not None else None
+        result = scores.get(combo, spec, {t: int(reference.loc[t, "num_images"]) for t in combo}) if scores else None
         if result is None:
             if model is None:
                 raise ValueError("evaluate_merges needs the PeftModel for merges that are not in `scores`.")
             result = _score_merge(model, heads, combo, spec, test_sets, inputs, device, batch_size, amp, num_workers)
             if scores is not None:
-                scores.put(combo, spec, result)
+                scores.put(combo, spec, result, {task: len(test_sets[task]) for task in combo})
         for task in combo:
             single = reference.loc[task]
             n = int(single["num_images"])

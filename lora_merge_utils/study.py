@@ -529,7 +529,8 @@ class Study:
         tables = []
         for seed in wanted:
             scores = self.score_store(seed, split, images) if cache else None
-            missing = scores is None or any(scores.get(c, s) is None for c in combos for s in specs)
+            counts = singles[singles["seed"] == seed].set_index("task")["num_images"].to_dict()
+            missing = scores is None or any(scores.get(c, s, counts) is None for c in combos for s in specs)
             seed_model, seed_heads = (model, heads) if len(wanted) == 1 else (None, None)
             if seed_model is None and missing:
                 seed_model, seed_heads = self.load_all_adapters(list(dict.fromkeys(t for c in combos for t in c)), seed)

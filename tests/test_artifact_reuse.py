@@ -7,9 +7,11 @@ import json
 import shutil
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 
 from lora_merge_utils import Study
+from lora_merge_utils.merging import MergeSpec
 
 
 @pytest.fixture
@@ -137,3 +139,48 @@ def test_the_lock_is_reentrant_in_one_process(tmp_path):
         pass
     with training_lock(tmp_path):  # released: taken again
         pass
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "every image right, checksum kept",
+        "another image count, checksum recomputed",
+        "bits cut short",
+        "not hex",
+        "no checksum",
+    ],
+)
+def test_an_edited_score_cache_entry_is_scored_again_not_believed(copy_of, edit):
+    """A cached merge score that was edited, cut short, garbled or written without a checksum is never served: the
+    merge is scored again, the entry rewritten, and the table is the one the adapters give."""
+    from lora_merge_utils.evaluation import _entry_digest
+    from lora_merge_utils.workload import work_done
+
+    profile, root = copy_of
+    study = Study.open(profile, root, progress=False)
+    singles = study.singles_table(seeds=0)
+    honest = study.merges_table(singles, methods=("task_arithmetic",), sizes=(2,), cache=True, seeds=0)
+    pair = tuple(honest["members"].iloc[0].split("+"))
+    entry_path = study.score_store(0)._path(pair, MergeSpec.of("task_arithmetic"))  # the entry this table read
+    entry = json.loads(entry_path.read_text())
+    task = entry["members"][0]
+    n = entry["num_images"][task]
+    if edit == "every image right, checksum kept":
+        entry["correct"][task] = (b"\xff" * (n // 8) + (bytes([0xFF << (8 - n % 8) & 0xFF]) if n % 8 else b"")).hex()
+    elif edit == "another image count, checksum recomputed":  # bits for n + 8 images, claimed consistently
+        entry["correct"][task] = entry["correct"][task] + "ff"
+        entry["num_images"][task] = n + 8
+        entry["sha256"] = _entry_digest(entry["correct"], entry["num_images"])
+    elif edit == "bits cut short":
+        entry["correct"][task] = entry["correct"][task][:-4]
+    elif edit == "not hex":
+        entry["correct"][task] = "zz" + entry["correct"][task][2:]
+    else:
+        del entry["sha256"]
+    entry_path.write_text(json.dumps(entry))
+    start = work_done()["merges"]
+    again = study.merges_table(singles, methods=("task_arithmetic",), sizes=(2,), cache=True, seeds=0)
+    pd.testing.assert_frame_equal(again, honest)
+    assert work_done()["merges"] - start >= 1, "the edited merge was scored again"
+    assert study.score_store(0).get(tuple(entry["members"]), MergeSpec.of("task_arithmetic")) is not None
