@@ -18,14 +18,13 @@ from torch import nn
 from torch.func import functional_call
 
 from .batches import autocast, grad_scaler
+from .methods import ADAMERGING_PAPER, ADAMERGING_SHORT
 from .workload import count
 
-PAPER = {"steps": 500, "lr": 1e-3, "init": 0.3, "batch_size": 32}
-"""The official schedule: 500 Adam steps at lr 1e-3 from lambda = 0.3, each on two batches of 16 images per task (one
-batch of 32 here: the same images per step; Adam's steps do not depend on the loss's overall scale)."""
-SHORT = {"steps": 10, "lr": 0.02, "init": None, "batch_size": 16}
-"""A schedule a hundred times cheaper, for chapters that merge dozens of times on a CPU: 10 steps at lr 0.02 on 16
-images per task, from the merge weights given (plain averaging, 1/K, by default)."""
+PAPER = ADAMERGING_PAPER
+"""The official schedule (:data:`lora_merge_utils.methods.ADAMERGING_PAPER`)."""
+SHORT = ADAMERGING_SHORT
+"""The short schedule (:data:`lora_merge_utils.methods.ADAMERGING_SHORT`)."""
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -51,17 +51,43 @@ def weight_checksums(directory: Path) -> dict[str, str]:
     return {name: file_sha256(Path(directory) / name) for name in WEIGHT_FILES if (Path(directory) / name).is_file()}
 
 
+TRUST_ENV = "LORA_BOOK_TRUST_UNCHECKED"
+"""Set to ``1`` to use saved folders whose ``metrics.json`` records no checksum for some of their files (saved by an
+older version of this library): they are used as they are, unverified."""
+
+
 def verify_checksums(directory: Path, metrics: dict) -> None:
-    """Refuse weight files that differ from what was saved (edited, copied over, or corrupted on disk). Folders saved
-    before checksums were recorded carry none and pass."""
+    """Refuse weight files that differ from what was saved (edited, replaced, or corrupted on disk), and a folder
+    whose ``metrics.json`` records no checksum for one of its weight files (a deleted ``sha256`` key must not switch
+    the check off) unless ``$LORA_BOOK_TRUST_UNCHECKED=1`` says to use it unverified."""
     directory = Path(directory)
-    for name, expected in metrics.get("sha256", {}).items():
-        if file_sha256(directory / name) != expected:
+    recorded = metrics.get("sha256")
+    present = [name for name in WEIGHT_FILES if (directory / name).is_file()]
+    unchecked = present if not isinstance(recorded, dict) else [n for n in present if n not in recorded]
+    if unchecked and os.environ.get(TRUST_ENV) != "1":
+        raise ValueError(
+            f"{directory / 'metrics.json'} records no checksum for {', '.join(unchecked)}, so what is there cannot "
+            f"be verified (an older save, or an edited metrics.json). Delete {directory} to train it again, or set "
+            f"{TRUST_ENV}=1 to use it unverified."
+        )
+    for name, expected in (recorded if isinstance(recorded, dict) else {}).items():
+        path = directory / name
+        if not path.is_file() or file_sha256(path) != expected:
             raise ValueError(
-                f"{directory / name} is not the file that was saved there (its sha256 differs from the "
+                f"{path} is not the file that was saved there (its sha256 differs from the "
                 f"one in metrics.json): it was edited, replaced or corrupted. Restore it, or delete "
                 f"{directory} to train it again."
             )
+
+
+def check_head_classes(directory: Path, head: nn.Linear, classes: int) -> None:
+    """Refuse a saved head whose number of outputs is not the task's number of classes (what a checksum cannot
+    tell: the file may be whole and still belong to another task)."""
+    if head.out_features != classes:
+        raise ValueError(
+            f"{directory / 'head.safetensors'} has {head.out_features} outputs but the task has {classes} classes: "
+            f"it was saved for another task. Delete {directory} to train it again."
+        )
 
 
 ARTIFACTS_ENV = "LORA_BOOK_ARTIFACTS"
@@ -201,12 +227,20 @@ def lock_held_by_launch(root: Path) -> Iterator[None]:
         del _HELD[root]
 
 
+def holds_lock(path: Path) -> bool:
+    """Whether this process holds the :func:`training_lock` of a folder that contains ``path``."""
+    resolved = Path(path).resolve()
+    return any(resolved == root or root in resolved.parents for root in _HELD)
+
+
 def recover_interrupted(final: Path) -> None:
     """Put back the previous version of a directory when a run was killed between :func:`atomic_dir`'s two renames
-    (``final`` moved aside to ``.<name>.old``, the new one not yet in place): that version is whole."""
+    (``final`` moved aside to ``.<name>.old``, the new one not yet in place): that version is whole. Only the holder
+    of the folder's :func:`training_lock` does it: for anyone else the two renames may be another run's save in
+    progress (putting the old copy back would make that save fail and lose its result)."""
     final = Path(final)
     old = final.with_name(f".{final.name}.old")
-    if old.is_dir() and not final.exists():
+    if old.is_dir() and not final.exists() and holds_lock(final):
         os.replace(old, final)
 
 
@@ -390,8 +424,13 @@ class ArtifactStore:
         return self.root / "results"
 
     def has_adapter(self, task: str, seed: int = 0) -> bool:
-        recover_interrupted(self.adapter_dir(task, seed))
+        recover_interrupted(self.adapter_dir(task, seed))  # only under the training lock (see the function)
         return all((self.adapter_dir(task, seed) / f).is_file() for f in ADAPTER_FILES)
+
+    def interrupted(self, task: str, seed: int = 0) -> bool:
+        """Whether a save of this adapter stopped between its two renames (its previous version lies aside)."""
+        final = self.adapter_dir(task, seed)
+        return final.with_name(f".{final.name}.old").is_dir() and not final.exists()
 
     def remove_debris(self) -> list[Path]:
         """Remove the temporary files and folders that killed saves left under this root (see
@@ -487,15 +526,22 @@ def check_adapter_dir(directory: Path) -> dict:
             f"Adapter directory {directory} is incomplete: missing {', '.join(missing)}. Delete it and retrain "
             f"(`{_train_command(directory)}`)."
         )
-    read_json(directory / "adapter_config.json")
+    config = read_json(directory / "adapter_config.json")
     try:
         with safe_open(str(directory / "adapter_model.safetensors"), framework="pt") as handle:
             if not list(handle.keys()):
                 raise ValueError("no tensors")
+            ranks = {handle.get_slice(k).get_shape()[0] for k in handle.keys() if "lora_A" in k}
     except (SafetensorError, ValueError, OSError):
         raise ValueError(
             f"{directory / 'adapter_model.safetensors'} is corrupt. Delete {directory} and retrain the adapter."
         ) from None
+    if not config.get("rank_pattern") and ranks and ranks != {config.get("r")}:
+        raise ValueError(
+            f"{directory / 'adapter_model.safetensors'} holds LoRA factors of rank {sorted(ranks)} but its "
+            f"adapter_config.json says r={config.get('r')!r}: the two files do not belong together. Delete "
+            f"{directory} and retrain the adapter (`{_train_command(directory)}`)."
+        )
     metrics = read_json(directory / "metrics.json")
     verify_checksums(directory, metrics)
     return metrics

@@ -8,11 +8,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+# Only torch-free modules at the top: --help, list and argument errors print at once (torch loads in the commands).
+from .methods import COMMAND_LINE, DEFAULT_METHODS, KNOBS, MERGE_METHODS, SEED, check_merge_request, takers
+from .profiles import PROFILES, check_task_name, default_profile_name, get_profile
 
-from .merging import MERGE_METHODS
-from .profiles import PROFILES, default_profile_name, get_profile
+if TYPE_CHECKING:
+    import pandas as pd
 
 DESCRIPTION = """Train, merge and evaluate LoRA adapters of a vision transformer.
 
@@ -61,9 +64,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     run.add_argument(
         "--methods",
         nargs="+",
-        default=["task_arithmetic", "linear"],
+        default=list(DEFAULT_METHODS),
         choices=list(MERGE_METHODS),
-        help="merge methods to compare (default: task_arithmetic linear)",
+        help=f"merge methods to compare (default: {' '.join(DEFAULT_METHODS)})",
     )
 
     head = commands.add_parser(
@@ -105,24 +108,19 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     merge.add_argument("--method", default="task_arithmetic", choices=list(MERGE_METHODS))
     merge.add_argument("--weights", type=float, nargs="+", default=None, help="one per task (default: 1/K each)")
     merge.add_argument("--scale", type=float, default=None, help="instead of --weights: the same weight for all")
-    merge.add_argument(
-        "--density",
-        type=float,
-        default=None,
-        help="fraction kept, for ties, dare_*, magnitude_prune, knots_ties and their *_on_factors",
-    )
-    merge.add_argument("--svd-rank", type=int, default=None, help="rank of the svd merge")
-    merge.add_argument("--common-fraction", type=float, default=None, help="iso_cts: share of the common subspace")
-    merge.add_argument(
-        "--trim-density", type=float, default=None, help="dare_ties: share of entries TIES keeps after DARE (0.2)"
-    )
-    merge.add_argument("--steps", type=int, default=None, help="adamerging(_short): Adam steps")
+    for knob in KNOBS.values():  # one flag per knob the methods declare (lora_merge_utils.methods.KNOBS)
+        merge.add_argument(
+            COMMAND_LINE.knob(knob.name),
+            type=knob.kind,
+            default=None,
+            help=f"{knob.help}; {knob.range}; for {', '.join(takers(knob.name))}",
+        )
     merge.add_argument(
         "--refit-heads",
         action="store_true",
         help="refit each task's head on the merged backbone's features (labelled training images)",
     )
-    merge.add_argument("--seed", type=int, default=0, help="seed of DARE's random drop and AdaMerging's batches")
+    merge.add_argument("--seed", type=int, default=0, help=f"{SEED.help}; {SEED.range}")
     merge.add_argument(
         "--adapter-seed", type=int, default=0, help="which training seed's adapters to merge (0 .. profile seeds - 1)"
     )
@@ -217,11 +215,11 @@ def _train_head(args) -> None:
 
 
 def _train_adapter(args) -> None:
-    from .artifacts import read_json
-
     seeds = args.resolved_profile.seeds
     if not 0 <= args.seed < seeds:
         raise ValueError(f"--seed is a training seed index from 0 to {seeds - 1} in this profile, got {args.seed}.")
+    from .artifacts import read_json
+
     study = _open(args)
     directory = study.ensure_adapter(args.task, seed=args.seed, retrain=args.retrain)
     metrics = read_json(directory / "metrics.json")
@@ -245,13 +243,9 @@ def _evaluate(args) -> None:
     )
 
 
-def _check_merge_args(args) -> None:
-    """Every number and name of ``merge`` checked before any adapter is loaded or trained."""
-    import math
-
-    from .tasks import check_task_name
-
-    method = MERGE_METHODS[args.method]
+def _check_merge_args(args) -> dict:
+    """Every number and name of ``merge`` checked before any adapter is loaded or trained, by the check the library
+    runs too (:func:`lora_merge_utils.methods.check_merge_request`); returns the knobs given."""
     profile = args.resolved_profile
     for task in args.tasks:
         check_task_name(profile, task)
@@ -262,63 +256,16 @@ def _check_merge_args(args) -> None:
             f"--adapter-seed is a training seed index from 0 to {profile.seeds - 1} in this profile, got "
             f"{args.adapter_seed}."
         )
-    numbers = {
-        "--weights": args.weights or [],
-        "--scale": [args.scale] if args.scale is not None else [],
-        "--density": [args.density] if args.density is not None else [],
-        "--common-fraction": [args.common_fraction] if args.common_fraction is not None else [],
-        "--trim-density": [args.trim_density] if args.trim_density is not None else [],
-    }
-    for flag, values in numbers.items():
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"{flag} must be finite numbers, got {values}.")
-    if args.weights is not None and len(args.weights) != len(args.tasks):
-        raise ValueError(
-            f"--weights gives {len(args.weights)} weight(s) for {len(args.tasks)} task(s); give one per "
-            "task, or none for equal weights 1/K."
-        )
-    if args.weights is not None and args.scale is not None:
-        raise ValueError("Give either --weights (one per task) or --scale (the same weight for all), not both.")
-    if method.uses_density != (args.density is not None):
-        raise ValueError(
-            f"--method {args.method} needs --density in (0, 1]."
-            if method.uses_density
-            else f"--method {args.method} takes no --density."
-        )
-    if args.density is not None and not 0 < args.density <= 1:
-        raise ValueError(f"--density must be in (0, 1], got {args.density}.")
-    if args.svd_rank is not None and (not method.uses_svd_rank or args.svd_rank < 1):
-        raise ValueError(
-            "--svd-rank is for --method svd only, a whole number >= 1."
-            if method.uses_svd_rank
-            else f"--method {args.method} takes no --svd-rank; only svd does."
-        )
-    if args.steps is not None and (method.adapts is None or args.steps < 1):
-        raise ValueError("--steps is for --method adamerging or adamerging_short only, a whole number >= 1.")
-    if args.common_fraction is not None and (not method.uses_common_fraction or not 0 < args.common_fraction < 1):
-        raise ValueError("--common-fraction is for --method iso_cts or iso_cts_full only, in (0, 1).")
-    if args.trim_density is not None and (not method.uses_trim_density or not 0 < args.trim_density <= 1):
-        raise ValueError("--trim-density is for --method dare_ties only, in (0, 1].")
+    knobs = {name: getattr(args, name) for name in KNOBS}
+    check_merge_request(args.method, len(args.tasks), knobs, args.weights, args.scale, args.seed, COMMAND_LINE)
+    return {name: value for name, value in knobs.items() if value is not None}
 
 
 def _merge(args) -> None:
-    from .merging import MergeSpec
+    from .methods import MergeSpec
 
-    _check_merge_args(args)
-
-    params = {
-        key: value
-        for key, value in (
-            ("weights", args.weights),
-            ("scale", args.scale),
-            ("density", args.density),
-            ("svd_rank", args.svd_rank),
-            ("common_fraction", args.common_fraction),
-            ("trim_density", args.trim_density),
-            ("steps", args.steps),
-        )
-        if value is not None
-    }
+    params = _check_merge_args(args)
+    params |= {key: value for key, value in (("weights", args.weights), ("scale", args.scale)) if value is not None}
     if MERGE_METHODS[args.method].random or MERGE_METHODS[args.method].adapts is not None:
         params["seed"] = args.seed
     spec = MergeSpec(args.method, args.method, params, refit_heads=args.refit_heads)
@@ -356,7 +303,8 @@ def _list(args) -> None:
     print("merge methods (merge --method NAME):")
     for method in MERGE_METHODS.values():
         needs = "" if method.data == "none" else f" [needs {method.data}]"
-        print(f"  {method.name:27s} {method.description}{needs}")
+        knobs = f" (knobs: {', '.join(COMMAND_LINE.knob(k) for k in method.knobs)})" if method.knobs else ""
+        print(f"  {method.name:27s} {method.description}{knobs}{needs}")
     print("any method can also refit each task's head on the merged backbone (merge --refit-heads)")
 
 
@@ -388,16 +336,17 @@ COMMANDS = {
 
 def _check_common(args) -> None:
     """``--device`` and ``--out`` checked before any work: a typo should not cost minutes of training first."""
-    import torch
-
     device = getattr(args, "device", None)
     if device is not None:
-        try:
-            parsed = torch.device(device)
-        except RuntimeError:
-            raise ValueError(f"--device {device!r} is not a device; use cpu or cuda (or cuda:N).") from None
-        if parsed.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {device} asked for, but this machine has no CUDA GPU; use --device cpu.")
+        import re
+
+        if not re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", device):  # before torch loads: a typo is told at once
+            raise ValueError(f"--device {device!r} is not a device; use cpu or cuda (or cuda:N).")
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(f"--device {device} asked for, but this machine has no CUDA GPU; use --device cpu.")
     out = getattr(args, "out", None)
     if out is not None:
         out = Path(out)
@@ -417,6 +366,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     try:
         if hasattr(args, "profile"):  # resolved once ($LORA_BOOK_OVERRIDES read and checked) before any work
             args.resolved_profile = get_profile(args.profile or default_profile_name())
+            if getattr(args, "task", None) is not None:
+                check_task_name(args.resolved_profile, args.task)
         _check_common(args)
         COMMANDS[args.command](args)
     except (ValueError, OSError) as error:  # OSError: missing, unreadable or unwritable files and folders

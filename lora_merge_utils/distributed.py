@@ -43,7 +43,7 @@ import torch
 from ._progress import tqdm
 from .artifacts import FolderBusy, lock_held_by_launch, training_lock
 from .evaluation import merge_combinations
-from .merging import MergeSpec
+from .methods import MergeSpec
 from .profiles import Profile, progress_enabled
 from .study import DEFAULT_METHODS, Study, run_study, write_results
 

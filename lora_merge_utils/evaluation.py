@@ -18,10 +18,11 @@ from peft import PeftModel
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import adamerging, batches, combine, merging, multitask, scoring, training
+from . import adamerging, batches, combine, merging, methods, multitask, scoring, training
 from ._progress import tqdm
 from .artifacts import write_json
-from .merging import MergeSpec, get_merge_method, merge_adapters
+from .merging import merge_adapters
+from .methods import DEFAULT_METHODS, MergeSpec, get_merge_method
 from .multitask import MultiTaskModel
 from .scoring import multitask_correctness, refit_heads
 from .stats import pack, unpack
@@ -46,7 +47,7 @@ def code_version() -> str:
     batching and scoring): cached scores are valid only for the code that computed them, so editing ``merging.py``
     recomputes."""
     digest = hashlib.sha256()
-    for module in (merging, combine, adamerging, multitask, batches, scoring, training, sys.modules[__name__]):
+    for module in (merging, methods, combine, adamerging, multitask, batches, scoring, training, sys.modules[__name__]):
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()[:16]
 
@@ -180,7 +181,7 @@ def evaluate_merges(
     heads: dict[str, nn.Module],
     test_sets: dict[str, Dataset],
     singles: pd.DataFrame,
-    methods: Sequence[str | MergeSpec] = ("task_arithmetic", "linear"),
+    methods: Sequence[str | MergeSpec] = DEFAULT_METHODS,
     sizes: Sequence[int] = (2, 3),
     combos: Sequence[Sequence[str]] | None = None,
     device: torch.device | None = None,
@@ -202,7 +203,7 @@ def evaluate_merges(
             them once into memory (:func:`lora_merge_utils.batches.decode_all`) to score many merges fast.
         singles: The singles table on the same images and seed (``task``, ``head_accuracy``,
             ``adapter_accuracy``, and the packed ``head_correct`` / ``adapter_correct``).
-        methods: Merge method names (see :data:`lora_merge_utils.merging.MERGE_METHODS`) or :class:`MergeSpec`
+        methods: Merge method names (see :data:`lora_merge_utils.methods.MERGE_METHODS`) or :class:`MergeSpec`
             objects carrying hyperparameters, e.g. ``MergeSpec("ties d=0.5", "ties", {"density": 0.5})``.
         sizes: Numbers of adapters per merge; ignored when ``combos`` is given.
         combos: The merges to evaluate, as tuples of task names (default: every combination of ``sizes``).
@@ -216,10 +217,11 @@ def evaluate_merges(
         num_classes`` and the packed ``correct``, ``adapter_correct``, ``head_correct`` (for intervals).
     """
     specs = [MergeSpec.of(m) for m in methods]
-    for spec in specs:
-        get_merge_method(spec.method)
     device = device or torch.device("cpu")
     combos = [tuple(c) for c in combos] if combos is not None else merge_combinations(list(heads), sizes)
+    for spec in specs:  # every request checked before the first merge: a typo should not surface an hour in
+        for size in sorted({len(c) for c in combos}):
+            spec.check(size)
     reference = singles.set_index("task")
     for task, dataset in test_sets.items():
         if task in reference.index and len(dataset) != int(reference.loc[task, "num_images"]):

@@ -19,11 +19,8 @@ task's head is refitted on the merged backbone's features.
 from __future__ import annotations
 
 import copy
-import json
-import math
 import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import torch
 from peft import PeftModel
@@ -31,193 +28,27 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from . import combine
-from .adamerging import PAPER as ADAMERGING_PAPER
-from .adamerging import SHORT as ADAMERGING_SHORT
+from .methods import LIBRARY, MERGE_METHODS, MergeMethod, MergeSpec, check_merge_request, get_merge_method
 from .workload import count
 
-
-@dataclass(frozen=True)
-class MergeMethod:
-    """A merge method addressable by name: what it is, where it comes from, what it needs and which knobs it takes."""
-
-    name: str
-    description: str
-    combine: Callable | None = None
-    """Ours: a function of :mod:`lora_merge_utils.combine` on the true updates."""
-    peft_combination: str | None = None
-    """PEFT's: the ``add_weighted_adapter`` combination type."""
-    needs_equal_rank: bool = False
-    uses_density: bool = False
-    uses_svd_rank: bool = False
-    uses_common_fraction: bool = False
-    uses_trim_density: bool = False
-    adapts: dict | None = None
-    """AdaMerging's schedule (:data:`lora_merge_utils.adamerging.PAPER` or ``SHORT``): the method learns its
-    coefficients from unlabeled images with it."""
-    """DARE-TIES: the share of each task's entries TIES keeps after DARE's drop (``trim_density=``)."""
-    random: bool = False
-    data: str = "none"
-    """What the method needs besides the adapters: ``"none"``, or ``"unlabeled training images"``."""
+__all__ = [  # MERGE_METHODS, MergeMethod and get_merge_method live in .methods (no torch); kept importable here
+    "MERGED_ADAPTER",
+    "MERGE_METHODS",
+    "MergeMethod",
+    "MergeSpec",
+    "adapter_factors",
+    "delta_weights",
+    "get_merge_method",
+    "lora_factors",
+    "lora_layers",
+    "merge_adapters",
+    "merged_delta",
+    "plain_copy",
+    "update_error",
+]
 
 
-MERGE_METHODS: dict[str, MergeMethod] = {
-    m.name: m
-    for m in [
-        MergeMethod(
-            "task_arithmetic",
-            "exact weighted sum of the updates, W + sum_i w_i dW_i (average: w_i = 1/K)",
-            combine.task_arithmetic,
-        ),
-        MergeMethod(
-            "ties",
-            "TIES on the true updates: keep each task's largest entries (whole model), elect signs, disjoint mean",
-            combine.ties,
-            uses_density=True,
-        ),
-        MergeMethod(
-            "dare_linear",
-            "DARE on the true updates: random drop to density and rescale, then weighted sum",
-            combine.dare_linear,
-            uses_density=True,
-            random=True,
-        ),
-        MergeMethod(
-            "dare_ties",
-            "DARE on the true updates, then TIES-Merging in full (trim to trim_density, sign election, disjoint "
-            "mean), as MergeLM does it",
-            combine.dare_ties,
-            uses_density=True,
-            uses_trim_density=True,
-            random=True,
-        ),
-        MergeMethod(
-            "magnitude_prune",
-            "keep each task's largest entries of the true update (whole model), then weighted sum",
-            combine.magnitude_prune,
-            uses_density=True,
-        ),
-        MergeMethod(
-            "knots_ties",
-            "KnOTS: the updates in a shared SVD basis, TIES on S V_i (whole model), mapped back",
-            combine.knots_ties,
-            uses_density=True,
-        ),
-        MergeMethod(
-            "tsv", "TSV-Merge: each task's singular vectors, made orthogonal across tasks, then summed", combine.tsv
-        ),
-        MergeMethod("iso_c", "Iso-C: the weighted sum with a flat (isotropic) spectrum", combine.iso_c),
-        MergeMethod(
-            "iso_cts",
-            "Iso-CTS: common subspace of the sum plus task-specific subspaces, flat spectrum",
-            combine.iso_cts,
-            uses_common_fraction=True,
-        ),
-        MergeMethod(
-            "iso_c_full",
-            "Iso-C over the paper's space (every direction of the dense sum, its null space's included)",
-            combine.iso_c_full,
-        ),
-        MergeMethod(
-            "iso_cts_full",
-            "Iso-CTS over the paper's space (dense SVDs; on LoRA updates the task-specific directions are arbitrary)",
-            combine.iso_cts_full,
-            uses_common_fraction=True,
-        ),
-        MergeMethod(
-            "linear",
-            "PEFT linear: weighted sums of the A and of the B factors separately (not exact)",
-            peft_combination="linear",
-            needs_equal_rank=True,
-        ),
-        MergeMethod(
-            "cat", "PEFT cat: concatenated factors, exact, rank grows to the sum of ranks", peft_combination="cat"
-        ),
-        MergeMethod(
-            "svd", "PEFT svd: exact sum truncated to svd_rank by SVD", peft_combination="svd", uses_svd_rank=True
-        ),
-        MergeMethod(
-            "ties_on_factors",
-            "PEFT ties: TIES on the A and on the B factors separately (not the updates)",
-            peft_combination="ties",
-            needs_equal_rank=True,
-            uses_density=True,
-        ),
-        MergeMethod(
-            "dare_linear_on_factors",
-            "PEFT dare_linear: DARE on the A and B factors separately",
-            peft_combination="dare_linear",
-            needs_equal_rank=True,
-            uses_density=True,
-            random=True,
-        ),
-        MergeMethod(
-            "dare_ties_on_factors",
-            "PEFT dare_ties: DARE and TIES on the A and B factors separately",
-            peft_combination="dare_ties",
-            needs_equal_rank=True,
-            uses_density=True,
-            random=True,
-        ),
-        MergeMethod(
-            "magnitude_prune_on_factors",
-            "PEFT magnitude_prune: on the A and B factors separately",
-            peft_combination="magnitude_prune",
-            needs_equal_rank=True,
-            uses_density=True,
-        ),
-        MergeMethod(
-            "adamerging",
-            "AdaMerging, the paper's schedule (500 Adam steps at lr 1e-3 from 0.3): a coefficient per layer and task, "
-            "learned by minimising the entropy of the heads' predictions on unlabeled training images",
-            data="unlabeled training images",
-            adapts=ADAMERGING_PAPER,
-        ),
-        MergeMethod(
-            "adamerging_short",
-            "AdaMerging on a short schedule (10 Adam steps at lr 0.02 from the merge weights, 1/K): a hundred times "
-            "cheaper than the paper's",
-            data="unlabeled training images",
-            adapts=ADAMERGING_SHORT,
-        ),
-    ]
-}
 MERGED_ADAPTER = "__merged__"
-
-
-@dataclass(frozen=True)
-class MergeSpec:
-    """A merge request: ``MergeSpec("ties d=0.5", "ties", {"density": 0.5})``, optionally with each task's head
-    refitted on the merged backbone's features (``refit_heads=True``). A plain method name stands for
-    ``MergeSpec(name, name, {})``."""
-
-    label: str
-    method: str
-    params: dict = field(default_factory=dict)
-    refit_heads: bool = False
-
-    def __hash__(self) -> int:
-        return hash((self.label, self.method, self.params_label, self.refit_heads))
-
-    @classmethod
-    def of(cls, spec: MergeSpec | str) -> MergeSpec:
-        return spec if isinstance(spec, MergeSpec) else cls(spec, spec, {})
-
-    @property
-    def params_label(self) -> str:
-        return json.dumps(self.params, sort_keys=True)
-
-    @property
-    def key(self) -> str:
-        """What identifies the merge's result (the label is for display only)."""
-        return json.dumps([self.method, self.params, self.refit_heads], sort_keys=True)
-
-
-def get_merge_method(name: str) -> MergeMethod:
-    """The method called ``name``; a ``ValueError`` lists the valid names."""
-    try:
-        return MERGE_METHODS[name]
-    except KeyError:
-        raise ValueError(f"Unknown merge method {name!r}. Valid methods: {', '.join(MERGE_METHODS)}.") from None
 
 
 def lora_layers(model: PeftModel) -> dict[str, LoraLayer]:
@@ -291,13 +122,15 @@ def plain_copy(model: PeftModel) -> nn.Module:
 def _validate(
     model: PeftModel,
     adapters: Sequence[str],
-    weights: Sequence[float] | None,
     method: MergeMethod,
-    density: float | None,
+    options: dict[str, object],
+    weights: Sequence[float] | None = None,
     scale: float | None = None,
-    svd_rank: int | None = None,
-    majority_sign_method: str = "total",
-) -> list[float]:
+    seed: int = 0,
+) -> tuple[list[float], dict[str, object]]:
+    """The request checked by :func:`~lora_merge_utils.methods.check_merge_request` (the command line's check too),
+    then what only the model can tell: the adapters are loaded, and of equal rank and targets where the method
+    needs it, and ``svd_rank`` is at most their summed rank."""
     if not isinstance(model, PeftModel):
         raise ValueError(
             f"merge_adapters needs a peft.PeftModel holding the adapters, got {type(model).__name__}. Load them "
@@ -310,6 +143,7 @@ def _validate(
     adapters = list(adapters)
     if not adapters:
         raise ValueError("Give at least one adapter name to merge.")
+    weights, resolved = check_merge_request(method, len(adapters), options, weights, scale, seed, LIBRARY)
     if MERGED_ADAPTER in model.peft_config:
         raise ValueError(
             f"This model already holds an adapter named {MERGED_ADAPTER!r}, the name merging gives its "
@@ -322,25 +156,6 @@ def _validate(
     if unknown:
         loaded = [a for a in model.peft_config if a != MERGED_ADAPTER]
         raise ValueError(f"Adapter(s) {unknown} are not loaded in this model. Loaded adapters: {loaded}.")
-    if weights is not None and scale is not None:
-        raise ValueError("Give either weights= (one per adapter) or scale= (the same weight for all), not both.")
-    if weights is None:
-        weights = [1.0 / len(adapters) if scale is None else float(scale)] * len(adapters)
-    try:
-        weights = [float(w) for w in weights]
-    except (TypeError, ValueError):
-        raise ValueError(f"Merge weights must be numbers, got {weights!r}.") from None
-    if not all(math.isfinite(w) for w in weights):
-        raise ValueError(
-            f"Merge weights must be finite numbers, got {weights}"
-            + (f" (from scale={scale})" if scale is not None else "")
-            + "."
-        )
-    if len(weights) != len(adapters):
-        raise ValueError(
-            f"Got {len(weights)} weight(s) for {len(adapters)} adapter(s); give one weight per adapter, "
-            "or none for equal weights 1/K."
-        )
     configs = [model.peft_config[a] for a in adapters]
     if method.needs_equal_rank and len({c.r for c in configs}) > 1:
         ranks = {a: c.r for a, c in zip(adapters, configs)}
@@ -355,29 +170,13 @@ def _validate(
             + "; ".join(f"{a}: {len(t)} modules" for a, t in targets.items())
             + ". Use 'task_arithmetic' or 'cat', or retrain with the same target_modules."
         )
-    if method.uses_density:
-        if density is None:
-            raise ValueError(f"Method {method.name!r} needs density=, the fraction of weights kept, in (0, 1].")
-        if not 0.0 < float(density) <= 1.0:
-            raise ValueError(f"density must be in (0, 1], got {density}.")
-    elif density is not None:
-        raise ValueError(f"Method {method.name!r} takes no density; only {_density_methods()} do.")
-    if svd_rank is not None:
-        if not method.uses_svd_rank:
-            raise ValueError(f"Method {method.name!r} takes no svd_rank; only 'svd' does.")
-        most = sum(c.r for c in configs)
-        if isinstance(svd_rank, bool) or not isinstance(svd_rank, int) or not 1 <= svd_rank <= most:
-            raise ValueError(
-                f"svd_rank must be a whole number from 1 to {most} (the summed update of these adapters "
-                f"has rank at most the sum of their ranks), got {svd_rank!r}."
-            )
-    if majority_sign_method not in ("total", "frequency"):
-        raise ValueError(f"majority_sign_method must be 'total' or 'frequency', got {majority_sign_method!r}.")
-    return weights
-
-
-def _density_methods() -> str:
-    return ", ".join(m.name for m in MERGE_METHODS.values() if m.uses_density)
+    most = sum(c.r for c in configs)
+    if resolved.get("svd_rank") is not None and resolved["svd_rank"] > most:
+        raise ValueError(
+            f"svd_rank must be a whole number from 1 to {most} (the summed update of these adapters "
+            f"has rank at most the sum of their ranks), got {resolved['svd_rank']!r}."
+        )
+    return weights, resolved
 
 
 def merge_adapters(
@@ -388,11 +187,11 @@ def merge_adapters(
     *,
     density: float | None = None,
     svd_rank: int | None = None,
-    majority_sign_method: str = "total",
+    majority_sign_method: str | None = None,
     seed: int = 0,
     scale: float | None = None,
-    common_fraction: float = 0.8,
-    trim_density: float = 0.2,
+    common_fraction: float | None = None,
+    trim_density: float | None = None,
     unlabeled: dict[str, torch.Tensor] | None = None,
     heads: dict[str, nn.Module] | None = None,
     steps: int | None = None,
@@ -410,11 +209,14 @@ def merge_adapters(
         method: One of :data:`MERGE_METHODS` (``python -m lora_merge_utils list``).
         density: Fraction of entries kept, in (0, 1], for the TIES, DARE, magnitude-pruning and KnOTS methods.
         svd_rank: Rank of the ``svd`` result (default: the largest input rank).
-        majority_sign_method: ``"total"`` or ``"frequency"``, for the TIES sign election.
+        majority_sign_method: ``"total"`` (default) or ``"frequency"``, for the TIES sign election.
         seed: Seeds DARE's random drop and AdaMerging's batches, so a merge is reproducible.
-        common_fraction: ``iso_cts``: the share of the spectrum given to the common subspace.
+        common_fraction: ``iso_cts``: the share of the spectrum given to the common subspace (default 0.8).
         trim_density: ``dare_ties``: the share of each task's entries TIES's trim keeps after DARE's drop (MergeLM's
             default, 0.2; 1.0 skips the trim).
+
+    Each method declares the knobs it takes (:data:`~lora_merge_utils.methods.MERGE_METHODS`); a knob given to a
+    method that does not take it, or out of its range, is refused before any work.
         unlabeled, heads, steps, lr, amp: ``adamerging`` and ``adamerging_short``: unlabeled images
             ``[N, 3, H, W]`` and the head of every task, the number of Adam steps and their learning rate (default:
             the method's schedule), and mixed precision on a GPU (see :func:`lora_merge_utils.adamerging.adamerging`).
@@ -441,8 +243,17 @@ def merge_adapters(
         torch.Size([1, 96])
     """
     spec = get_merge_method(method)
-    weights_given = weights is not None
-    weights = _validate(model, adapters, weights, spec, density, scale, svd_rank, majority_sign_method)
+    weights_given = weights is not None or scale is not None
+    options = {
+        "density": density,
+        "svd_rank": svd_rank,
+        "majority_sign_method": majority_sign_method,
+        "common_fraction": common_fraction,
+        "trim_density": trim_density,
+        "steps": steps,
+        "lr": lr,
+    }
+    weights, resolved = _validate(model, adapters, spec, options, weights, scale, seed)
     adapters = list(adapters)
     count("merges")
     if spec.adapts is not None:
@@ -451,42 +262,30 @@ def merge_adapters(
         if unlabeled is None or heads is None or set(adapters) - set(unlabeled) - set(heads):
             raise ValueError(f"Method {spec.name!r} needs unlabeled= images and heads= for every adapter merged.")
         schedule = spec.adapts
-        given = weights_given or scale is not None
         merged = adamerging(
             plain_copy(model),
             adapter_factors(model, adapters),
             {t: unlabeled[t] for t in adapters},
             heads,
-            init=weights if schedule["init"] is None or given else [schedule["init"]] * len(adapters),
-            steps=schedule["steps"] if steps is None else steps,
-            lr=schedule["lr"] if lr is None else lr,
+            init=weights if schedule["init"] is None or weights_given else [schedule["init"]] * len(adapters),
+            steps=schedule["steps"] if resolved["steps"] is None else resolved["steps"],
+            lr=schedule["lr"] if resolved["lr"] is None else resolved["lr"],
             batch_size=schedule["batch_size"],
             seed=seed,
             amp=amp,
         )
     elif spec.combine is not None:
-        options = {"density": density} if spec.uses_density else {}
-        if spec.combine in (combine.ties, combine.dare_ties, combine.knots_ties):
-            options["majority_sign_method"] = majority_sign_method
-        if spec.random:
-            options["seed"] = seed
-        if spec.uses_common_fraction:
-            options["common_fraction"] = common_fraction
-        if spec.uses_trim_density:
-            if not 0.0 < float(trim_density) <= 1.0:
-                raise ValueError(f"trim_density must be in (0, 1], got {trim_density}.")
-            options["trim_density"] = float(trim_density)
-        merged = _add_deltas(plain_copy(model), spec.combine(adapter_factors(model, adapters), weights, **options))
+        options = dict(resolved, seed=seed) if spec.random else resolved
+        deltas = getattr(combine, spec.combine)(adapter_factors(model, adapters), weights, **options)
+        merged = _add_deltas(plain_copy(model), deltas)
     else:
         work = copy.deepcopy(model)
-        kwargs = {"combination_type": spec.peft_combination, "majority_sign_method": majority_sign_method}
-        if spec.uses_density:
-            kwargs["density"] = float(density)
-        if spec.uses_svd_rank:
-            kwargs["svd_rank"] = svd_rank
+        kwargs = {key: value for key, value in resolved.items() if value is not None}
         with torch.random.fork_rng(devices=[]), combine.one_thread():  # PEFT's svd: same bytes at any thread count
             torch.manual_seed(seed)
-            work.add_weighted_adapter(adapters, weights, adapter_name=MERGED_ADAPTER, **kwargs)
+            work.add_weighted_adapter(
+                adapters, weights, adapter_name=MERGED_ADAPTER, combination_type=spec.peft_combination, **kwargs
+            )
         work.set_adapter(MERGED_ADAPTER)
         merged = work.merge_and_unload(adapter_names=[MERGED_ADAPTER])
     merged.eval()
@@ -531,9 +330,8 @@ def update_error(
     above any sensible tolerance; in float64 it is about ``1e-16 * ||W|| / ||dW||``.
     """
     model64 = copy.deepcopy(model).to("cpu", torch.float64)
-    weights = _validate(
-        model64, adapters, weights, get_merge_method(method), kwargs.get("density"), kwargs.get("scale")
-    )
+    knobs = {key: value for key, value in kwargs.items() if key not in ("scale", "seed")}
+    weights, _ = _validate(model64, adapters, get_merge_method(method), knobs, weights, kwargs.get("scale"))
     expected: dict[str, torch.Tensor] = {}
     for adapter, weight in zip(adapters, weights):
         for name, delta in delta_weights(model64, adapter).items():

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .evaluation import merge_combinations
+from .methods import DEFAULT_METHODS
 from .profiles import GeneratedData, HubData, Profile, get_profile
 from .tasks import HUB_SOURCES
 from .workload import KINDS
@@ -374,11 +376,11 @@ def _chapter2(s: Session, t: Throughput) -> None:
     s.evaluate(tasks[3], "test")
 
 
-BASELINE = ("task_arithmetic", "linear")
+BASELINE = DEFAULT_METHODS
 
 
 def _grid(profile: Profile, sizes=(2, 3)) -> list[tuple[str, ...]]:
-    return [c for k in sizes for c in itertools.combinations(profile.tasks, k)]
+    return merge_combinations(profile.tasks, sizes)
 
 
 def _chapter3(s: Session, t: Throughput) -> None:

@@ -18,8 +18,10 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the command line lists profiles without loading it
+    import torch
 
 PROFILE_ENV_VAR = "LORA_BOOK_PROFILE"
 OVERRIDES_ENV_VAR = "LORA_BOOK_OVERRIDES"
@@ -263,6 +265,8 @@ def _running_on_colab_gpu() -> bool:
         import google.colab  # noqa: F401
     except ImportError:
         return False
+    import torch
+
     return torch.cuda.is_available()
 
 
@@ -298,6 +302,19 @@ def get_profile(name: str | Profile | None = None) -> Profile:
         ) from None
     overrides = read_overrides()
     return apply_overrides(profile, overrides) if overrides else profile
+
+
+def all_tasks(profile: Profile) -> tuple[str, ...]:
+    """The profile's six tasks, then its relabelled ones (``related_tasks``)."""
+    return tuple(profile.tasks) + tuple(profile.related_tasks)
+
+
+def check_task_name(profile: Profile, name: str) -> None:
+    """Raise a ``ValueError`` listing the valid names if ``name`` is not one of the profile's tasks."""
+    if name not in all_tasks(profile):
+        raise ValueError(
+            f"Unknown task {name!r} for the {profile.name!r} profile. Valid tasks: {', '.join(all_tasks(profile))}."
+        )
 
 
 def read_overrides() -> dict:
@@ -390,4 +407,6 @@ def progress_enabled() -> bool:
 
 def get_device() -> torch.device:
     """CUDA when available, else CPU."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

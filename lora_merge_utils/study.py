@@ -23,6 +23,7 @@ from .artifacts import (
     ArtifactStore,
     atomic_dir,
     check_adapter_dir,
+    check_head_classes,
     default_root,
     library_versions,
     load_adapters,
@@ -51,15 +52,12 @@ from .evaluation import (
     summarize_merges,
     without_bits,
 )
-from .merging import MergeSpec, get_merge_method
-from .profiles import Profile, apply_overrides, get_device, get_profile, progress_enabled
+from .methods import DEFAULT_METHODS, MergeSpec, get_merge_method
+from .profiles import Profile, all_tasks, apply_overrides, check_task_name, get_device, get_profile, progress_enabled
 from .scoring import adapter_correctness, head_correctness
 from .stats import Bootstrap, pack
-from .tasks import ImageTask, all_tasks, check_task_name, load_task, sample_cache_dir, subsample
+from .tasks import ImageTask, load_task, sample_cache_dir, subsample
 from .training import extract_features, train_adapter, train_head, train_joint_adapter
-
-DEFAULT_METHODS = ("task_arithmetic", "linear")
-
 
 JOINT = "one LoRA trained on all tasks"
 """The method label of :meth:`Study.joint_table`'s rows."""
@@ -248,7 +246,9 @@ class Study:
         if self.store.has_head(task) and not retrain:
             metrics = read_json(directory / "metrics.json")
             _check_reuse(directory, metrics, {"task": task, "backbone": backbone_identity(self.backbone)}, "head")
-            return load_head(directory / "head.safetensors"), metrics
+            head = load_head(directory / "head.safetensors")
+            check_head_classes(directory, head, self.task(task).num_classes)
+            return head, metrics
         with training_lock(self.root):  # two runs into one folder must not both train
             return self._train_head(task)
 
@@ -282,6 +282,9 @@ class Study:
         (from the baseline head) and saved atomically. Returns the directory."""
         check_task_name(self.profile, task)
         directory = self.store.adapter_dir(task, seed)
+        if not retrain and not self.store.has_adapter(task, seed) and self.store.interrupted(task, seed):
+            with training_lock(self.root):  # a save was cut between its two renames: only the lock's holder mends it
+                self.store.has_adapter(task, seed)
         if self.store.has_adapter(task, seed) and not retrain:
             metrics = check_adapter_dir(directory)  # complete, readable, and the files that were saved
             _check_reuse(
@@ -295,6 +298,7 @@ class Study:
                 },
                 "adapter",
             )
+            check_head_classes(directory, load_head(directory / "head.safetensors"), self.task(task).num_classes)
             return directory
         with training_lock(self.root):
             return self._train_adapter(task, seed)

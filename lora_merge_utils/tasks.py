@@ -31,8 +31,16 @@ from torch.utils.data import Dataset, TensorDataset
 
 from . import synthetic
 from .artifacts import artifacts_base, tmp_prefix
+from .backbone import file_sha256
 from .batches import MEAN, STD, InMemoryImages, normalize
-from .profiles import GeneratedData, HubData, Profile, get_profile, progress_enabled
+from .profiles import (  # all_tasks and check_task_name live with the profile (no torch): the CLI checks names
+    GeneratedData,
+    HubData,
+    Profile,
+    check_task_name,
+    get_profile,
+    progress_enabled,
+)
 
 DATA_DIR_ENV = "LORA_BOOK_DATA_DIR"
 HUB_MIRROR_ENV = "LORA_BOOK_HUB_MIRROR"
@@ -237,8 +245,11 @@ def _built_splits(profile: Profile, name: str) -> tuple[dict, list[str], str]:
             arrays = load_file(path)
             with open(path.with_suffix(".json")) as handle:
                 meta = json.load(handle)
-            splits = {split: (arrays[f"{split}.images"], arrays[f"{split}.labels"]) for split in meta["splits"]}
-            return splits, meta["names"], meta["description"]
+            # A cache is believed only if its arrays are the ones that were built: shifted labels under a valid
+            # header, or a file copied from elsewhere, are built again (and saved over) rather than trained on.
+            if meta.get("sha256") == arrays_checksum(arrays):
+                splits = {split: (arrays[f"{split}.images"], arrays[f"{split}.labels"]) for split in meta["splits"]}
+                return splits, meta["names"], meta["description"]
         except (OSError, KeyError, ValueError, SafetensorError):
             pass  # unreadable: build it again below, over it
     splits, names, description = TINY_BUILDERS[name](profile.data, profile.train.seed)
@@ -248,15 +259,27 @@ def _built_splits(profile: Profile, name: str) -> tuple[dict, list[str], str]:
         for part, array in (("images", images), ("labels", np.asarray(labels, dtype=np.int64)))
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The metadata first: a reader finding the images finds their names too.
-    write_atomic(
-        path.with_suffix(".json"),
-        lambda tmp: Path(tmp).write_text(
-            json.dumps({"splits": list(splits), "names": list(names), "description": description})
-        ),
-    )
+    # The metadata first: a reader finding the images finds their names, and the checksum they must match, too.
+    meta = {
+        "splits": list(splits),
+        "names": list(names),
+        "description": description,
+        "sha256": arrays_checksum(tensors),
+    }
+    write_atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
     write_atomic(path, lambda tmp: save_file(tensors, str(tmp)))
     return splits, names, description
+
+
+def arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over named arrays (names, dtypes, shapes and bytes, in name order): what a dataset cache records when
+    it is written and must match when it is read."""
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(json.dumps([key, str(array.dtype), list(array.shape)]).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _load_generated(profile: Profile, name: str) -> ImageTask:
@@ -641,6 +664,11 @@ def _sample(profile: Profile, name: str, source: HubSource) -> tuple[dict, str]:
     sizes = {"val": data.val_size, "train": data.train_size, "test": data.test_size}
     key = hashlib.sha256(json.dumps([origin, sizes, profile.train.seed, 1]).encode()).hexdigest()[:12]
     cache = sample_cache_dir() / f"{name}-{key}"
+    if (cache / "dataset_dict.json").is_file() and not _sample_intact(cache):
+        print(
+            f"{name}: the saved sample {cache.parent.name}/{cache.name} differs from what was saved; drawing it again"
+        )
+        shutil.rmtree(cache, ignore_errors=True)
     if not (cache / "dataset_dict.json").is_file():
         raw = _open_local_copy(local_copy, source, name) if local_copy is not None else _download(source, name)
         for split in raw.values():
@@ -674,6 +702,23 @@ def _sample(profile: Profile, name: str, source: HubSource) -> tuple[dict, str]:
     return {split: saved[split] for split in ("train", "val", "test")}, origin
 
 
+SAMPLE_CHECKSUMS = "checksums.json"
+"""The sha256 of every file of a saved hub sample, written with it; a sample whose files differ is drawn again."""
+
+
+def _sample_intact(directory: Path) -> bool:
+    try:
+        recorded = json.loads((directory / SAMPLE_CHECKSUMS).read_text())
+    except (OSError, ValueError):
+        return False
+    present = {str(f.relative_to(directory)) for f in directory.rglob("*") if f.is_file()} - {SAMPLE_CHECKSUMS}
+    return (
+        isinstance(recorded, dict)
+        and set(recorded) == present
+        and all(file_sha256(directory / name) == digest for name, digest in recorded.items())
+    )
+
+
 def _save_atomically(sample, directory: Path) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     # Named with this process's id, like every atomic save: a killed run's folder is debris once its process is gone.
@@ -681,6 +726,8 @@ def _save_atomically(sample, directory: Path) -> None:
     try:
         with datasets_progress(False):
             sample.save_to_disk(str(tmp))
+        checksums = {str(f.relative_to(tmp)): file_sha256(f) for f in sorted(tmp.rglob("*")) if f.is_file()}
+        (tmp / SAMPLE_CHECKSUMS).write_text(json.dumps(checksums, indent=1))
         shutil.rmtree(directory, ignore_errors=True)  # an incomplete sample left by a killed run
         os.replace(tmp, directory)
     finally:
@@ -763,19 +810,6 @@ def _load_relabelled(profile: Profile, name: str) -> ImageTask:
     groups = np.asarray(spec.groups)
     splits = {split: relabel(base.split(split), groups) for split in ("train", "val", "test")}
     return ImageTask(name, list(spec.class_names), splits["train"], splits["test"], spec.description, splits["val"])
-
-
-def all_tasks(profile: Profile) -> tuple[str, ...]:
-    """The profile's six tasks, then its relabelled ones (``related_tasks``)."""
-    return tuple(profile.tasks) + tuple(profile.related_tasks)
-
-
-def check_task_name(profile: Profile, name: str) -> None:
-    """Raise a ``ValueError`` listing the valid names if ``name`` is not one of the profile's tasks."""
-    if name not in all_tasks(profile):
-        raise ValueError(
-            f"Unknown task {name!r} for the {profile.name!r} profile. Valid tasks: {', '.join(all_tasks(profile))}."
-        )
 
 
 _CACHE: dict[tuple, ImageTask] = {}

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .merging import MergeSpec
+from .methods import MergeSpec
 
 SELECTION_SPLIT = "val"
 BUDGET = "budget"

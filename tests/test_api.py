@@ -6,21 +6,53 @@ from importlib import import_module
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 import lora_merge_utils
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9]*.ipynb"))
 
 
 def test_all_lists_exactly_the_public_names():
-    public = {
+    """Every name in ``__all__`` resolves (the package imports them on first use), nothing else public is
+    defined, and ``dir()`` shows them before any is used."""
+    eager = {
         name
         for name, value in vars(lora_merge_utils).items()
         if not name.startswith("_")
         and not isinstance(value, ModuleType)
-        and name not in ("PackageNotFoundError", "version")
+        and name not in ("PackageNotFoundError", "version", "import_module")
     }
-    assert set(lora_merge_utils.__all__) == public
-    assert {"MergeSpec", "adapter_accuracy", "merged_delta"} <= public
+    assert eager <= set(lora_merge_utils.__all__), "a public name defined outside __all__"
+    assert set(lora_merge_utils.__all__) <= set(dir(lora_merge_utils))
+    for name in lora_merge_utils.__all__:
+        assert getattr(lora_merge_utils, name) is not None, name
+    assert {"MergeSpec", "adapter_accuracy", "merged_delta"} <= set(lora_merge_utils.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'merge_adapter'"):
+        lora_merge_utils.merge_adapter  # noqa: B018  (a typo of merge_adapters)
+
+
+def test_the_package_and_the_command_lines_help_start_without_torch():
+    """``import lora_merge_utils``, ``--help``, ``list`` and a refused argument load no torch, pandas or PEFT (the
+    figures: benchmarks/benchmark_cli_startup.py)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import lora_merge_utils\n"
+        "from lora_merge_utils.cli import main\n"
+        "main(['list'])\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "assert main(['merge', 'digits', 'shapes', '--method', 'ties', '--profile', 'tiny']) == 2\n"
+        "print('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'pandas', 'peft', 'timm'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert "HEAVY []" in done.stdout, done.stdout[-300:]
+    assert "needs --density" in done.stderr
 
 
 def _imports(source: str):

@@ -61,6 +61,75 @@ def test_edited_adapter_weights_are_refused(copy_of, name):
         Study.open(profile, root, progress=False).ensure_adapter("digits")
 
 
+def _rewrite_metrics(directory, change):
+    metrics = json.loads((directory / "metrics.json").read_text())
+    change(metrics)
+    (directory / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.mark.parametrize("kind", ["adapters/digits/seed-0", "heads/digits"])
+def test_a_save_without_checksums_is_refused_unless_trusted(copy_of, monkeypatch, kind):
+    """Deleting the sha256 key used to switch the check off ("older saves pass")."""
+    profile, root = copy_of
+    _rewrite_metrics(root / kind, lambda m: m.pop("sha256"))
+    study = Study.open(profile, root, progress=False)
+    ensure = study.ensure_adapter if kind.startswith("adapters") else study.ensure_head
+    with pytest.raises(ValueError, match="records no checksum for .*LORA_BOOK_TRUST_UNCHECKED=1"):
+        ensure("digits")
+    monkeypatch.setenv("LORA_BOOK_TRUST_UNCHECKED", "1")
+    ensure("digits")
+
+
+def test_an_adapter_config_dropped_from_the_checksums_is_refused(copy_of):
+    profile, root = copy_of
+    _rewrite_metrics(root / "adapters/digits/seed-0", lambda m: m["sha256"].pop("adapter_config.json"))
+    with pytest.raises(ValueError, match="no checksum for adapter_config.json"):
+        Study.open(profile, root, progress=False).ensure_adapter("digits")
+
+
+@pytest.mark.parametrize("kind", ["adapters/digits/seed-0", "heads/digits"])
+def test_a_head_with_another_number_of_classes_is_refused_even_with_its_checksum(copy_of, kind):
+    import torch
+
+    from lora_merge_utils.artifacts import save_head, weight_checksums
+
+    profile, root = copy_of
+    directory = root / kind
+    save_head(torch.nn.Linear(96, 7), directory / "head.safetensors")
+    _rewrite_metrics(directory, lambda m: m.__setitem__("sha256", weight_checksums(directory)))
+    study = Study.open(profile, root, progress=False)
+    ensure = study.ensure_adapter if kind.startswith("adapters") else study.ensure_head
+    with pytest.raises(ValueError, match="has 7 outputs but the task has 10 classes"):
+        ensure("digits")
+
+
+def test_adapter_weights_of_another_rank_than_the_config_are_refused(copy_of):
+    from lora_merge_utils.artifacts import weight_checksums
+
+    profile, root = copy_of
+    directory = root / "adapters/digits/seed-0"
+    config = json.loads((directory / "adapter_config.json").read_text())
+    config["r"] = 2 * config["r"]
+    (directory / "adapter_config.json").write_text(json.dumps(config))
+    _rewrite_metrics(directory, lambda m: m.__setitem__("sha256", weight_checksums(directory)))
+    with pytest.raises(ValueError, match="rank .* but its adapter_config.json says r="):
+        Study.open(profile, root, progress=False).ensure_adapter("digits")
+
+
+def test_an_interrupted_save_is_mended_only_under_the_lock(copy_of):
+    """A reader that finds a save between its two renames leaves it alone; the study mends it holding the lock, and
+    reuses the previous, whole version without training."""
+    profile, root = copy_of
+    final = root / "adapters/digits/seed-0"
+    aside = final.with_name(".seed-0.old")
+    final.rename(aside)
+    study = Study.open(profile, root, progress=False)
+    assert not study.store.has_adapter("digits", 0) and aside.is_dir(), "no lock held: nothing moved"
+    stamp = (aside / "adapter_model.safetensors").stat().st_mtime_ns
+    assert study.ensure_adapter("digits") == final
+    assert (final / "adapter_model.safetensors").stat().st_mtime_ns == stamp and not aside.exists()
+
+
 def test_another_tasks_adapter_copied_in_is_refused_and_kept(copy_of):
     profile, root = copy_of
     target = root / "adapters" / "digits" / "seed-0"

@@ -7,7 +7,7 @@ import torch
 from peft import PeftModel
 
 from lora_merge_utils import TINY, create_backbone, load_adapters
-from lora_merge_utils.artifacts import ArtifactStore, atomic_dir, check_adapter_dir
+from lora_merge_utils.artifacts import ArtifactStore, atomic_dir, check_adapter_dir, training_lock
 
 from .helpers import make_random_adapter
 
@@ -53,7 +53,9 @@ def test_a_save_killed_between_its_two_renames_keeps_the_previous_version(tmp_pa
     # The state a kill leaves after `final` was moved aside and before the new version was moved in.
     old = final.with_name(f".{final.name}.old")
     random_adapters["a"].rename(old)
-    assert store.has_adapter("digits", 0), "the previous, whole version is put back"
+    assert not store.has_adapter("digits", 0) and old.is_dir(), "without the lock it may be a save in progress"
+    with training_lock(store.root):
+        assert store.has_adapter("digits", 0), "the previous, whole version is put back by the lock's holder"
     assert not old.exists() and check_adapter_dir(final)["accuracy"] == 0.5
 
 

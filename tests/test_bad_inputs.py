@@ -44,7 +44,8 @@ MERGE_CASES = [
     ("density 0", dict(method="ties", density=0.0), "density must be in (0, 1]"),
     ("density above 1", dict(method="dare_ties", density=1.5), "density must be in (0, 1]"),
     ("density for averaging", dict(density=0.5), "takes no density"),
-    ("svd rank 0", dict(method="svd", svd_rank=0), "svd_rank must be a whole number from 1 to 16"),
+    ("svd rank 0", dict(method="svd", svd_rank=0), "svd_rank must be a whole number >= 1"),
+    ("a fractional svd rank", dict(method="svd", svd_rank=2.5), "svd_rank must be a whole number"),
     ("svd rank above the summed rank", dict(method="svd", svd_rank=17), "from 1 to 16"),
     ("svd rank for TIES", dict(method="ties", density=0.5, svd_rank=4), "takes no svd_rank"),
     (
@@ -53,6 +54,16 @@ MERGE_CASES = [
         "'total' or 'frequency'",
     ),
     ("an unknown method", dict(method="average"), "Unknown merge method"),
+    ("a common fraction for TIES", dict(method="ties", density=0.5, common_fraction=0.5), "takes no common_fraction"),
+    ("a trim density for averaging", dict(trim_density=0.5), "only dare_ties do"),
+    ("a sign method for averaging", dict(majority_sign_method="frequency"), "takes no majority_sign_method"),
+    ("a common fraction of 0", dict(method="iso_cts", common_fraction=0.0), "common_fraction must be in (0, 1]"),
+    ("a weight that overflows", dict(weights=[1e30, 1.0]), "within +-1000"),
+    ("a scale that overflows", dict(scale=-5e3), "scale must lie within +-1000"),
+    ("a negative seed", dict(method="dare_linear", density=0.5, seed=-1), "seed must be a whole number from 0"),
+    ("a seed past 32 bits", dict(seed=2**40), "seed must be a whole number from 0 to 4294967295"),
+    ("AdaMerging steps of 0", dict(method="adamerging_short", steps=0), "steps must be a whole number from 1"),
+    ("an AdaMerging lr of 0", dict(method="adamerging_short", lr=0.0), "lr must be in (0, 10]"),
 ]
 
 
@@ -146,8 +157,26 @@ CLI_CASES = [
     (
         "zero AdaMerging steps",
         ["merge", "digits", "shapes", "--method", "adamerging", "--steps", "0"],
-        "--steps is for --method adamerging or adamerging_short only",
+        "--steps must be a whole number from 1",
     ),
+    (
+        "AdaMerging steps for TIES",
+        ["merge", "digits", "shapes", "--method", "ties", "--density", "0.5", "--steps", "5"],
+        "takes no --steps; only adamerging, adamerging_short do",
+    ),
+    (
+        "a common fraction for TIES",
+        ["merge", "digits", "shapes", "--method", "ties", "--density", "0.5", "--common-fraction", "0.5"],
+        "takes no --common-fraction",
+    ),
+    ("a weight that overflows", ["merge", "digits", "shapes", "--weights", "1e300", "1"], "within +-1000"),
+    ("a seed past 32 bits", ["merge", "digits", "shapes", "--seed", str(2**40)], "--seed must be a whole number"),
+    (
+        "an unknown sign method",
+        ["merge", "digits", "shapes", "--method", "ties", "--density", "0.5", "--majority-sign-method", "vote"],
+        "--majority-sign-method must be 'total' or 'frequency'",
+    ),
+    ("an unknown task to train", ["train-head", "--task", "cats"], "Unknown task 'cats'"),
     ("a task twice", ["merge", "digits", "digits"], "Tasks repeat"),
     ("an adapter seed out of range", ["merge", "digits", "shapes", "--adapter-seed", "3"], "--adapter-seed is a"),
     ("a negative adapter seed", ["merge", "digits", "shapes", "--adapter-seed", "-1"], "--adapter-seed is a"),

@@ -186,3 +186,46 @@ def test_decoded_once_gives_exactly_the_lazy_items(tmp_path, monkeypatch):
     assert len(sample) == 20 and np.bincount(sample.labels, minlength=10).tolist() == [2] * 10
     assert torch.equal(decode_all(sample).images, subsample(decoded, 20, seed=0).images), "same sample either way"
     assert subsample(lazy, None) is lazy and subsample(lazy, 1000) is lazy
+
+
+def test_a_generated_dataset_cache_with_changed_labels_is_built_again(tmp_path, monkeypatch):
+    """Shifted labels under a valid safetensors header used to give 2% accuracy with exit 0: the cache records a
+    checksum of its arrays and one that differs is rebuilt from the generator."""
+    from safetensors.numpy import load_file, save_file
+
+    from lora_merge_utils.tasks import _built_splits
+
+    monkeypatch.setenv("LORA_BOOK_ARTIFACTS", str(tmp_path))
+    small = TINY.replace(data=GeneratedData(train_per_class=5, val_per_class=2, test_per_class=3))
+    built, _, _ = _built_splits(small, "shapes")
+    (saved,) = (tmp_path / "datasets" / "generated").glob("shapes-*.safetensors")
+    arrays = load_file(saved)
+    arrays["test.labels"] = (arrays["test.labels"] + 1) % 6
+    save_file(arrays, str(saved))
+    again, _, _ = _built_splits(small, "shapes")
+    np.testing.assert_array_equal(again["test"][1], built["test"][1])
+    np.testing.assert_array_equal(load_file(saved)["test.labels"], built["test"][1])  # saved over
+
+
+def test_a_saved_hub_sample_whose_files_changed_is_drawn_again(tmp_path, monkeypatch, capsys):
+    from lora_merge_utils import tasks as tasks_module
+
+    _save_stand_in(tmp_path / "data" / "mnist")
+    monkeypatch.setenv("LORA_BOOK_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("LORA_BOOK_ARTIFACTS", str(tmp_path / "artifacts"))
+    first = load_task(SMALL_HUB, "mnist")
+    (sample,) = [p for p in (tmp_path / "artifacts" / "datasets").iterdir() if p.name.startswith("mnist-")]
+    assert (sample / tasks_module.SAMPLE_CHECKSUMS).is_file()
+    capsys.readouterr()
+    tasks_module._CACHE.clear()
+    load_task(SMALL_HUB, "mnist")
+    assert "saved a sample" not in capsys.readouterr().out, "an intact sample is reused"
+    arrow = next(sample.rglob("*.arrow"))
+    data = bytearray(arrow.read_bytes())
+    data[-9] ^= 0xFF
+    arrow.write_bytes(bytes(data))
+    tasks_module._CACHE.clear()
+    again = load_task(SMALL_HUB, "mnist")
+    printed = capsys.readouterr().out
+    assert "differs from what was saved; drawing it again" in printed and "saved a sample" in printed
+    np.testing.assert_array_equal(again.labels("test"), first.labels("test"))
