@@ -80,6 +80,30 @@ def verify_checksums(directory: Path, metrics: dict) -> None:
             )
 
 
+METRICS_FIELDS = {"accuracy": "a number from 0 to 1", "backbone": "the backbone's identity (text)"}
+"""What every saved folder's ``metrics.json`` must hold for the tables that read it."""
+
+
+def check_metrics(directory: Path, metrics: dict) -> None:
+    """Refuse a ``metrics.json`` missing a field the tables read, or holding one of the wrong type (one line naming
+    the file, the field and the fix), rather than failing later with a traceback."""
+    accuracy = metrics.get("accuracy")
+    wrong = [
+        name
+        for name, ok in (
+            ("accuracy", isinstance(accuracy, int | float) and not isinstance(accuracy, bool) and 0 <= accuracy <= 1),
+            ("backbone", isinstance(metrics.get("backbone"), str)),
+        )
+        if not ok
+    ]
+    if wrong:
+        name = wrong[0]
+        raise ValueError(
+            f"{Path(directory) / 'metrics.json'}: {name} must be {METRICS_FIELDS[name]}, got "
+            f"{metrics.get(name, 'nothing')!r}. Delete {directory} to train it again."
+        )
+
+
 def check_head_classes(directory: Path, head: nn.Linear, classes: int) -> None:
     """Refuse a saved head whose number of outputs is not the task's number of classes (what a checksum cannot
     tell: the file may be whole and still belong to another task)."""
@@ -544,6 +568,7 @@ def check_adapter_dir(directory: Path) -> dict:
         )
     metrics = read_json(directory / "metrics.json")
     verify_checksums(directory, metrics)
+    check_metrics(directory, metrics)
     return metrics
 
 

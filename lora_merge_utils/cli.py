@@ -347,6 +347,10 @@ def _check_common(args) -> None:
 
             if not torch.cuda.is_available():
                 raise ValueError(f"--device {device} asked for, but this machine has no CUDA GPU; use --device cpu.")
+            if int(device.partition(":")[2] or 0) >= torch.cuda.device_count():
+                raise ValueError(
+                    f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0."
+                )
     out = getattr(args, "out", None)
     if out is not None:
         out = Path(out)
@@ -370,8 +374,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                 check_task_name(args.resolved_profile, args.task)
         _check_common(args)
         COMMANDS[args.command](args)
-    except (ValueError, OSError) as error:  # OSError: missing, unreadable or unwritable files and folders
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        if not _told_to_user(error):
+            raise
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, whatever the library wrote
         return 2
     except KeyboardInterrupt as stop:
         how, status = ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
@@ -384,6 +390,17 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+_USER_ERRORS = ("SafetensorError", "UnpicklingError")
+"""Errors of the file formats we read (a full disk while saving, a pickled file refused by ``weights_only``), by name:
+importing their modules here would load torch before every command."""
+
+
+def _told_to_user(error: Exception) -> bool:
+    """Errors a user can act on, told as one ``error:`` line: bad values (``ValueError``), missing, unreadable or
+    unwritable files (``OSError``) and unreadable saved files."""
+    return isinstance(error, ValueError | OSError) or type(error).__name__ in _USER_ERRORS
 
 
 class Terminated(KeyboardInterrupt):

@@ -334,6 +334,12 @@ def _row(path: Path, chapter: int | None, run: Execution | None, reference: dict
     return row, feedback
 
 
+MAX_JOBS = 64
+"""Most submissions graded at once (each runs a kernel of its own)."""
+MAX_SECONDS = 7 * 24 * 3600
+"""Longest time limit accepted (larger ones overflow the timers that enforce them)."""
+
+
 def grade_folder(
     folder: Path,
     out: Path,
@@ -356,11 +362,11 @@ def grade_folder(
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder; give the folder that holds the submitted notebooks.")
     check_output(out)
-    if jobs < 1:
-        raise ValueError(f"--jobs {jobs}: give a number of parallel gradings of at least 1.")
+    if not 1 <= jobs <= MAX_JOBS:
+        raise ValueError(f"--jobs {jobs}: give a number of parallel gradings from 1 to {MAX_JOBS}.")
     for value, name in ((cell_timeout, "--cell-timeout"), (notebook_timeout, "--notebook-timeout")):
-        if value is not None and value <= 0:
-            raise ValueError(f"{name} {value}: give a positive number of seconds.")
+        if value is not None and not 0 < value <= MAX_SECONDS:
+            raise ValueError(f"{name} {value}: give a positive number of seconds, at most {MAX_SECONDS} (a week).")
     paths = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
     if not paths:
         raise ValueError(f"{folder} holds no .ipynb files; collect the submissions there first.")

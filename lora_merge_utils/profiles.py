@@ -14,11 +14,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .methods import Knob
 
 if TYPE_CHECKING:  # torch is imported where it is used: the command line lists profiles without loading it
     import torch
@@ -56,11 +58,7 @@ class LoraSettings:
     target_modules: str = r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
 
     def __post_init__(self) -> None:
-        _require(_is_int(self.rank) and self.rank >= 1, f"lora.rank must be a whole number >= 1, got {self.rank!r}.")
-        _require(_finite(self.alpha) and self.alpha > 0, f"lora.alpha must be a finite number > 0, got {self.alpha!r}.")
-        _require(
-            _finite(self.dropout) and 0 <= self.dropout < 1, f"lora.dropout must be in [0, 1), got {self.dropout!r}."
-        )
+        check_fields(self, "lora")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -68,12 +66,112 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+@dataclass(frozen=True)
+class FieldRule:
+    """The values a profile field accepts: a number of a type in a range (each item of it, for a tuple), possibly
+    ``None``, or a regular expression."""
+
+    knob: Knob
+    optional: bool = False
+    each: bool = False
+    regex: bool = False
+
+    def check(self, value: object, name: str) -> None:
+        if value is None and self.optional:
+            return
+        if self.regex:
+            try:
+                _require(isinstance(value, str) and value != "", "")
+                re.compile(value)  # type: ignore[arg-type]
+            except (re.error, ValueError) as error:
+                detail = f" ({error})" if isinstance(error, re.error) else ""
+                raise ValueError(
+                    f"{name} must be a regular expression of module names, got {value!r}{detail}."
+                ) from None
+            return
+        if self.each:
+            _require(
+                isinstance(value, tuple | list) and len(value) > 0,
+                f"{name} must list one or more values, each {self.knob.range}, got {value!r}.",
+            )
+            for item in value:  # type: ignore[union-attr]
+                self.knob.check(item, name)
+            return
+        self.knob.check(value, name)
+
+    @property
+    def range(self) -> str:
+        if self.regex:
+            return "a regular expression"
+        text = f"each {self.knob.range}" if self.each else self.knob.range
+        return text + (", or null (all)" if self.optional else "")
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _int(low: int, high: int, **more) -> FieldRule:
+    return FieldRule(Knob("", "", int, low, high), **more)
+
+
+def _number(low: float, high: float, low_open: bool = False, high_open: bool = False, **more) -> FieldRule:
+    return FieldRule(Knob("", "", float, low, high, low_open, high_open), **more)
+
+
+IMAGES = 10_000_000
+"""More images than any split of any dataset the book reads."""
+
+FIELDS: dict[str, FieldRule] = {
+    "image_size": _int(8, 1024),
+    "seeds": _int(1, 100),
+    "num_workers": _int(0, 64),
+    "lora.rank": _int(1, 1024),
+    "lora.alpha": _number(0, 1e4, low_open=True),
+    "lora.dropout": _number(0, 1, high_open=True),
+    "lora.target_modules": FieldRule(Knob("", ""), regex=True),
+    "train.head_l2": _number(0, 1e6, each=True),
+    "train.head_max_iter": _int(1, 1_000_000),
+    "train.adapter_epochs": _int(1, 1000),
+    "train.adapter_lr": _number(0, 10, low_open=True),
+    "train.adapter_weight_decay": _number(0, 10),
+    "train.batch_size": _int(1, 65536),
+    "train.eval_batch_size": _int(1, 65536),
+    "train.seed": _int(0, 2**32 - 1),
+    "data.train_per_class": _int(1, 100_000),
+    "data.val_per_class": _int(1, 100_000),
+    "data.test_per_class": _int(1, 100_000),
+    "data.train_size": _int(1, IMAGES, optional=True),
+    "data.val_size": _int(1, IMAGES),
+    "data.test_size": _int(1, IMAGES, optional=True),
+    "budget.tuning_images": _int(1, IMAGES, optional=True),
+    "budget.comparison_images": _int(1, IMAGES, optional=True),
+    "budget.refit_images": _int(1, IMAGES, optional=True),
+    "budget.survey_sizes": _int(2, 64, each=True),
+    "budget.timing_rounds": _int(1, 10_000),
+    "backbone.overrides.img_size": _int(8, 1024),
+    "backbone.overrides.patch_size": _int(1, 1024),
+    "backbone.overrides.embed_dim": _int(1, 65536),
+    "backbone.overrides.depth": _int(1, 1024),
+    "backbone.overrides.num_heads": _int(1, 1024),
+    "backbone.overrides.mlp_ratio": _number(0, 64, low_open=True),
+}
+"""Every numeric profile field (dotted, as ``$LORA_BOOK_OVERRIDES`` names it) with the values it accepts: checked when
+a profile is built or overridden, so that a bad value fails in one line before any work, in the library, the command
+line and ``plan`` alike. ``python -c "from lora_merge_utils.profiles import field_table; print(field_table())"``
+prints it."""
+
+
+def check_fields(obj: object, prefix: str) -> None:
+    """Check the fields of ``obj`` (a settings dataclass, or ``backbone.overrides``) named ``<prefix>.<field>`` in
+    :data:`FIELDS`; a ``ValueError`` names the first bad one and its range."""
+    values = obj if isinstance(obj, dict) else {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    for name, value in values.items():
+        rule = FIELDS.get(f"{prefix}.{name}" if prefix else name)
+        if rule is not None:
+            rule.check(value, f"{prefix}.{name}" if prefix else name)
+
+
+def field_table() -> str:
+    """:data:`FIELDS` as a two-column text table."""
+    width = max(map(len, FIELDS))
+    return "\n".join(f"{name:{width}s}  {rule.range}" for name, rule in FIELDS.items())
 
 
 @dataclass(frozen=True)
@@ -91,21 +189,7 @@ class TrainSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _require(
-            len(self.head_l2) > 0 and all(_finite(v) and v >= 0 for v in self.head_l2),
-            f"train.head_l2 must list finite penalties >= 0, got {self.head_l2!r}.",
-        )
-        for name in ("head_max_iter", "adapter_epochs", "batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            _require(_is_int(value) and value >= 1, f"train.{name} must be a whole number >= 1, got {value!r}.")
-        _require(
-            _finite(self.adapter_lr) and self.adapter_lr > 0,
-            f"train.adapter_lr must be a finite number > 0, got {self.adapter_lr!r}.",
-        )
-        _require(
-            _finite(self.adapter_weight_decay) and self.adapter_weight_decay >= 0,
-            f"train.adapter_weight_decay must be a finite number >= 0, got {self.adapter_weight_decay!r}.",
-        )
+        check_fields(self, "train")
 
 
 @dataclass(frozen=True)
@@ -118,6 +202,9 @@ class GeneratedData:
     train_per_class: int = 300
     val_per_class: int = 50
     test_per_class: int = 40
+
+    def __post_init__(self) -> None:
+        check_fields(self, "data")
 
 
 @dataclass(frozen=True)
@@ -134,6 +221,9 @@ class HubData:
     test_size: int | None = 1000
     data_dir: str | None = None
     """A folder of ``<task>/`` copies saved with ``DatasetDict.save_to_disk`` (``$LORA_BOOK_DATA_DIR`` wins)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, "data")
 
 
 @dataclass(frozen=True)
@@ -156,6 +246,9 @@ class Budget:
     triples)."""
     timing_rounds: int = 20
     """Rounds of chapter 7's interleaved timings (each round times every strategy once)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, "budget")
 
 
 @dataclass(frozen=True)
@@ -202,6 +295,11 @@ class Profile:
     smoke: bool = False
     calibrated_checks: bool = False
     overrides: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        check_fields(self, "")
+        check_fields(self.backbone.overrides, "backbone.overrides")
+        _require(len(set(self.tasks)) == len(self.tasks) > 0, f"tasks must name tasks once each, got {self.tasks}.")
 
     def replace(self, **changes) -> Profile:
         """A copy with some fields changed (profiles are frozen)."""

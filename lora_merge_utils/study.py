@@ -24,6 +24,7 @@ from .artifacts import (
     atomic_dir,
     check_adapter_dir,
     check_head_classes,
+    check_metrics,
     default_root,
     library_versions,
     load_adapters,
@@ -603,6 +604,7 @@ def _check_reuse(directory: Path, metrics: dict, expected: dict, kind: str) -> N
     whose weights changed since they were saved: reusing it would report wrong numbers, and training over it would
     destroy someone's work. Fields a folder does not record (older saves) are not compared."""
     verify_checksums(directory, metrics)
+    check_metrics(directory, metrics)
     differ = [
         f"{key} {metrics[key]!r} (this study: {value!r})"
         for key, value in expected.items()

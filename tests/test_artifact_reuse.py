@@ -80,6 +80,22 @@ def test_a_save_without_checksums_is_refused_unless_trusted(copy_of, monkeypatch
     ensure("digits")
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.pop("accuracy"), "accuracy must be a number from 0 to 1, got 'nothing'"),
+        (lambda m: m.__setitem__("accuracy", "high"), "accuracy must be a number from 0 to 1, got 'high'"),
+        (lambda m: m.__setitem__("backbone", 3), "backbone must be the backbone's identity"),
+    ],
+)
+def test_a_metrics_file_missing_a_field_or_of_a_wrong_type_is_refused_in_one_line(copy_of, change, message):
+    profile, root = copy_of
+    _rewrite_metrics(root / "adapters/digits/seed-0", change)
+    with pytest.raises(ValueError, match=message) as error:
+        Study.open(profile, root, progress=False).ensure_adapter("digits")
+    assert "\n" not in str(error.value)
+
+
 def test_an_adapter_config_dropped_from_the_checksums_is_refused(copy_of):
     profile, root = copy_of
     _rewrite_metrics(root / "adapters/digits/seed-0", lambda m: m["sha256"].pop("adapter_config.json"))

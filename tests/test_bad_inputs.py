@@ -12,7 +12,7 @@ import torch
 from peft import get_peft_model
 from torch import nn
 
-from lora_merge_utils import TINY, MultiTaskModel, load_task, merge_adapters
+from lora_merge_utils import FULL, TINY, MultiTaskModel, load_task, merge_adapters
 from lora_merge_utils.artifacts import read_json
 from lora_merge_utils.cli import main
 from lora_merge_utils.merging import MERGED_ADAPTER
@@ -109,15 +109,31 @@ def test_multitask_model_refuses(backbone, heads, tasks, message):
 
 
 SETTINGS_CASES = [
-    ("LoRA rank 0", lambda: LoraSettings(rank=0), "lora.rank must be a whole number >= 1"),
-    ("LoRA alpha NaN", lambda: LoraSettings(alpha=NAN), "lora.alpha must be a finite number > 0"),
+    ("LoRA rank 0", lambda: LoraSettings(rank=0), "lora.rank must be a whole number from 1 to 1024, got 0"),
+    ("LoRA alpha NaN", lambda: LoraSettings(alpha=NAN), "lora.alpha must be a finite number in (0, 10000]"),
     ("LoRA dropout 1", lambda: LoraSettings(dropout=1.0), "lora.dropout must be in [0, 1)"),
-    ("zero epochs", lambda: TrainSettings(adapter_epochs=0), "train.adapter_epochs must be a whole number >= 1"),
-    ("a negative batch size", lambda: TrainSettings(batch_size=-1), "train.batch_size must be a whole number >= 1"),
-    ("a NaN learning rate", lambda: TrainSettings(adapter_lr=NAN), "train.adapter_lr must be a finite number > 0"),
-    ("no head penalty", lambda: TrainSettings(head_l2=()), "train.head_l2 must list finite penalties"),
+    ("zero epochs", lambda: TrainSettings(adapter_epochs=0), "train.adapter_epochs must be a whole number from 1"),
+    ("a negative batch size", lambda: TrainSettings(batch_size=-1), "train.batch_size must be a whole number from 1"),
+    ("a NaN learning rate", lambda: TrainSettings(adapter_lr=NAN), "train.adapter_lr must be a finite number"),
+    ("no head penalty", lambda: TrainSettings(head_l2=()), "train.head_l2 must list one or more values"),
     ("an override of a missing field", lambda: apply_overrides(TINY, {"train.epochs": 1}), "has no field 'epochs'"),
     ("an override that breaks a setting", lambda: apply_overrides(TINY, {"lora.rank": 0}), "lora.rank"),
+    ("no seeds", lambda: apply_overrides(TINY, {"seeds": 0}), "seeds must be a whole number from 1 to 100, got 0"),
+    (
+        "a fractional depth",
+        lambda: apply_overrides(TINY, {"backbone.overrides.depth": 2.5}),
+        "backbone.overrides.depth must be a whole number from 1 to 1024, got 2.5",
+    ),
+    (
+        "target modules that are no regular expression",
+        lambda: apply_overrides(TINY, {"lora.target_modules": "blocks.(("}),
+        "lora.target_modules must be a regular expression",
+    ),
+    ("an empty training sample", lambda: apply_overrides(TINY, {"data.train_per_class": 0}), "data.train_per_class"),
+    ("a zero hub sample", lambda: apply_overrides(FULL, {"data.val_size": 0}), "data.val_size must be"),
+    ("a survey of 1 task", lambda: apply_overrides(TINY, {"budget.survey_sizes": [1, 2]}), "budget.survey_sizes"),
+    ("an image size of 2", lambda: apply_overrides(TINY, {"image_size": 2}), "image_size must be a whole number"),
+    ("a seed past 32 bits", lambda: apply_overrides(TINY, {"train.seed": 2**40}), "train.seed must be"),
     ("an unknown profile", lambda: get_profile("huge"), "Unknown profile 'huge'"),
     ("an unknown task", lambda: load_task(TINY, "cats"), "Unknown task 'cats'"),
 ]
@@ -193,6 +209,43 @@ def test_the_command_line_refuses_before_any_work(tmp_path, capsys, argv, messag
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not out.exists() or not any(out.rglob("*")), "nothing was trained or written"
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [(["--jobs", "100000"], "from 1 to 64"), (["--cell-timeout", str(10**30)], "at most 604800")],
+)
+def test_grading_limits_are_range_checked(tmp_path, capsys, option, message):
+    (tmp_path / "submissions").mkdir()
+    (tmp_path / "submissions" / "a.ipynb").write_text("{}")
+    assert main(["grade", str(tmp_path / "submissions"), "--out", str(tmp_path / "scores.csv"), *option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and not (tmp_path / "scores.csv").exists()
+
+
+def test_unreadable_saved_files_and_a_full_disk_are_one_line_not_a_traceback(monkeypatch, capsys):
+    """safetensors raises its own error on a full disk, torch an UnpicklingError on a pickled file: both are told."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    from lora_merge_utils import cli
+
+    for error in (SafetensorError("Error while serializing: No space left on device"), pickle.UnpicklingError("x")):
+
+        def fail(args, error=error):
+            raise error
+
+        monkeypatch.setitem(cli.COMMANDS, "list", fail)
+        assert cli.main(["list"]) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+
+    def bug(args):
+        raise KeyError("a bug of ours")
+
+    monkeypatch.setitem(cli.COMMANDS, "list", bug)
+    with pytest.raises(KeyError):  # not hidden: a bug must show its traceback
+        cli.main(["list"])
 
 
 def test_the_command_line_refuses_an_output_that_is_a_file(tmp_path, capsys):
