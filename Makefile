@@ -23,7 +23,7 @@ SLOW := notebook or smoke or book or subprocess
 help:
 	@echo "make book     - execute every chapter in the tiny profile and render the public book into _build/html"
 	@echo "make html     - render the public book from the committed notebooks (no solutions) into _build/html"
-	@echo "make check-pages - render the book and check in headless Chromium that every table fits a 1280-px window"
+	@echo "make check-pages - render the book and check it in headless Chromium at 1280 px and on a 390-px phone"
 	@echo "make instructor - the instructor edition (solutions with their outputs) in _build/instructor/_build/html"
 	@echo "make grade SUBMISSIONS=dir - run and score submitted student notebooks into scores.csv"
 	@echo "make run      - run the whole study headless in the $(PROFILE) profile (results in $(OUT)/results)"
@@ -128,6 +128,7 @@ html: setup
 # Tables and code blocks must fit the content column at a 1280-px window (needs Chromium: see README).
 check-pages: html
 	$(PY) scripts/check_rendered_pages.py _build/html
+	$(PY) scripts/check_rendered_pages.py _build/html --width 390 --height 844
 
 instructor: setup
 	$(PY) scripts/build_edition.py instructor

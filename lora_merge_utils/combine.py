@@ -13,7 +13,8 @@ bytes whatever the caller's thread setting.
 
 References: task arithmetic (Ilharco et al., 2023); TIES (Yadav et al., 2023); DARE (Yu et al., 2024); KnOTS (Stoica
 et al., 2024, ``gstoica27/KnOTS``); TSV-Merge (Gargiulo et al., 2025, ``AntoAndGar/task_singular_vectors``); Iso-C and
-Iso-CTS (Marczak et al., 2025, ``danielm1405/iso-merging``).
+Iso-CTS (Marczak et al., 2025, ``danielm1405/iso-merging``); Core Space merging (Panariello et al., 2025,
+``apanariello4/core-space-merging``), a method designed for LoRA.
 """
 
 from __future__ import annotations
@@ -395,4 +396,50 @@ def iso_cts_full(factors: Factors, weights: Sequence[float], common_fraction: fl
         spectrum = torch.cat(ss)
         u_perp, vh_perp = polar(torch.cat(us, dim=1)), polar(torch.cat(vhs, dim=0))
         out[name] = (spectrum.mean() * u_perp @ vh_perp).to(_dtype(factors))
+    return out
+
+
+def core_space(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """Core Space (Panariello et al., 2025): the reference bases of one layer's K adapters and each task's core matrix.
+
+    ``U_B`` is the left singular basis of the stacked ``[B'_1 ... B'_K]``, ``V_A^T`` the right singular basis of the
+    stacked ``[A_1; ...; A_K]``; task ``i``'s core matrix is ``M_i = U_B^T B'_i A_i V_A`` (``sum r_i`` square at
+    most). The map is lossless: ``U_B M_i V_A^T = dW_i`` for every task, since each ``B'_i`` lies in the span of
+    ``U_B`` and each ``A_i`` in the row span of ``V_A^T``. Returns ``(U_B, [M_1, ..., M_K], V_A^T)`` in float64.
+    """
+    b_stack = torch.cat([b.double() for b, _ in pairs], dim=1)
+    a_stack = torch.cat([a.double() for _, a in pairs], dim=0)
+    u_b = torch.linalg.svd(b_stack, full_matrices=False)[0]
+    vh_a = torch.linalg.svd(a_stack, full_matrices=False)[2]
+    cores = [(u_b.T @ b.double()) @ (a.double() @ vh_a.T) for b, a in pairs]
+    return u_b, cores, vh_a
+
+
+@_repeatable
+def core_ties(
+    factors: Factors, weights: Sequence[float], density: float, majority_sign_method: str = "total"
+) -> Deltas:
+    """TIES in Core Space, as the official code (``apanariello4/core-space-merging``, ``task_merger.py``,
+    ``merge_space="core"``, ``merge_method="ties"``) does it: per layer, each task's update is written as its core
+    matrix in the bases shared by all tasks (:func:`core_space`), TIES merges the core matrices of that layer (each
+    task keeps its ``density`` largest-magnitude entries, a sign is elected per entry, agreeing entries are
+    averaged), and the merged core matrix is mapped back, ``dW = U_B M V_A^T``. Unlike :func:`ties` (whole model),
+    the trim is per layer, as that code's ``matrix_per_layer`` representation does it; and it acts on ``sum r_i``
+    squared entries per layer instead of ``m n``, which is what makes the method cheap for LoRA. With one weight
+    ``lambda`` for every task, the result is ``lambda`` times the official merge (its ``scaling_coeffs``).
+
+    Example (a merge of one task at density 1 is that task's update, weighted: the core map loses nothing):
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> b, a = torch.randn(4, 2, generator=g), torch.randn(2, 5, generator=g)
+        >>> torch.allclose(core_ties({"layer": [(b, a)]}, [0.5], density=1.0)["layer"], 0.5 * b @ a, atol=1e-6)
+        True
+    """
+    out = {}
+    for name, pairs in factors.items():
+        u_b, cores, vh_a = core_space(pairs)
+        merged = _ties_merge({name: cores}, weights, density, majority_sign_method)[name]
+        out[name] = (u_b @ merged @ vh_a).to(_dtype(factors))
     return out

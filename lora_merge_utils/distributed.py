@@ -41,10 +41,10 @@ import pandas as pd
 import torch
 
 from ._progress import tqdm
-from .artifacts import FolderBusy, lock_held_by_launch, training_lock
 from .evaluation import merge_combinations
 from .methods import MergeSpec
 from .profiles import Profile, progress_enabled
+from .safe_io import FolderBusy, lock_held_by_launch, training_lock
 from .study import DEFAULT_METHODS, Study, run_study, write_results
 
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")

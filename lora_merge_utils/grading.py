@@ -40,8 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .artifacts import write_atomic
 from .exercises import EXERCISES, chapter_exercises, compare
+from .safe_io import write_atomic
 
 ANSWER_MARK = "LORA_BOOK_ANSWER "
 READ_TAG = "grader-read"

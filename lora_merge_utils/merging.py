@@ -5,7 +5,7 @@ are ``W + dW_merged``, with the method's notion of the combined update. The adap
 every method works on a copy. Three kinds of method share the entry point (``python -m lora_merge_utils list``):
 
 * ours, on the true updates ``dW_i = scaling_i B_i A_i`` (:mod:`lora_merge_utils.combine`): task arithmetic, TIES,
-  DARE, magnitude pruning, KnOTS-TIES, TSV-Merge, Iso-C, Iso-CTS;
+  DARE, magnitude pruning, KnOTS-TIES, Core Space TIES, TSV-Merge, Iso-C, Iso-CTS;
 * PEFT's ``add_weighted_adapter``: ``linear``, ``cat``, ``svd``, and the factor-wise ``*_on_factors`` variants of
   TIES, DARE and magnitude pruning, which combine the A factors and the B factors separately (not the updates);
 * AdaMerging, which learns one coefficient per layer and task from unlabeled images
@@ -200,6 +200,9 @@ def merge_adapters(
 ) -> nn.Module:
     """Merge named adapters of ``model`` into a new plain backbone (no LoRA layers left).
 
+    Each method declares the knobs it takes (:data:`~lora_merge_utils.methods.MERGE_METHODS`); a knob given to a
+    method that does not take it, or out of its range, is refused before any work.
+
     Args:
         model: A ``PeftModel`` holding the adapters (see :func:`lora_merge_utils.load_adapters`); left unchanged.
         adapters: Names of the adapters to merge.
@@ -215,8 +218,6 @@ def merge_adapters(
         trim_density: ``dare_ties``: the share of each task's entries TIES's trim keeps after DARE's drop (MergeLM's
             default, 0.2; 1.0 skips the trim).
 
-    Each method declares the knobs it takes (:data:`~lora_merge_utils.methods.MERGE_METHODS`); a knob given to a
-    method that does not take it, or out of its range, is refused before any work.
         unlabeled, heads, steps, lr, amp: ``adamerging`` and ``adamerging_short``: unlabeled images
             ``[N, 3, H, W]`` and the head of every task, the number of Adam steps and their learning rate (default:
             the method's schedule), and mixed precision on a GPU (see :func:`lora_merge_utils.adamerging.adamerging`).

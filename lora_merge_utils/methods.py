@@ -231,6 +231,13 @@ MERGE_METHODS: dict[str, MergeMethod] = {
             "density",
             *_SIGN,
         ),
+        _ours(
+            "core_ties",
+            "Core Space TIES (for LoRA): each task's update as a small core matrix in bases shared by all tasks, TIES "
+            "on the core matrices (per layer), mapped back",
+            "density",
+            *_SIGN,
+        ),
         _ours("tsv", "TSV-Merge: each task's singular vectors, made orthogonal across tasks, then summed"),
         _ours("iso_c", "Iso-C: the weighted sum with a flat (isotropic) spectrum"),
         _ours(

@@ -433,6 +433,7 @@ TUNING_CANDIDATES = {
     "DARE-TIES on factors (PEFT)": 2,
     "magnitude pruning on factors (PEFT)": 3,
     "KnOTS-TIES": 9,
+    "Core Space TIES": 9,
     "TSV-Merge": 3,
     "Iso-C": 3,
     "Iso-CTS": 3,

@@ -21,24 +21,19 @@ from torch import nn
 from ._progress import tqdm
 from .artifacts import (
     ArtifactStore,
-    atomic_dir,
     check_adapter_dir,
     check_head_classes,
-    check_metrics,
+    check_reuse,
     default_root,
     library_versions,
     load_adapters,
     load_head,
     load_joint_adapter,
     read_json,
-    remove_debris,
     save_adapter,
     save_head,
     save_joint_adapter,
-    training_lock,
-    verify_checksums,
     weight_checksums,
-    write_atomic,
     write_json,
 )
 from .backbone import backbone_identity, create_backbone
@@ -55,6 +50,7 @@ from .evaluation import (
 )
 from .methods import DEFAULT_METHODS, MergeSpec, get_merge_method
 from .profiles import Profile, all_tasks, apply_overrides, check_task_name, get_device, get_profile, progress_enabled
+from .safe_io import atomic_dir, remove_debris, training_lock, write_atomic
 from .scoring import adapter_correctness, head_correctness
 from .stats import Bootstrap, pack
 from .tasks import ImageTask, load_task, sample_cache_dir, subsample
@@ -246,7 +242,7 @@ class Study:
         directory = self.store.head_dir(task)
         if self.store.has_head(task) and not retrain:
             metrics = read_json(directory / "metrics.json")
-            _check_reuse(directory, metrics, {"task": task, "backbone": backbone_identity(self.backbone)}, "head")
+            check_reuse(directory, metrics, {"task": task, "backbone": backbone_identity(self.backbone)}, "head")
             head = load_head(directory / "head.safetensors")
             check_head_classes(directory, head, self.task(task).num_classes)
             return head, metrics
@@ -288,7 +284,7 @@ class Study:
                 self.store.has_adapter(task, seed)
         if self.store.has_adapter(task, seed) and not retrain:
             metrics = check_adapter_dir(directory)  # complete, readable, and the files that were saved
-            _check_reuse(
+            check_reuse(
                 directory,
                 metrics,
                 {
@@ -597,24 +593,6 @@ class Study:
                 file = self.store.adapter_dir(task, seed) / name
                 digest.update(file.read_bytes() if file.is_file() else b"missing")
         return digest.hexdigest()[:16]
-
-
-def _check_reuse(directory: Path, metrics: dict, expected: dict, kind: str) -> None:
-    """Refuse a saved head or adapter made for something else (another task, backbone, seed or LoRA setting), or
-    whose weights changed since they were saved: reusing it would report wrong numbers, and training over it would
-    destroy someone's work. Fields a folder does not record (older saves) are not compared."""
-    verify_checksums(directory, metrics)
-    check_metrics(directory, metrics)
-    differ = [
-        f"{key} {metrics[key]!r} (this study: {value!r})"
-        for key, value in expected.items()
-        if key in metrics and metrics[key] != value
-    ]
-    if differ:
-        raise ValueError(
-            f"{directory} holds a {kind} saved for {'; '.join(differ)}. It is not replaced silently: "
-            "retrain it explicitly (retrain=True; the CLI's --retrain), or use another artifacts folder."
-        )
 
 
 def save_table(table: pd.DataFrame, path: Path) -> None:

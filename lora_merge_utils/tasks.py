@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from . import synthetic
-from .artifacts import artifacts_base, tmp_prefix
+from .artifacts import artifacts_base
 from .backbone import file_sha256
 from .batches import MEAN, STD, InMemoryImages, normalize
 from .profiles import (  # all_tasks and check_task_name live with the profile (no torch): the CLI checks names
@@ -41,6 +41,7 @@ from .profiles import (  # all_tasks and check_task_name live with the profile (
     get_profile,
     progress_enabled,
 )
+from .safe_io import tmp_prefix
 
 DATA_DIR_ENV = "LORA_BOOK_DATA_DIR"
 HUB_MIRROR_ENV = "LORA_BOOK_HUB_MIRROR"
@@ -235,7 +236,7 @@ def _built_splits(profile: Profile, name: str) -> tuple[dict, list[str], str]:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file, save_file
 
-    from .artifacts import write_atomic
+    from .safe_io import write_atomic
 
     code = hashlib.sha256(b"".join((Path(__file__).parent / f).read_bytes() for f in _GENERATOR_SOURCES))
     key = json.dumps([name, vars(profile.data), profile.train.seed, code.hexdigest()], sort_keys=True)

@@ -1,6 +1,7 @@
 """Render pages of the built book in headless Chromium at a 1280-px window and check that nothing is wider than the
 content column: every ``table`` and every ``pre`` block must fit, so no reader meets half a table behind a horizontal
-scrollbar or a code line cut off at the edge.
+scrollbar or a code line cut off at the edge. At a phone's width (``--width 390``) the rules are a phone's: no page
+scrolls sideways, a table wider than the screen scrolls in a box of its own, and no control of the page covers it.
 
     python scripts/check_rendered_pages.py [HTML_DIR] [--pages notebooks/05_merge_methods.html ...]
                                            [--screenshots DIR] [--width 1280] [--height 900]
@@ -83,6 +84,54 @@ MEASURE_JS = """
 """
 
 
+PHONE_WIDTH = 390
+"""A phone's window (CSS px): at this width and below tables may be wider than the column, but each must scroll in a
+box of its own, the page itself never sideways, and no button of the page may cover what a reader reads."""
+
+# At a phone's width: how far the page scrolls sideways; each table's scroll box (its nearest ancestor that scrolls
+# horizontally), whether that box lies within the window and the header row inside the box; and, with each table
+# scrolled into view as a reader would, every visible fixed-position control that covers one of its cells.
+PHONE_JS = """
+() => {
+  const column = document.querySelector('article.bd-article') || document.querySelector('article')
+      || document.querySelector('main');
+  if (!column) return null;
+  const width = window.innerWidth;
+  const scrollBox = (el) => {
+    for (let node = el.parentElement; node && node !== document.body; node = node.parentElement) {
+      const overflow = getComputedStyle(node).overflowX;
+      if (overflow === 'auto' || overflow === 'scroll') return node;
+    }
+    return null;
+  };
+  const controls = () => [...document.querySelectorAll('button, a.btn, [role=button]')].filter((el) => {
+    const style = getComputedStyle(el);
+    const r = el.getBoundingClientRect();
+    return style.position === 'fixed' && style.display !== 'none' && style.visibility !== 'hidden'
+        && parseFloat(style.opacity) > 0 && r.width > 0 && r.height > 0;
+  });
+  const overlaps = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  const tables = [...column.querySelectorAll('table')].map((el, i) => {
+    const box = scrollBox(el);
+    const r = el.getBoundingClientRect();
+    const b = box ? box.getBoundingClientRect() : null;
+    const head = el.querySelector('thead');
+    window.scrollTo(0, r.top + window.scrollY - 120);
+    window.dispatchEvent(new Event('scroll'));
+    const cells = [...el.querySelectorAll('th, td')].map((c) => c.getBoundingClientRect())
+        .filter((c) => c.bottom > 0 && c.top < window.innerHeight);
+    const covering = controls().filter((c) => cells.some((cell) => overlaps(cell, c.getBoundingClientRect())))
+        .map((c) => (c.id || c.className || c.tagName).toString().slice(0, 60));
+    return {index: i, width: el.scrollWidth, fits: r.width <= width + 1 && r.right <= width + 1,
+            box: b ? {left: b.left, right: b.right} : null, headInBox: !head || !box || box.contains(head),
+            covering, label: (el.querySelector('th, td') || el).textContent.trim().slice(0, 60)};
+  });
+  window.scrollTo(0, 0);
+  return {width, pageWidth: document.documentElement.scrollWidth, tables};
+}
+"""
+
+
 @dataclass
 class PageReport:
     """What one page measured, and what did not fit."""
@@ -93,6 +142,7 @@ class PageReport:
     pres: list[dict] = field(default_factory=list)
     images: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    phone: dict | None = None
 
 
 def chromium_path() -> str:
@@ -142,6 +192,24 @@ def _problems(report: PageReport) -> list[str]:
     return problems
 
 
+def _phone_problems(page: str, measured: dict) -> list[str]:
+    width, problems = measured["width"], []
+    if measured["pageWidth"] > width + TOLERANCE_PX:
+        problems.append(
+            f"{page}: the page is {measured['pageWidth']} px wide on a {width}-px screen (it scrolls sideways)"
+        )
+    for table in measured["tables"]:
+        where = f'{page}: table {table["index"] + 1} ("{table["label"]}")'
+        box = table["box"]
+        if not table["fits"] and (box is None or box["left"] < -TOLERANCE_PX or box["right"] > width + TOLERANCE_PX):
+            problems.append(f"{where} is {table['width']} px wide and does not scroll in a box of its own")
+        if not table["headInBox"]:
+            problems.append(f"{where}: its header row scrolls apart from its cells")
+        for control in table["covering"]:
+            problems.append(f"{where}: the page's control {control!r} covers some of its cells")
+    return problems
+
+
 def check_pages(
     html_dir: Path, pages: list[str], width: int = 1280, height: int = 900, screenshots: Path | None = None
 ) -> list[PageReport]:
@@ -167,7 +235,11 @@ def check_pages(
                 if measured is None:
                     raise RuntimeError(f"{name}: no <article> or <main> element, is this a Jupyter Book page?")
                 report = PageReport(name, measured["column"], measured["tables"], measured["pres"], measured["images"])
-                report.problems = _problems(report)
+                if width <= PHONE_WIDTH:  # a phone: wide tables scroll in their own box instead of fitting
+                    report.phone = page.evaluate(PHONE_JS)
+                    report.problems = _phone_problems(name, report.phone)
+                else:
+                    report.problems = _problems(report)
                 reports.append(report)
                 if screenshots is not None:
                     _screenshots(page, name, screenshots)
@@ -230,7 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         print(f"{len(problems)} tables or code blocks do not fit a {args.width}-px window", file=sys.stderr)
         return 1
-    print(f"every table and code block fits the content column at {args.width} px ({len(reports)} pages)")
+    if args.width <= PHONE_WIDTH:
+        print(
+            f"no page scrolls sideways and every wide table scrolls in its own box at {args.width} px "
+            f"({len(reports)} pages)"
+        )
+    else:
+        print(f"every table and code block fits the content column at {args.width} px ({len(reports)} pages)")
     return 0
 
 

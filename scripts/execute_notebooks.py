@@ -163,6 +163,29 @@ def refresh_links(notebook, name: str) -> bool:
         if cell.cell_type == "markdown" and "colab.research.google.com" in cell.source:
             cell.source = re.sub(r"https://colab\.research\.google\.com/github/\S+?\.ipynb", badge, cell.source)
         changed |= cell.source != source
+    return set_reader_tags(notebook) or changed
+
+
+def set_reader_tags(notebook) -> bool:
+    """What a reader of the published pages sees: the setup cell and the code that writes "What we found" collapsed
+    (``hide-input``: one click shows them), and no check cell of an exercise whose solution the page leaves out
+    (``remove-cell``; the student and instructor editions show them). Returns whether a tag changed."""
+    changed = False
+    cells = notebook.cells
+    found = next(
+        (i + 1 for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## What we found")),
+        None,
+    )
+    for index, cell in enumerate(cells):
+        tags = list(cell.metadata.get("tags", []))
+        wanted = tags
+        if cell.cell_type == "code" and ("setup" in tags or index == found):
+            wanted = tags + ["hide-input"] if "hide-input" not in tags else tags
+        if "check" in tags:
+            wanted = [t for t in tags if t != "remove-output"] + (["remove-cell"] if "remove-cell" not in tags else [])
+        if wanted != tags:
+            cell.metadata["tags"] = wanted
+            changed = True
     return changed
 
 

@@ -24,11 +24,11 @@ import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from lora_merge_utils.artifacts import write_atomic
 from lora_merge_utils.backbone import file_sha256
 from lora_merge_utils.contours import make_contour_dataset
 from lora_merge_utils.fractals import make_fractal_dataset
 from lora_merge_utils.profiles import TINY
+from lora_merge_utils.safe_io import write_atomic
 from lora_merge_utils.tasks import to_tensor
 from lora_merge_utils.training import cosine_with_warmup
 

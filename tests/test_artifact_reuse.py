@@ -189,7 +189,7 @@ def test_two_runs_into_one_folder_cannot_both_train(tmp_path, mini_profile):
     import sys
     import time
 
-    from lora_merge_utils.artifacts import FolderBusy
+    from lora_merge_utils.safe_io import FolderBusy
 
     root = tmp_path / "root"
     holder = subprocess.Popen(
@@ -197,7 +197,7 @@ def test_two_runs_into_one_folder_cannot_both_train(tmp_path, mini_profile):
             sys.executable,
             "-c",
             (
-                "import sys, time\nfrom lora_merge_utils.artifacts import training_lock\n"
+                "import sys, time\nfrom lora_merge_utils.safe_io import training_lock\n"
                 f"with training_lock({str(root)!r}):\n    print('held', flush=True)\n    time.sleep(60)\n"
             ),
         ],
@@ -218,7 +218,7 @@ def test_two_runs_into_one_folder_cannot_both_train(tmp_path, mini_profile):
 
 
 def test_the_lock_is_reentrant_in_one_process(tmp_path):
-    from lora_merge_utils.artifacts import training_lock
+    from lora_merge_utils.safe_io import training_lock
 
     with training_lock(tmp_path), training_lock(tmp_path):
         pass

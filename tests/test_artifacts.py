@@ -7,7 +7,8 @@ import torch
 from peft import PeftModel
 
 from lora_merge_utils import TINY, create_backbone, load_adapters
-from lora_merge_utils.artifacts import ArtifactStore, atomic_dir, check_adapter_dir, training_lock
+from lora_merge_utils.artifacts import ArtifactStore, check_adapter_dir
+from lora_merge_utils.safe_io import atomic_dir, training_lock
 
 from .helpers import make_random_adapter
 
@@ -77,7 +78,8 @@ def test_leftovers_of_killed_saves_are_removed_and_nothing_whole_is_touched(tmp_
     import os
     import time
 
-    from lora_merge_utils.artifacts import remove_debris, training_lock, write_json
+    from lora_merge_utils.artifacts import write_json
+    from lora_merge_utils.safe_io import remove_debris, training_lock
 
     root = tmp_path / "root"
     store = ArtifactStore(root)

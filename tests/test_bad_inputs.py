@@ -268,7 +268,7 @@ def test_the_command_line_refuses_cuda_without_a_gpu(tmp_path, capsys):
 
 def test_a_training_lock_that_is_a_symbolic_link_is_refused_and_its_target_left_alone(tmp_path):
     """The lock file is written with the process id: through a link it would overwrite a file outside the folder."""
-    from lora_merge_utils.artifacts import training_lock
+    from lora_merge_utils.safe_io import training_lock
 
     outside = tmp_path / "precious.txt"
     outside.write_text("keep me")

@@ -62,6 +62,9 @@ def test_chapter_structure(path):
     assert EXECUTE.time_line(path.name) in first, "the opening states the plan's T4 time (make notebooks)"
     setup = [c for c in cells if "setup" in c.metadata.get("tags", [])]
     assert len(setup) == 1 and setup[0].source == EXECUTE.setup_source(), "regenerate it with make notebooks"
+    assert "hide-input" in setup[0].metadata["tags"], "readers see the setup collapsed"
+    found = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## What we"))
+    assert "hide-input" in cells[found + 1].metadata.get("tags", []), "the glue above the findings is collapsed"
     headings = [c.source for c in cells if c.cell_type == "markdown"]
     assert any(h.startswith("## What we found") for h in headings)
     assert sum(h.startswith("## Exercises") for h in headings) == 1
@@ -88,7 +91,7 @@ def test_chapter_structure(path):
         if spec.checked:
             assert checks[0].source.startswith(f'lmu.check_exercise("{spec.id}", {spec.variable},')
             assert any(f"{spec.variable} =" in c.source for c in own), "the solution stores its answer"
-            assert "remove-output" in checks[0].metadata["tags"]
+            assert "remove-cell" in checks[0].metadata["tags"], "no bare check cell on a public page"
     code = [c for c in cells if c.cell_type == "code"]
     assert any("NBVAL_CHECK_OUTPUT" in c.source for c in code)
     assert any(re.search(r"^\s*(assert |study\.check\()", c.source, flags=re.M) for c in code), (

@@ -85,3 +85,27 @@ def test_the_column_width_the_figures_are_drawn_for_is_the_page_s(public_book):
     assert reports[0].column == pytest.approx(plots.CONTENT_WIDTH_PX, abs=1), (
         "the theme's content column changed: update plots.CONTENT_WIDTH_PX (and MAX_WIDTH_IN)"
     )
+
+
+@needs_chromium
+def test_pages_read_on_a_phone(public_book):
+    """At 390 px no page scrolls sideways, every table wider than the screen scrolls in a box of its own with its
+    header, and no control of the page (the "Back to top" button) covers a table's cells."""
+    reports = CHECK.check_pages(public_book, CHECK.default_pages(public_book), width=CHECK.PHONE_WIDTH, height=844)
+    assert reports and all(r.phone is not None for r in reports)
+    problems = [p for r in reports for p in r.problems]
+    assert not problems, "\n".join(problems)
+    assert any(not t["fits"] for r in reports for t in r.phone["tables"]), "some table is wider than a phone"
+
+
+def test_math_is_served_from_the_build(public_book):
+    """MathJax is copied into the book and loaded from there, so an offline build shows rendered math, not TeX."""
+    page = (public_book / "notebooks" / "05_merge_methods.html").read_text(encoding="utf-8")
+    assert "_static/mathjax/tex-chtml.js" in page and "cdn.jsdelivr.net/npm/mathjax" not in page
+    assert (public_book / "_static" / "mathjax" / "tex-chtml.js").is_file()
+
+
+def test_setup_and_glue_cells_are_collapsed_and_check_cells_absent(public_book):
+    page = (public_book / "notebooks" / "05_merge_methods.html").read_text(encoding="utf-8")
+    assert page.count("tag_hide-input") >= 2, "the setup cell and the code above What we found are collapsed"
+    assert "lmu.check_exercise(" not in page, "no check cell without its solution on a public page"

@@ -159,7 +159,48 @@ def test_lowrank_svd_matches_the_full_svd():
     torch.testing.assert_close(u.T @ u, torch.eye(12, dtype=torch.float64), rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("method", ["knots_ties", "tsv", "iso_c", "iso_cts", "iso_c_full", "iso_cts_full", "ties"])
+def test_core_space_is_lossless_and_small():
+    """Each task's update is exactly ``U_B M_i V_A^T`` in the shared bases, and its core matrix is only
+    ``sum r_i`` square (here 3 tasks of ranks 2, 3, 4 on a 40 x 50 layer: 9 x 9 instead of 40 x 50)."""
+    generator = torch.Generator().manual_seed(0)
+    pairs = [
+        (torch.randn(40, r, generator=generator, dtype=torch.float64), torch.randn(r, 50, generator=generator))
+        for r in (2, 3, 4)
+    ]
+    u_b, cores, vh_a = combine.core_space(pairs)
+    assert u_b.shape == (40, 9) and vh_a.shape == (9, 50) and all(m.shape == (9, 9) for m in cores)
+    for (b, a), core in zip(pairs, cores):
+        torch.testing.assert_close(u_b @ core @ vh_a, b @ a.double(), rtol=1e-10, atol=1e-10)
+
+
+def test_core_ties_trims_each_layer_on_its_own_as_the_official_code_does():
+    """Layer a: dW_1 = 3 e1 f1^T, dW_2 = 1 e1 f1^T; layer b: .1 and .2 on e2 f2^T. In the shared bases every core
+    matrix is 2 x 2 with one non-zero entry, so keeping a quarter of each layer's entries keeps it: layer a merges to
+    mean(3, 1) = 2, layer b to mean(.1, .2) = .15. TIES over the whole model at the same one entry per task drops
+    layer b altogether (each task keeps only its layer-a entry)."""
+    layers = {
+        "a": [_rank1([1, 0], [3, 0]), _rank1([1, 0], [1, 0])],
+        "b": [_rank1([0, 1], [0, 0.1]), _rank1([0, 1], [0, 0.2])],
+    }
+    merged = combine.core_ties(layers, [1.0, 1.0], density=0.25)
+    torch.testing.assert_close(merged["a"], torch.tensor([[2.0, 0.0], [0.0, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(merged["b"], torch.tensor([[0.0, 0.0], [0.0, 0.15]], dtype=torch.float64))
+    whole_model = combine.ties(layers, [1.0, 1.0], density=0.125)
+    torch.testing.assert_close(whole_model["b"], torch.zeros(2, 2, dtype=torch.float64))
+
+
+def test_core_ties_elects_signs_like_ties():
+    """dW_2 = -0.5 dW_1: the elected sign is task 1's everywhere, so the disjoint mean keeps task 1's update alone
+    (task arithmetic would give a quarter of it), whatever signs the bases' SVD picked."""
+    generator = torch.Generator().manual_seed(1)
+    b, a = torch.randn(6, 2, generator=generator, dtype=torch.float64), torch.randn(2, 5, generator=generator)
+    layer = {"w": [(b, a.double()), (-0.5 * b, a.double())]}
+    torch.testing.assert_close(combine.core_ties(layer, [1.0, 1.0], density=1.0)["w"], b @ a.double())
+
+
+@pytest.mark.parametrize(
+    "method", ["knots_ties", "tsv", "iso_c", "iso_cts", "iso_c_full", "iso_cts_full", "ties", "core_ties"]
+)
 def test_same_bytes_whatever_the_number_of_threads(method):
     """MKL's QR and SVD round differently with different thread counts (in the last bits, with 3 threads against 1
     on ViT-sized LoRA factors); after the cast to float32 a weight or two moved by one ulp, enough to flip one test
@@ -175,7 +216,7 @@ def test_same_bytes_whatever_the_number_of_threads(method):
         ]
         for i, (d_out, d_in) in enumerate([(384, 96), (96, 384), (288, 96)])
     }
-    options = {"density": 0.9} if method in ("knots_ties", "ties") else {}
+    options = {"density": 0.9} if method in ("knots_ties", "ties", "core_ties") else {}
     previous = torch.get_num_threads()
     try:
         results = []

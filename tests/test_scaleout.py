@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lora_merge_utils.artifacts import FolderBusy, lock_held_by_launch, training_lock
 from lora_merge_utils.distributed import WORLD_SIZE_VARIABLES, launched_processes
+from lora_merge_utils.safe_io import FolderBusy, lock_held_by_launch, training_lock
 
 from .helpers import MINI_METHODS, MINI_OVERRIDES
 
