@@ -323,6 +323,20 @@ def iso_c(factors: Factors, weights: Sequence[float]) -> Deltas:
     return out
 
 
+def _common_split(size: int, k: int, common_fraction: float) -> tuple[int, int]:
+    """Iso-CTS's split of ``size`` directions: the common subspace's count, and the task-specific count (a multiple
+    of ``k``, an equal share per task), as the official code rounds them."""
+    specific = round((size - int(size * common_fraction)) / k) * k
+    return size - specific, specific
+
+
+def _flat_orthonormal(us: list[torch.Tensor], ss: list[torch.Tensor], vhs: list[torch.Tensor]) -> torch.Tensor:
+    """Iso-CTS's last step: the kept left and right singular vectors made orthonormal (their polar factors), with a
+    flat spectrum, the mean of all the kept singular values."""
+    u_perp, vh_perp = polar(torch.cat(us, dim=1)), polar(torch.cat(vhs, dim=0))
+    return torch.cat(ss).mean() * u_perp @ vh_perp
+
+
 @_repeatable
 def iso_cts(factors: Factors, weights: Sequence[float], common_fraction: float = 0.8) -> Deltas:
     """Iso-CTS (Marczak et al., 2025): the top ``common_fraction`` of the weighted sum's singular directions (the
@@ -336,9 +350,7 @@ def iso_cts(factors: Factors, weights: Sequence[float], common_fraction: float =
     for name, pairs in factors.items():
         k = len(pairs)
         u, s, vh = sum_svd(pairs, weights)
-        rank = len(s)
-        specific = round((rank - int(rank * common_fraction)) / k) * k
-        common = rank - specific
+        common, specific = _common_split(len(s), k, common_fraction)
         us, ss, vhs = [u[:, :common]], [s[:common]], [vh[:common]]
         for (b, a), w in zip(pairs, weights):
             b = w * b.double()
@@ -347,9 +359,7 @@ def iso_cts(factors: Factors, weights: Sequence[float], common_fraction: float =
             us.append(ut[:, : specific // k])
             ss.append(st[: specific // k])
             vhs.append(vht[: specific // k])
-        spectrum = torch.cat(ss)
-        u_perp, vh_perp = polar(torch.cat(us, dim=1)), polar(torch.cat(vhs, dim=0))
-        out[name] = (spectrum.mean() * u_perp @ vh_perp).to(_dtype(factors))
+        out[name] = _flat_orthonormal(us, ss, vhs).to(_dtype(factors))
     return out
 
 
@@ -382,9 +392,7 @@ def iso_cts_full(factors: Factors, weights: Sequence[float], common_fraction: fl
     for name, pairs in factors.items():
         k = len(pairs)
         updates = [w * (b.double() @ a.double()) for (b, a), w in zip(pairs, weights)]
-        size = min(updates[0].shape)
-        specific = round((size - int(size * common_fraction)) / k) * k
-        common = size - specific
+        common, specific = _common_split(min(updates[0].shape), k, common_fraction)
         u, s, vh = torch.linalg.svd(sum(updates), full_matrices=False)
         us, ss, vhs = [u[:, :common]], [s[:common]], [vh[:common]]
         for update in updates:
@@ -393,9 +401,7 @@ def iso_cts_full(factors: Factors, weights: Sequence[float], common_fraction: fl
             us.append(ut[:, : specific // k])
             ss.append(st[: specific // k])
             vhs.append(vht[: specific // k])
-        spectrum = torch.cat(ss)
-        u_perp, vh_perp = polar(torch.cat(us, dim=1)), polar(torch.cat(vhs, dim=0))
-        out[name] = (spectrum.mean() * u_perp @ vh_perp).to(_dtype(factors))
+        out[name] = _flat_orthonormal(us, ss, vhs).to(_dtype(factors))
     return out
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from peft import PeftModel
@@ -176,6 +177,41 @@ def _score_merge(
     return {task: pack(c) for task, c in correct.items()}
 
 
+def merge_row(
+    members: Sequence[str],
+    method: str,
+    params: str,
+    weights: str,
+    task: str,
+    seed: int,
+    single: pd.Series,
+    right: np.ndarray,
+) -> dict:
+    """One row of a merges table: a member ``task`` of the merge ``members`` scored with ``right`` (one boolean per
+    test image) against its ``single`` row (adapter and head-only accuracy, classes, packed correctness)."""
+    acc, chance = float(right.mean()), 1.0 / single["num_classes"]
+    return {
+        "members": "+".join(members),
+        "size": len(members),
+        "method": method,
+        "params": params,
+        "weights": weights,
+        "task": task,
+        "seed": seed,
+        "accuracy": round(acc, DECIMALS),
+        "adapter_accuracy": single["adapter_accuracy"],
+        "head_accuracy": single["head_accuracy"],
+        "normalized_accuracy": round(acc / single["adapter_accuracy"], DECIMALS),
+        "chance_normalized": round((acc - chance) / (single["adapter_accuracy"] - chance), DECIMALS),
+        "beats_head": bool(acc > single["head_accuracy"]),
+        "num_images": len(right),
+        "num_classes": int(single["num_classes"]),
+        "correct": pack(right),
+        "adapter_correct": single["adapter_correct"],
+        "head_correct": single["head_correct"],
+    }
+
+
 def evaluate_merges(
     model: PeftModel | None,
     heads: dict[str, nn.Module],
@@ -240,35 +276,12 @@ def evaluate_merges(
             result = _score_merge(model, heads, combo, spec, test_sets, inputs, device, batch_size, amp, num_workers)
             if scores is not None:
                 scores.put(combo, spec, result, {task: len(test_sets[task]) for task in combo})
+        scale = spec.params.get("scale")
+        weights = weights_label(spec.params.get("weights")) if scale is None else f"{scale:g} each"
         for task in combo:
             single = reference.loc[task]
-            n = int(single["num_images"])
-            acc = float(unpack(result[task], n).mean())
-            chance = 1.0 / single["num_classes"]
-            rows.append(
-                {
-                    "members": "+".join(combo),
-                    "size": len(combo),
-                    "method": spec.label,
-                    "params": spec.params_label,
-                    "weights": weights_label(spec.params.get("weights"))
-                    if "scale" not in spec.params
-                    else f"{spec.params['scale']:g} each",
-                    "task": task,
-                    "seed": seed,
-                    "accuracy": round(acc, DECIMALS),
-                    "adapter_accuracy": single["adapter_accuracy"],
-                    "head_accuracy": single["head_accuracy"],
-                    "normalized_accuracy": round(acc / single["adapter_accuracy"], DECIMALS),
-                    "chance_normalized": round((acc - chance) / (single["adapter_accuracy"] - chance), DECIMALS),
-                    "beats_head": bool(acc > single["head_accuracy"]),
-                    "num_images": n,
-                    "num_classes": int(single["num_classes"]),
-                    "correct": result[task],
-                    "adapter_correct": single["adapter_correct"],
-                    "head_correct": single["head_correct"],
-                }
-            )
+            right = unpack(result[task], int(single["num_images"]))
+            rows.append(merge_row(combo, spec.label, spec.params_label, weights, task, seed, single, right))
     return pd.DataFrame(rows)
 
 

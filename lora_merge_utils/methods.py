@@ -167,22 +167,6 @@ class MergeMethod:
         if unknown:
             raise ValueError(f"Method {self.name!r} declares unknown knobs {sorted(unknown)}.")
 
-    @property
-    def uses_density(self) -> bool:
-        return "density" in self.knobs
-
-    @property
-    def uses_svd_rank(self) -> bool:
-        return "svd_rank" in self.knobs
-
-    @property
-    def uses_common_fraction(self) -> bool:
-        return "common_fraction" in self.knobs
-
-    @property
-    def uses_trim_density(self) -> bool:
-        return "trim_density" in self.knobs
-
 
 def _ours(name: str, description: str, *knobs: str, **more) -> MergeMethod:
     return MergeMethod(name, description, combine=name, knobs=knobs, **more)
@@ -463,6 +447,4 @@ class MergeSpec:
         """Check the request for a merge of ``count`` adapters (:func:`check_merge_request`) without a model."""
         params = dict(self.params)
         weights, scale, seed = params.pop("weights", None), params.pop("scale", None), params.pop("seed", 0)
-        for key in ("unlabeled", "heads", "amp"):  # data, not knobs
-            params.pop(key, None)
         check_merge_request(self.method, count, params, weights, scale, seed)

@@ -45,6 +45,7 @@ from .evaluation import (
     code_version,
     evaluate_merges,
     merge_combinations,
+    merge_row,
     summarize_merges,
     without_bits,
 )
@@ -403,29 +404,7 @@ class Study:
             right = adapter_correctness(model, heads[task], "default", self.dataset(task, "test"), **self.eval_kwargs())
             if len(right) != int(single["num_images"]):
                 raise ValueError(f"singles scored {int(single['num_images'])} {task!r} images, not its test split.")
-            acc, chance = float(right.mean()), 1.0 / single["num_classes"]
-            rows.append(
-                {
-                    "members": "+".join(tasks),
-                    "size": len(tasks),
-                    "method": JOINT,
-                    "params": "{}",
-                    "weights": "-",
-                    "task": task,
-                    "seed": seed,
-                    "accuracy": round(acc, DECIMALS),
-                    "adapter_accuracy": single["adapter_accuracy"],
-                    "head_accuracy": single["head_accuracy"],
-                    "normalized_accuracy": round(acc / single["adapter_accuracy"], DECIMALS),
-                    "chance_normalized": round((acc - chance) / (single["adapter_accuracy"] - chance), DECIMALS),
-                    "beats_head": bool(acc > single["head_accuracy"]),
-                    "num_images": len(right),
-                    "num_classes": int(single["num_classes"]),
-                    "correct": pack(right),
-                    "adapter_correct": single["adapter_correct"],
-                    "head_correct": single["head_correct"],
-                }
-            )
+            rows.append(merge_row(tasks, JOINT, "{}", "-", task, seed, single, right))
         return pd.DataFrame(rows)
 
     # ---------------------------------------------------------------------------------------------------- tables

@@ -77,7 +77,7 @@ def test_merging_leaves_adapters_untouched(backbone, random_adapters):
 def test_every_method_returns_a_working_plain_backbone(backbone, random_adapters, method):
     model, heads = load_adapters(backbone, random_adapters)
     spec = MERGE_METHODS[method]
-    kwargs = {"density": 0.5} if spec.uses_density else {}
+    kwargs = {"density": 0.5} if "density" in spec.knobs else {}
     if spec.data != "none":
         kwargs |= {"unlabeled": {t: torch.randn(8, 3, 32, 32) for t in "ab"}, "heads": heads, "steps": 2}
     merged = merge_adapters(model, ["a", "b"], method=method, **kwargs)
