@@ -306,3 +306,26 @@ def test_pages_workflow_warns_when_the_committed_notebooks_install_another_repos
     pages = (ROOT / ".github" / "workflows" / "pages.yml").read_text()
     assert "::warning::The committed notebooks install lora_merge_utils from" in pages
     assert "scripts/set_repository.py $REPO_URL" in pages
+
+
+def _check_disk(tmp_path: Path, free_kib: int) -> subprocess.CompletedProcess:
+    """Run ``scripts/check_disk.sh`` in an empty folder with a ``df`` that reports ``free_kib`` available."""
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    (fake / "df").write_text(
+        "#!/bin/sh\necho 'Filesystem 1024-blocks Used Available Capacity Mounted'\n"
+        f"echo '/dev/x 300000000 1 {free_kib} 1% /work'\n"
+    )
+    (fake / "df").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    script = ROOT / "scripts" / "check_disk.sh"
+    return subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+
+
+def test_ci_says_in_one_line_when_the_disk_cannot_hold_the_environments(tmp_path):
+    """CI once failed after 209 s with pip's `No space left on device`; the check says so before anything installs."""
+    short = _check_disk(tmp_path, free_kib=5 * 1048576)
+    assert short.returncode == 1
+    assert "5 GB free on /work, about 15 GB needed" in short.stderr
+    assert _check_disk(tmp_path, free_kib=40 * 1048576).returncode == 0
+    assert "bash scripts/check_disk.sh" in (ROOT / ".ci" / "run").read_text()
