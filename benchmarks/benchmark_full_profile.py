@@ -29,7 +29,7 @@ import torch
 
 
 def _environment(directory: Path) -> dict[str, str]:
-    from lora_merge_utils.standins import build_standins
+    from lora_merge_utils.data.standins import build_standins
 
     return build_standins(directory, per_class={"train": 4, "test": 10})
 

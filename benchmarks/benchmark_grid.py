@@ -30,7 +30,7 @@ from lora_merge_utils import (
     merge_adapters,
     train_adapter,
 )
-from lora_merge_utils.benchmarking import time_call
+from lora_merge_utils.instrumentation.benchmarking import time_call
 from lora_merge_utils.scoring import accuracy
 from lora_merge_utils.study import Study
 

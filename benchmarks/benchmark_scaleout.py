@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 
+from lora_merge_utils.data.tasks import load_task
 from lora_merge_utils.profiles import get_profile
-from lora_merge_utils.tasks import load_task
 
 LAUNCH = [
     "-m",

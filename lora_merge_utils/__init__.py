@@ -20,24 +20,25 @@ from importlib.metadata import PackageNotFoundError, version
 from . import _progress  # noqa: F401  (first: imports tqdm.auto before any library does, without its warning)
 
 _EXPORTS: dict[str, str] = {
-    # module: the public names it gives the package
+    # module (core modules at the top, then the data/, course/ and instrumentation/ subpackages): the public names
+    # it gives the package
     **dict.fromkeys(("ArtifactStore", "load_adapters", "load_head", "storage_report"), "artifacts"),
     **dict.fromkeys(("backbone_identity", "create_backbone"), "backbone"),
     **dict.fromkeys(("autocast", "grad_scaler"), "batches"),
     **dict.fromkeys(("evaluate_merges", "merge_combinations", "pairwise_matrix", "summarize_merges"), "evaluation"),
-    **dict.fromkeys(("EXERCISES", "check_exercise"), "exercises"),
-    "EXPECTED": "expectations",
+    **dict.fromkeys(("EXERCISES", "check_exercise"), "course.exercises"),
+    "EXPECTED": "course.expectations",
     **dict.fromkeys(("MERGE_METHODS", "MergeSpec", "get_merge_method"), "methods"),
     **dict.fromkeys(("delta_weights", "merge_adapters", "merged_delta", "update_error"), "merging"),
     "MultiTaskModel": "multitask",
-    "chapter_plan": "plan",
+    "chapter_plan": "course.plan",
     **dict.fromkeys(
         ("FULL", "TINY", "Budget", "GeneratedData", "HubData", "Profile", "get_device", "get_profile"), "profiles"
     ),
-    "glue": "report",
+    "glue": "course.report",
     **dict.fromkeys(("accuracy", "adapter_accuracy", "evaluate_multitask", "head_accuracy"), "scoring"),
     **dict.fromkeys(("Study", "run_study"), "study"),
-    **dict.fromkeys(("ImageTask", "load_task", "load_tasks"), "tasks"),
+    **dict.fromkeys(("ImageTask", "load_task", "load_tasks"), "data.tasks"),
     **dict.fromkeys(("extract_features", "lora_config", "train_adapter", "train_head"), "training"),
 }
 

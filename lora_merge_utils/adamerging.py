@@ -18,8 +18,8 @@ from torch import nn
 from torch.func import functional_call
 
 from .batches import autocast, grad_scaler
+from .instrumentation.workload import count
 from .methods import ADAMERGING_PAPER, ADAMERGING_SHORT
-from .workload import count
 
 PAPER = ADAMERGING_PAPER
 """The official schedule (:data:`lora_merge_utils.methods.ADAMERGING_PAPER`)."""

@@ -138,7 +138,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "merges) for a profile and print the expected minutes per chapter on a "
         "Colab T4: in order with artifacts kept on Drive, and alone on a fresh "
         "runtime. Estimates, from the throughput figures in "
-        "lora_merge_utils.plan.T4.",
+        "lora_merge_utils.course.plan.T4.",
     )
     plan.add_argument("--profile", default="full", choices=sorted(PROFILES), help="default: full")
     plan.add_argument(
@@ -287,7 +287,7 @@ def _merge(args) -> None:
 
 
 def _plan(args) -> None:
-    from .plan import T4, chapter_plan, format_plan, measured_throughput
+    from .course.plan import T4, chapter_plan, format_plan, measured_throughput
 
     profile = args.resolved_profile
     throughput = measured_throughput(args.measured) if args.measured is not None else T4
@@ -309,7 +309,7 @@ def _list(args) -> None:
 
 
 def _grade(args) -> None:
-    from .grading import grade_folder
+    from .course.grading import grade_folder
 
     rows = grade_folder(
         args.folder,

@@ -28,8 +28,8 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from . import combine
+from .instrumentation.workload import count
 from .methods import LIBRARY, MERGE_METHODS, MergeMethod, MergeSpec, check_merge_request, get_merge_method
-from .workload import count
 
 __all__ = [  # MERGE_METHODS, MergeMethod and get_merge_method live in .methods (no torch); kept importable here
     "MERGED_ADAPTER",

@@ -261,7 +261,7 @@ class Profile:
         backbone: How to build and load the ViT.
         tasks: The six task names, in a fixed order (the order of every table and plot).
         similar_pairs: Task pairs built to be similar, used to test the study's similarity claim.
-        related_tasks: Tasks on a main task's images with other labels (``lora_merge_utils.tasks.RELABELLINGS``):
+        related_tasks: Tasks on a main task's images with other labels (``lora_merge_utils.data.tasks.RELABELLINGS``):
             the study's sense of "similar", trained and merged like the six, outside the six-task grid.
         data: Where the tasks come from and how many images each split keeps (:class:`GeneratedData` or
             :class:`HubData`).

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .batches import autocast, iterate_batches
-from .workload import count
+from .instrumentation.workload import count
 
 
 @torch.inference_mode()

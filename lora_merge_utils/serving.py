@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .benchmarking import interleaved_timings, parameter_bytes
+from .instrumentation.benchmarking import interleaved_timings, parameter_bytes
 from .merging import merge_adapters
 from .multitask import MultiTaskModel
 
@@ -107,8 +107,8 @@ def inference_cost(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Every strategy timed on the same random batch, interleaved (see
-    :func:`~lora_merge_utils.benchmarking.interleaved_timings`), for each batch size: one row per (strategy,
-    batch, round) with ``seconds``, plus ``K``, ``parameters`` and ``memory_mb``."""
+    :func:`~lora_merge_utils.instrumentation.benchmarking.interleaved_timings`), for each batch size: one row per
+    (strategy, batch, round) with ``seconds``, plus ``K``, ``parameters`` and ``memory_mb``."""
     device = device or torch.device("cpu")
     tables = []
     for batch in batch_sizes:

@@ -38,6 +38,7 @@ from .artifacts import (
 )
 from .backbone import backbone_identity, create_backbone
 from .batches import InMemoryImages, decode_all, normalize
+from .data.tasks import ImageTask, load_task, sample_cache_dir, subsample
 from .evaluation import (
     DECIMALS,
     MergeInputs,
@@ -54,7 +55,6 @@ from .profiles import Profile, all_tasks, apply_overrides, check_task_name, get_
 from .safe_io import atomic_dir, remove_debris, training_lock, write_atomic
 from .scoring import adapter_correctness, head_correctness
 from .stats import Bootstrap, pack
-from .tasks import ImageTask, load_task, sample_cache_dir, subsample
 from .training import extract_features, train_adapter, train_head, train_joint_adapter
 
 JOINT = "one LoRA trained on all tasks"

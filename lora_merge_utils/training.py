@@ -14,8 +14,8 @@ from torch.utils.data import Dataset
 
 from ._progress import tqdm
 from .batches import autocast, grad_scaler, in_memory, iterate_batches, make_loader
+from .instrumentation.workload import count
 from .profiles import LoraSettings, Profile, TrainSettings, get_device
-from .workload import count
 
 
 @torch.inference_mode()
@@ -295,9 +295,9 @@ def train_joint_adapter(
     Each step takes one batch of every task and follows the mean of their cross-entropies (standard multi-task
     training with task-balanced batches; each task's part is backpropagated as it is computed, so a step holds one
     batch's activations). An epoch has as many steps as the largest task has batches; a smaller task starts over
-    when it runs out (:func:`lora_merge_utils.plan.joint_images_per_epoch` counts the images). Optimiser, learning
-    rate, schedule and epochs are the single adapters' (from the profile). Taking one task per step instead, at the
-    single adapters' learning rate, diverges on the tiny profile's six tasks.
+    when it runs out (:func:`lora_merge_utils.course.plan.joint_images_per_epoch` counts the images). Optimiser,
+    learning rate, schedule and epochs are the single adapters' (from the profile). Taking one task per step instead, at
+    the single adapters' learning rate, diverges on the tiny profile's six tasks.
 
     Returns:
         ``(peft_model, heads, result)``: the PEFT-wrapped copy of the backbone (adapter named ``"default"``), the heads

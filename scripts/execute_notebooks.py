@@ -6,12 +6,12 @@ full-profile smoke run of every chapter (``make smoke``; the test suite runs it 
 
 A tiny run (the default) starts from cold: it deletes ``notebooks/artifacts`` so the stored outputs show what a
 reader's first run shows. For each notebook it regenerates the setup cell, the Colab badge and the expected T4 time
-(from the repository URL and version, and from :mod:`lora_merge_utils.plan`), executes it top to bottom in the tiny
-profile with progress bars off, checks that no output went to stderr and that no absolute path of this machine
+(from the repository URL and version, and from :mod:`lora_merge_utils.course.plan`), executes it top to bottom in the
+tiny profile with progress bars off, checks that no output went to stderr and that no absolute path of this machine
 leaked into an output, then writes it back atomically.
 
 A full-smoke run executes every chapter in order in the ``full`` profile against offline stand-ins
-(:mod:`lora_merge_utils.standins`) on this machine's CPU, sharing one artifact folder as Google Drive would, and
+(:mod:`lora_merge_utils.data.standins`) on this machine's CPU, sharing one artifact folder as Google Drive would, and
 writes nothing back. It prints each chapter's time and the work it did (images decoded, trained, evaluated, merges).
 """
 
@@ -123,7 +123,7 @@ def setup_source() -> str:
 
 def time_line(name: str) -> str:
     """The chapter's expected time on a Colab T4, from the plan of the full profile."""
-    from lora_merge_utils.plan import chapter_plan
+    from lora_merge_utils.course.plan import chapter_plan
 
     row = chapter_plan("full").set_index("notebook").loc[name]
     return (
@@ -249,7 +249,7 @@ def execute(path: Path, timeout: int) -> float:
 
 def smoke_environment(directory: Path) -> dict[str, str]:
     """The environment of a full-profile smoke run whose stand-ins and artifacts live under ``directory``."""
-    from lora_merge_utils.standins import build_standins
+    from lora_merge_utils.data.standins import build_standins
 
     env = build_standins(directory / "standins")
     base = {key: value for key, value in os.environ.items() if not key.startswith("LORA_BOOK_")}
@@ -270,7 +270,8 @@ def smoke_chapter(path: Path, env: dict[str, str], timeout: int) -> tuple[float,
     """Execute one chapter in the full-profile smoke run: ``(seconds, work tallies, executed notebook)``."""
     notebook = nbformat.read(path, as_version=4)
     tally = (
-        f"import json\nfrom lora_merge_utils.workload import work_done\nprint({WORK_MARK!r} + json.dumps(work_done()))"
+        "import json\nfrom lora_merge_utils.instrumentation.workload import work_done\n"
+        f"print({WORK_MARK!r} + json.dumps(work_done()))"
     )
     notebook.cells.append(nbformat.v4.new_code_cell(tally))
     seconds = run(notebook, Path(env["LORA_BOOK_ARTIFACTS"]).parent, env, timeout)

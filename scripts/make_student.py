@@ -29,7 +29,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lora_merge_utils.exercises import EXERCISES  # noqa: E402
+from lora_merge_utils.course.exercises import EXERCISES  # noqa: E402
 
 STUDENT_DIR = ROOT / "notebooks" / "student"
 EDITION_NOTE = (
@@ -132,9 +132,9 @@ GUIDE = ROOT / "book" / "instructors.md"
 def guide_tables() -> dict[str, str]:
     """The tables of the instructors' page that come from the exercise table, the measured CPU times and the plan:
     ``{marker name: markdown}``."""
-    from lora_merge_utils.exercises import chapter_table, exercise_table
-    from lora_merge_utils.grading import CHAPTER_SECONDS
-    from lora_merge_utils.plan import chapter_plan
+    from lora_merge_utils.course.exercises import chapter_table, exercise_table
+    from lora_merge_utils.course.grading import CHAPTER_SECONDS
+    from lora_merge_utils.course.plan import chapter_plan
 
     plan = chapter_plan("full")
     t4 = {int(n[:2]): (w, a) for n, w, a in zip(plan["notebook"], plan["warm_minutes"], plan["alone_minutes"])}

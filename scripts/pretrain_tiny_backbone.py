@@ -2,8 +2,8 @@
 
     python scripts/pretrain_tiny_backbone.py            # ~18 minutes on a 2-core CPU
 
-Three families of generated images, each category a random formula (``lora_merge_utils.fractals`` and
-``lora_merge_utils.contours``): FractalDB-style fractals, radial contours and pen strokes. Writes
+Three families of generated images, each category a random formula (``lora_merge_utils.data.fractals`` and
+``lora_merge_utils.data.contours``): FractalDB-style fractals, radial contours and pen strokes. Writes
 ``lora_merge_utils/assets/tiny_vit_formula.safetensors`` (backbone only, no classifier) and
 ``tiny_vit_formula.json`` (architecture, recipe, sha256, final pretraining accuracy). The backbone never sees the
 six tasks' data nor any natural image.
@@ -25,11 +25,11 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from lora_merge_utils.backbone import file_sha256
-from lora_merge_utils.contours import make_contour_dataset
-from lora_merge_utils.fractals import make_fractal_dataset
+from lora_merge_utils.data.contours import make_contour_dataset
+from lora_merge_utils.data.fractals import make_fractal_dataset
+from lora_merge_utils.data.tasks import to_tensor
 from lora_merge_utils.profiles import TINY
 from lora_merge_utils.safe_io import write_atomic
-from lora_merge_utils.tasks import to_tensor
 from lora_merge_utils.training import cosine_with_warmup
 
 ASSETS = Path(__file__).resolve().parent.parent / "lora_merge_utils" / "assets"
@@ -106,8 +106,8 @@ def main() -> None:
         "architecture": {"timm_model": spec.model_name, "overrides": spec.overrides, "num_classes": 0},
         "parameters": sum(v.numel() for v in state.values()),
         "recipe": {
-            "data": "formula-driven images: FractalDB-style IFS fractals (lora_merge_utils.fractals), radial contours "
-            "and pen strokes (lora_merge_utils.contours)",
+            "data": "formula-driven images: FractalDB-style IFS fractals (lora_merge_utils.data.fractals), "
+            "radial contours and pen strokes (lora_merge_utils.data.contours)",
             "categories": {
                 "fractals": args.fractal_classes,
                 "contours": args.contour_classes,

@@ -240,7 +240,7 @@ def test_an_edited_score_cache_entry_is_scored_again_not_believed(copy_of, edit)
     """A cached merge score that was edited, cut short, garbled or written without a checksum is never served: the
     merge is scored again, the entry rewritten, and the table is the one the adapters give."""
     from lora_merge_utils.evaluation import _entry_digest
-    from lora_merge_utils.workload import work_done
+    from lora_merge_utils.instrumentation.workload import work_done
 
     profile, root = copy_of
     study = Study.open(profile, root, progress=False)

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 import yaml
 
-from lora_merge_utils.exercises import EXERCISES, chapter_exercises
+from lora_merge_utils.course.exercises import EXERCISES, chapter_exercises
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
@@ -73,7 +73,7 @@ def test_chapter_structure(path):
         c for c in cells if c.cell_type == "markdown" and "exercise" in c.metadata and not c.metadata.get("tags")
     ]
     assert [c.metadata["exercise"] for c in exercises] == [e.id for e in chapter_exercises(chapter)], (
-        "one markdown cell per exercise of lora_merge_utils.exercises, in order"
+        "one markdown cell per exercise of lora_merge_utils.course.exercises, in order"
     )
     for cell in exercises:
         spec = EXERCISES[cell.metadata["exercise"]]
@@ -164,7 +164,7 @@ def test_every_number_a_page_pastes_is_in_the_stored_chapter(page):
 def test_the_conclusions_say_what_the_stored_results_say():
     """The conclusions' sentences that are not pasted numbers (which way a trend goes, which verdict) must match the
     stored run: if a re-run changes them, this fails and the page is rewritten."""
-    from lora_merge_utils.expectations import PUBLISHED_TASK_ARITHMETIC
+    from lora_merge_utils.course.expectations import PUBLISHED_TASK_ARITHMETIC
 
     text = (ROOT / "book" / "conclusions.md").read_text()
     assert re.search(r"\{glue:text\}`\.\./notebooks/", text), "numbers are pasted from the chapters"

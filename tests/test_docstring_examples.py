@@ -11,7 +11,7 @@ MODULES = [
     "profiles",
     "artifacts",
     "batches",
-    "tasks",
+    "data.tasks",
     "backbone",
     "tuning",
     "stats",

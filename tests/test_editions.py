@@ -9,9 +9,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from lora_merge_utils import exercises
-from lora_merge_utils.exercises import EXERCISES, chapter_exercises, check_exercise, compare
-from lora_merge_utils.grading import chapter_of
+from lora_merge_utils.course import exercises
+from lora_merge_utils.course.exercises import EXERCISES, chapter_exercises, check_exercise, compare
+from lora_merge_utils.course.grading import chapter_of
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
@@ -158,8 +158,8 @@ def test_instructor_edition_shows_every_solution_with_its_output():
 
 
 def test_the_instructors_page_shows_the_exercise_table_as_it_is():
-    """Points, levels, kinds and rubric lines on the instructors' page come from lora_merge_utils.exercises; a test
-    fails when the page disagrees (run `python scripts/make_student.py`)."""
+    """Points, levels, kinds and rubric lines on the instructors' page come from lora_merge_utils.course.exercises; a
+    test fails when the page disagrees (run `python scripts/make_student.py`)."""
     page = (ROOT / "book" / "instructors.md").read_text(encoding="utf-8")
     assert STUDENT.with_guide_tables(page) == page, "book/instructors.md is out of date: run scripts/make_student.py"
     for exercise in EXERCISES.values():

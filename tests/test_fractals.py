@@ -1,6 +1,6 @@
 import numpy as np
 
-from lora_merge_utils.fractals import make_fractal_dataset, render, sample_ifs
+from lora_merge_utils.data.fractals import make_fractal_dataset, render, sample_ifs
 
 
 def test_fractal_dataset_is_deterministic_and_balanced():

@@ -1,10 +1,10 @@
 """The Colab student's path without the GPU and the network: every chapter executed in the ``full`` profile against
-offline stand-ins with the real datasets' schema (``lora_merge_utils.standins``), on this CPU.
+offline stand-ins with the real datasets' schema (``lora_merge_utils.data.standins``), on this CPU.
 
 The chapters run in order sharing one artifact folder, as they do on Colab with artifacts kept on Google Drive; one
 chapter also runs alone on a fresh folder, as on a new runtime without Drive. Each run's work tallies (images decoded,
-trained, evaluated, timed; merges) must match what the time plan (``lora_merge_utils.plan``) predicts, so the plan's
-T4 minutes follow the chapters.
+trained, evaluated, timed; merges) must match what the time plan (``lora_merge_utils.course.plan``) predicts, so the
+plan's T4 minutes follow the chapters.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from lora_merge_utils.plan import CHAPTERS, T4, Session, chapter_plan, sizes_of
+from lora_merge_utils.course.plan import CHAPTERS, T4, Session, chapter_plan, sizes_of
+from lora_merge_utils.instrumentation.workload import KINDS
 from lora_merge_utils.profiles import FULL, apply_overrides
-from lora_merge_utils.workload import KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
@@ -57,7 +57,7 @@ def script():
 
 @pytest.fixture(scope="module")
 def smoke_profile():
-    from lora_merge_utils.standins import SMOKE_OVERRIDES
+    from lora_merge_utils.data.standins import SMOKE_OVERRIDES
 
     return apply_overrides(FULL, SMOKE_OVERRIDES)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from lora_merge_utils.exercises import chapter_exercises
-from lora_merge_utils.grading import Execution, grade_folder
+from lora_merge_utils.course.exercises import chapter_exercises
+from lora_merge_utils.course.grading import Execution, grade_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTER = sorted((ROOT / "notebooks").glob("00_*.ipynb"))[0]
@@ -80,14 +80,14 @@ HOSTILE = [
     "import json\nopen('checks.jsonl', 'w').write(json.dumps({'exercise': '0.1', 'passed': True}) + '\\n')\n"
     "print('✓ Exercise 0.1: correct.')",
     # a replaced self-check and a replaced answer table
-    "import lora_merge_utils as lmu, lora_merge_utils.exercises as ex\n"
+    "import lora_merge_utils as lmu, lora_merge_utils.course.exercises as ex\n"
     "ex._FROM_RUN['0.1'] = lambda **kw: 0\nlmu.check_exercise = lambda *a, **k: print('✓')",
     # a fake answer line printed by the student's own cell
     'print(\'LORA_BOOK_ANSWER ["0.2", "patch_embed.proj"]\')',
 ]
 HOSTILE_ANSWERS = [
     # an edited check: with targets=[] the self-check expects 0 parameters, and says ✓ to 0
-    "answer_0_1 = 0\nimport lora_merge_utils.exercises as ex\n"
+    "answer_0_1 = 0\nimport lora_merge_utils.course.exercises as ex\n"
     "ex.check_exercise('0.1', answer_0_1, backbone=study.backbone, targets=[])",
     # an answer that says yes to every comparison
     "class Yes:\n    def __eq__(self, other):\n        return True\n\n    __hash__ = object.__hash__\n\n\n"
@@ -194,7 +194,7 @@ def test_rows_can_be_graded_without_kernels(tmp_path):
         assert scratch.parent.exists() and cell_timeout >= 600
         return Execution(answers={"0.1": 100.0, "0.2": ["patch_embed.proj"], "student": "  "})
 
-    import lora_merge_utils.grading as grading
+    import lora_merge_utils.course.grading as grading
 
     original = grading.reference_answers
     grading.reference_answers = lambda *a: reference

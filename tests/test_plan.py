@@ -3,7 +3,7 @@ the chapters really do is checked by the full-profile smoke test.)"""
 
 from lora_merge_utils import FULL, TINY
 from lora_merge_utils.cli import main
-from lora_merge_utils.plan import T4, Session, Sizes, chapter_plan, sizes_of
+from lora_merge_utils.course.plan import T4, Session, Sizes, chapter_plan, sizes_of
 
 
 def test_the_full_profile_fits_a_t4_session_and_the_book_two_hours():
@@ -65,8 +65,8 @@ def test_the_readme_states_the_plan():
 def test_activation_memory_is_measured_for_the_full_backbone_and_measurable_for_any():
     import json
 
-    from lora_merge_utils.memory import KINDS, MEASURED, chapter_memory, measure_activations
-    from lora_merge_utils.memory import _architecture as architecture
+    from lora_merge_utils.course.memory import KINDS, MEASURED, chapter_memory, measure_activations
+    from lora_merge_utils.course.memory import _architecture as architecture
 
     record = json.loads(MEASURED.read_text())
     assert record["backbone"] == FULL.backbone.model_name and record["image_size"] == FULL.image_size
@@ -85,7 +85,7 @@ def test_the_plan_prices_chapters_with_rates_a_gpu_check_measured(tmp_path, caps
 
     import pytest
 
-    from lora_merge_utils.plan import measured_throughput
+    from lora_merge_utils.course.plan import measured_throughput
 
     rates = {"amp": 2 * T4.train, "fp32": T4.train}
     record = {

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lora_merge_utils import load_adapters
-from lora_merge_utils.benchmarking import interleaved_timings, parameter_bytes, time_call
+from lora_merge_utils.instrumentation.benchmarking import interleaved_timings, parameter_bytes, time_call
 from lora_merge_utils.serving import STRATEGIES, build_strategies, inference_cost, timing_summary
 
 

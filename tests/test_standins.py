@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lora_merge_utils.standins import IMAGE_STYLES, build_backbone, build_dataset
-from lora_merge_utils.tasks import CORRUPTIONS, HUB_SOURCES
+from lora_merge_utils.data.standins import IMAGE_STYLES, build_backbone, build_dataset
+from lora_merge_utils.data.tasks import CORRUPTIONS, HUB_SOURCES
 
 
 def _images(split) -> list[Image.Image]:

@@ -96,7 +96,7 @@ def test_summary_and_pairwise_matrix(study_run, mini_profile):
 def test_merge_scores_are_cached_per_merge_and_shared_between_requests(study_run, own_root, mini_profile, monkeypatch):
     import shutil
 
-    from lora_merge_utils.workload import work_done
+    from lora_merge_utils.instrumentation.workload import work_done
 
     root, tables = own_root, study_run[1]
     shutil.rmtree(root / "results" / "scores")  # the shared run filled the cache: start this test without it
@@ -121,7 +121,7 @@ def test_merge_scores_are_cached_per_merge_and_shared_between_requests(study_run
 
 
 def test_a_split_is_decoded_once_per_session(study_run, mini_profile):
-    from lora_merge_utils.workload import work_done
+    from lora_merge_utils.instrumentation.workload import work_done
 
     root, _ = study_run
     study = Study.open(mini_profile, root, progress=False)
@@ -158,7 +158,7 @@ def test_a_chapter_check_stops_the_tiny_world_warns_on_real_data_and_is_skipped_
 def test_a_variant_shares_what_does_not_depend_on_the_adapters(own_root, mini_profile):
     """A rank-sweep variant: its own folder beside the study's, the study's heads, decoded images and features; its
     adapters trained at the new rank; and nothing it may not share can be changed."""
-    from lora_merge_utils.workload import work_done
+    from lora_merge_utils.instrumentation.workload import work_done
 
     study = Study.open(mini_profile, own_root, progress=False)
     task = mini_profile.tasks[0]
@@ -179,14 +179,14 @@ def test_a_variant_shares_what_does_not_depend_on_the_adapters(own_root, mini_pr
 def test_one_adapter_trained_on_every_task_is_saved_checked_and_scored_like_a_merge(own_root, mini_profile):
     """The joint upper bound: one adapter, a head per task, the same steps as the tasks' own adapters together;
     saved with checksums and reloaded without training; its rows read like a merge of every task."""
+    from lora_merge_utils.instrumentation.workload import work_done
     from lora_merge_utils.study import JOINT
-    from lora_merge_utils.workload import work_done
 
     study = Study.open(mini_profile, own_root, progress=False)
     start = work_done()["trained"]
     model, heads = study.joint_adapter(seed=0)
     trained = work_done()["trained"] - start
-    from lora_merge_utils.plan import joint_images_per_epoch
+    from lora_merge_utils.course.plan import joint_images_per_epoch
 
     sizes = {t: len(study.dataset(t, "train")) for t in mini_profile.tasks}
     per_epoch = joint_images_per_epoch(sizes, mini_profile.train.batch_size)

@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 
 from lora_merge_utils import FULL, TINY, load_task
+from lora_merge_utils.data.tasks import TINY_BUILDERS, balanced_split
 from lora_merge_utils.profiles import GeneratedData, HubData
-from lora_merge_utils.tasks import TINY_BUILDERS, balanced_split
 
 
 @pytest.mark.parametrize("name", TINY.tasks)
@@ -31,7 +31,7 @@ def test_tiny_task_builders_are_deterministic(name):
 
 
 def test_generated_tasks_are_kept_on_disk_and_rebuilt_when_unreadable(tmp_path, monkeypatch):
-    from lora_merge_utils.tasks import _built_splits
+    from lora_merge_utils.data.generated import _built_splits
 
     monkeypatch.setenv("LORA_BOOK_ARTIFACTS", str(tmp_path))
     small = TINY.replace(data=GeneratedData(train_per_class=5, val_per_class=2, test_per_class=3))
@@ -135,7 +135,7 @@ def test_hub_loader_downloads_only_the_splits_it_reads_and_keeps_a_sample(tmp_pa
     the class-balanced sample saved under the artifacts folder serves the next load without the hub."""
     import datasets
 
-    from lora_merge_utils import tasks as tasks_module
+    from lora_merge_utils.data import tasks as tasks_module
 
     _save_stand_in(tmp_path / "copy")
     saved = datasets.load_from_disk(str(tmp_path / "copy"))
@@ -168,7 +168,7 @@ def test_hub_loader_downloads_only_the_splits_it_reads_and_keeps_a_sample(tmp_pa
 
 def test_decoded_once_gives_exactly_the_lazy_items(tmp_path, monkeypatch):
     from lora_merge_utils.batches import InMemoryImages, decode_all, iterate_batches
-    from lora_merge_utils.tasks import subsample
+    from lora_merge_utils.data.tasks import subsample
 
     _save_stand_in(tmp_path / "mnist")
     monkeypatch.setenv("LORA_BOOK_DATA_DIR", str(tmp_path))
@@ -193,7 +193,7 @@ def test_a_generated_dataset_cache_with_changed_labels_is_built_again(tmp_path, 
     checksum of its arrays and one that differs is rebuilt from the generator."""
     from safetensors.numpy import load_file, save_file
 
-    from lora_merge_utils.tasks import _built_splits
+    from lora_merge_utils.data.generated import _built_splits
 
     monkeypatch.setenv("LORA_BOOK_ARTIFACTS", str(tmp_path))
     small = TINY.replace(data=GeneratedData(train_per_class=5, val_per_class=2, test_per_class=3))
@@ -208,7 +208,7 @@ def test_a_generated_dataset_cache_with_changed_labels_is_built_again(tmp_path, 
 
 
 def test_a_saved_hub_sample_whose_files_changed_is_drawn_again(tmp_path, monkeypatch, capsys):
-    from lora_merge_utils import tasks as tasks_module
+    from lora_merge_utils.data import tasks as tasks_module
 
     _save_stand_in(tmp_path / "data" / "mnist")
     monkeypatch.setenv("LORA_BOOK_DATA_DIR", str(tmp_path / "data"))

@@ -1,6 +1,6 @@
 """Tallies of the work this process has done: images decoded, trained on and evaluated, merges built.
 
-The time plan (:mod:`lora_merge_utils.plan`) predicts these counts for every chapter; the full-profile smoke test
+The time plan (:mod:`lora_merge_utils.course.plan`) predicts these counts for every chapter; the full-profile smoke test
 compares its prediction with the tallies of a real run, so the plan cannot drift from what the chapters do.
 """
 

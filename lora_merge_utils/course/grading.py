@@ -7,10 +7,10 @@ with its solutions) is executed once, and the answers its solutions store are th
 then runs top to bottom in a fresh kernel, in a scratch folder of its own that holds a copy of it and nothing else,
 in a child process with a time limit per cell and per notebook; a cell that raises does not stop it. After the
 answer cells of each checked exercise the grader adds a cell that prints the answer as plain JSON
-(:func:`~lora_merge_utils.exercises.plain`), so answers given before a crash or a time-out still count. The grader
-compares them with the reference **in its own process** (:func:`~lora_merge_utils.exercises.compare`): nothing the
-submission's kernel says is a verdict, its check cells are ignored, and an answer object whose ``==`` always says
-yes is read as an unsupported type.
+(:func:`~lora_merge_utils.course.exercises.plain`), so answers given before a crash or a time-out still count. The
+grader compares them with the reference **in its own process** (:func:`~lora_merge_utils.course.exercises.compare`):
+nothing the submission's kernel says is a verdict, its check cells are ignored, and an answer object whose ``==`` always
+says yes is read as an unsupported type.
 
 Beside the CSV (one row per student: an ID, points per exercise, numeric totals, a status) the grader writes, in a
 folder named after it, each submission executed (``.ipynb`` and ``.html``) and a feedback file listing each
@@ -40,8 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..safe_io import write_atomic
 from .exercises import EXERCISES, chapter_exercises, compare
-from .safe_io import write_atomic
 
 ANSWER_MARK = "LORA_BOOK_ANSWER "
 READ_TAG = "grader-read"
@@ -81,7 +81,7 @@ def _reader(names: list[tuple[str, str]]) -> str:
     pairs = ", ".join(f"({exercise!r}, {variable!r})" for exercise, variable in names)
     return (
         "import json as _grader_json\n"
-        "from lora_merge_utils.exercises import plain as _grader_plain\n"
+        "from lora_merge_utils.course.exercises import plain as _grader_plain\n"
         f"for _grader_exercise, _grader_name in [{pairs}]:\n"
         f"    print({ANSWER_MARK!r} + _grader_json.dumps([_grader_exercise, "
         "_grader_plain(globals().get(_grader_name))]))"
@@ -191,7 +191,7 @@ def execute(notebook, scratch: Path, cell_timeout: int, notebook_timeout: int) -
     command = [
         sys.executable,
         "-m",
-        "lora_merge_utils.grading",
+        "lora_merge_utils.course.grading",
         "execute",
         str(source),
         str(executed),
@@ -249,7 +249,7 @@ def _kill(child: subprocess.Popen) -> None:
 
 def default_chapters_dir() -> Path | None:
     """The chapters of the repository this package was installed from (an editable install or a clone)."""
-    folder = Path(__file__).resolve().parent.parent / "notebooks"
+    folder = Path(__file__).resolve().parents[2] / "notebooks"
     return folder if folder.is_dir() else None
 
 
@@ -490,9 +490,12 @@ def write_scores(rows: list[dict], out: Path) -> None:
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m lora_merge_utils.grading execute SOURCE EXECUTED ANSWERS CELL_TIMEOUT``: the child process."""
+    """``python -m lora_merge_utils.course.grading execute SOURCE EXECUTED ANSWERS CELL_TIMEOUT``: the child process."""
     if len(argv) != 5 or argv[0] != "execute":
-        print("usage: python -m lora_merge_utils.grading execute SOURCE EXECUTED ANSWERS CELL_TIMEOUT", file=sys.stderr)
+        print(
+            "usage: python -m lora_merge_utils.course.grading execute SOURCE EXECUTED ANSWERS CELL_TIMEOUT",
+            file=sys.stderr,
+        )
         return 2
     _execute_here(Path(argv[1]), Path(argv[2]), Path(argv[3]), int(argv[4]))
     return 0

@@ -6,7 +6,7 @@ variable (``answer_3_1``). Two things compare it with the right answer, both wit
 * the **self-check** in the student's notebook (:func:`check_exercise`) recomputes the answer from the objects of the
   student's own run and prints ✓ or ✗, never the answer: formative feedback, which runs in the student's kernel and
   so can be fooled by it;
-* the **grader** (:mod:`lora_merge_utils.grading`) compares, in its own process, the plain value read out of the
+* the **grader** (:mod:`lora_merge_utils.course.grading`) compares, in its own process, the plain value read out of the
   submission with the answer of the instructor's own run of the chapter: that is what scores points.
 
 Any value equal to the answer counts (a NumPy scalar, a whole float for a count, a 0-d tensor); where the type
@@ -464,7 +464,7 @@ def _adapter_config(study) -> dict:
 
 
 def _worst_in_pairs(pairs, tasks) -> str:
-    from .evaluation import pairwise_matrix
+    from ..evaluation import pairwise_matrix
 
     return str(pairwise_matrix(pairs, "task_arithmetic", tasks).mean(axis=1).idxmin())
 

@@ -3,7 +3,7 @@
 
 They let the full profile's real loading code run without network (in tests, in CI, on a laptop):
 
-    from lora_merge_utils.standins import build_standins
+    from lora_merge_utils.data.standins import build_standins
     env = build_standins("standins")        # {"LORA_BOOK_DATA_DIR": ..., "HF_HUB_CACHE": ..., ...}
 
 Each dataset is a ``DatasetDict`` saved with ``save_to_disk``, holding every split the real repository has (SVHN's
@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .profiles import FULL, Profile
-from .tasks import HUB_SOURCES, datasets_progress
+from ..profiles import FULL, Profile
+from .hub import datasets_progress
+from .hub_sources import HUB_SOURCES
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ machine's throughput (:data:`T4`), that gives minutes.
     python -m lora_merge_utils plan --profile full
 
 The counts are checked against a real run: the full-profile smoke test executes every chapter and compares the
-tallies of :mod:`lora_merge_utils.workload` with this module's prediction, so the plan follows the chapters.
+tallies of :mod:`lora_merge_utils.instrumentation.workload` with this module's prediction, so the plan follows the
+chapters.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .evaluation import merge_combinations
-from .methods import DEFAULT_METHODS
-from .profiles import GeneratedData, HubData, Profile, get_profile
-from .tasks import HUB_SOURCES
-from .workload import KINDS
+from ..data.hub_sources import HUB_SOURCES
+from ..evaluation import merge_combinations
+from ..instrumentation.workload import KINDS
+from ..methods import DEFAULT_METHODS
+from ..profiles import GeneratedData, HubData, Profile, get_profile
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def sizes_of(profile: Profile) -> Sizes:
         )
         return _with_related(profile, sizes)
     if isinstance(profile.data, GeneratedData):
-        from .tasks import load_task
+        from ..data.tasks import load_task
 
         tasks = {t: load_task(profile, t) for t in profile.tasks}
         sizes = Sizes(
@@ -167,7 +168,7 @@ def sizes_of(profile: Profile) -> Sizes:
 
 def _with_related(profile: Profile, sizes: Sizes) -> Sizes:
     """``sizes`` with the profile's relabelled tasks: their base task's images, their own classes."""
-    from .tasks import RELABELLINGS
+    from ..data.tasks import RELABELLINGS
 
     for task in profile.related_tasks:
         spec = RELABELLINGS[task]
@@ -486,7 +487,7 @@ def _chapter5(s: Session, t: Throughput) -> None:
 
 def related_combos(profile: Profile) -> list[tuple[str, str]]:
     """Chapter 6's merges of each relabelled task: with the task whose images it shares, then with the others."""
-    from .tasks import RELABELLINGS
+    from ..data.tasks import RELABELLINGS
 
     base = {r: RELABELLINGS[r].base for r in profile.related_tasks}
     return [(b, r) for r, b in base.items()] + [
@@ -588,7 +589,7 @@ def chapter_plan(
 
     The work columns (``decoded``, ``trained``, ``adapted``, ``evaluated``, ``timed``, ``merges``, ``download_mb``)
     are those of the warm run; ``peak_gpu_gb`` is the chapter's estimated peak GPU memory
-    (:func:`lora_merge_utils.memory.chapter_memory`). ``chapter5_choices``: the families chapter 5 chose on
+    (:func:`lora_merge_utils.course.memory.chapter_memory`). ``chapter5_choices``: the families chapter 5 chose on
     validation data (see :data:`CHAPTER5_CHOICES`).
     """
     from .memory import chapter_memory
@@ -625,9 +626,9 @@ def format_plan(plan: pd.DataFrame, profile: Profile, throughput: Throughput) ->
     total = plan["warm_minutes"].sum()
     return (
         f"Time plan of the {profile.label} profile on a {throughput.name} (minutes; estimates from its throughput "
-        f"figures, lora_merge_utils.plan)\n\n{table.to_string(index=False)}\n\n"
+        f"figures, lora_merge_utils.course.plan)\n\n{table.to_string(index=False)}\n\n"
         f"whole book in order, artifacts kept on Drive: {total:.0f} min ({math.ceil(total / 6) / 10:.1f} h), "
         f"first downloads included; longest chapter {plan['warm_minutes'].max():.0f} min warm, "
         f"{plan['alone_minutes'].max():.0f} min alone on a fresh runtime; peak GPU memory "
-        f"{plan['peak_gpu_gb'].max():.1f} GB (lora_merge_utils.memory)"
+        f"{plan['peak_gpu_gb'].max():.1f} GB (lora_merge_utils.course.memory)"
     )

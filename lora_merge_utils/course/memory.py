@@ -6,8 +6,8 @@ step: a batch of LoRA training, of AdaMerging, or of evaluation. The activations
 guessed: :func:`measure_activations` runs the profile's backbone on the CPU at two batch sizes and weighs, with
 saved-tensor hooks, what autograd keeps for the backward pass (training, AdaMerging), and, with a dispatch mode that
 follows every tensor, the largest set of tensors alive at once in a forward pass without gradients (evaluation); the
-difference between the batch sizes is one image's share. ``python -m lora_merge_utils.memory`` measures the full
-profile's ViT-B/16 again and writes ``lora_merge_utils/data/activations.json``, which :func:`chapter_memory` reads.
+difference between the batch sizes is one image's share. ``python -m lora_merge_utils.course.memory`` measures the full
+profile's ViT-B/16 again and writes ``lora_merge_utils/course/activations.json``, which :func:`chapter_memory` reads.
 
 Half precision is measured under CPU autocast (bfloat16), as a stand-in for CUDA autocast (float16 on a T4): the
 same operations run in 16 bits, though the two autocast policies differ in a few of them. The CPU runs attention
@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-MEASURED = Path(__file__).parent / "data" / "activations.json"
+MEASURED = Path(__file__).parent / "activations.json"
 KINDS = ("train", "adapt", "evaluate")
 CUDA_CONTEXT_GB = 0.5
 """The CUDA context and kernels' workspace, which PyTorch's allocator does not count (about 0.3-0.5 GB)."""
@@ -176,7 +176,7 @@ backbone, the PEFT model of K = 4 adapters, four separate models and a merged on
 
 def chapter_memory(profile=None, measured: dict[str, float] | None = None) -> dict[str, float]:
     """Estimated peak GPU gigabytes of each chapter in ``profile`` (default: full), CUDA context included."""
-    from .profiles import get_profile
+    from ..profiles import get_profile
 
     profile = get_profile(profile or "full")
     per_image = measured or activations(profile)
@@ -198,7 +198,7 @@ def main() -> None:
     """Measure the full profile's backbone and write :data:`MEASURED`."""
     import timm
 
-    from .profiles import FULL
+    from ..profiles import FULL
 
     torch.manual_seed(0)
     backbone = timm.create_model(FULL.backbone.model_name, pretrained=False, num_classes=0)
@@ -210,7 +210,7 @@ def main() -> None:
         "lora_rank": FULL.lora.rank,
         "megabytes_per_image": half,
         "megabytes_per_image_full_precision": full,
-        "how": "lora_merge_utils.memory.measure_activations on the CPU, torch " + torch.__version__,
+        "how": "lora_merge_utils.course.memory.measure_activations on the CPU, torch " + torch.__version__,
     }
     MEASURED.parent.mkdir(parents=True, exist_ok=True)
     MEASURED.write_text(json.dumps(record, indent=2) + "\n")

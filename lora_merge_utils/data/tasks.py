@@ -1,0 +1,165 @@
+"""The six classification tasks of each profile, addressable by name.
+
+``load_task(profile, name)`` returns an :class:`ImageTask` whose ``train``, ``val`` and ``test`` splits are torch
+datasets yielding ``(image_tensor, label)``, already resized and normalised for the profile's backbone. The profile's
+data source picks the loader: :mod:`.generated` for :class:`~lora_merge_utils.profiles.GeneratedData` (tiny, built
+offline), :mod:`.hub` for :class:`~lora_merge_utils.profiles.HubData` (full, Hugging Face Hub datasets). Related tasks
+(:data:`RELABELLINGS`) are a main task's images under other labels."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from ..batches import InMemoryImages
+from ..profiles import (  # all_tasks and check_task_name live with the profile (no torch): the CLI checks names
+    GeneratedData,
+    HubData,
+    Profile,
+    check_task_name,
+    get_profile,
+)
+from .generated import TINY_BUILDERS, arrays_checksum, load_generated
+from .hub import DATA_DIR_ENV, HUB_MIRROR_ENV, SAMPLE_CHECKSUMS, datasets_progress, load_hub
+from .hub_sources import CORRUPTIONS, HUB_SOURCES, HubSource
+from .splits import (
+    HFImageDataset,
+    ImageTask,
+    balanced_split,
+    sample_cache_dir,
+    stratified_sample,
+    subsample,
+    to_tensor,
+    to_uint8_images,
+)
+
+__all__ = [  # the registry, and the names of the data modules a chapter or a practitioner reaches for
+    "CORRUPTIONS",
+    "HUB_SOURCES",
+    "LOADERS",
+    "RELABELLINGS",
+    "SAMPLE_CHECKSUMS",
+    "TINY_BUILDERS",
+    "HFImageDataset",
+    "HubSource",
+    "ImageTask",
+    "Relabelling",
+    "arrays_checksum",
+    "balanced_split",
+    "datasets_progress",
+    "load_task",
+    "load_tasks",
+    "relabel",
+    "sample_cache_dir",
+    "stratified_sample",
+    "subsample",
+    "to_tensor",
+    "to_uint8_images",
+]
+
+LOADERS: dict[type, Callable[[Profile, str], ImageTask]] = {GeneratedData: load_generated, HubData: load_hub}
+"""How each kind of :attr:`Profile.data` becomes tasks."""
+
+
+@dataclass(frozen=True)
+class Relabelling:
+    """A task on another task's images with other labels: the study's sense of "similar" tasks (the same kind of
+    images, different labels). ``groups[i]`` is the new class of the base task's class ``i``; the splits are the
+    base task's, image for image."""
+
+    base: str
+    class_names: tuple[str, ...]
+    groups: tuple[int, ...]
+    description: str
+
+
+RELABELLINGS: dict[str, Relabelling] = {
+    "digits_parity": Relabelling(
+        "digits", ("even", "odd"), (0, 1, 0, 1, 0, 1, 0, 1, 0, 1), "the digits task's images, labelled even or odd"
+    ),
+    "shapes_family": Relabelling(
+        "shapes",
+        ("curved", "three or four sides", "spiky"),
+        (0, 1, 1, 2, 2, 0),  # circle, square, triangle, star, cross, ring
+        "the shapes task's images, labelled by family: curved, three or four sides, spiky",
+    ),
+    "mnist_parity": Relabelling(
+        "mnist", ("even", "odd"), (0, 1, 0, 1, 0, 1, 0, 1, 0, 1), "the MNIST task's images, labelled even or odd"
+    ),
+    "eurosat_landuse": Relabelling(
+        "eurosat",
+        ("natural", "farmland", "built-up"),
+        (1, 0, 0, 2, 2, 1, 1, 2, 0, 0),  # annual crop, forest, brushland, highway, industrial, pasture, permanent
+        # crop, residential, river, lake
+        "the EuroSAT task's images, labelled natural, farmland or built-up",
+    ),
+}
+"""Every relabelled task a profile can list in ``related_tasks``."""
+
+
+def relabel(dataset: Dataset, groups: np.ndarray) -> Dataset:
+    """``dataset`` with each label ``y`` replaced by ``groups[y]`` (the images are shared, not copied)."""
+    if isinstance(dataset, TensorDataset):
+        images, labels = dataset.tensors[:2]
+        return TensorDataset(images, torch.as_tensor(groups[labels.numpy()], dtype=torch.long))
+    if isinstance(dataset, InMemoryImages):
+        return InMemoryImages(dataset.images, torch.as_tensor(groups[dataset.labels.numpy()]))
+    if isinstance(dataset, HFImageDataset):
+        out = copy.copy(dataset)
+        out.labels = groups[dataset.labels]
+        return out
+    raise TypeError(f"Cannot relabel a {type(dataset).__name__}.")
+
+
+def _load_relabelled(profile: Profile, name: str) -> ImageTask:
+    spec = RELABELLINGS[name]
+    base = load_task(profile, spec.base)
+    if len(spec.groups) != base.num_classes:
+        raise ValueError(f"{name}: {len(spec.groups)} groups for the {base.num_classes} classes of {spec.base!r}.")
+    groups = np.asarray(spec.groups)
+    splits = {split: relabel(base.split(split), groups) for split in ("train", "val", "test")}
+    return ImageTask(name, list(spec.class_names), splits["train"], splits["test"], spec.description, splits["val"])
+
+
+_CACHE: dict[tuple, ImageTask] = {}
+
+
+def load_task(profile: Profile | str | None, name: str) -> ImageTask:
+    """Load one task of a profile by name (cached in memory for the session).
+
+    Example:
+        >>> task = load_task("tiny", "shapes")
+        >>> task.num_classes, len(task.class_names) == task.num_classes
+        (6, True)
+        >>> image, label = task.train[0]
+        >>> tuple(image.shape), image.dtype
+        ((3, 32, 32), torch.float32)
+    """
+    profile = get_profile(profile)
+    check_task_name(profile, name)
+    key = (
+        type(profile.data),
+        profile.data,
+        profile.image_size,
+        profile.train.seed,
+        os.environ.get(DATA_DIR_ENV),
+        os.environ.get(HUB_MIRROR_ENV),
+        str(sample_cache_dir()),
+        name,
+    )
+    if key not in _CACHE:
+        loader = _load_relabelled if name in profile.related_tasks else LOADERS[type(profile.data)]
+        _CACHE[key] = loader(profile, name)
+    return _CACHE[key]
+
+
+def load_tasks(profile: Profile | str | None = None, names: list[str] | None = None) -> dict[str, ImageTask]:
+    """Several tasks by name (default: all six of the profile), as ``{name: ImageTask}``."""
+    profile = get_profile(profile)
+    return {name: load_task(profile, name) for name in (names or profile.tasks)}

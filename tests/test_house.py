@@ -1,0 +1,59 @@
+"""The house drawn from the package's imports (``scripts/draw_house.py``) keeps the rules its drawing shows."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("draw_house", ROOT / "scripts" / "draw_house.py")
+house = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(house)
+ARROWS = house.imports(ROOT / "lora_merge_utils")
+
+
+def test_no_import_circle():
+    assert house.circles(ARROWS) == []
+
+
+def test_the_drawing_finds_a_circle_and_resolves_relative_imports(tmp_path):
+    """The checks below could not fail if the reader of imports missed arrows: a made-up package with a circle."""
+    package = tmp_path / house.PACKAGE
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "data" / "__init__.py").write_text("")
+    (package / "core.py").write_text("from .data.tasks import load\n")
+    (package / "data" / "tasks.py").write_text("def load():\n    from ..core import x\n")
+    arrows = house.imports(package)
+    assert arrows == {"core": {"data.tasks"}, "data.tasks": {"core"}}
+    assert house.circles(arrows) == [["core", "data.tasks", "core"]]
+
+
+def test_every_wing_has_its_rooms():
+    wings = {house.wing(module) for module in ARROWS}
+    assert wings == set(house.WINGS)
+    assert {"data.tasks", "data.hub", "data.generated", "data.hub_sources"} <= set(ARROWS)
+    assert {"course.exercises", "course.grading", "course.plan"} <= set(ARROWS)
+
+
+def test_instrumentation_depends_on_nothing_but_itself():
+    """Training, batching and merging count their work; the counters must not pull the library in."""
+    for module, targets in ARROWS.items():
+        if house.wing(module) == "instrumentation":
+            assert {house.wing(t) for t in targets} <= {"instrumentation"}, module
+
+
+def test_course_tooling_is_reached_only_from_the_command_line():
+    """The library works without the course around it: only ``cli`` (``plan``, ``grade``) imports the course wing."""
+    for module, targets in ARROWS.items():
+        if house.wing(module) != "course":
+            reached = {t for t in targets if house.wing(t) == "course"}
+            assert not reached or module == "cli", f"{module} imports {reached}"
+
+
+def test_data_never_imports_the_study_or_merging():
+    """Tasks load without the merging half of the library: data imports only the profile, batching and storage."""
+    for module, targets in ARROWS.items():
+        if house.wing(module) == "data":
+            core = {t for t in targets if house.wing(t) == "core"}
+            assert core <= {"profiles", "batches", "artifacts", "backbone", "safe_io"}, f"{module} imports {core}"
