@@ -2,13 +2,18 @@
 
 The helper library of the book *Can I just merge my vision LoRAs?*. The main entry points:
 
-* :func:`get_profile` -- the ``tiny`` (offline CPU) or ``full`` (Colab GPU) settings;
-* :func:`create_backbone` -- the profile's frozen timm ViT (``num_classes=0``);
-* :func:`load_task` -- one of the profile's six tasks, with torch-dataset ``train``/``val``/``test`` splits;
-* :func:`train_head`, :func:`train_adapter` -- the baseline and the LoRA training loops;
-* :func:`load_adapters`, :func:`merge_adapters`, :class:`MultiTaskModel` -- load, merge, serve;
-* :class:`Study`, :func:`run_study`, :func:`evaluate_merges` -- the study's grid and tables;
-* :func:`chapter_plan` -- the expected time of every chapter on a Colab T4 (``python -m lora_merge_utils plan``).
+* :func:`~lora_merge_utils.profiles.get_profile` -- the ``tiny`` (offline CPU) or ``full`` (Colab GPU) settings;
+* :func:`~lora_merge_utils.backbone.create_backbone` -- the profile's frozen timm ViT (``num_classes=0``);
+* :func:`~lora_merge_utils.data.tasks.load_task` -- one of the profile's six tasks, with torch-dataset
+  ``train``/``val``/``test`` splits;
+* :func:`~lora_merge_utils.training.train_head`, :func:`~lora_merge_utils.training.train_adapter` -- the baseline
+  and the LoRA training loops;
+* :func:`~lora_merge_utils.artifacts.load_adapters`, :func:`~lora_merge_utils.merging.merge_adapters`,
+  :class:`~lora_merge_utils.multitask.MultiTaskModel` -- load, merge, serve;
+* :class:`~lora_merge_utils.study.Study`, :func:`~lora_merge_utils.study.run_study`,
+  :func:`~lora_merge_utils.evaluation.evaluate_merges` -- the study's grid and tables;
+* :func:`~lora_merge_utils.course.plan.chapter_plan` -- the expected time of every chapter on a Colab T4
+  (``python -m lora_merge_utils plan``).
 
 The names are imported on first use (PEP 562), so ``import lora_merge_utils`` and the command line's ``--help`` and
 ``list`` start without loading torch.

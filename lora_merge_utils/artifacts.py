@@ -10,8 +10,8 @@ Layout under an output root (``artifacts/<profile>`` by default)::
 
 Every directory is assembled in a temporary sibling and renamed into place, so a run killed mid-way leaves no
 half-written artifact and the next run simply redoes it. What a killed save does leave behind (its temporary
-``.<name>.<pid>.<random>.tmp`` sibling, or a ``.<name>.old`` copy) is removed by :func:`remove_debris` when a study
-opens the folder or starts training into it.
+``.<name>.<pid>.<random>.tmp`` sibling, or a ``.<name>.old`` copy) is removed by
+:func:`~lora_merge_utils.safe_io.remove_debris` when a study opens the folder or starts training into it.
 """
 
 from __future__ import annotations
@@ -261,7 +261,8 @@ class ArtifactStore:
 
     def remove_debris(self) -> list[Path]:
         """Remove the temporary files and folders that killed saves left under this root (see
-        :func:`remove_debris`; ``.old`` copies are handled under :func:`training_lock`)."""
+        :func:`~lora_merge_utils.safe_io.remove_debris`; ``.old`` copies are handled under
+        :func:`~lora_merge_utils.safe_io.training_lock`)."""
         return remove_debris(self.root, old_copies=False)
 
     def has_head(self, task: str) -> bool:

@@ -9,7 +9,7 @@ among the processes and writes the same tables:
    the missing adapters one (task, seed) per job. Each job is seeded on its own (``Study.seed_of``), so an adapter
    comes out byte for byte the same whichever process trains it, and each is saved once, atomically, by the process
    that trained it. The launch's main process holds the folder's training lock for all of its processes
-   (:func:`~lora_merge_utils.artifacts.lock_held_by_launch`), so they do not refuse each other while a run launched
+   (:func:`~lora_merge_utils.safe_io.lock_held_by_launch`), so they do not refuse each other while a run launched
    separately is still refused.
 2. **Singles**, one training seed per process, gathered with ``gather_object``.
 3. **The merge grid**: the (seed, merge, method) cells not scored yet are dealt out; each process scores its share

@@ -239,8 +239,9 @@ def evaluate_merges(
             them once into memory (:func:`lora_merge_utils.batches.decode_all`) to score many merges fast.
         singles: The singles table on the same images and seed (``task``, ``head_accuracy``,
             ``adapter_accuracy``, and the packed ``head_correct`` / ``adapter_correct``).
-        methods: Merge method names (see :data:`lora_merge_utils.methods.MERGE_METHODS`) or :class:`MergeSpec`
-            objects carrying hyperparameters, e.g. ``MergeSpec("ties d=0.5", "ties", {"density": 0.5})``.
+        methods: Merge method names (see :data:`lora_merge_utils.methods.MERGE_METHODS`) or
+            :class:`~lora_merge_utils.methods.MergeSpec` objects carrying hyperparameters, e.g.
+            ``MergeSpec("ties d=0.5", "ties", {"density": 0.5})``.
         sizes: Numbers of adapters per merge; ignored when ``combos`` is given.
         combos: The merges to evaluate, as tuples of task names (default: every combination of ``sizes``).
         scores: Where to look up merges scored before and to save new ones.

@@ -12,8 +12,8 @@ every method works on a copy. Three kinds of method share the entry point (``pyt
   (:mod:`lora_merge_utils.adamerging`): ``adamerging`` on the paper's schedule, ``adamerging_short`` on one a hundred
   times cheaper.
 
-A request for a merge is a :class:`MergeSpec`: a method, its hyperparameters, a label for tables, and whether each
-task's head is refitted on the merged backbone's features.
+A request for a merge is a :class:`~lora_merge_utils.methods.MergeSpec`: a method, its hyperparameters, a label for
+tables, and whether each task's head is refitted on the merged backbone's features.
 """
 
 from __future__ import annotations
@@ -204,12 +204,13 @@ def merge_adapters(
     method that does not take it, or out of its range, is refused before any work.
 
     Args:
-        model: A ``PeftModel`` holding the adapters (see :func:`lora_merge_utils.load_adapters`); left unchanged.
+        model: A ``PeftModel`` holding the adapters (see :func:`~lora_merge_utils.artifacts.load_adapters`);
+            left unchanged.
         adapters: Names of the adapters to merge.
         weights: One weight per adapter; default equal weights ``1/K``.
         scale: Instead of ``weights``: the same weight ``scale`` for every adapter (task arithmetic's lambda:
             ``W + scale * sum_i dW_i``).
-        method: One of :data:`MERGE_METHODS` (``python -m lora_merge_utils list``).
+        method: One of :data:`~lora_merge_utils.methods.MERGE_METHODS` (``python -m lora_merge_utils list``).
         density: Fraction of entries kept, in (0, 1], for the TIES, DARE, magnitude-pruning and KnOTS methods.
         svd_rank: Rank of the ``svd`` result (default: the largest input rank).
         majority_sign_method: ``"total"`` (default) or ``"frequency"``, for the TIES sign election.

@@ -1,5 +1,6 @@
 """The merge methods by name, each declaring what it is, what it needs and which knobs it takes; and the one check of
-a merge request that the library (:func:`lora_merge_utils.merge_adapters`) and the command line (``merge``) share.
+a merge request that the library (:func:`~lora_merge_utils.merging.merge_adapters`) and the command line (``merge``)
+share.
 
 Nothing here needs a model or torch: a request is checked against the declarations before any adapter is loaded, and
 ``python -m lora_merge_utils list`` prints them at once. Three kinds of implementation stand behind the names:
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 MAX_WEIGHT = 1e3
-"""Largest merge weight (in absolute value) accepted: official sweeps stop at 3, and far larger weights overflow the
+"""Largest merge weight (in absolute value) accepted — official sweeps stop at 3, and far larger weights overflow the
 half-precision arithmetic a GPU merge runs in."""
 
 MAX_SEED = 2**32 - 1
@@ -122,10 +123,10 @@ SEED = Knob("seed", "seed of the method's randomness (DARE's drop, AdaMerging's 
 """Every method takes a seed (a run's property; methods without randomness ignore it)."""
 
 ADAMERGING_PAPER = {"steps": 500, "lr": 1e-3, "init": 0.3, "batch_size": 32}
-"""AdaMerging's official schedule: 500 Adam steps at lr 1e-3 from lambda = 0.3, each on two batches of 16 images per
+"""AdaMerging's official schedule — 500 Adam steps at lr 1e-3 from lambda = 0.3, each on two batches of 16 images per
 task (one batch of 32 here: the same images per step; Adam's steps do not depend on the loss's overall scale)."""
 ADAMERGING_SHORT = {"steps": 10, "lr": 0.02, "init": None, "batch_size": 16}
-"""A schedule a hundred times cheaper, for chapters that merge dozens of times on a CPU: 10 steps at lr 0.02 on 16
+"""A schedule a hundred times cheaper, for chapters that merge dozens of times on a CPU — 10 steps at lr 0.02 on 16
 images per task, from the merge weights given (plain averaging, 1/K, by default)."""
 
 _SIGN = ("majority_sign_method",)
@@ -142,9 +143,9 @@ class MergeMethod:
     name: str
     description: str
     combine: str | None = None
-    """Ours: the name of a function of :mod:`lora_merge_utils.combine` on the true updates."""
+    """Ours — the name of a function of :mod:`lora_merge_utils.combine` on the true updates."""
     peft_combination: str | None = None
-    """PEFT's: the ``add_weighted_adapter`` combination type."""
+    """PEFT's — the ``add_weighted_adapter`` combination type."""
     adapts: dict | None = None
     """AdaMerging's schedule (:data:`ADAMERGING_PAPER` or :data:`ADAMERGING_SHORT`): coefficients learned from
     unlabeled images."""
@@ -157,7 +158,7 @@ class MergeMethod:
     random: bool = False
     """Its result depends on the seed."""
     data: str = "none"
-    """What the method needs besides the adapters: ``"none"``, or ``"unlabeled training images"``."""
+    """What the method needs besides the adapters — ``"none"``, or ``"unlabeled training images"``."""
 
     def __post_init__(self) -> None:
         implementations = [self.combine, self.peft_combination, self.adapts]
@@ -286,9 +287,10 @@ MERGE_METHODS: dict[str, MergeMethod] = {
         ),
     ]
 }
+"""Every merge method by name (``python -m lora_merge_utils list`` prints them)."""
 
 DEFAULT_METHODS: tuple[str, ...] = ("task_arithmetic", "linear")
-"""The methods the study compares unless told otherwise: the exact weighted sum and PEFT's default (factor-wise)."""
+"""The methods the study compares unless told otherwise — the exact weighted sum and PEFT's default (factor-wise)."""
 
 
 def get_merge_method(name: str) -> MergeMethod:

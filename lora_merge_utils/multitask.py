@@ -44,6 +44,8 @@ class MultiTaskModel(nn.Module):
         return list(self.heads)
 
     def forward(self, x: torch.Tensor, tasks: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Logits per task, ``{task: [N, classes]}``, from one pass of the backbone over ``x`` (``tasks``: a subset of
+        the heads; ``None`` for all)."""
         if tasks is not None and not tasks:
             raise ValueError(f"tasks=[] asks for no task: pass None for every head, or name some of {self.tasks}.")
         names = self.tasks if tasks is None else list(tasks)

@@ -5,8 +5,9 @@ All other modules read their settings from it, so the training, merging and eval
 
 Any field can be changed for one run without editing code, through ``$LORA_BOOK_OVERRIDES``: a JSON object (inline,
 or the path of a JSON file) of dotted field names, e.g. ``{"data.train_size": 500, "train.adapter_epochs": 1}``.
-Overrides are applied to whichever profile is picked by name, are listed by :meth:`Study.describe`, and send
-artifacts to a folder of their own (``artifacts/full-<hash>``), so a shrunk run never mixes with a real one.
+Overrides are applied to whichever profile is picked by name, are listed by
+:meth:`~lora_merge_utils.study.Study.describe`, and send artifacts to a folder of their own (``artifacts/full-<hash>``),
+so a shrunk run never mixes with a real one.
 """
 
 from __future__ import annotations
@@ -273,9 +274,9 @@ class Profile:
         num_workers: DataLoader worker processes for decoding images (0 decodes in the main process).
         smoke: A shrunk run that only proves the code path works (stand-in data, a shallow backbone): its numbers
             mean nothing, and checks that need real pretrained weights are skipped, saying so.
-        calibrated_checks: The chapters' checks of what the world shows (:meth:`Study.check`) were calibrated on this
-            profile's data, so a failed check stops the chapter: it means a bug. Otherwise (real data) a failed check
-            prints what published work leads us to expect and the chapter goes on.
+        calibrated_checks: The chapters' checks of what the world shows (:meth:`~lora_merge_utils.study.Study.check`)
+            were calibrated on this profile's data, so a failed check stops the chapter: it means a bug. Otherwise (real
+            data) a failed check prints what published work leads us to expect and the chapter goes on.
         overrides: The ``$LORA_BOOK_OVERRIDES`` applied to this profile, as ``(dotted name, JSON value)`` pairs.
     """
 
@@ -307,7 +308,7 @@ class Profile:
 
     @property
     def label(self) -> str:
-        """The name, plus a short hash of the overrides if any: the name of this variant's artifact folder."""
+        """The name, plus a short hash of the overrides if any — the name of this variant's artifact folder."""
         if not self.overrides:
             return self.name
         digest = hashlib.sha256(json.dumps(self.overrides).encode()).hexdigest()[:8]

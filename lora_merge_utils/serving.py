@@ -2,15 +2,16 @@
 
 * ``frozen + K heads``: the frozen backbone and the K head-only baselines: one plain pass, no adapter at all (the
   strongest cheap alternative to merging, at head-only accuracy);
-* ``merged``: one backbone with the K adapters merged in, K heads: one plain pass (:class:`MultiTaskModel`);
+* ``merged``: one backbone with the K adapters merged in, K heads: one plain pass
+  (:class:`~lora_merge_utils.multitask.MultiTaskModel`);
 * ``mixed batch``: one PEFT model holding the K adapters, each image repeated K times in one batch, each copy routed
   through its task's adapter (PEFT's ``adapter_names=``): one pass over K times the images, LoRA branches included;
 * ``switching``: the same PEFT model, activating each task's adapter in turn: K passes;
 * ``separate``: K backbones, each with one adapter merged in: K plain passes, K copies of the weights.
 
-:func:`interleaved_timings` times them in random order, round after round, so that drifts of a shared machine hit
-every strategy alike; :func:`timing_summary` gives medians with bootstrap intervals, and ratios against a reference
-with paired intervals.
+:func:`~lora_merge_utils.instrumentation.benchmarking.interleaved_timings` times them in random order, round after
+round, so that drifts of a shared machine hit every strategy alike; :func:`timing_summary` gives medians with bootstrap
+intervals, and ratios against a reference with paired intervals.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class AdapterSwitching(_UnmergedAdapters):
     """Serve K tasks by switching the active LoRA adapter of one PEFT model: K forward passes."""
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits per task, ``{task: [N, classes]}``, for the batch ``x``, served the way this class describes."""
         out = {}
         for task, head in self.heads.items():
             self.model.set_adapter(task)
@@ -53,6 +55,7 @@ class MixedBatch(_UnmergedAdapters):
     (``adapter_names=``), one forward pass over K times the images."""
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits per task, ``{task: [N, classes]}``, for the batch ``x``, served the way this class describes."""
         tasks = list(self.heads)
         names = [task for task in tasks for _ in range(len(x))]
         features = self.model(x.repeat(len(tasks), 1, 1, 1), adapter_names=names)
@@ -69,10 +72,12 @@ class SeparateModels(nn.Module):
         self.passes = len(backbones)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits per task, ``{task: [N, classes]}``, for the batch ``x``, served the way this class describes."""
         return {task: self.heads[task](self.backbones[task](x)) for task in self.heads}
 
 
 STRATEGIES = ("frozen + K heads", "merged", "mixed batch", "switching", "separate")
+"""The ways chapter 7 serves K tasks, in the order its tables list them."""
 
 
 def build_strategies(

@@ -119,7 +119,7 @@ class Estimate:
     se: float = float("nan")
     df: float = float("inf")
     tasks_resampled: int = 0
-    """How many tasks the jackknife left out in turn (0: the rows' tasks could not be resampled, e.g. one merge of
+    """How many tasks the jackknife left out in turn (0 means the rows' tasks could not be resampled, e.g. one merge of
     every task; the interval then covers seeds and images only)."""
 
     @property

@@ -143,7 +143,8 @@ class Study:
 
     def expects_real_results(self, check: str) -> bool:
         """Whether a check that needs real pretrained weights and real data should run: ``True``, except in a smoke
-        run (:attr:`Profile.smoke`), where it prints that ``check`` is skipped and why, and returns ``False``."""
+        run (:attr:`~lora_merge_utils.profiles.Profile.smoke`), where it prints that ``check`` is skipped and why, and
+        returns ``False``."""
         if self.profile.smoke:
             print(f"smoke run: skipped the check that {check} (it needs real pretrained weights and real data)")
             return False
@@ -153,11 +154,11 @@ class Study:
         """A chapter's check of what its world shows, e.g. ``study.check("adapters beat the baseline on 5 of 6
         tasks", wins >= 5, expected="...")``; returns whether it holds.
 
-        Where the checks were calibrated (:attr:`Profile.calibrated_checks`, the tiny profile) a check that fails
-        stops the chapter with an ``AssertionError``: the world is ours and fixed, so a failure means a bug. On real
-        data it prints a warning saying what was expected there and why (``expected``: the figure published work
-        reports, with its source) and the chapter goes on. A smoke run skips it, saying so. ``details`` (a table,
-        say) is shown with the failure.
+        Where the checks were calibrated (:attr:`~lora_merge_utils.profiles.Profile.calibrated_checks`, the tiny
+        profile) a check that fails stops the chapter with an ``AssertionError``: the world is ours and fixed, so a
+        failure means a bug. On real data it prints a warning saying what was expected there and why (``expected``: the
+        figure published work reports, with its source) and the chapter goes on. A smoke run skips it, saying so.
+        ``details`` (a table, say) is shown with the failure.
         """
         if self.profile.smoke:
             print(f"smoke run: skipped the check that {claim} (it needs real pretrained weights and real data)")
@@ -176,7 +177,7 @@ class Study:
 
     @property
     def seeds(self) -> list[int]:
-        """The training seed indices of every adapter: ``0 .. profile.seeds - 1``."""
+        """The training seed indices of every adapter, ``0 .. profile.seeds - 1``."""
         return list(range(self.profile.seeds))
 
     def task(self, name: str) -> ImageTask:

@@ -65,6 +65,8 @@ def served_text(path: Path) -> str | None:
     if path.suffix.lower() in BINARY_SUFFIXES:
         return None
     raw = path.read_text(encoding="utf-8", errors="replace")
+    if path.name == "searchindex.js":
+        return _search_index_words(raw)
     if path.suffix.lower() in (".html", ".htm"):
         return BeautifulSoup(raw, "html.parser").get_text()
     if path.suffix.lower() == ".ipynb":
@@ -80,6 +82,31 @@ def served_text(path: Path) -> str | None:
                 parts.append("".join(output.get("data", {}).get("text/plain", "")))
         return "\n".join(parts)
     return raw
+
+
+def _search_index_words(raw: str) -> str:
+    """What Sphinx's search index hands out, one string per line: every key and text value of its JSON (titles,
+    indexed words, object names). Read as raw JSON, its term -> page-number map made false matches
+    (``"lora_alpha": 16,`` is the word lora_alpha on page 16, not a solution's line)."""
+    try:
+        index = json.loads(raw[raw.index("(") + 1 : raw.rindex(")")])
+    except ValueError:
+        return raw
+    strings: list[str] = []
+
+    def walk(value) -> None:
+        if isinstance(value, str):
+            strings.append(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                strings.append(str(key))
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(index)
+    return "\n".join(strings)
 
 
 def _flat(text: str) -> str:

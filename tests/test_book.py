@@ -186,3 +186,25 @@ def test_the_conclusions_say_what_the_stored_results_say():
     ahead = re.search(r"beats averaging by \+(\d\.\d+)", ch5["best_vs_average"])
     assert ahead is None or float(ahead.group(1)) < 0.02, "a cleverer method buys little"
     assert ch6["similarity_verdict"] == "not supported", "no relation resolved on 15 pairs"
+
+
+def test_committed_inventories_are_what_the_script_writes(tmp_path):
+    """The API pages link library types through ``book/_inventories``; the files there come from
+    ``scripts/write_inventories.py`` (edit its table, then run it), and each lists what the table gives its library."""
+    import zlib
+
+    writer = _script("write_inventories")
+    written = writer.write(tmp_path)
+    assert {p.name for p in written} == {p.name for p in (ROOT / "book" / "_inventories").glob("*.inv")}
+    for path in written:
+        assert path.read_bytes() == (ROOT / "book" / "_inventories" / path.name).read_bytes(), (
+            f"book/_inventories/{path.name} is stale: run python scripts/write_inventories.py"
+        )
+        body = zlib.decompress(path.read_bytes().split(b"zlib.\n", 1)[1]).decode()
+        names = {line.split(" ", 1)[0] for line in body.splitlines()}
+        assert names == set(writer.TARGETS[path.stem][2])
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]["intersphinx_mapping"]
+    assert {name: entry[1] for name, entry in config.items()} == {
+        library: f"book/_inventories/{library}.inv" for library in writer.TARGETS
+    }
+    assert all(config[library][0] == writer.TARGETS[library][1] for library in writer.TARGETS)

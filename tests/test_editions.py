@@ -145,6 +145,20 @@ def test_public_build_check_finds_a_planted_solution_in_every_kind_of_served_fil
         assert any(leak.startswith(f"{name}: solution 9.9") for leak in found), (name, found)
 
 
+def test_a_word_of_the_search_index_is_not_a_solution_line(tmp_path):
+    """Sphinx's search index maps words to page numbers: ``{"lora_alpha": 16}`` once matched the solution line
+    ``"lora_alpha": 16,`` when the index was read as raw text. It is read as the strings it hands out."""
+    notebook = nbformat.v4.new_notebook()
+    solution = nbformat.v4.new_code_cell('config = {\n    "lora_alpha": 16,\n}')
+    solution.metadata["tags"] = ["solution", "remove-cell"]
+    solution.metadata["exercise"] = "2.1"
+    notebook.cells = [solution]
+    (tmp_path / "searchindex.js").write_text('Search.setIndex({"terms": {"lora_alpha": 16, "lora_b": [5, 14]}})')
+    assert PUBLIC.solution_leaks(notebook, [tmp_path / "searchindex.js"]) == []
+    (tmp_path / "searchindex.js").write_text('Search.setIndex({"titles": ["\\"lora_alpha\\": 16,"]})')
+    assert PUBLIC.solution_leaks(notebook, [tmp_path / "searchindex.js"]), "a title holding the line is found"
+
+
 def test_instructor_edition_shows_every_solution_with_its_output():
     for path in CHAPTERS:
         original = nbformat.read(path, as_version=4)

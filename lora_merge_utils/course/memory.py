@@ -30,6 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 MEASURED = Path(__file__).parent / "activations.json"
+"""The activations per image measured for the full profile's ViT-B/16 (written by :func:`main`)."""
 KINDS = ("train", "adapt", "evaluate")
 CUDA_CONTEXT_GB = 0.5
 """The CUDA context and kernels' workspace, which PyTorch's allocator does not count (about 0.3-0.5 GB)."""

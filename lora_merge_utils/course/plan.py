@@ -1,7 +1,7 @@
 """How long each chapter takes, before running it: one cost model, fed by what each chapter does.
 
 Every chapter is written down here as the sequence of library calls it makes (train these adapters, score these
-merges on so many images, ...). :class:`Session` replays that sequence the way :class:`~lora_merge_utils.Study`
+merges on so many images, ...). :class:`Session` replays that sequence the way :class:`~lora_merge_utils.study.Study`
 executes it (what is saved is loaded, what a session has decoded is decoded once, cached merge scores are reused)
 and counts the work: images downloaded, decoded, trained on, evaluated, timed, and merges built. Multiplied by a
 machine's throughput (:data:`T4`), that gives minutes.
@@ -57,7 +57,7 @@ class Throughput:
     download: float
     """Megabytes per second from the Hugging Face Hub, preparation of the parquet files included."""
     setup: float
-    """Seconds per chapter before any work: install, imports, backbone weights."""
+    """Seconds per chapter before any work (install, imports, backbone weights)."""
 
 
 T4 = Throughput(
@@ -86,7 +86,7 @@ T4 = Throughput(
     download=40.0,
     setup=75.0,
 )
-"""A Colab T4 runtime (free tier: one T4, 2 vCPUs). The GPU figures are estimates; the CPU figures are
+"""A Colab T4 runtime (free tier, one T4, 2 vCPUs). The GPU figures are estimates; the CPU figures are
 measurements on a comparable CPU."""
 
 
@@ -126,8 +126,8 @@ class Sizes:
     classes: dict[str, int]
 
     def of(self, task: str, split: str, images: int | None = None) -> int:
-        """Images :meth:`Study.dataset` gives for ``(task, split, images)``: a class-balanced sample of
-        ``images // classes`` per class (at least one), or the whole split."""
+        """Images :meth:`~lora_merge_utils.study.Study.dataset` gives for ``(task, split, images)``: a class-balanced
+        sample of ``images // classes`` per class (at least one), or the whole split."""
         whole = getattr(self, split)[task]
         if images is None or images >= whole:
             return whole
@@ -273,7 +273,8 @@ class Session:
         self, combos, specs: list, split: str = "test", images: int | None = None, cache: bool = False, seeds=None
     ) -> None:
         """Every combo x spec for every seed (specs are :class:`Spec` or hashable names), as
-        :meth:`Study.merges_table` runs them: cached scores are reused, inputs are prepared once when needed."""
+        :meth:`~lora_merge_utils.study.Study.merges_table` runs them: cached scores are reused, inputs are prepared once
+        when needed."""
         specs = [s if isinstance(s, Spec) else Spec(s) for s in specs]
         budget = self.profile.budget
         prepared = False

@@ -25,7 +25,7 @@ class ImageTask:
     test: Dataset
     description: str = ""
     val: Dataset | None = None
-    """Held out from training: for choosing hyperparameters (merge weights, density, ...), never the test split."""
+    """Held out from training — for choosing hyperparameters (merge weights, density, ...), never the test split."""
 
     @property
     def num_classes(self) -> int:

@@ -1,10 +1,11 @@
 """The six classification tasks of each profile, addressable by name.
 
-``load_task(profile, name)`` returns an :class:`ImageTask` whose ``train``, ``val`` and ``test`` splits are torch
-datasets yielding ``(image_tensor, label)``, already resized and normalised for the profile's backbone. The profile's
-data source picks the loader: :mod:`.generated` for :class:`~lora_merge_utils.profiles.GeneratedData` (tiny, built
-offline), :mod:`.hub` for :class:`~lora_merge_utils.profiles.HubData` (full, Hugging Face Hub datasets). Related tasks
-(:data:`RELABELLINGS`) are a main task's images under other labels."""
+``load_task(profile, name)`` returns an :class:`~lora_merge_utils.data.splits.ImageTask` whose ``train``, ``val`` and
+``test`` splits are torch datasets yielding ``(image_tensor, label)``, already resized and normalised for the profile's
+backbone. The profile's data source picks the loader: :mod:`.generated` for
+:class:`~lora_merge_utils.profiles.GeneratedData` (tiny, built offline), :mod:`.hub` for
+:class:`~lora_merge_utils.profiles.HubData` (full, Hugging Face Hub datasets). Related tasks (:data:`RELABELLINGS`) are
+a main task's images under other labels."""
 
 from __future__ import annotations
 
