@@ -24,119 +24,84 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "book" / "_inventories"
 
-# library -> (project name, base address, {name autodoc uses: (role, page relative to the base, name shown)}).
-# Autodoc names a class by the module that defines it (torch.nn.modules.module.Module); the documentation by where
-# users import it from (torch.nn.Module): both lead to the same page. "nn.Module" and "Path" are how autodoc leaves a
-# class's constructor hints that it does not evaluate (the classes that subclass torch's Module).
-TARGETS: dict[str, tuple[str, str, dict[str, tuple[str, str, str]]]] = {
+# library -> (project name, base address, {name autodoc uses: page relative to the base, with its anchor}).
+# Every entry is a class (``py:class``), shown under its anchor, the name users import it by. Autodoc names a class
+# by the module that defines it (torch.nn.modules.module.Module); the documentation by where users import it from
+# (torch.nn.Module): both lead to the same page. "nn.Module" and "Path" are how autodoc leaves a class's
+# constructor hints that it does not evaluate (the classes that subclass torch's Module).
+TORCH_MODULE = "generated/torch.nn.Module.html#torch.nn.Module"
+PATH = "library/pathlib.html#pathlib.Path"
+TARGETS: dict[str, tuple[str, str, dict[str, str]]] = {
     "python": (
         "Python",
         "https://docs.python.org/3/",
         {
-            "collections.Counter": ("py:class", "library/collections.html#collections.Counter", "collections.Counter"),
+            "collections.Counter": "library/collections.html#collections.Counter",
             **{
-                f"collections.abc.{name}": (
-                    "py:class",
-                    f"library/collections.abc.html#collections.abc.{name}",
-                    f"collections.abc.{name}",
-                )
+                f"collections.abc.{name}": f"library/collections.abc.html#collections.abc.{name}"
                 for name in ("Callable", "Iterator", "Mapping", "Sequence")
             },
-            "pathlib.Path": ("py:class", "library/pathlib.html#pathlib.Path", "pathlib.Path"),
-            "Path": ("py:class", "library/pathlib.html#pathlib.Path", "pathlib.Path"),
+            "pathlib.Path": PATH,
+            "Path": PATH,
         },
     ),
     "torch": (
         "PyTorch",
         "https://docs.pytorch.org/docs/stable/",
         {
-            "torch.Tensor": ("py:class", "tensors.html#torch.Tensor", "torch.Tensor"),
-            "torch.device": ("py:class", "tensor_attributes.html#torch.device", "torch.device"),
-            "torch.dtype": ("py:class", "tensor_attributes.html#torch.dtype", "torch.dtype"),
-            "torch.nn.Module": ("py:class", "generated/torch.nn.Module.html#torch.nn.Module", "torch.nn.Module"),
-            "torch.nn.modules.module.Module": (
-                "py:class",
-                "generated/torch.nn.Module.html#torch.nn.Module",
-                "torch.nn.Module",
-            ),
-            "nn.Module": ("py:class", "generated/torch.nn.Module.html#torch.nn.Module", "torch.nn.Module"),
-            "torch.nn.modules.linear.Linear": (
-                "py:class",
-                "generated/torch.nn.Linear.html#torch.nn.Linear",
-                "torch.nn.Linear",
-            ),
-            "torch.optim.optimizer.Optimizer": (
-                "py:class",
-                "optim.html#torch.optim.Optimizer",
-                "torch.optim.Optimizer",
-            ),
+            "torch.Tensor": "tensors.html#torch.Tensor",
+            "torch.device": "tensor_attributes.html#torch.device",
+            "torch.dtype": "tensor_attributes.html#torch.dtype",
+            "torch.nn.Module": TORCH_MODULE,
+            "torch.nn.modules.module.Module": TORCH_MODULE,
+            "nn.Module": TORCH_MODULE,
+            "torch.nn.modules.linear.Linear": "generated/torch.nn.Linear.html#torch.nn.Linear",
+            "torch.optim.optimizer.Optimizer": "optim.html#torch.optim.Optimizer",
             "torch.optim.lr_scheduler.LambdaLR": (
-                "py:class",
-                "generated/torch.optim.lr_scheduler.LambdaLR.html#torch.optim.lr_scheduler.LambdaLR",
-                "torch.optim.lr_scheduler.LambdaLR",
+                "generated/torch.optim.lr_scheduler.LambdaLR.html#torch.optim.lr_scheduler.LambdaLR"
             ),
-            "torch.utils.data.dataloader.DataLoader": (
-                "py:class",
-                "data.html#torch.utils.data.DataLoader",
-                "torch.utils.data.DataLoader",
-            ),
-            "torch.utils.data.dataset.Dataset": (
-                "py:class",
-                "data.html#torch.utils.data.Dataset",
-                "torch.utils.data.Dataset",
-            ),
+            "torch.utils.data.dataloader.DataLoader": "data.html#torch.utils.data.DataLoader",
+            "torch.utils.data.dataset.Dataset": "data.html#torch.utils.data.Dataset",
         },
     ),
     "numpy": (
         "NumPy",
         "https://numpy.org/doc/stable/",
         {
-            "numpy.ndarray": ("py:class", "reference/generated/numpy.ndarray.html#numpy.ndarray", "numpy.ndarray"),
-            "numpy.random._generator.Generator": (
-                "py:class",
-                "reference/random/generator.html#numpy.random.Generator",
-                "numpy.random.Generator",
-            ),
+            "numpy.ndarray": "reference/generated/numpy.ndarray.html#numpy.ndarray",
+            "numpy.random._generator.Generator": "reference/random/generator.html#numpy.random.Generator",
         },
     ),
     "pandas": (
         "pandas",
         "https://pandas.pydata.org/docs/",
         {
-            "pandas.DataFrame": (
-                "py:class",
-                "reference/api/pandas.DataFrame.html#pandas.DataFrame",
-                "pandas.DataFrame",
-            ),
-            "pandas.Series": ("py:class", "reference/api/pandas.Series.html#pandas.Series", "pandas.Series"),
+            "pandas.DataFrame": "reference/api/pandas.DataFrame.html#pandas.DataFrame",
+            "pandas.Series": "reference/api/pandas.Series.html#pandas.Series",
         },
     ),
     "peft": (
         "PEFT",
         "https://huggingface.co/docs/peft/",
         {
-            "peft.peft_model.PeftModel": ("py:class", "package_reference/peft_model#peft.PeftModel", "peft.PeftModel"),
-            "peft.tuners.lora.config.LoraConfig": (
-                "py:class",
-                "package_reference/lora#peft.LoraConfig",
-                "peft.LoraConfig",
-            ),
-            "peft.tuners.lora.layer.LoraLayer": ("py:class", "package_reference/lora", "peft LoRA layers"),
+            "peft.peft_model.PeftModel": "package_reference/peft_model#peft.PeftModel",
+            "peft.tuners.lora.config.LoraConfig": "package_reference/lora#peft.LoraConfig",
+            "peft.tuners.lora.layer.LoraLayer": "package_reference/lora",  # LoRA's page; the layer has no anchor
         },
     ),
 }
 
 
-def inventory(project: str, entries: dict[str, tuple[str, str, str]]) -> bytes:
+def inventory(project: str, entries: dict[str, str]) -> bytes:
     """An intersphinx inventory (format version 2) holding ``entries``, byte for byte the same on every run."""
     header = (
         f"# Sphinx inventory version 2\n# Project: {project}\n# Version: \n"
         "# The remainder of this file is compressed using zlib.\n"
     ).encode()
-    lines = "".join(
-        f"{name} {role} 1 {uri} {shown if shown != name else '-'}\n"
-        for name, (role, uri, shown) in sorted(entries.items())
-    )
+    lines = ""
+    for name, uri in sorted(entries.items()):
+        shown = uri.partition("#")[2] or name
+        lines += f"{name} py:class 1 {uri} {shown if shown != name else '-'}\n"
     return header + zlib.compress(lines.encode(), 9)
 
 
