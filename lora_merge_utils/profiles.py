@@ -142,6 +142,8 @@ FIELDS: dict[str, FieldRule] = {
     "data.val_size": _int(1, IMAGES),
     "data.test_size": _int(1, IMAGES, optional=True),
     "budget.tuning_images": _int(1, IMAGES, optional=True),
+    "budget.tuning_grid": FieldRule(Knob("", "", str, choices=("shared", "compact"))),
+    "budget.tuning_pairs": _int(1, 10_000, optional=True),
     "budget.comparison_images": _int(1, IMAGES, optional=True),
     "budget.refit_images": _int(1, IMAGES, optional=True),
     "budget.survey_sizes": _int(2, 64, each=True),
@@ -238,6 +240,13 @@ class Budget:
 
     tuning_images: int | None = None
     """Validation images per task used to choose merge hyperparameters."""
+    tuning_grid: str = "shared"
+    """The grid hyperparameters are chosen on: ``"shared"`` (one scale grid and one density grid for every method,
+    :data:`~lora_merge_utils.tuning.LAMBDAS` and :data:`~lora_merge_utils.tuning.DENSITIES`) or ``"compact"`` (three
+    values of each, for a session that cannot afford the shared grid)."""
+    tuning_pairs: int | None = None
+    """How many pairs hyperparameters are chosen on (``None``: every pair; see
+    :func:`~lora_merge_utils.tuning.tuning_merges`)."""
     comparison_images: int | None = None
     """Test images per task used by chapter 5's comparison of merge methods."""
     refit_images: int | None = None
@@ -347,7 +356,14 @@ FULL = Profile(
     related_tasks=("mnist_parity", "eurosat_landuse"),
     lora=LoraSettings(rank=8, alpha=16, dropout=0.1),
     train=TrainSettings(adapter_epochs=2, adapter_lr=5e-4, batch_size=64, eval_batch_size=256),
-    budget=Budget(tuning_images=120, comparison_images=150, refit_images=200, survey_sizes=(2,)),
+    budget=Budget(
+        tuning_images=120,
+        tuning_grid="compact",
+        tuning_pairs=4,
+        comparison_images=150,
+        refit_images=200,
+        survey_sizes=(2,),
+    ),
     num_workers=2,
 )
 """The Colab GPU profile: timm ViT-B/16 pretrained on ImageNet-21k at 224 px and six Hugging Face Hub datasets

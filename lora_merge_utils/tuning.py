@@ -1,17 +1,60 @@
 """Choose merge hyperparameters (scale lambda, density, ...) on the validation split, never on the test split; say
-when a choice lands on the edge of its grid; and show how a validation choice transfers to the test split."""
+when a choice lands on the edge of its grid; and show how a validation choice transfers to the test split.
+
+Chapter 5's choices come from one table (:func:`tuning_table`): every merge family's candidates on one shared grid,
+scored on the validation split of every pair of seed 0's adapters. The tiny profile's table is computed by
+``python -m lora_merge_utils tune`` (``make tuning-table``) and ships with the package, since its 8,000 merges take
+about an hour on two CPU cores; any other profile computes its table where it runs.
+"""
 
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
 
 import pandas as pd
 
-from .methods import MergeSpec
+from .methods import KNOBS, MergeSpec
 
 SELECTION_SPLIT = "val"
 BUDGET = "budget"
+
+LAMBDAS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
+"""The scale grid every method shares (the merge's weight for each adapter, task arithmetic's lambda): from a fifth
+of 1/K for pairs to 3, where the official sweeps of TSV-Merge and Iso-C stop."""
+DENSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+"""The density grid every method with a density shares: from 0.1 to keeping every entry."""
+COMPACT_LAMBDAS = (0.3, 0.5, 1.0)
+"""The scale grid of the ``"compact"`` tuning grid (a profile whose session cannot afford the shared one)."""
+COMPACT_DENSITIES = (0.2, 0.5, 0.9)
+"""The density grid of the ``"compact"`` tuning grid."""
+GRIDS = {"shared": (LAMBDAS, DENSITIES), "compact": (COMPACT_LAMBDAS, COMPACT_DENSITIES)}
+"""The tuning grids a profile can name (``budget.tuning_grid``): their scale and density values."""
+
+DATA_FREE = {
+    "task arithmetic, scaled sum": "task_arithmetic",
+    "TIES": "ties",
+    "DARE-TIES": "dare_ties",
+    "magnitude pruning": "magnitude_prune",
+    "TIES on factors (PEFT)": "ties_on_factors",
+    "DARE-TIES on factors (PEFT)": "dare_ties_on_factors",
+    "magnitude pruning on factors (PEFT)": "magnitude_prune_on_factors",
+    "KnOTS-TIES": "knots_ties",
+    "Core Space TIES": "core_ties",
+    "TSV-Merge": "tsv",
+    "Iso-C": "iso_c",
+    "Iso-CTS": "iso_cts",
+}
+"""Chapter 5's data-free merge families and their methods; each is tuned on the scale grid, and on the density grid
+too when it takes a density."""
+DATA_LIGHT = {
+    "refitted heads": MergeSpec("task_arithmetic +refit", "task_arithmetic", {}, refit_heads=True),
+    "AdaMerging, short schedule": MergeSpec("adamerging_short", "adamerging_short", {}),
+}
+"""Chapter 5's data-light families: one setting each (their coefficients or heads are learned from training images)."""
 
 
 def grid(method: str, refit_heads: bool = False, **values: Sequence) -> list[MergeSpec]:
@@ -43,6 +86,14 @@ def edge_warnings(best: MergeSpec, candidates: Sequence[MergeSpec]) -> list[str]
         )
         if len(tried) > 1 and value in (tried[0], tried[-1]):
             side = "smallest" if value == tried[0] else "largest"
+            knob = KNOBS.get(name)
+            bound = None if knob is None else knob.low if side == "smallest" else knob.high
+            if knob is not None and value == bound:
+                reason = "the grid cannot be extended: no value beyond it is allowed"
+                if name == "density":
+                    reason = "the grid cannot be extended: density 1 keeps every entry"
+                warnings.append(f"{best.method}: {name}={value:g} is the {side} value allowed; {reason}.")
+                continue
             warnings.append(
                 f"{best.method}: {name}={value:g} is the {side} value tried ({tried[0]:g}-{tried[-1]:g});"
                 " the best setting may lie beyond the grid."
@@ -141,3 +192,173 @@ def transfer_table(
     table["chosen on val"] = table["val_mean_normalized"] == table["val_mean_normalized"].max()
     table["best on test"] = table["test_mean_normalized"] == table["test_mean_normalized"].max()
     return table
+
+
+def tuning_grids(name: str) -> dict[str, list[MergeSpec]]:
+    """Every family's candidates on the tuning grid called ``name`` (see :data:`GRIDS`): the data-free families on
+    its scale values (and density values, for the methods that take a density), the data-light ones as they are.
+
+    Example:
+        >>> grids = tuning_grids("shared")
+        >>> len(grids["TIES"]), len(grids["Iso-C"]), len(grids["refitted heads"])
+        (63, 9, 1)
+    """
+    if name not in GRIDS:
+        raise ValueError(f"Unknown tuning grid {name!r}; choose one of {', '.join(map(repr, GRIDS))}.")
+    from .methods import get_merge_method
+
+    lambdas, densities = GRIDS[name]
+    grids = {}
+    for family, method in DATA_FREE.items():
+        values = {"scale": lambdas}
+        if "density" in get_merge_method(method).knobs:
+            values["density"] = densities
+        grids[family] = grid(method, **values)
+    return grids | {family: [spec] for family, spec in DATA_LIGHT.items()}
+
+
+def tuning_merges(tasks: Sequence[str], pairs: int | None = None) -> list[tuple[str, ...]]:
+    """The merges hyperparameters are chosen on: every pair of ``tasks``, or ``pairs`` of them that use every task
+    as evenly as they can (each next pair the one whose tasks have been used least; ties go to the earlier pair), for
+    a profile whose session cannot afford all of them.
+
+    Example:
+        >>> len(tuning_merges("abcdef")), tuning_merges("abcdef", 4)
+        (15, [('a', 'b'), ('c', 'd'), ('e', 'f'), ('a', 'c')])
+    """
+    every = list(itertools.combinations(tasks, 2))
+    if pairs is None or pairs >= len(every):
+        return every
+    if pairs < 1:
+        raise ValueError(f"pairs must be at least 1, got {pairs}.")
+    uses = dict.fromkeys(tasks, 0)
+    chosen: list[tuple[str, ...]] = []
+    for _ in range(pairs):
+        pair = min((p for p in every if p not in chosen), key=lambda p: uses[p[0]] + uses[p[1]])
+        chosen.append(pair)
+        for task in pair:
+            uses[task] += 1
+    return chosen
+
+
+TABLE_COLUMNS = ["family", "method", "val_mean_normalized", "merges", "chosen"]
+"""The columns of a tuning table: each candidate's mean normalized accuracy over the tuning merges, and whether it
+is its family's choice."""
+
+
+def compute_tuning_table(
+    study,
+    grid_name: str | None = None,
+    pairs: int | None | str = BUDGET,
+    seed: int = 0,
+    families: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Score every candidate of the tuning grid (default: the profile's ``budget.tuning_grid``) on the validation
+    split of the tuning merges (:func:`tuning_merges`; default: the profile's ``budget.tuning_pairs``) and mark each
+    family's choice. Every merge's score is cached (``results/scores``), so an interrupted run resumes."""
+    budget = study.profile.budget
+    grids = tuning_grids(grid_name or budget.tuning_grid)
+    if families is not None:
+        grids = {family: grids[family] for family in families}
+    merges = tuning_merges(study.profile.tasks, budget.tuning_pairs if pairs == BUDGET else pairs)
+    model, heads = study.load_all_adapters(seed=seed)
+    val_singles = study.singles_table(model, heads, split=SELECTION_SPLIT, images=budget.tuning_images, seeds=seed)
+    parts = []
+    for family, candidates in grids.items():
+        best, scores = select_on_validation(
+            study, candidates, merges, model=model, heads=heads, val_singles=val_singles, seed=seed, warn=False
+        )
+        parts.append(scores.assign(family=family, merges=len(merges), chosen=scores["method"] == best.label))
+    return pd.concat(parts, ignore_index=True)[TABLE_COLUMNS]
+
+
+def table_header(study, grid_name: str, pairs: int | None, seed: int = 0) -> dict:
+    """What a tuning table was computed from: the profile, the grid, the merges and images, the adapters and the
+    scoring code (so a reader can tell whether it still describes their adapters)."""
+    from .evaluation import code_version
+
+    return {
+        "profile": study.profile.label,
+        "grid": grid_name,
+        "lambdas": list(GRIDS[grid_name][0]),
+        "densities": list(GRIDS[grid_name][1]),
+        "merges": [list(m) for m in tuning_merges(study.profile.tasks, pairs)],
+        "seed": seed,
+        "images": study.profile.budget.tuning_images,
+        "adapters": study.adapters_fingerprint(seed),
+        "code_version": code_version(),
+        "command": f"python -m lora_merge_utils tune --profile {study.profile.name} --grid {grid_name}",
+    }
+
+
+def save_tuning_table(table: pd.DataFrame, header: dict, path: Path | str) -> None:
+    """Write ``table`` as CSV at ``path`` and ``header`` beside it (``.json``), each atomically."""
+    from .artifacts import write_json
+    from .safe_io import write_atomic
+
+    path = Path(path)
+    write_atomic(path, lambda tmp: table[TABLE_COLUMNS].to_csv(tmp, index=False, float_format="%.6f"))
+    write_json(path.with_suffix(".json"), header)
+
+
+def load_tuning_table(path: Path | str) -> tuple[pd.DataFrame, dict]:
+    """A tuning table and its header, as :func:`save_tuning_table` wrote them; a ``ValueError`` says what is wrong
+    with a file that is not one."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path)
+        header = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable tuning table ({error}); write it again with its command.") from None
+    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
+    if missing or table.groupby("family")["chosen"].sum().ne(1).any():
+        raise ValueError(
+            f"{path} is not a tuning table (missing columns {missing} or a family without exactly one choice); "
+            f"write it again with: {header.get('command', 'python -m lora_merge_utils tune')}"
+        )
+    return table, header
+
+
+def shipped_table(profile_label: str) -> Path | None:
+    """The tuning table that ships with the package for a profile (``assets/tuning-<label>.csv``), if any."""
+    path = Path(str(resources.files("lora_merge_utils") / "assets" / f"tuning-{profile_label}.csv"))
+    return path if path.exists() else None
+
+
+def tuning_table(study, seed: int = 0) -> tuple[pd.DataFrame, dict[str, MergeSpec], dict]:
+    """Chapter 5's choices: the tuning table, each family's chosen :class:`~lora_merge_utils.methods.MergeSpec`, and
+    the table's header (its ``"source"`` says where the table came from).
+
+    The table ships with the package for the tiny profile (computed by ``python -m lora_merge_utils tune``); any
+    other profile's is computed here, on its ``budget.tuning_grid`` and ``budget.tuning_pairs``.
+    """
+    budget = study.profile.budget
+    grids = tuning_grids(budget.tuning_grid)
+    path = shipped_table(study.profile.label)
+    if path is not None:
+        table, header = load_tuning_table(path)
+        header["source"] = f"read from {path.name}, which the command `{header['command']}` wrote"
+    else:
+        table = compute_tuning_table(study, seed=seed)
+        header = table_header(study, budget.tuning_grid, budget.tuning_pairs, seed)
+        header["source"] = "computed here"
+    if set(table["family"]) != set(grids) or set(table["method"]) != {c.label for f in grids.values() for c in f}:
+        raise ValueError(
+            f"The tuning table ({header['source']}) does not hold the candidates of the {budget.tuning_grid!r} grid; "
+            f"write it again with: {header['command']}"
+        )
+    chosen = {}
+    for family, candidates in grids.items():
+        label = table.loc[(table["family"] == family) & table["chosen"], "method"].iloc[0]
+        chosen[family] = next(c for c in candidates if c.label == label)
+    return table, chosen, header
+
+
+def choice_warnings(table: pd.DataFrame, grid_name: str) -> list[str]:
+    """:func:`edge_warnings` for every family's choice in a tuning table."""
+    grids = tuning_grids(grid_name)
+    messages = []
+    for family, candidates in grids.items():
+        label = table.loc[(table["family"] == family) & table["chosen"], "method"].iloc[0]
+        messages += edge_warnings(next(c for c in candidates if c.label == label), candidates)
+    return messages

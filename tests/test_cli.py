@@ -6,7 +6,7 @@ import pytest
 from lora_merge_utils.cli import build_parser, main
 
 
-@pytest.mark.parametrize("command", ["run", "train-head", "train-adapter", "evaluate", "merge", "list"])
+@pytest.mark.parametrize("command", ["run", "train-head", "train-adapter", "evaluate", "merge", "tune", "list"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])

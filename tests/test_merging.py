@@ -252,3 +252,14 @@ def test_exactness_is_measured_in_float64_at_vit_b_magnitudes(backbone, random_a
     assert len(exact) == 4 * len(backbone.blocks) and max(exact.values()) < 1e-9
     assert min(update_error(model, names, method="linear").values()) > 0.1, "and a non-exact method still shows"
     assert next(model.parameters()).dtype == torch.float32, "the model itself is not converted"
+
+
+def test_density_one_on_factors_keeps_every_entry_without_a_warning(backbone, random_adapters, recwarn):
+    """Density 1 is the top of the shared tuning grid: PEFT's factor-wise TIES keeps every entry and says nothing
+    (its UserWarning would land in a chapter's output), while a smaller density trims."""
+    model, _ = load_adapters(backbone, random_adapters)
+    names = list(random_adapters)
+    whole = merged_delta(backbone, merge_adapters(model, names, method="ties_on_factors", density=1.0))
+    trimmed = merged_delta(backbone, merge_adapters(model, names, method="ties_on_factors", density=0.3))
+    assert not [w for w in recwarn if "no pruning" in str(w.message)]
+    assert any(relative_error(trimmed[layer], whole[layer].double()) > 0.01 for layer in whole)

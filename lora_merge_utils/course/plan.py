@@ -426,52 +426,48 @@ def _chapter4(s: Session, t: Throughput) -> None:
     s.merge_and_score(s.profile.tasks[:3])  # solution 3 (the worst triple; any three tasks cost about the same)
 
 
-TUNING_CANDIDATES = {
-    "task arithmetic, scaled sum": 5,
-    "TIES": 9,
-    "DARE-TIES": 6,
-    "magnitude pruning": 6,
-    "TIES on factors (PEFT)": 2,
-    "DARE-TIES on factors (PEFT)": 2,
-    "magnitude pruning on factors (PEFT)": 3,
-    "KnOTS-TIES": 9,
-    "Core Space TIES": 9,
-    "TSV-Merge": 3,
-    "Iso-C": 3,
-    "Iso-CTS": 3,
-}
-"""Chapter 5's data-free families and how many candidates each tries on validation data."""
-DATA_LIGHT = {"refitted heads": "refit", "AdaMerging, short schedule": "adamerging"}
-CHAPTER5_CHOICES = ("task arithmetic, scaled sum", "AdaMerging, short schedule")
+DATA_LIGHT_KINDS = {"refitted heads": "refit", "AdaMerging, short schedule": "adamerging"}
+"""Chapter 5's data-light families and what each costs beyond a plain merge."""
+CHAPTER5_CHOICES = ("magnitude pruning", "AdaMerging, short schedule")
 """The best data-free and data-light families the stored run of chapter 5 chose on validation data (the replay
 cannot know them in advance; they decide which families run with every seed). Chapter 5 prints its choices."""
-
-
-def tuning_merges(profile: Profile) -> list[tuple[str, ...]]:
-    """The two pairs and two triples on which chapter 5 chooses hyperparameters."""
-    t = profile.tasks
-    return [(t[0], t[3]), (t[1], t[4]), (t[0], t[2], t[5]), (t[1], t[3], t[4])]
+CHECKED_FAMILIES = 3
+"""How many families' choices chapter 5 scores again to check a tuning table it read."""
 
 
 def _chapter5(s: Session, t: Throughput) -> None:
+    from ..tuning import shipped_table, tuning_grids, tuning_merges
+
     budget = s.profile.budget
-    tuning = tuning_merges(s.profile)
+    tuning = tuning_merges(s.profile.tasks, budget.tuning_pairs)
+    grids = tuning_grids(budget.tuning_grid)
+    data_free = [family for family in grids if family not in DATA_LIGHT_KINDS]
     s.load_adapters(seed=0)
     s.singles("val", budget.tuning_images, seeds=[0])
-    for family, candidates in TUNING_CANDIDATES.items():
-        specs = [Spec((family, i)) for i in range(candidates)]
-        s.merges(tuning, specs, "val", budget.tuning_images, cache=True, seeds=[0])
-    for family, kind in DATA_LIGHT.items():
-        s.merges(tuning, [Spec(family, kind)], "val", budget.tuning_images, cache=True, seeds=[0])
+    if shipped_table(s.profile.label) is None:  # the table is computed in the chapter
+        for family in data_free:
+            specs = [Spec((family, i)) for i in range(len(grids[family]))]
+            s.merges(tuning, specs, "val", budget.tuning_images, cache=True, seeds=[0])
+        for family, kind in DATA_LIGHT_KINDS.items():
+            s.merges(tuning, [Spec(family, kind)], "val", budget.tuning_images, cache=True, seeds=[0])
+    else:  # read, and a few families' choices scored again to check it
+        checked = [Spec((family, "chosen")) for family in data_free[:CHECKED_FAMILIES]]
+        s.merges(tuning, checked, "val", budget.tuning_images, cache=True, seeds=[0])
     sample = budget.comparison_images
     s.singles("test", sample, seeds=[0])  # how a validation choice transfers: the scaled sum on the test split
+    scaled_sum = grids["task arithmetic, scaled sum"]
     s.merges(
-        tuning, [Spec(("task arithmetic, scaled sum", i)) for i in range(5)], "test", sample, cache=True, seeds=[0]
+        tuning,
+        [Spec(("task arithmetic, scaled sum", i)) for i in range(len(scaled_sum))],
+        "test",
+        sample,
+        cache=True,
+        seeds=[0],
     )
     survey = (
         [Spec("task_arithmetic"), Spec("linear")]
-        + [Spec((family, "chosen")) for family in TUNING_CANDIDATES]
-        + [Spec(family, kind) for family, kind in DATA_LIGHT.items()]
+        + [Spec((family, "chosen")) for family in data_free]
+        + [Spec(family, kind) for family, kind in DATA_LIGHT_KINDS.items()]
     )
     for spec in survey:
         s.merges(_grid(s.profile, budget.survey_sizes), [spec], "test", sample, cache=True, seeds=[0])
@@ -479,11 +475,17 @@ def _chapter5(s: Session, t: Throughput) -> None:
     s.merges(tuning[:1], [Spec(("iso space", i)) for i in range(4)], "test", sample, seeds=[0])
     s.singles("test", sample)
     best_free, best_light = s.chapter5_choices or CHAPTER5_CHOICES
-    for spec in (Spec("task_arithmetic"), Spec((best_free, "chosen")), Spec(best_light, DATA_LIGHT[best_light])):
+    for spec in (Spec("task_arithmetic"), Spec((best_free, "chosen")), Spec(best_light, DATA_LIGHT_KINDS[best_light])):
         s.merges(_grid(s.profile), [spec], "test", sample, cache=True)
-    s.merges(tuning, [Spec(("svd", r)) for r in (4, 8, 16)], "val", budget.tuning_images, seeds=[0])  # solution 3
-    s.merges(tuning[:2], [Spec(("sum", i)) for i in range(5)], "val", budget.tuning_images, seeds=[0])  # solution 4
-    s.merges(tuning[2:], [Spec(("sum", i)) for i in range(5)], "val", budget.tuning_images, seeds=[0])
+    few = exercise_merges(s.profile)
+    s.merges(few, [Spec(("svd", r)) for r in (4, 8, 16)], "val", budget.tuning_images, seeds=[0])  # solution 3
+    s.merges(few, [Spec(("sum", i)) for i in range(len(scaled_sum))], "val", budget.tuning_images, seeds=[0])  # 4
+
+
+def exercise_merges(profile: Profile) -> list[tuple[str, ...]]:
+    """The two pairs and two triples chapter 5's exercises choose on (cheaper than the tuning table's merges)."""
+    t = profile.tasks
+    return [(t[0], t[3]), (t[1], t[4]), (t[0], t[2], t[5]), (t[1], t[3], t[4])]
 
 
 def related_combos(profile: Profile) -> list[tuple[str, str]]:

@@ -61,6 +61,7 @@ SMOKE_OVERRIDES: dict = {
     "train.batch_size": 32,
     "train.eval_batch_size": 64,
     "budget.tuning_images": 10,
+    "budget.tuning_pairs": 2,
     "budget.comparison_images": 30,
     "budget.timing_rounds": 3,
 }
