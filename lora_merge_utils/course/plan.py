@@ -471,6 +471,9 @@ def _chapter5(s: Session, t: Throughput) -> None:
     )
     for spec in survey:
         s.merges(_grid(s.profile, budget.survey_sizes), [spec], "test", sample, cache=True, seeds=[0])
+    cost_merge = [tuple(s.profile.tasks[: max(budget.survey_sizes)])]
+    for spec in survey:  # each method's cost, timed on one merge of the largest size with the cache off
+        s.merges(cost_merge, [spec], "test", sample, seeds=[0])
     # Iso-C and Iso-CTS over the updates' span and over the paper's space, on one pair
     s.merges(tuning[:1], [Spec(("iso space", i)) for i in range(4)], "test", sample, seeds=[0])
     s.singles("test", sample)
