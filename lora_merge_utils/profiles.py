@@ -241,11 +241,11 @@ class Budget:
     tuning_images: int | None = None
     """Validation images per task used to choose merge hyperparameters."""
     tuning_grid: str = "shared"
-    """The grid hyperparameters are chosen on: ``"shared"`` (one scale grid and one density grid for every method,
+    """The grid hyperparameters are chosen on, ``"shared"`` (one scale grid and one density grid for every method,
     :data:`~lora_merge_utils.tuning.LAMBDAS` and :data:`~lora_merge_utils.tuning.DENSITIES`) or ``"compact"`` (three
     values of each, for a session that cannot afford the shared grid)."""
     tuning_pairs: int | None = None
-    """How many pairs hyperparameters are chosen on (``None``: every pair; see
+    """How many pairs hyperparameters are chosen on, ``None`` for every pair (see
     :func:`~lora_merge_utils.tuning.tuning_merges`)."""
     comparison_images: int | None = None
     """Test images per task used by chapter 5's comparison of merge methods."""

@@ -23,16 +23,16 @@ SELECTION_SPLIT = "val"
 BUDGET = "budget"
 
 LAMBDAS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0)
-"""The scale grid every method shares (the merge's weight for each adapter, task arithmetic's lambda): from a fifth
+"""The scale grid every method shares, the merge's weight for each adapter (task arithmetic's lambda), from a fifth
 of 1/K for pairs to 3, where the official sweeps of TSV-Merge and Iso-C stop."""
 DENSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
-"""The density grid every method with a density shares: from 0.1 to keeping every entry."""
+"""The density grid every method with a density shares, from 0.1 to keeping every entry."""
 COMPACT_LAMBDAS = (0.3, 0.5, 1.0)
 """The scale grid of the ``"compact"`` tuning grid (a profile whose session cannot afford the shared one)."""
 COMPACT_DENSITIES = (0.2, 0.5, 0.9)
 """The density grid of the ``"compact"`` tuning grid."""
 GRIDS = {"shared": (LAMBDAS, DENSITIES), "compact": (COMPACT_LAMBDAS, COMPACT_DENSITIES)}
-"""The tuning grids a profile can name (``budget.tuning_grid``): their scale and density values."""
+"""The scale and density values of each tuning grid a profile can name in ``budget.tuning_grid``."""
 
 DATA_FREE = {
     "task arithmetic, scaled sum": "task_arithmetic",
@@ -54,7 +54,7 @@ DATA_LIGHT = {
     "refitted heads": MergeSpec("task_arithmetic +refit", "task_arithmetic", {}, refit_heads=True),
     "AdaMerging, short schedule": MergeSpec("adamerging_short", "adamerging_short", {}),
 }
-"""Chapter 5's data-light families: one setting each (their coefficients or heads are learned from training images)."""
+"""Chapter 5's data-light families, one setting each (their coefficients or heads are learned from training images)."""
 
 
 def grid(method: str, refit_heads: bool = False, **values: Sequence) -> list[MergeSpec]:
@@ -242,8 +242,8 @@ def tuning_merges(tasks: Sequence[str], pairs: int | None = None) -> list[tuple[
 
 
 TABLE_COLUMNS = ["family", "method", "val_mean_normalized", "merges", "chosen"]
-"""The columns of a tuning table: each candidate's mean normalized accuracy over the tuning merges, and whether it
-is its family's choice."""
+"""The columns of a tuning table, which holds each candidate's mean normalized accuracy over the tuning merges and
+whether it is its family's choice."""
 
 
 def compute_tuning_table(
