@@ -320,12 +320,7 @@ def _tune(args) -> None:
     study = _open(args)
     start = time.perf_counter()
     table = compute_tuning_table(study, grid_name, pairs)
-    header = table_header(study, grid_name, pairs)
-    header["command"] = " ".join(
-        ["python -m lora_merge_utils tune", f"--profile {study.profile.name}", f"--grid {grid_name}"]
-        + ([f"--pairs {pairs}"] if pairs is not None else [])
-        + ([f"--table {args.table}"] if args.table is not None else [])
-    )
+    header = table_header(study, grid_name, pairs, table=args.table)
     path = args.table or study.store.results_dir / "tuning.csv"
     save_tuning_table(table, header, path)
     merges = len(tuning_merges(study.profile.tasks, pairs))

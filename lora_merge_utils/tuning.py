@@ -272,9 +272,19 @@ def compute_tuning_table(
     return pd.concat(parts, ignore_index=True)[TABLE_COLUMNS]
 
 
-def table_header(study, grid_name: str, pairs: int | None, seed: int = 0) -> dict:
+def tune_command(profile_name: str, grid_name: str, pairs: int | None, table: Path | str | None = None) -> str:
+    """The ``python -m lora_merge_utils tune`` command line that computes a tuning table with these settings."""
+    return " ".join(
+        ["python -m lora_merge_utils tune", f"--profile {profile_name}", f"--grid {grid_name}"]
+        + ([f"--pairs {pairs}"] if pairs is not None else [])
+        + ([f"--table {table}"] if table is not None else [])
+    )
+
+
+def table_header(study, grid_name: str, pairs: int | None, seed: int = 0, table: Path | str | None = None) -> dict:
     """What a tuning table was computed from: the profile, the grid, the merges and images, the adapters and the
-    scoring code (so a reader can tell whether it still describes their adapters)."""
+    scoring code (so a reader can tell whether it still describes their adapters), and the command that writes it
+    again (``table``: the path it was written to, if not the study's results folder)."""
     from .evaluation import code_version
 
     return {
@@ -287,7 +297,7 @@ def table_header(study, grid_name: str, pairs: int | None, seed: int = 0) -> dic
         "images": study.profile.budget.tuning_images,
         "adapters": study.adapters_fingerprint(seed),
         "code_version": code_version(),
-        "command": f"python -m lora_merge_utils tune --profile {study.profile.name} --grid {grid_name}",
+        "command": tune_command(study.profile.name, grid_name, pairs, table),
     }
 
 
@@ -347,18 +357,22 @@ def tuning_table(study, seed: int = 0) -> tuple[pd.DataFrame, dict[str, MergeSpe
             f"The tuning table ({header['source']}) does not hold the candidates of the {budget.tuning_grid!r} grid; "
             f"write it again with: {header['command']}"
         )
+    return table, chosen_specs(table, grids), header
+
+
+def chosen_specs(table: pd.DataFrame, grids: dict[str, list[MergeSpec]]) -> dict[str, MergeSpec]:
+    """Each family's chosen candidate in a tuning table, as the :class:`~lora_merge_utils.methods.MergeSpec` of
+    ``grids`` that carries its label."""
     chosen = {}
     for family, candidates in grids.items():
         label = table.loc[(table["family"] == family) & table["chosen"], "method"].iloc[0]
         chosen[family] = next(c for c in candidates if c.label == label)
-    return table, chosen, header
+    return chosen
 
 
 def choice_warnings(table: pd.DataFrame, grid_name: str) -> list[str]:
     """:func:`edge_warnings` for every family's choice in a tuning table."""
     grids = tuning_grids(grid_name)
-    messages = []
-    for family, candidates in grids.items():
-        label = table.loc[(table["family"] == family) & table["chosen"], "method"].iloc[0]
-        messages += edge_warnings(next(c for c in candidates if c.label == label), candidates)
-    return messages
+    return [
+        message for family, best in chosen_specs(table, grids).items() for message in edge_warnings(best, grids[family])
+    ]

@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,6 +11,8 @@ from lora_merge_utils.merging import MergeSpec
 from lora_merge_utils.tuning import grid, select_on_validation
 
 from .helpers import MINI_OVERRIDES
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_grid_labels_every_combination():
@@ -105,6 +108,13 @@ def test_the_shipped_tiny_table_covers_the_shared_grid_on_every_pair():
     for family, rows in table.groupby("family"):
         assert rows.loc[rows["val_mean_normalized"].idxmax(), "chosen"], f"{family}: the choice is the best score"
     assert tuning.shipped_table("tiny-0123abcd") is None, "an overridden profile computes its own table"
+    command = tuning.tune_command("tiny", "shared", None, "lora_merge_utils/assets/tuning-tiny.csv")
+    assert header["command"] == command, "the header says how to write the table again"
+    make_recipe = (ROOT / "Makefile").read_text().split("\ntuning-table:", 1)[1].split("\n\n", 1)[0]
+    assert all(
+        part in make_recipe.replace("$(TUNING_TABLE)", str(path.relative_to(ROOT)))
+        for part in ("tune --profile tiny --grid shared", "--table lora_merge_utils/assets/tuning-tiny.csv")
+    ), make_recipe
 
 
 def test_a_table_with_two_choices_in_a_family_is_refused(tmp_path):
