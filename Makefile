@@ -68,11 +68,12 @@ tuning-table: setup
 		--out notebooks/artifacts/tiny --table $(TUNING_TABLE)
 
 # Every test, and every chapter twice: by nbval in the tiny profile, and in the full profile on stand-ins. The
-# workflows are linted by tests/test_publishing.py (workflow-linter only installs the linter).
+# workflows are linted by tests/test_publishing.py (workflow-linter only installs the linter). Every item of ten
+# seconds or more is listed with its duration at the end, so that a run's log says where its time went.
 test: setup workflow-linter colab-venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(NB_ENV) $(PY) -m pytest -q $(PARALLEL) --durations=15 tests $(NOTEBOOKS) --nbval-lax
+	$(NB_ENV) $(PY) -m pytest -q $(PARALLEL) --durations=0 --durations-min=10 tests $(NOTEBOOKS) --nbval-lax
 
 # The inner loop: lint, the unit tests and the docstring examples; no chapter is executed and no study subprocess
 # started (select those groups by name with -m, e.g. `.venv/bin/pytest -m smoke`).
