@@ -12,9 +12,10 @@ Every interval here is ``estimate ± t × SE`` with three variance parts added: 
 statistic recomputed without every row whose merge contains that task), a delete-one-**seed** jackknife, and a
 bootstrap of the **images** (tasks and seeds held). ``t`` is Student's quantile with one degree of freedom fewer
 than the tasks (a few clusters make a normal quantile too narrow). A simulation of this book's design (six tasks,
-three seeds, pairs and triples, known true values; ``tests/test_stats.py``) measured the coverage of the intervals
-at 95%: about 0.95 for this method, where resampling only the scored task with percentile intervals, as the
-first editions did, covered about 0.78, and a crossed bootstrap of tasks about 0.85.
+three seeds, pairs and triples, known true values; :mod:`lora_merge_utils.coverage`, asserted by
+``tests/test_stats.py`` and printed by chapter 3) measures the coverage of the intervals at 95%: about 0.95 for a
+mean and more for a paired difference (conservative), where resampling only the scored task with percentile
+intervals, as the first editions did, covered about 0.78, and a crossed bootstrap of tasks about 0.85.
 
 Rows store which test images were right as packed bits (:func:`pack`), so an image replicate's accuracy is a weighted
 count. A difference between two methods is "resolved" when its interval excludes zero; verdicts that are read

@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lora_merge_utils.coverage import simulate_coverage, simulated_grid
 from lora_merge_utils.similarity import leave_one_out, permutation_test
 from lora_merge_utils.stats import Bootstrap, difference, estimate, pack, row_values, unpack, verdict
 
@@ -74,73 +75,22 @@ def test_permutation_test_over_task_labels():
     assert low == high == pytest.approx(1.0)
 
 
-def _simulated_grid(rng, tasks=6, seeds=3, images=100, method_effect=0.0):
-    """The book's design with known truth: six tasks, three seeds, every pair and triple, each member task scored;
-    a row's accuracy depends on its task, its partners, its seed and each image's difficulty (shared by every row
-    of that task: paired), on the logit scale. Returns rows of two methods (b = a + ``method_effect`` on the
-    logit scale, with its own row noise)."""
-    import itertools
-
-    names = [f"t{i}" for i in range(tasks)]
-    task_effect, partner_effect = rng.normal(0, 0.6, tasks), rng.normal(0, 0.3, tasks)
-    seed_effect, difficulty = rng.normal(0, 0.1, seeds), rng.normal(0, 1.0, (tasks, images))
-    out = {"a": [], "b": []}
-    for combo in itertools.chain(itertools.combinations(range(tasks), 2), itertools.combinations(range(tasks), 3)):
-        for scored in combo:
-            for seed in range(seeds):
-                base = 1.2 + task_effect[scored] + partner_effect[list(set(combo) - {scored})].sum() + seed_effect[seed]
-                for method, shift in (("a", 0.0), ("b", method_effect)):
-                    logit = base + shift + rng.normal(0, 0.1) - difficulty[scored]
-                    correct = rng.random(images) < 1 / (1 + np.exp(-logit))
-                    out[method].append(
-                        {
-                            "members": "+".join(names[i] for i in combo),
-                            "task": names[scored],
-                            "seed": seed,
-                            "num_images": images,
-                            "num_classes": 10,
-                            "correct": pack(correct),
-                            "adapter_correct": pack(np.ones(images, bool)),
-                            "head_correct": pack(np.zeros(images, bool)),
-                        }
-                    )
-    return pd.DataFrame(out["a"]), pd.DataFrame(out["b"]), names
-
-
-def _population_mean(effect: float, draws: int = 20000) -> float:
-    """The true mean accuracy of the simulated design over new tasks, partners, seeds and images (Monte Carlo)."""
-    rng = np.random.default_rng(123)
-    pair = rng.random(draws) < 1 / 3  # a pair's rows are a third of all rows (30 of 90 per seed)
-    partners = rng.normal(0, 0.3, draws) + np.where(pair, 0.0, rng.normal(0, 0.3, draws))
-    logit = (
-        1.2
-        + effect
-        + rng.normal(0, 0.6, draws)
-        + partners
-        + rng.normal(0, 0.1, draws)
-        + rng.normal(0, 0.1, draws)
-        - rng.normal(0, 1.0, draws)
-    )
-    return float(np.mean(1 / (1 + np.exp(-logit))))
-
-
 def test_intervals_cover_the_truth_at_the_rate_they_claim_in_this_design():
     """A simulation of the book's design (6 tasks, 3 seeds, pairs and triples, known true values): the 95% interval
     of a mean and of a paired difference between two methods covers the truth in at least 93% of simulated studies.
     (Resampling only the scored task with percentile intervals, as the first editions did, covered about 78%.)"""
-    rng = np.random.default_rng(7)
-    truth_a, truth_b = _population_mean(0.0), _population_mean(0.3)
-    datasets, hit_mean, hit_diff = 160, 0, 0
-    for _ in range(datasets):
-        rows_a, rows_b, names = _simulated_grid(rng, method_effect=0.3)
-        boot = Bootstrap({t: 100 for t in names}, seeds=[0, 1, 2], replicates=100, seed=int(rng.integers(1e9)))
-        level = estimate(rows_a, "accuracy", boot)
-        gap = difference(rows_b, rows_a, "accuracy", boot)
-        hit_mean += level.low <= truth_a <= level.high
-        hit_diff += gap.low <= truth_b - truth_a <= gap.high
-    coverage_mean, coverage_diff = hit_mean / datasets, hit_diff / datasets
-    print(f"coverage of 95% intervals: mean {coverage_mean:.3f}, paired difference {coverage_diff:.3f}")
-    assert coverage_mean >= 0.93 and coverage_diff >= 0.93, (coverage_mean, coverage_diff)
+    coverage = simulate_coverage()
+    print(f"coverage of 95% intervals: mean {coverage['mean']:.3f}, paired difference {coverage['difference']:.3f}")
+    assert coverage["mean"] >= 0.93 and coverage["difference"] >= 0.93, coverage
+
+
+def test_a_simulated_study_has_the_books_design():
+    rows_a, rows_b, names = simulated_grid(np.random.default_rng(0), method_effect=0.3)
+    assert len(names) == 6 and len(rows_a) == len(rows_b) == (15 * 2 + 20 * 3) * 3, "every member task of 35 merges"
+    assert rows_a["members"].nunique() == 35 and set(rows_a["seed"]) == {0, 1, 2}
+    assert row_values(rows_b, "accuracy").mean() > row_values(rows_a, "accuracy").mean(), "b is a better method"
+    with pytest.raises(ValueError, match="at least one study"):
+        simulate_coverage(studies=0)
 
 
 def test_holm_reads_verdicts_as_one_family():
