@@ -148,6 +148,7 @@ FIELDS: dict[str, FieldRule] = {
     "budget.refit_images": _int(1, IMAGES, optional=True),
     "budget.survey_sizes": _int(2, 64, each=True),
     "budget.timing_rounds": _int(1, 10_000),
+    "budget.paper_schedule_pairs": _int(0, 10_000),
     "backbone.overrides.img_size": _int(8, 1024),
     "backbone.overrides.patch_size": _int(1, 1024),
     "backbone.overrides.embed_dim": _int(1, 65536),
@@ -256,6 +257,9 @@ class Budget:
     triples)."""
     timing_rounds: int = 20
     """Rounds of chapter 7's interleaved timings (each round times every strategy once)."""
+    paper_schedule_pairs: int = 2
+    """On how many pairs chapter 5 runs AdaMerging on the paper's schedule beside the short one (each such merge
+    costs about fifty times a short merge; 0 skips the comparison)."""
 
     def __post_init__(self) -> None:
         check_fields(self, "budget")
@@ -363,6 +367,7 @@ FULL = Profile(
         comparison_images=150,
         refit_images=200,
         survey_sizes=(2,),
+        paper_schedule_pairs=0,  # one pair would add about 6 T4 minutes to chapter 5 (see `plan`)
     ),
     num_workers=2,
 )

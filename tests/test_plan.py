@@ -122,3 +122,20 @@ def test_gpu_check_stops_at_once_without_a_gpu():
     script = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip().startswith("gpu-check: no CUDA GPU here")
+
+
+def test_the_replay_counts_each_adamerging_schedule_at_its_own_steps():
+    from lora_merge_utils.course.plan import Spec
+    from lora_merge_utils.methods import ADAMERGING_PAPER, ADAMERGING_SHORT
+
+    sizes = Sizes({"a": 100, "b": 20}, {"a": 30, "b": 30}, {"a": 50, "b": 50}, {"a": 10, "b": 10})
+    profile = TINY.replace(tasks=("a", "b"), seeds=1)
+    adapted = {}
+    for kind in ("adamerging", "adamerging_paper"):
+        session = Session(profile, sizes)
+        session.merges([("a", "b")], [Spec("m", kind)])
+        adapted[kind] = session.work["adapted"]
+    short, paper = ADAMERGING_SHORT, ADAMERGING_PAPER
+    assert adapted["adamerging"] == short["steps"] * 2 * short["batch_size"]
+    # each step takes a batch of every task, at most the task's unlabeled training images (b has 20)
+    assert adapted["adamerging_paper"] == paper["steps"] * (paper["batch_size"] + 20)

@@ -26,7 +26,7 @@ import pandas as pd
 from ..data.hub_sources import HUB_SOURCES
 from ..evaluation import merge_combinations
 from ..instrumentation.workload import KINDS
-from ..methods import DEFAULT_METHODS
+from ..methods import ADAMERGING_PAPER, ADAMERGING_SHORT, DEFAULT_METHODS
 from ..profiles import GeneratedData, HubData, Profile, get_profile
 
 
@@ -181,7 +181,8 @@ def _with_related(profile: Profile, sizes: Sizes) -> Sizes:
 @dataclass(frozen=True)
 class Spec:
     """A stand-in for a merge request in the replay: its identity (for the score cache) and what it costs beyond a
-    plain merge: ``"plain"``, ``"refit"`` (heads refitted on labelled training images) or ``"adamerging"``."""
+    plain merge: ``"plain"``, ``"refit"`` (heads refitted on labelled training images), ``"adamerging"`` (the short
+    schedule) or ``"adamerging_paper"`` (the paper's schedule)."""
 
     name: object
     kind: str = "plain"
@@ -286,7 +287,7 @@ class Session:
             self.load_adapters(list(dict.fromkeys(t for combo, _ in jobs for t in combo)), seed=seed)
             if not prepared:
                 prepared = True
-                if any(s.kind == "adamerging" for s in specs):
+                if any(s.kind in ADAMERGING_KINDS for s in specs):
                     for task in self.profile.tasks:
                         self.dataset(task, "train", budget.tuning_images)
                 if any(s.kind == "refit" for s in specs):
@@ -302,8 +303,8 @@ class Session:
                     for task in combo:
                         self.work["evaluated"] += self.sizes.of(task, "train", budget.refit_images)
                         self.fit_head(1)
-                if spec.kind == "adamerging":
-                    steps, batch = ADAMERGING_STEPS, 16
+                if spec.kind in ADAMERGING_KINDS:
+                    steps, batch = ADAMERGING_KINDS[spec.kind]
                     self.work["adapted"] += steps * sum(
                         min(batch, self.sizes.of(t, "train", budget.tuning_images)) for t in combo
                     )
@@ -337,8 +338,12 @@ class Session:
             self.seconds += calls * passes * throughput.pass_overhead
 
 
-ADAMERGING_STEPS = 10
-"""AdaMerging's steps in chapter 5 (merge_adapters' default, 16 images per task each)."""
+ADAMERGING_KINDS = {
+    "adamerging": (ADAMERGING_SHORT["steps"], ADAMERGING_SHORT["batch_size"]),
+    "adamerging_paper": (ADAMERGING_PAPER["steps"], ADAMERGING_PAPER["batch_size"]),
+}
+"""AdaMerging's steps and images per task and step, by :class:`Spec` kind: the short schedule (``adamerging``) and
+the paper's (``adamerging_paper``)."""
 
 
 # ------------------------------------------------------------------------------------------------ the chapters
@@ -476,6 +481,11 @@ def _chapter5(s: Session, t: Throughput) -> None:
         s.merges(cost_merge, [spec], "test", sample, seeds=[0])
     # Iso-C and Iso-CTS over the updates' span and over the paper's space, on one pair
     s.merges(tuning[:1], [Spec(("iso space", i)) for i in range(4)], "test", sample, seeds=[0])
+    # AdaMerging on the paper's schedule beside the short one (whose scores the survey cached)
+    schedules = [Spec("AdaMerging, short schedule", "adamerging"), Spec("AdaMerging, paper's", "adamerging_paper")]
+    s.merges(
+        exercise_merges(s.profile)[: budget.paper_schedule_pairs], schedules, "test", sample, cache=True, seeds=[0]
+    )
     s.singles("test", sample)
     best_free, best_light = s.chapter5_choices or CHAPTER5_CHOICES
     for spec in (Spec("task_arithmetic"), Spec((best_free, "chosen")), Spec(best_light, DATA_LIGHT_KINDS[best_light])):
