@@ -512,7 +512,7 @@ def related_combos(profile: Profile) -> list[tuple[str, str]]:
 
 
 RANK_SWEEP = (2, 8, 32)
-"""The LoRA ranks chapter 6 compares on every pair (seed 0)."""
+"""The LoRA ranks chapter 6 compares on every pair (every seed)."""
 
 
 def _chapter6(s: Session, t: Throughput) -> None:
@@ -529,18 +529,19 @@ def _chapter6(s: Session, t: Throughput) -> None:
         s.load_adapters(seed=seed)
     probe = sum(min(64, s.sizes.test[task]) for task in s.profile.tasks)  # adapted-feature CKA, full precision
     s.seconds += probe * len(s.profile.tasks) / t.timed
-    for rank in RANK_SWEEP:  # variants at other ranks: their own adapters (seed 0), this study's heads and features
+    for rank in RANK_SWEEP:  # variants at other ranks: their own adapters (every seed), this study's heads and features
         if rank == s.profile.lora.rank:
             continue
-        for task in s.profile.tasks:
-            s.ensure_head(task)
-            s.train_adapter(task)
-            s.evaluate(task, "test")  # the new adapter's test accuracy, saved with it
-            s.evaluate(task, "test")  # the singles table
-        for combo in _grid(s.profile, (2,)):
-            s.work["merges"] += 1
-            for task in combo:
-                s.evaluate(task, "test")
+        for _seed in s.seeds:
+            for task in s.profile.tasks:
+                s.ensure_head(task)
+                s.train_adapter(task)
+                s.evaluate(task, "test")  # the new adapter's test accuracy, saved with it
+                s.evaluate(task, "test")  # the singles table
+            for combo in _grid(s.profile, (2,)):
+                s.work["merges"] += 1
+                for task in combo:
+                    s.evaluate(task, "test")
 
 
 def _chapter7(s: Session, t: Throughput) -> None:
