@@ -85,7 +85,9 @@ def simulate_coverage(studies: int = 160, method_effect: float = 0.3, seed: int 
     hit_mean = hit_difference = 0
     for _ in range(studies):
         rows_a, rows_b, names = simulated_grid(rng, method_effect=method_effect)
-        boot = Bootstrap({t: 100 for t in names}, seeds=[0, 1, 2], replicates=100, seed=int(rng.integers(1e9)))
+        images = rows_a.groupby("task")["num_images"].first().astype(int).to_dict()  # the grid's own sizes
+        seeds = sorted(int(s) for s in rows_a["seed"].unique())
+        boot = Bootstrap({t: images[t] for t in names}, seeds=seeds, replicates=100, seed=int(rng.integers(1e9)))
         level = estimate(rows_a, "accuracy", boot)
         gap = difference(rows_b, rows_a, "accuracy", boot)
         hit_mean += level.low <= truth_a <= level.high
