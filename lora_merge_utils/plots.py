@@ -238,30 +238,40 @@ def accuracy_by_size(summary: pd.DataFrame, ax=None):
     return _finish(ax, own)
 
 
-def kept_by_k(ours: pd.DataFrame, published: pd.DataFrame):
+def kept_by_k(ours: pd.DataFrame, published: pd.DataFrame, lora: pd.DataFrame | None = None):
     """Two panels. Left: what our merges keep as K grows (``ours``: ``K``, ``metric``, ``value``, ``low``,
-    ``high``, with metric ``normalized`` and ``gain_kept``). Right: published task arithmetic on 8, 14 and 20 tasks
-    (``published``: ``model``, ``tasks``, ``gap kept``), the share of the gap between zero-shot and per-task models
-    it keeps, the counterpart of our share of the gain kept."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(MAX_WIDTH_IN, 3.6))
+    ``high``, with metric ``normalized`` and ``gain_kept``) and, if given, published LoRA merges' accuracy kept
+    (``lora``: ``model``, ``tasks``, ``accuracy kept``; open markers at their task count). Right: published task
+    arithmetic on 8, 14 and 20 tasks (``published``: ``model``, ``tasks``, ``gap kept``), the share of the gap between
+    zero-shot and per-task models it keeps, the counterpart of our share of the gain kept."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(MAX_WIDTH_IN, 3.9))
     names = {"normalized": "accuracy kept (merged / single)", "gain_kept": "share of the gain kept"}
     for (metric, rows), colour in zip(ours.groupby("metric", sort=False), sns.color_palette("deep")):
         rows = rows.sort_values("K")
         left.plot(rows["K"], rows["value"], "o-", color=colour, label=names.get(metric, metric))
         left.fill_between(rows["K"], rows["low"], rows["high"], color=colour, alpha=0.2)
+    ticks = set(ours["K"].unique())
+    if lora is not None:
+        markers = iter("^vDP")
+        for model, rows in lora.groupby("model", sort=False):
+            label = f"{model}, LoRA (published)"
+            left.plot(rows["tasks"], rows["accuracy kept"], next(markers, "o"), mfc="none", color="black", label=label)
+        ticks |= set(lora["tasks"].unique())
     left.axhline(1.0, color="grey", lw=0.8, ls=":")
     left.axhline(0.0, color="grey", lw=0.8, ls=":")
-    left.set_xticks(sorted(ours["K"].unique()))
+    left.set_xticks(sorted(ticks))
     left.set_xlabel("adapters merged (K)", fontsize=FONT + 1)
-    left.set_title("This book's tiny world (95% intervals)", fontsize=FONT + 1)
-    left.legend(fontsize=FONT - 1, loc="lower left")
+    title = "This book's tiny world (95% intervals)"
+    left.set_title(title if lora is None else f"{title},\nbeside published LoRA merges", fontsize=FONT + 1)
+    # Below the panel: the curves span its height once the published points sit at K = 8.
+    left.legend(fontsize=FONT - 1, loc="upper center", bbox_to_anchor=(0.5, -0.27), ncol=1, frameon=False)
     for (model, rows), colour in zip(published.groupby("model", sort=False), sns.color_palette("dark")):
         rows = rows.sort_values("tasks")
         right.plot(rows["tasks"], rows["gap kept"], "s--", color=colour, label=model)
     right.set_ylim(0, 1)
     right.set_xticks(sorted(published["tasks"].unique()))
     right.set_xlabel("tasks merged", fontsize=FONT + 1)
-    right.set_title("Published: task arithmetic,\nshare of the gap kept", fontsize=FONT + 1)
+    right.set_title("Published: task arithmetic, fully\nfine-tuned CLIP, share of the gap kept", fontsize=FONT + 1)
     right.legend(fontsize=FONT - 1)
     for ax in (left, right):
         ax.tick_params(labelsize=FONT)

@@ -244,12 +244,26 @@ def holm(estimates: dict[str, Estimate], alpha: float = 1 - LEVEL) -> dict[str, 
         >>> triples.resolved, holm({"pairs": pairs, "triples": triples})
         (True, {'pairs': False, 'triples': False})
     """
-    ordered = sorted(estimates, key=lambda name: estimates[name].p_value)
+    return holm_p_values({name: e.p_value for name, e in estimates.items()}, alpha)
+
+
+def holm_p_values(p_values: dict, alpha: float = 1 - LEVEL) -> dict:
+    """:func:`holm` on p-values (of any test: an interval's t, a permutation test): the smallest must be at most
+    ``alpha / n``, the next ``alpha / (n - 1)``, and so on; every p-value after the first that fails stays unresolved.
+
+    Example:
+        >>> holm_p_values({"a": 0.001, "b": 0.03, "c": 0.04})
+        {'a': True, 'b': False, 'c': False}
+    """
+    bad = {name: p for name, p in p_values.items() if not 0.0 <= p <= 1.0}  # NaN fails too
+    if bad:
+        raise ValueError(f"p-values must lie in [0, 1]; got {bad}. Pass each test's two-sided p-value.")
+    ordered = sorted(p_values, key=lambda name: p_values[name])
     resolved, still = {}, True
     for rank, name in enumerate(ordered):
-        still = still and estimates[name].p_value <= alpha / (len(ordered) - rank)
+        still = still and p_values[name] <= alpha / (len(ordered) - rank)
         resolved[name] = still
-    return {name: resolved[name] for name in estimates}
+    return {name: resolved[name] for name in p_values}
 
 
 def summary_with_intervals(

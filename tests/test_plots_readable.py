@@ -19,7 +19,8 @@ from matplotlib.collections import QuadMesh  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from lora_merge_utils import plots  # noqa: E402
+from lora_merge_utils import plots
+from lora_merge_utils.course.expectations import PUBLISHED_LORA_MERGES  # noqa: E402
 
 TASKS = ["digits", "mnist", "letters", "shapes", "textures", "gratings"]
 PAIRS = [f"{a}+{b}" for i, a in enumerate(TASKS) for b in TASKS[i + 1 :]]
@@ -141,6 +142,7 @@ def _figures() -> dict:
                 ]
             ),
             pd.DataFrame([{"model": "CLIP ViT-B/32", "tasks": t, "gap kept": 0.5 / (t / 8)} for t in (8, 14, 20)]),
+            lora=pd.DataFrame(PUBLISHED_LORA_MERGES).query("method == 'task arithmetic'"),
         ),
         "sample_grid": plots.sample_grid(
             rng.integers(0, 255, (10, 16, 16, 3), dtype=np.uint8),

@@ -1,0 +1,115 @@
+"""The book's headline verdicts, read as one family.
+
+Each chapter corrects its own headline verdicts together (Holm's method, :func:`~lora_merge_utils.stats.holm`). A
+reader of the conclusions, though, reads the verdicts of chapters 4, 5 and 6 at once, and the more verdicts one reads,
+the more of them cross a threshold by chance. So each of those chapters records its verdicts with their p-values
+(:func:`record_verdicts`, one JSON file per chapter under ``<artifacts>/verdicts/``; a chapter run again replaces its
+own file), and chapter 7 reads them all (:func:`read_verdicts`) and corrects them as one family (:func:`book_family`).
+
+Example:
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> _ = record_verdicts(root, 4, {"triples": Verdict("triples beat the floor", 0.03, True)})
+    >>> _ = record_verdicts(root, 5, {"ties": Verdict("TIES beats averaging", 0.02, True)})
+    >>> _ = record_verdicts(root, 6, {"rank": Verdict("rank 2 keeps more than rank 8", 0.5, False)})
+    >>> table, missing = read_verdicts(root)
+    >>> book_family(table)["book-wide"].tolist(), missing
+    (['not resolved', 'not resolved', 'not resolved in its chapter'], [])
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .artifacts import read_json, write_json
+from .stats import LEVEL, Estimate, holm_p_values
+
+CHAPTERS = (4, 5, 6)
+"""The chapters whose headline verdicts the conclusions quote, and so the ones the book corrects together."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One headline verdict as its chapter reads it."""
+
+    question: str
+    """What is tested, in words (e.g. ``"triples beat the floor"``)."""
+    p_value: float
+    """Two-sided p-value of "no effect", from the same test as the chapter's verdict."""
+    resolved_in_chapter: bool
+    """Whether the chapter calls it resolved, after the chapter's own correction for its family."""
+    estimate: str = ""
+    """The measurement as the chapter shows it, e.g. ``"+0.068 [+0.051, +0.084]"`` (empty for a rank test)."""
+
+    @classmethod
+    def of(cls, question: str, e: Estimate, resolved_in_chapter: bool | None = None) -> Verdict:
+        """The verdict of a paired difference ``e`` (resolved in its chapter if its interval excludes zero, unless
+        ``resolved_in_chapter`` says otherwise, e.g. after the chapter's Holm correction)."""
+        resolved = e.resolved if resolved_in_chapter is None else bool(resolved_in_chapter)
+        return cls(question, e.p_value, resolved, f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]")
+
+
+def verdicts_file(root: Path | str, chapter: int) -> Path:
+    """Where chapter ``chapter`` records its verdicts under the artifacts folder ``root``."""
+    return Path(root) / "verdicts" / f"chapter-{chapter}.json"
+
+
+def record_verdicts(root: Path | str, chapter: int, verdicts: dict[str, Verdict]) -> Path:
+    """Save ``verdicts`` (name -> :class:`Verdict`) as chapter ``chapter``'s record, atomically, replacing the
+    chapter's earlier record; returns the file."""
+    if not isinstance(chapter, int) or chapter < 0:
+        raise ValueError(f"chapter must be a chapter number (an int >= 0), got {chapter!r}.")
+    if not verdicts:
+        raise ValueError(f"chapter {chapter} records no verdict; pass at least one name -> Verdict.")
+    for name, v in verdicts.items():
+        if not isinstance(v, Verdict):
+            raise TypeError(f"verdict {name!r} is a {type(v).__name__}; build it with Verdict(...) or Verdict.of(...).")
+        if not 0.0 <= v.p_value <= 1.0:  # NaN fails too
+            raise ValueError(f"verdict {name!r} has p-value {v.p_value}; it must lie in [0, 1].")
+    path = verdicts_file(root, chapter)
+    # a list, not an object: the chapter's order survives write_json's sorted keys
+    write_json(path, {"chapter": chapter, "verdicts": [{"name": name, **asdict(v)} for name, v in verdicts.items()]})
+    return path
+
+
+def read_verdicts(root: Path | str, chapters: tuple[int, ...] = CHAPTERS) -> tuple[pd.DataFrame, list[int]]:
+    """Every recorded verdict of ``chapters``, one row each (columns ``chapter``, ``name`` and :class:`Verdict`'s
+    fields), and the chapters that have recorded none yet (run them first)."""
+    rows, missing = [], []
+    for chapter in chapters:
+        path = verdicts_file(root, chapter)
+        if not path.is_file():
+            missing.append(chapter)
+            continue
+        record = read_json(path)
+        try:
+            for fields in record["verdicts"]:
+                fields = dict(fields)
+                name = fields.pop("name")
+                rows.append({"chapter": chapter, "name": name, **asdict(Verdict(**fields))})
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(
+                f"{path} is not a record of verdicts ({error}); delete it and run chapter {chapter} again to write it."
+            ) from None
+    columns = ["chapter", "name", "question", "p_value", "resolved_in_chapter", "estimate"]
+    return pd.DataFrame(rows, columns=columns), missing
+
+
+def book_family(table: pd.DataFrame, alpha: float = 1 - LEVEL) -> pd.DataFrame:
+    """``table`` (from :func:`read_verdicts`) with the verdicts corrected as one family by Holm's method: column
+    ``book-wide`` is ``"stands"`` for a verdict resolved in its chapter that survives, ``"not resolved"`` for one
+    that does not, and ``"not resolved in its chapter"`` otherwise (the correction only ever removes verdicts)."""
+    if table.empty:
+        return table.assign(**{"book-wide": pd.Series(dtype=str)})
+    keys = list(zip(table["chapter"], table["name"]))
+    if len(set(keys)) != len(keys):
+        raise ValueError("two verdicts share a chapter and a name; give each verdict of a chapter its own name.")
+    stands = holm_p_values(dict(zip(keys, table["p_value"].astype(float))), alpha)
+    book = [
+        ("stands" if stands[key] else "not resolved") if resolved else "not resolved in its chapter"
+        for key, resolved in zip(keys, table["resolved_in_chapter"])
+    ]
+    return table.assign(**{"book-wide": book})

@@ -1,0 +1,98 @@
+"""The book-wide family of verdicts: chapters record, chapter 7 reads and corrects (lora_merge_utils.verdicts)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lora_merge_utils.stats import Estimate, holm
+from lora_merge_utils.verdicts import (
+    CHAPTERS,
+    Verdict,
+    book_family,
+    read_verdicts,
+    record_verdicts,
+    verdicts_file,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _estimate(value: float, se: float, df: float = 5) -> Estimate:
+    from scipy.stats import t
+
+    q = float(t.ppf(0.975, df))
+    return Estimate(value, value - q * se, value + q * se, se, df)
+
+
+def test_recorded_verdicts_are_read_back_with_the_chapters_still_missing(tmp_path):
+    e = _estimate(0.03, 0.01)
+    record_verdicts(tmp_path, 4, {"triples": Verdict.of("triples beat the floor", e)})
+    table, missing = read_verdicts(tmp_path)
+    assert missing == [5, 6]
+    row = table.iloc[0]
+    assert (row["chapter"], row["name"], row["question"]) == (4, "triples", "triples beat the floor")
+    assert row["p_value"] == pytest.approx(e.p_value) and row["resolved_in_chapter"] == e.resolved
+    assert row["estimate"] == "+0.030 [+0.004, +0.056]"
+
+
+def test_the_book_family_is_holm_over_every_chapter_and_only_removes_verdicts(tmp_path):
+    estimates = {"a": _estimate(0.05, 0.01), "b": _estimate(0.03, 0.01), "c": _estimate(0.028, 0.01)}
+    assert all(e.resolved for e in estimates.values())  # each resolved alone
+    record_verdicts(tmp_path, 4, {"a": Verdict.of("a", estimates["a"]), "b": Verdict.of("b", estimates["b"])})
+    record_verdicts(tmp_path, 5, {"c": Verdict.of("c", estimates["c"])})
+    # a tiny p-value that its chapter did not call resolved (e.g. the wrong direction for its claim) stays unresolved
+    record_verdicts(tmp_path, 6, {"d": Verdict("d", 1e-9, False)})
+    family = book_family(read_verdicts(tmp_path)[0]).set_index("name")["book-wide"]
+    expected = holm(estimates | {"d": Estimate(1.0, 0.9, 1.1, 1e-9 / 4, 5)})
+    assert family["d"] == "not resolved in its chapter"
+    for name in "abc":
+        assert family[name] == ("stands" if expected[name] else "not resolved")
+    assert set(family[list("abc")]) == {"stands", "not resolved"}  # the example exercises both outcomes
+
+
+def test_a_chapter_run_again_replaces_its_record(tmp_path):
+    record_verdicts(tmp_path, 5, {"old": Verdict("old", 0.5, False), "kept": Verdict("kept", 0.5, False)})
+    record_verdicts(tmp_path, 5, {"new": Verdict("new", 0.01, True)})
+    table, _ = read_verdicts(tmp_path)
+    assert table["name"].tolist() == ["new"]
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "error", "words"),
+    [
+        ({}, ValueError, "records no verdict"),
+        ({"x": Verdict("x", math.nan, True)}, ValueError, "p-value nan"),
+        ({"x": Verdict("x", 1.5, True)}, ValueError, "must lie in [0, 1]"),
+        ({"x": ("x", 0.01)}, TypeError, "Verdict.of"),
+    ],
+)
+def test_bad_verdicts_are_refused_and_the_chapters_earlier_record_is_kept(tmp_path, verdicts, error, words):
+    record_verdicts(tmp_path, 4, {"kept": Verdict("kept", 0.01, True)})
+    before = verdicts_file(tmp_path, 4).read_text()
+    with pytest.raises(error, match=words.replace("[", r"\[").replace("]", r"\]")):
+        record_verdicts(tmp_path, 4, verdicts)
+    assert verdicts_file(tmp_path, 4).read_text() == before
+
+
+def test_a_damaged_record_names_its_file_and_the_chapter_to_run_again(tmp_path):
+    path = verdicts_file(tmp_path, 6)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"chapter": 6, "verdicts": [{"name": "x", "question": "x"}]}))
+    with pytest.raises(ValueError, match=r"chapter-6\.json.*run chapter 6 again"):
+        read_verdicts(tmp_path)
+
+
+def test_the_chapters_that_the_conclusions_quote_record_their_verdicts_and_chapter_7_reads_them():
+    """Each chapter of CHAPTERS calls record_verdicts with its own number; the last chapter reads the family."""
+    for chapter in CHAPTERS:
+        (path,) = ROOT.glob(f"notebooks/{chapter:02d}_*.ipynb")
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        assert f"lmu.record_verdicts(study.root, {chapter}," in code, path.name
+    (last,) = ROOT.glob("notebooks/07_*.ipynb")
+    code = "\n".join(c.source for c in nbformat.read(last, as_version=4).cells if c.cell_type == "code")
+    assert "lmu.read_verdicts(study.root)" in code and "lmu.book_family(" in code
