@@ -251,6 +251,11 @@ def kept_by_k(ours: pd.DataFrame, published: pd.DataFrame, lora: pd.DataFrame | 
         left.plot(rows["K"], rows["value"], "o-", color=colour, label=names.get(metric, metric))
         left.fill_between(rows["K"], rows["low"], rows["high"], color=colour, alpha=0.2)
     ticks = set(ours["K"].unique())
+    if lora is not None and lora.duplicated(["model", "tasks"]).any():
+        raise ValueError(
+            "kept_by_k draws one published point per model and task count; pass one method's rows, e.g. "
+            "lora[lora['method'] == 'task arithmetic']."
+        )
     if lora is not None:
         markers = iter("^vDP")
         for model, rows in lora.groupby("model", sort=False):

@@ -19,12 +19,16 @@ Example:
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .artifacts import read_json, write_json
+from .evaluation import code_version
 from .stats import LEVEL, Estimate, holm_p_values
 
 CHAPTERS = (4, 5, 6)
@@ -42,14 +46,34 @@ class Verdict:
     resolved_in_chapter: bool
     """Whether the chapter calls it resolved, after the chapter's own correction for its family."""
     estimate: str = ""
-    """The measurement as the chapter shows it, e.g. ``"+0.068 [+0.051, +0.084]"`` (empty for a rank test)."""
+    """The measurement as the chapter shows it, e.g. ``"+0.068 [+0.051, +0.084]"`` (a rank correlation for a
+    permutation test)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.question, str) or not self.question.strip():
+            raise ValueError(f"a verdict needs its question in words, got {self.question!r}.")
+        if not isinstance(self.resolved_in_chapter, (bool, np.bool_)):
+            raise TypeError(
+                f"resolved_in_chapter of {self.question!r} must be True or False, got {self.resolved_in_chapter!r}."
+            )
+        try:
+            p = float(self.p_value)
+        except (TypeError, ValueError):
+            p = math.nan
+        if not 0.0 <= p <= 1.0:  # NaN fails too
+            raise ValueError(f"the verdict {self.question!r} has p-value {self.p_value!r}; it must lie in [0, 1].")
+        object.__setattr__(self, "p_value", p)  # plain Python types, so that the record is valid JSON
+        object.__setattr__(self, "resolved_in_chapter", bool(self.resolved_in_chapter))
 
     @classmethod
     def of(cls, question: str, e: Estimate, resolved_in_chapter: bool | None = None) -> Verdict:
         """The verdict of a paired difference ``e`` (resolved in its chapter if its interval excludes zero, unless
-        ``resolved_in_chapter`` says otherwise, e.g. after the chapter's Holm correction)."""
-        resolved = e.resolved if resolved_in_chapter is None else bool(resolved_in_chapter)
-        return cls(question, e.p_value, resolved, f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]")
+        ``resolved_in_chapter`` says otherwise, e.g. after the chapter's Holm correction). Word ``question`` without
+        a direction ("A against B"): the estimate's sign gives it."""
+        if not np.isfinite(e.se):
+            raise ValueError(f"{question!r}: the estimate has no finite standard error ({e}), so it has no p-value.")
+        resolved = e.resolved if resolved_in_chapter is None else resolved_in_chapter
+        return cls(question, e.p_value, bool(resolved), f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]")
 
 
 def verdicts_file(root: Path | str, chapter: int) -> Path:
@@ -67,17 +91,17 @@ def record_verdicts(root: Path | str, chapter: int, verdicts: dict[str, Verdict]
     for name, v in verdicts.items():
         if not isinstance(v, Verdict):
             raise TypeError(f"verdict {name!r} is a {type(v).__name__}; build it with Verdict(...) or Verdict.of(...).")
-        if not 0.0 <= v.p_value <= 1.0:  # NaN fails too
-            raise ValueError(f"verdict {name!r} has p-value {v.p_value}; it must lie in [0, 1].")
     path = verdicts_file(root, chapter)
     # a list, not an object: the chapter's order survives write_json's sorted keys
-    write_json(path, {"chapter": chapter, "verdicts": [{"name": name, **asdict(v)} for name, v in verdicts.items()]})
+    record = {"chapter": chapter, "code_version": code_version(), "recorded": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_json(path, record | {"verdicts": [{"name": name, **asdict(v)} for name, v in verdicts.items()]})
     return path
 
 
 def read_verdicts(root: Path | str, chapters: tuple[int, ...] = CHAPTERS) -> tuple[pd.DataFrame, list[int]]:
-    """Every recorded verdict of ``chapters``, one row each (columns ``chapter``, ``name`` and :class:`Verdict`'s
-    fields), and the chapters that have recorded none yet (run them first)."""
+    """Every recorded verdict of ``chapters``, one row each (columns ``chapter``, ``name``, :class:`Verdict`'s
+    fields and the ``code_version`` of the package that recorded it), and the chapters that have recorded none yet
+    (run them first)."""
     rows, missing = [], []
     for chapter in chapters:
         path = verdicts_file(root, chapter)
@@ -86,15 +110,24 @@ def read_verdicts(root: Path | str, chapters: tuple[int, ...] = CHAPTERS) -> tup
             continue
         record = read_json(path)
         try:
+            if record["chapter"] != chapter:
+                raise ValueError(f"it holds chapter {record['chapter']}'s verdicts")
             for fields in record["verdicts"]:
                 fields = dict(fields)
                 name = fields.pop("name")
-                rows.append({"chapter": chapter, "name": name, **asdict(Verdict(**fields))})
-        except (KeyError, TypeError, AttributeError) as error:
+                rows.append(
+                    {
+                        "chapter": chapter,
+                        "name": name,
+                        **asdict(Verdict(**fields)),
+                        "code_version": record.get("code_version", ""),
+                    }
+                )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(
                 f"{path} is not a record of verdicts ({error}); delete it and run chapter {chapter} again to write it."
             ) from None
-    columns = ["chapter", "name", "question", "p_value", "resolved_in_chapter", "estimate"]
+    columns = ["chapter", "name", "question", "p_value", "resolved_in_chapter", "estimate", "code_version"]
     return pd.DataFrame(rows, columns=columns), missing
 
 

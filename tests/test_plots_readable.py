@@ -263,3 +263,10 @@ def test_scatter_labels_do_not_overlap():
         for i, a in enumerate(boxes):
             for b in boxes[i + 1 :]:
                 assert not a.overlaps(b.shrunk(0.9, 0.9)), "two pair labels overlap"
+
+
+def test_kept_by_k_refuses_several_published_methods_at_one_point():
+    ours = pd.DataFrame([{"K": 2, "metric": "normalized", "value": 0.9, "low": 0.8, "high": 1.0}])
+    published = pd.DataFrame([{"model": "CLIP ViT-B/32", "tasks": 8, "gap kept": 0.5}])
+    with pytest.raises(ValueError, match="one method's rows"):
+        plots.kept_by_k(ours, published, lora=pd.DataFrame(PUBLISHED_LORA_MERGES))

@@ -7,9 +7,11 @@ import math
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
-from lora_merge_utils.stats import Estimate, holm
+from lora_merge_utils.evaluation import code_version
+from lora_merge_utils.stats import Estimate, holm, holm_p_values
 from lora_merge_utils.verdicts import (
     CHAPTERS,
     Verdict,
@@ -66,17 +68,53 @@ def test_a_chapter_run_again_replaces_its_record(tmp_path):
     ("verdicts", "error", "words"),
     [
         ({}, ValueError, "records no verdict"),
-        ({"x": Verdict("x", math.nan, True)}, ValueError, "p-value nan"),
-        ({"x": Verdict("x", 1.5, True)}, ValueError, "must lie in [0, 1]"),
         ({"x": ("x", 0.01)}, TypeError, "Verdict.of"),
     ],
 )
 def test_bad_verdicts_are_refused_and_the_chapters_earlier_record_is_kept(tmp_path, verdicts, error, words):
     record_verdicts(tmp_path, 4, {"kept": Verdict("kept", 0.01, True)})
     before = verdicts_file(tmp_path, 4).read_text()
-    with pytest.raises(error, match=words.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(error, match=words):
         record_verdicts(tmp_path, 4, verdicts)
     assert verdicts_file(tmp_path, 4).read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "words"),
+    [
+        (("x", math.nan, True), ValueError, r"p-value nan; it must lie in \[0, 1\]"),
+        (("x", 1.5, True), ValueError, r"must lie in \[0, 1\]"),
+        (("x", None, True), ValueError, "p-value None"),
+        (("x", 0.01, "false"), TypeError, "must be True or False"),
+        (("", 0.01, True), ValueError, "question in words"),
+    ],
+)
+def test_a_verdict_refuses_what_it_cannot_record(fields, error, words):
+    with pytest.raises(error, match=words):
+        Verdict(*fields)
+
+
+def test_numpy_typed_estimates_give_a_record_that_is_valid_json(tmp_path):
+    e = Estimate(*(np.float64(v) for v in (0.05, 0.02, 0.08, 0.01)), df=np.float64(5))
+    assert isinstance(e.resolved, np.bool_)  # what made json.dumps fail before
+    record_verdicts(tmp_path, 6, {"x": Verdict.of("x", e)})
+    (row,) = read_verdicts(tmp_path, chapters=(6,))[0].to_dict("records")
+    assert row["resolved_in_chapter"] is True and row["p_value"] == pytest.approx(e.p_value)
+
+
+def test_an_estimate_without_a_standard_error_has_no_verdict():
+    with pytest.raises(ValueError, match="no finite standard error"):
+        Verdict.of("x", Estimate(0.1, 0.1, 0.1))
+
+
+def test_holm_refuses_p_values_outside_zero_to_one():
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        holm_p_values({"a": 0.01, "b": 1.2})
+
+
+def test_each_record_carries_the_code_that_wrote_it(tmp_path):
+    record_verdicts(tmp_path, 4, {"x": Verdict("x", 0.5, False)})
+    assert read_verdicts(tmp_path, chapters=(4,))[0]["code_version"].tolist() == [code_version()]
 
 
 def test_a_damaged_record_names_its_file_and_the_chapter_to_run_again(tmp_path):
@@ -84,6 +122,17 @@ def test_a_damaged_record_names_its_file_and_the_chapter_to_run_again(tmp_path):
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"chapter": 6, "verdicts": [{"name": "x", "question": "x"}]}))
     with pytest.raises(ValueError, match=r"chapter-6\.json.*run chapter 6 again"):
+        read_verdicts(tmp_path)
+    path.write_text(
+        json.dumps(
+            {"chapter": 6, "verdicts": [{"name": "x", "question": "x", "p_value": None, "resolved_in_chapter": True}]}
+        )
+    )
+    with pytest.raises(ValueError, match=r"chapter-6\.json.*p-value None.*run chapter 6 again"):
+        read_verdicts(tmp_path)
+    record_verdicts(tmp_path, 5, {"x": Verdict("x", 0.5, False)})
+    path.write_text(verdicts_file(tmp_path, 5).read_text())  # chapter 5's record under chapter 6's name
+    with pytest.raises(ValueError, match=r"holds chapter 5's verdicts"):
         read_verdicts(tmp_path)
 
 
