@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("Study", "run_study"), "study"),
     **dict.fromkeys(("ImageTask", "load_task", "load_tasks"), "data.tasks"),
     **dict.fromkeys(("extract_features", "lora_config", "train_adapter", "train_head"), "training"),
-    **dict.fromkeys(("Verdict", "book_family", "read_verdicts", "record_verdicts"), "verdicts"),
+    **dict.fromkeys(("Verdict", "book_family", "read_verdicts", "record_verdicts", "stale_chapters"), "verdicts"),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,9 +9,9 @@ own file), and chapter 7 reads them all (:func:`read_verdicts`) and corrects the
 Example:
     >>> import tempfile
     >>> root = tempfile.mkdtemp()
-    >>> _ = record_verdicts(root, 4, {"triples": Verdict("triples beat the floor", 0.03, True)})
-    >>> _ = record_verdicts(root, 5, {"ties": Verdict("TIES beats averaging", 0.02, True)})
-    >>> _ = record_verdicts(root, 6, {"rank": Verdict("rank 2 keeps more than rank 8", 0.5, False)})
+    >>> _ = record_verdicts(root, 4, {"triples": Verdict("triples against the floor", 0.03, True)})
+    >>> _ = record_verdicts(root, 5, {"ties": Verdict("TIES against averaging", 0.02, True)})
+    >>> _ = record_verdicts(root, 6, {"rank": Verdict("rank 2 against rank 8", 0.5, False)})
     >>> table, missing = read_verdicts(root)
     >>> book_family(table)["book-wide"].tolist(), missing
     (['not resolved', 'not resolved', 'not resolved in its chapter'], [])
@@ -40,7 +40,8 @@ class Verdict:
     """One headline verdict as its chapter reads it."""
 
     question: str
-    """What is tested, in words (e.g. ``"triples beat the floor"``)."""
+    """What is tested, in words and without a direction (e.g. ``"triples against the floor"``): the test is
+    two-sided, and the estimate's sign says which way it went."""
     p_value: float
     """Two-sided p-value of "no effect", from the same test as the chapter's verdict."""
     resolved_in_chapter: bool
@@ -129,6 +130,12 @@ def read_verdicts(root: Path | str, chapters: tuple[int, ...] = CHAPTERS) -> tup
             ) from None
     columns = ["chapter", "name", "question", "p_value", "resolved_in_chapter", "estimate", "code_version"]
     return pd.DataFrame(rows, columns=columns), missing
+
+
+def stale_chapters(table: pd.DataFrame) -> list[int]:
+    """The chapters of ``table`` (from :func:`read_verdicts`) whose verdicts were recorded by other code than the
+    code installed now (:func:`~lora_merge_utils.evaluation.code_version`): run them again before reading them."""
+    return sorted(int(c) for c in table.loc[table["code_version"] != code_version(), "chapter"].unique())
 
 
 def book_family(table: pd.DataFrame, alpha: float = 1 - LEVEL) -> pd.DataFrame:

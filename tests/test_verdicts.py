@@ -18,6 +18,7 @@ from lora_merge_utils.verdicts import (
     book_family,
     read_verdicts,
     record_verdicts,
+    stale_chapters,
     verdicts_file,
 )
 
@@ -145,3 +146,12 @@ def test_the_chapters_that_the_conclusions_quote_record_their_verdicts_and_chapt
     (last,) = ROOT.glob("notebooks/07_*.ipynb")
     code = "\n".join(c.source for c in nbformat.read(last, as_version=4).cells if c.cell_type == "code")
     assert "lmu.read_verdicts(study.root)" in code and "lmu.book_family(" in code
+
+
+def test_chapters_recorded_by_other_code_are_named_stale(tmp_path):
+    record_verdicts(tmp_path, 4, {"x": Verdict("x", 0.5, False)})
+    record_verdicts(tmp_path, 5, {"y": Verdict("y", 0.5, False)})
+    path = verdicts_file(tmp_path, 5)
+    path.write_text(path.read_text().replace(code_version(), "older-code"))
+    table, _ = read_verdicts(tmp_path)
+    assert stale_chapters(table) == [5]
