@@ -417,7 +417,8 @@ def _check_common(args) -> None:
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Run one command; returns the exit status (2 with a one-line ``error:`` for bad input)."""
     args = build_parser(prog).parse_args(argv)
-    previous = _stop_on_sigterm()
+    stop = _Stop()
+    previous = stop.install()
     try:
         if hasattr(args, "profile"):  # resolved once ($LORA_BOOK_OVERRIDES read and checked) before any work
             args.resolved_profile = get_profile(args.profile or default_profile_name())
@@ -426,21 +427,27 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         _check_common(args)
         COMMANDS[args.command](args)
     except Exception as error:
+        if stop.signal is not None:  # C code (torch, safetensors) can swallow the stop and raise its own error
+            return _stopped(args, stop.signal)
         if not _told_to_user(error):
             raise
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, whatever the library wrote
         return 2
-    except KeyboardInterrupt as stop:
-        how, status = ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
-        print(
-            f"{how}: {args.command} stopped; what it had saved is kept, and the same command resumes from it",
-            file=sys.stderr,
-        )
-        return status
+    except KeyboardInterrupt as interrupt:
+        return _stopped(args, signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        stop.restore(previous)
     return 0
+
+
+def _stopped(args: argparse.Namespace, signum: int) -> int:
+    """Say in one line that the command was stopped and what was kept; the status a shell gives that signal."""
+    how, status = ("terminated", 143) if signum == signal.SIGTERM else ("interrupted", 130)
+    print(
+        f"{how}: {args.command} stopped; what it had saved is kept, and the same command resumes from it",
+        file=sys.stderr,
+    )
+    return status
 
 
 _USER_ERRORS = ("SafetensorError", "UnpicklingError")
@@ -458,14 +465,30 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the command is, so that it stops as on Ctrl-C: saved work kept, one line, no traceback."""
 
 
-def _stop_on_sigterm():
-    """Turn SIGTERM into :class:`Terminated` while a command runs (main thread only); returns the previous handler."""
-    import threading
+class _Stop:
+    """Ctrl-C and SIGTERM while a command runs: raised where the command is, and remembered.
 
-    if threading.current_thread() is not threading.main_thread():
-        return None
+    Remembered because a signal's exception can land inside C code that converts it into an error of its own (torch
+    turning a storage into a tensor answered "could not determine the shape of object type 'UntypedStorage'"); the
+    command was still stopped, and says so.
+    """
 
-    def stop(signum, frame):
-        raise Terminated()
+    signal: int | None = None
 
-    return signal.signal(signal.SIGTERM, stop)
+    def install(self) -> dict[int, object] | None:
+        """Take over SIGINT and SIGTERM (main thread only; a signal the caller ignores stays ignored); returns the
+        handlers to restore."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        signums = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+        return {signum: signal.signal(signum, self._raise) for signum in signums}
+
+    def restore(self, previous: dict[int, object] | None) -> None:
+        for signum, handler in (previous or {}).items():
+            signal.signal(signum, handler)
+
+    def _raise(self, signum, frame) -> None:
+        self.signal = signum
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()

@@ -1,9 +1,12 @@
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from lora_merge_utils.cli import build_parser, main
+from lora_merge_utils.cli import COMMANDS, build_parser, main
 
 
 @pytest.mark.parametrize("command", ["run", "train-head", "train-adapter", "evaluate", "merge", "tune", "list"])
@@ -49,3 +52,34 @@ def test_usage_names_the_command_as_it_was_invoked(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])  # what the installed `lora-merge` script calls
     assert capsys.readouterr().out.startswith("usage: lora-merge ")
+
+
+@pytest.mark.parametrize(
+    ("signum", "status", "how"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_a_stop_that_c_code_turns_into_another_error_still_ends_as_a_stop(signum, status, how, monkeypatch, capsys):
+    """A signal's exception can land inside C code that swallows it and raises its own error (torch did, turning a
+    storage into a tensor); the command was stopped all the same: the stop's status and line, not ``error:``."""
+
+    def stopped_inside_c_code(args):
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the handler runs here and raises
+        except KeyboardInterrupt:
+            raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from None
+
+    monkeypatch.setitem(COMMANDS, "list", stopped_inside_c_code)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    assert main(["list"]) == status
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{how}: list stopped; what it had saved is kept, and the same command resumes from it"]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers, "handlers restored"
+
+
+def test_an_error_without_a_stop_is_still_an_error(monkeypatch, capsys):
+    def bad(args):
+        raise ValueError("the value is bad; give a good one")
+
+    monkeypatch.setitem(COMMANDS, "list", bad)
+    assert main(["list"]) == 2
+    assert capsys.readouterr().err.strip() == "error: the value is bad; give a good one"
