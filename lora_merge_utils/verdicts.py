@@ -19,7 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,12 +30,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import stats
 from .artifacts import read_json, write_json
 from .evaluation import code_version
 from .stats import LEVEL, Estimate, holm_p_values
 
 CHAPTERS = (4, 5, 6)
 """The chapters whose headline verdicts the conclusions quote, and so the ones the book corrects together."""
+
+
+def verdicts_code_version() -> str:
+    """A hash of the code a verdict depends on: the code that scores merges
+    (:func:`~lora_merge_utils.evaluation.code_version`), the statistics that turn scores into estimates and p-values
+    (:mod:`~lora_merge_utils.stats`), and this module. A record written by other code is stale
+    (:func:`stale_chapters`), so an edit to the intervals or the tests asks for chapters 4-6 to run again too."""
+    digest = hashlib.sha256(code_version().encode())
+    for module in (stats, sys.modules[__name__]):
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -94,15 +109,19 @@ def record_verdicts(root: Path | str, chapter: int, verdicts: dict[str, Verdict]
             raise TypeError(f"verdict {name!r} is a {type(v).__name__}; build it with Verdict(...) or Verdict.of(...).")
     path = verdicts_file(root, chapter)
     # a list, not an object: the chapter's order survives write_json's sorted keys
-    record = {"chapter": chapter, "code_version": code_version(), "recorded": time.strftime("%Y-%m-%d %H:%M:%S")}
+    record = {
+        "chapter": chapter,
+        "code_version": verdicts_code_version(),
+        "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     write_json(path, record | {"verdicts": [{"name": name, **asdict(v)} for name, v in verdicts.items()]})
     return path
 
 
 def read_verdicts(root: Path | str, chapters: tuple[int, ...] = CHAPTERS) -> tuple[pd.DataFrame, list[int]]:
     """Every recorded verdict of ``chapters``, one row each (columns ``chapter``, ``name``, :class:`Verdict`'s
-    fields and the ``code_version`` of the package that recorded it), and the chapters that have recorded none yet
-    (run them first)."""
+    fields and the ``code_version`` of the package that recorded it, from :func:`verdicts_code_version`), and the
+    chapters that have recorded none yet (run them first)."""
     rows, missing = [], []
     for chapter in chapters:
         path = verdicts_file(root, chapter)
@@ -134,8 +153,8 @@ def read_verdicts(root: Path | str, chapters: tuple[int, ...] = CHAPTERS) -> tup
 
 def stale_chapters(table: pd.DataFrame) -> list[int]:
     """The chapters of ``table`` (from :func:`read_verdicts`) whose verdicts were recorded by other code than the
-    code installed now (:func:`~lora_merge_utils.evaluation.code_version`): run them again before reading them."""
-    return sorted(int(c) for c in table.loc[table["code_version"] != code_version(), "chapter"].unique())
+    code installed now (:func:`verdicts_code_version`): run them again before reading them."""
+    return sorted(int(c) for c in table.loc[table["code_version"] != verdicts_code_version(), "chapter"].unique())
 
 
 def book_family(table: pd.DataFrame, alpha: float = 1 - LEVEL) -> pd.DataFrame:

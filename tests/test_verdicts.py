@@ -10,7 +10,6 @@ import nbformat
 import numpy as np
 import pytest
 
-from lora_merge_utils.evaluation import code_version
 from lora_merge_utils.stats import Estimate, holm, holm_p_values
 from lora_merge_utils.verdicts import (
     CHAPTERS,
@@ -19,6 +18,7 @@ from lora_merge_utils.verdicts import (
     read_verdicts,
     record_verdicts,
     stale_chapters,
+    verdicts_code_version,
     verdicts_file,
 )
 
@@ -115,7 +115,7 @@ def test_holm_refuses_p_values_outside_zero_to_one():
 
 def test_each_record_carries_the_code_that_wrote_it(tmp_path):
     record_verdicts(tmp_path, 4, {"x": Verdict("x", 0.5, False)})
-    assert read_verdicts(tmp_path, chapters=(4,))[0]["code_version"].tolist() == [code_version()]
+    assert read_verdicts(tmp_path, chapters=(4,))[0]["code_version"].tolist() == [verdicts_code_version()]
 
 
 def test_a_damaged_record_names_its_file_and_the_chapter_to_run_again(tmp_path):
@@ -152,6 +152,20 @@ def test_chapters_recorded_by_other_code_are_named_stale(tmp_path):
     record_verdicts(tmp_path, 4, {"x": Verdict("x", 0.5, False)})
     record_verdicts(tmp_path, 5, {"y": Verdict("y", 0.5, False)})
     path = verdicts_file(tmp_path, 5)
-    path.write_text(path.read_text().replace(code_version(), "older-code"))
+    path.write_text(path.read_text().replace(verdicts_code_version(), "older-code"))
     table, _ = read_verdicts(tmp_path)
     assert stale_chapters(table) == [5]
+
+
+def test_an_edit_to_the_statistics_makes_recorded_verdicts_stale(tmp_path, monkeypatch):
+    """The p-values come from ``stats``: records written before an edit to it are stale, like an edit to merging."""
+    import inspect
+
+    import lora_merge_utils.stats as stats
+
+    record_verdicts(tmp_path, 4, {"x": Verdict("x", 0.5, False)})
+    table, _ = read_verdicts(tmp_path, chapters=(4,))
+    assert stale_chapters(table) == []
+    source = inspect.getsource
+    monkeypatch.setattr(inspect, "getsource", lambda m: source(m) + ("\n# edited" if m is stats else ""))
+    assert stale_chapters(table) == [4]
