@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from lora_merge_utils import FULL, TINY, load_task
-from lora_merge_utils.data.tasks import TINY_BUILDERS, balanced_split
+from lora_merge_utils.data.tasks import RELABELLINGS, TINY_BUILDERS, balanced_split, related_combos, shares_images
 from lora_merge_utils.profiles import GeneratedData, HubData
 
 
@@ -229,3 +229,19 @@ def test_a_saved_hub_sample_whose_files_changed_is_drawn_again(tmp_path, monkeyp
     printed = capsys.readouterr().out
     assert "differs from what was saved; drawing it again" in printed and "saved a sample" in printed
     np.testing.assert_array_equal(again.labels("test"), first.labels("test"))
+
+
+@pytest.mark.parametrize("profile", [TINY, FULL], ids=["tiny", "full"])
+def test_related_merges_hold_each_relabelled_task_with_its_images_task_and_with_the_others(profile):
+    """Chapter 6's relabelled merges: each relabelled task once with its images' task and once with each other task
+    (pairs), with its images' task and each other one, and with every two others (triples); no merge twice."""
+    combos = related_combos(profile)
+    assert len(combos) == len(set(map(frozenset, combos))), "no merge twice"
+    for task in profile.related_tasks:
+        base, others = RELABELLINGS[task].base, [t for t in profile.tasks if t != RELABELLINGS[task].base]
+        mine = [set(c) for c in combos if task in c]
+        pairs, triples = [c for c in mine if len(c) == 2], [c for c in mine if len(c) == 3]
+        assert sorted(map(sorted, pairs)) == sorted(sorted({task, o}) for o in [base, *others])
+        assert sum(base in c for c in triples) == len(others)
+        assert sum(base not in c for c in triples) == len(others) * (len(others) - 1) // 2
+        assert all(shares_images(sorted(c)) == (base in c) for c in mine)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -501,32 +501,13 @@ def exercise_merges(profile: Profile) -> list[tuple[str, ...]]:
     return [(t[0], t[3]), (t[1], t[4]), (t[0], t[2], t[5]), (t[1], t[3], t[4])]
 
 
-def related_combos(profile: Profile) -> list[tuple[str, ...]]:
-    """Chapter 6's merges of each relabelled task, pairs then triples: with the task whose images it shares, then
-    with the others; in triples, with that task and each other one, then with two of the others."""
-    from ..data.tasks import RELABELLINGS
-
-    base = {r: RELABELLINGS[r].base for r in profile.related_tasks}
-    others = {r: [o for o in profile.tasks if o != base[r]] for r in profile.related_tasks}
-    pairs = [(b, r) for r, b in base.items()] + [(r, o) for r in profile.related_tasks for o in others[r]]
-    triples = [(base[r], r, o) for r in profile.related_tasks for o in others[r]] + [
-        (r, a, b) for r in profile.related_tasks for a, b in itertools.combinations(others[r], 2)
-    ]
-    return pairs + triples
-
-
-def shares_images(combo: Sequence[str]) -> bool:
-    """Whether a merge holds a relabelled task together with the task whose images it shares."""
-    from ..data.tasks import RELABELLINGS
-
-    return any(t in RELABELLINGS and RELABELLINGS[t].base in combo for t in combo)
-
-
 RANK_SWEEP = (2, 8, 32)
 """The LoRA ranks chapter 6 compares on every pair (every seed)."""
 
 
 def _chapter6(s: Session, t: Throughput) -> None:
+    from ..data.tasks import related_combos  # torch: loaded only when a plan is measured
+
     s.singles()
     s.merges(_grid(s.profile), list(BASELINE), cache=True)
     everything = list(s.profile.tasks) + list(s.profile.related_tasks)

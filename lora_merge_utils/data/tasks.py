@@ -10,8 +10,9 @@ a main task's images under other labels."""
 from __future__ import annotations
 
 import copy
+import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,7 +58,9 @@ __all__ = [  # the registry, and the names of the data modules a chapter or a pr
     "load_task",
     "load_tasks",
     "relabel",
+    "related_combos",
     "sample_cache_dir",
+    "shares_images",
     "stratified_sample",
     "subsample",
     "to_tensor",
@@ -102,6 +105,23 @@ RELABELLINGS: dict[str, Relabelling] = {
     ),
 }
 """Every relabelled task a profile can list in ``related_tasks``."""
+
+
+def related_combos(profile: Profile) -> list[tuple[str, ...]]:
+    """Chapter 6's merges of each relabelled task, pairs then triples: with the task whose images it shares, then
+    with the others; in triples, with that task and each other one, then with two of the others."""
+    base = {r: RELABELLINGS[r].base for r in profile.related_tasks}
+    others = {r: [o for o in profile.tasks if o != base[r]] for r in profile.related_tasks}
+    pairs = [(b, r) for r, b in base.items()] + [(r, o) for r in profile.related_tasks for o in others[r]]
+    triples = [(base[r], r, o) for r in profile.related_tasks for o in others[r]] + [
+        (r, a, b) for r in profile.related_tasks for a, b in itertools.combinations(others[r], 2)
+    ]
+    return pairs + triples
+
+
+def shares_images(combo: Sequence[str]) -> bool:
+    """Whether a merge holds a relabelled task together with the task whose images it shares."""
+    return any(t in RELABELLINGS and RELABELLINGS[t].base in combo for t in combo)
 
 
 def relabel(dataset: Dataset, groups: np.ndarray) -> Dataset:
