@@ -466,14 +466,19 @@ class Terminated(KeyboardInterrupt):
 
 
 class _Stop:
-    """Ctrl-C and SIGTERM while a command runs: raised where the command is, and remembered.
+    """Ctrl-C and SIGTERM while a command runs: raised where the command is, remembered, and sent again if dropped.
 
-    Remembered because a signal's exception can land inside C code that converts it into an error of its own (torch
-    turning a storage into a tensor answered "could not determine the shape of object type 'UntypedStorage'"); the
-    command was still stopped, and says so.
+    Remembered, because a signal's exception can land inside C code that turns it into an error of its own (torch
+    turning a storage into a tensor answered "could not determine the shape of object type 'UntypedStorage'"): the
+    command was still stopped, and says so. Sent again, because one that lands in a ``__del__`` or a weakref callback
+    (the garbage collector runs them anywhere) is dropped by Python with an "Exception ignored" message, and the
+    command would carry on to its end.
     """
 
-    signal: int | None = None
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._active = False
+        self._unraisablehook = sys.unraisablehook
 
     def install(self) -> dict[int, object] | None:
         """Take over SIGINT and SIGTERM (main thread only; a signal the caller ignores stays ignored); returns the
@@ -483,12 +488,34 @@ class _Stop:
         if threading.current_thread() is not threading.main_thread():
             return None
         signums = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+        self._active, self._unraisablehook, sys.unraisablehook = True, sys.unraisablehook, self._dropped
         return {signum: signal.signal(signum, self._raise) for signum in signums}
 
     def restore(self, previous: dict[int, object] | None) -> None:
-        for signum, handler in (previous or {}).items():
+        if previous is None:
+            return
+        self._active = False
+        sys.unraisablehook = self._unraisablehook
+        for signum, handler in previous.items():
             signal.signal(signum, handler)
 
     def _raise(self, signum, frame) -> None:
         self.signal = signum
         raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def _dropped(self, unraisable) -> None:
+        """``sys.unraisablehook``: our stop, dropped where no exception can leave, is sent again, from a thread and a
+        moment later, so that it lands after this hook has returned (raised in here, it would be dropped too);
+        anything else goes to the hook there was."""
+        import threading
+
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and self._active and self.signal is not None):
+            self._unraisablehook(unraisable)
+            return
+
+        def again(signum: int = self.signal) -> None:
+            time.sleep(0.05)
+            if self._active:  # the command may have ended meanwhile: its handlers are gone, so send nothing
+                os.kill(os.getpid(), signum)
+
+        threading.Thread(target=again, daemon=True).start()

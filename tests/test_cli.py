@@ -83,3 +83,28 @@ def test_an_error_without_a_stop_is_still_an_error(monkeypatch, capsys):
     monkeypatch.setitem(COMMANDS, "list", bad)
     assert main(["list"]) == 2
     assert capsys.readouterr().err.strip() == "error: the value is bad; give a good one"
+
+
+def test_a_stop_dropped_in_a_finaliser_is_sent_again_and_stops_the_command(monkeypatch, capsys):
+    """A signal's exception raised inside a ``__del__`` (the garbage collector runs them anywhere) is dropped by
+    Python; the command must still stop, with its one line and no "Exception ignored" message."""
+    finished = []
+
+    class SignalledWhileCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs here, where its exception cannot leave
+
+    def collected_then_working(args):
+        SignalledWhileCollected()
+        for _ in range(100):
+            time.sleep(0.05)
+        finished.append(True)
+
+    monkeypatch.setitem(COMMANDS, "list", collected_then_working)
+    hook = sys.unraisablehook
+    assert main(["list"]) == 143
+    assert not finished, "the command carried on to its end"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["terminated: list stopped; what it had saved is kept, and the same command resumes from it"]
+    assert sys.unraisablehook is hook, "the hook there was is back"
