@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -415,7 +417,8 @@ def _check_common(args) -> None:
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    """Run one command; returns the exit status (2 with a one-line ``error:`` for bad input)."""
+    """Run one command; returns the exit status (2 with a one-line ``error:`` for bad input; 143 or 130 with one
+    line when SIGTERM or Ctrl-C stops it)."""
     args = build_parser(prog).parse_args(argv)
     stop = _Stop()
     previous = stop.install()
@@ -426,17 +429,24 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                 check_task_name(args.resolved_profile, args.task)
         _check_common(args)
         COMMANDS[args.command](args)
+        stop.disarm()
     except Exception as error:
-        if stop.signal is not None:  # C code (torch, safetensors) can swallow the stop and raise its own error
-            return _stopped(args, stop.signal)
+        stop.disarm()
+        # Deliberately any error once a stop has come: C code (torch, safetensors) can swallow the stop and raise
+        # its own error, and a stopped command is reported as stopped.
+        if stop.signum is not None:
+            return _stopped(args, stop.signum)
         if not _told_to_user(error):
             raise
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, whatever the library wrote
         return 2
     except KeyboardInterrupt as interrupt:
+        stop.disarm()
         return _stopped(args, signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
     finally:
         stop.restore(previous)
+    if stop.dropped:  # the command ended before the stop Python dropped could be raised again
+        return _stopped(args, stop.signum)
     return 0
 
 
@@ -466,56 +476,70 @@ class Terminated(KeyboardInterrupt):
 
 
 class _Stop:
-    """Ctrl-C and SIGTERM while a command runs: raised where the command is, remembered, and sent again if dropped.
+    """Ctrl-C and SIGTERM while a command runs: raised where the command is, remembered, and raised again if dropped.
 
     Remembered, because a signal's exception can land inside C code that turns it into an error of its own (torch
     turning a storage into a tensor answered "could not determine the shape of object type 'UntypedStorage'"): the
-    command was still stopped, and says so. Sent again, because one that lands in a ``__del__`` or a weakref callback
-    (the garbage collector runs them anywhere) is dropped by Python with an "Exception ignored" message, and the
-    command would carry on to its end.
+    command was still stopped, and says so. Raised again, because one that lands in a ``__del__`` or a weakref
+    callback (the garbage collector runs them anywhere) is dropped by Python with an "Exception ignored" message, and
+    the command would carry on to its end.
     """
 
     def __init__(self) -> None:
-        self.signal: int | None = None
-        self._active = False
+        self.signum: int | None = None
+        """The signal that stopped the command, if one did."""
+        self._armed = False  # raise on a signal; off once the command has ended, so the way out is not interrupted
+        self._dropped_stop = False  # a stop Python dropped, not raised again yet
+        self._lock = threading.Lock()  # between the thread raising a dropped stop again and disarm()
         self._unraisablehook = sys.unraisablehook
 
-    def install(self) -> dict[int, object] | None:
-        """Take over SIGINT and SIGTERM (main thread only; a signal the caller ignores stays ignored); returns the
-        handlers to restore."""
-        import threading
+    @property
+    def dropped(self) -> bool:
+        """Whether a stop was dropped by Python and the command ended before it could be raised again."""
+        return self._dropped_stop
 
+    def install(self) -> dict[int, object] | None:
+        """Take over SIGINT and SIGTERM and ``sys.unraisablehook`` (main thread only; a signal the caller ignores
+        stays ignored, and one C code handles stays with it); returns the handlers to restore."""
         if threading.current_thread() is not threading.main_thread():
             return None
-        signums = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
-        self._active, self._unraisablehook, sys.unraisablehook = True, sys.unraisablehook, self._dropped
+        signums = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) not in (signal.SIG_IGN, None)]
+        self._armed, self._unraisablehook, sys.unraisablehook = True, sys.unraisablehook, self._on_unraisable
         return {signum: signal.signal(signum, self._raise) for signum in signums}
 
+    def disarm(self) -> None:
+        """The command has ended: a signal from now on is remembered, not raised, and nothing is raised again."""
+        with self._lock:
+            self._armed = False
+
     def restore(self, previous: dict[int, object] | None) -> None:
+        """Disarm, and put back the handlers and the hook :meth:`install` replaced."""
         if previous is None:
             return
-        self._active = False
+        self.disarm()
         sys.unraisablehook = self._unraisablehook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
-    def _raise(self, signum, frame) -> None:
-        self.signal = signum
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    def _raise(self, signum: int, frame: object) -> None:
+        self.signum, self._dropped_stop = signum, False
+        if self._armed:
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
-    def _dropped(self, unraisable) -> None:
-        """``sys.unraisablehook``: our stop, dropped where no exception can leave, is sent again, from a thread and a
-        moment later, so that it lands after this hook has returned (raised in here, it would be dropped too);
-        anything else goes to the hook there was."""
-        import threading
-
-        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and self._active and self.signal is not None):
+    def _on_unraisable(self, unraisable) -> None:
+        """``sys.unraisablehook``: our stop, dropped where no exception can leave, is raised again in the main thread,
+        from another thread and a moment later, so that it lands after this hook has returned (raised in here, it
+        would be dropped too); anything else goes to the hook there was."""
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and self._armed and self.signum is not None):
             self._unraisablehook(unraisable)
             return
+        self._dropped_stop = True
 
-        def again(signum: int = self.signal) -> None:
+        def again(signum: int = self.signum) -> None:
             time.sleep(0.05)
-            if self._active:  # the command may have ended meanwhile: its handlers are gone, so send nothing
-                os.kill(os.getpid(), signum)
+            with self._lock:
+                if self._armed and self._dropped_stop:
+                    # runs our handler in the main thread; with no Python handler there it does nothing (never kills)
+                    _thread.interrupt_main(signum)
 
         threading.Thread(target=again, daemon=True).start()

@@ -108,3 +108,28 @@ def test_a_stop_dropped_in_a_finaliser_is_sent_again_and_stops_the_command(monke
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["terminated: list stopped; what it had saved is kept, and the same command resumes from it"]
     assert sys.unraisablehook is hook, "the hook there was is back"
+
+
+def test_a_stop_dropped_just_before_the_command_ends_is_still_reported(monkeypatch, capsys):
+    """When the command returns before a dropped stop can be raised again, it still ends as stopped."""
+
+    class SignalledWhileCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+
+    monkeypatch.setitem(COMMANDS, "list", lambda args: SignalledWhileCollected() and None)
+    assert main(["list"]) == 143
+    assert capsys.readouterr().err.startswith("terminated: list stopped")
+    time.sleep(0.2)  # nothing is raised again after main has returned (pytest would see a KeyboardInterrupt)
+
+
+def test_a_signal_the_caller_ignores_stays_ignored(monkeypatch):
+    seen = []
+    monkeypatch.setitem(COMMANDS, "list", lambda args: seen.append(signal.getsignal(signal.SIGTERM)))
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        assert main(["list"]) == 0
+        assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)

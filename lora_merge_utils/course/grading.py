@@ -426,14 +426,20 @@ def grade_folder(
 
     references: dict[int, dict] = {}
     stop = threading.Event()
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    if on_main_thread:  # SIGTERM ends grading like Ctrl-C does: with the rows graded so far written
+    # SIGTERM ends grading like Ctrl-C does: with the rows graded so far written. Only where nothing handles it yet:
+    # the command line's handler already raises (a KeyboardInterrupt saying "terminated") and remembers the stop.
+    own_handler = threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    )
+    if own_handler:
         previous = signal.signal(signal.SIGTERM, _interrupt)
+    interrupted: KeyboardInterrupt | None = None
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         for future in [pool.submit(grade, i, p) for i, p in enumerate(paths)]:
             future.result()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interruption:
+        interrupted = interruption
         stop.set()
         progress("interrupted: stopping the notebooks still running and writing the rows graded so far")
         pool.shutdown(wait=False, cancel_futures=True)
@@ -442,7 +448,7 @@ def grade_folder(
                 _kill(child)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        if on_main_thread:
+        if own_handler:
             signal.signal(signal.SIGTERM, previous)
         with lock:
             for path in paths:
@@ -451,8 +457,8 @@ def grade_folder(
             ordered = [rows[p] for p in paths]
         write_scores(ordered, out)
         shutil.rmtree(work, ignore_errors=True)
-    if stop.is_set():
-        raise KeyboardInterrupt  # after the rows are written: the caller says how grading ended
+    if interrupted is not None:
+        raise interrupted  # after the rows are written: the caller says how grading ended
     return ordered
 
 
