@@ -450,13 +450,16 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     return 0
 
 
+_KEPT_ON_STOP = {"grade": "the rows graded so far are written and the others marked not graded"}
+"""What a stopped command leaves, where it is not "what it had saved is kept, and the same command resumes from it"
+(grading starts over when run again)."""
+
+
 def _stopped(args: argparse.Namespace, signum: int) -> int:
     """Say in one line that the command was stopped and what was kept; the status a shell gives that signal."""
     how, status = ("terminated", 143) if signum == signal.SIGTERM else ("interrupted", 130)
-    print(
-        f"{how}: {args.command} stopped; what it had saved is kept, and the same command resumes from it",
-        file=sys.stderr,
-    )
+    kept = _KEPT_ON_STOP.get(args.command, "what it had saved is kept, and the same command resumes from it")
+    print(f"{how}: {args.command} stopped; {kept}", file=sys.stderr)
     return status
 
 
