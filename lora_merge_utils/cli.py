@@ -491,12 +491,15 @@ class _Stop:
     def __init__(self) -> None:
         self.signum: int | None = None
         """The signal that stopped the command, if one did."""
-        self.dropped = False
-        """Whether a stop was dropped by Python and not raised again yet; still true once the command has ended, it
-        ended before the stop could be raised."""
         self._armed = False  # raise on a signal; off once the command has ended, so the way out is not interrupted
+        self._dropped_stop = False  # a stop Python dropped, not raised again yet
         self._lock = threading.Lock()  # between the thread raising a dropped stop again and disarm()
         self._unraisablehook = sys.unraisablehook
+
+    @property
+    def dropped(self) -> bool:
+        """Whether a stop was dropped by Python and the command ended before it could be raised again."""
+        return self._dropped_stop
 
     def install(self) -> dict[int, object] | None:
         """Take over SIGINT and SIGTERM and ``sys.unraisablehook`` (main thread only; a signal the caller ignores
@@ -522,7 +525,7 @@ class _Stop:
             signal.signal(signum, handler)
 
     def _raise(self, signum: int, frame: object) -> None:
-        self.signum, self.dropped = signum, False
+        self.signum, self._dropped_stop = signum, False
         if self._armed:
             raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
@@ -533,12 +536,12 @@ class _Stop:
         if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and self._armed and self.signum is not None):
             self._unraisablehook(unraisable)
             return
-        self.dropped = True
+        self._dropped_stop = True
 
         def again(signum: int = self.signum) -> None:
             time.sleep(0.05)
             with self._lock:
-                if self._armed and self.dropped:
+                if self._armed and self._dropped_stop:
                     # runs our handler in the main thread; with no Python handler there it does nothing (never kills)
                     _thread.interrupt_main(signum)
 

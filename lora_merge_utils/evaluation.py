@@ -11,7 +11,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -44,23 +43,14 @@ def merge_combinations(tasks: Sequence[str], sizes: Sequence[int] = (2, 3)) -> l
     return [combo for size in sizes for combo in itertools.combinations(tasks, size)]
 
 
-def source_version(*modules: ModuleType) -> str:
-    """A short hash of the source of ``modules``: what a result computed by them is valid for."""
+def code_version() -> str:
+    """A hash of the code that turns adapters into merge scores (merging and its methods, the multi-task model,
+    batching and scoring): cached scores are valid only for the code that computed them, so editing ``merging.py``
+    recomputes."""
     digest = hashlib.sha256()
-    for module in modules:
+    for module in (merging, methods, combine, adamerging, multitask, batches, scoring, training, sys.modules[__name__]):
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()[:16]
-
-
-SCORING_MODULES = (merging, methods, combine, adamerging, multitask, batches, scoring, training, sys.modules[__name__])
-"""The code that turns adapters into merge scores (merging and its methods, the multi-task model, batching and
-scoring, and this module)."""
-
-
-def code_version() -> str:
-    """The :func:`source_version` of ``SCORING_MODULES``: cached scores are valid only for the code that computed
-    them, so editing ``merging.py`` recomputes."""
-    return source_version(*SCORING_MODULES)
 
 
 class ScoreStore:
