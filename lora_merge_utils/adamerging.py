@@ -48,6 +48,10 @@ def adamerging(
     (a copy of the frozen backbone, changed in place) with layer-wise coefficients learned on ``unlabeled`` images
     (``{task: [N, 3, H, W]}``, normalised) through the tasks' ``heads``, and return it.
 
+    Each step draws ``batch_size`` images of every task and passes them through the merged backbone together (its
+    weights are the same for every task: one pass instead of one per task), each task's features through its own
+    head; the loss is the sum of the tasks' mean entropies.
+
     The learned coefficients are kept on the result as ``merged.lora_book_coefficients`` (``{layer: [K]}``). On a
     GPU the forward and backward passes run in mixed precision when ``amp`` (:func:`~lora_merge_utils.batches.autocast`,
     with a gradient scaler for float16); on a CPU in full precision.
@@ -73,15 +77,15 @@ def adamerging(
         }
 
     for _ in range(steps):
-        loss = 0.0
+        batches = []
         for task in adapters:
             images = unlabeled[task]
-            pick = torch.randint(len(images), (min(batch_size, len(images)),), generator=generator)
-            with autocast(device, amp):
-                features = functional_call(plain, weights(coefficients), (images[pick].to(device),))
-                logits = heads[task](features)
-            loss = loss + entropy(logits.float())
-            count("adapted", len(pick))
+            batches.append(images[torch.randint(len(images), (min(batch_size, len(images)),), generator=generator)])
+            count("adapted", len(batches[-1]))
+        with autocast(device, amp):
+            features = functional_call(plain, weights(coefficients), (torch.cat(batches).to(device),))
+            logits = [heads[task](part) for task, part in zip(adapters, features.split([len(b) for b in batches]))]
+        loss = sum(entropy(task_logits.float()) for task_logits in logits)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

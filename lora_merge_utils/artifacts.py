@@ -6,7 +6,8 @@ Layout under an output root (``artifacts/<profile>`` by default)::
     adapters/<task>/seed-<k>/adapter_config.json                PEFT format: PeftModel.from_pretrained(backbone, path)
                             /adapter_model.safetensors
                             /head.safetensors, metrics.json      the adapter's own head, accuracy, time, seed, versions
-    results/singles.csv, merges.csv, *.png, scores/               tables, figures, cached merge results
+    results/singles.csv, merges.csv, *.png, scores/               tables, figures, cached merge and adapter results
+    features/<task>/<split>-<images>.safetensors                the frozen backbone's features of a split
 
 Every directory is assembled in a temporary sibling and renamed into place, so a run killed mid-way leaves no
 half-written artifact and the next run simply redoes it. What a killed save does leave behind (its temporary
@@ -267,6 +268,37 @@ class ArtifactStore:
 
     def has_head(self, task: str) -> bool:
         return all((self.head_dir(task) / f).is_file() for f in HEAD_FILES)
+
+    def features_path(self, task: str, split: str, images: int) -> Path:
+        """``features/<task>/<split>-<images>.safetensors``: the frozen backbone's features of ``images`` images of a
+        split (:func:`save_features`)."""
+        return self.root / "features" / task / f"{split}-{images}.safetensors"
+
+
+def save_features(path: Path, features: torch.Tensor, labels: torch.Tensor, identity: dict[str, str]) -> None:
+    """Save a split's frozen-backbone features and labels as safetensors, atomically, with ``identity`` (what they were
+    computed from: backbone, data, device, code) in the file's metadata; :func:`load_features` reads them back only
+    for the same identity."""
+    tensors = {"features": features.detach().cpu().contiguous(), "labels": labels.detach().cpu().contiguous()}
+    write_atomic(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=dict(identity)))
+
+
+def load_features(path: Path, identity: dict[str, str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(features, labels)`` saved by :func:`save_features` for this ``identity``, or ``None`` (then they are computed
+    again and saved over) when there are none, they were computed from something else, or the file is unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as saved:
+            if saved.metadata() != dict(identity) or set(saved.keys()) != {"features", "labels"}:
+                return None
+            features, labels = saved.get_tensor("features"), saved.get_tensor("labels")
+    except (SafetensorError, OSError, ValueError):
+        return None
+    if features.ndim != 2 or labels.shape != (len(features),):
+        return None
+    return features, labels
 
 
 def save_adapter(peft_model, head: nn.Linear, metrics: dict, directory: Path) -> Path:

@@ -109,6 +109,24 @@ class ScoreStore:
         )
 
 
+@dataclass(frozen=True)
+class _SingleAdapter:
+    """The request a :class:`ScoreStore` files one adapter's own result under (in the place of a merge's
+    :class:`~lora_merge_utils.methods.MergeSpec`)."""
+
+    method: str = "single adapter"
+    params_label: str = "{}"
+    refit_heads: bool = False
+
+    @property
+    def key(self) -> str:
+        return json.dumps([self.method])
+
+
+SINGLE_ADAPTER = _SingleAdapter()
+"""Files a task's own adapter's correctness in a :class:`ScoreStore` (``store.get((task,), SINGLE_ADAPTER)``)."""
+
+
 def _entry_digest(correct: dict, sizes: dict) -> str:
     return hashlib.sha256(json.dumps([correct, sizes], sort_keys=True).encode()).hexdigest()
 

@@ -122,6 +122,12 @@ class Estimate:
     tasks_resampled: int = 0
     """How many tasks the jackknife left out in turn (0 means the rows' tasks could not be resampled, e.g. one merge of
     every task; the interval then covers seeds and images only)."""
+    image_var: float = float("nan")
+    """The images' part of ``se ** 2`` (the bootstrap of test images)."""
+    task_var: float = float("nan")
+    """The tasks' part of ``se ** 2`` (the delete-one-task jackknife; 0 when tasks are not resampled)."""
+    seed_var: float = float("nan")
+    """The training seeds' part of ``se ** 2`` (the delete-one-seed jackknife; 0 with one seed)."""
 
     @property
     def resolved(self) -> bool:
@@ -139,6 +145,43 @@ class Estimate:
 
     def __str__(self) -> str:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+    def shares(self) -> dict[str, float]:
+        """Each source's share of the variance, ``{"tasks": ..., "seeds": ..., "images": ...}``.
+
+        Example:
+            >>> Estimate(0.0, -0.1, 0.1, 0.05, 5, 6, image_var=0.0005, task_var=0.0015, seed_var=0.0005).shares()
+            {'tasks': 0.6, 'seeds': 0.2, 'images': 0.2}
+        """
+        parts = {"tasks": self.task_var, "seeds": self.seed_var, "images": self.image_var}
+        total = sum(parts.values())
+        return {name: round(part / total, 6) if total > 0 else float("nan") for name, part in parts.items()}
+
+    def se_with_seeds(self, seeds_now: int, seeds: int) -> float:
+        """The standard error with ``seeds`` training seeds instead of ``seeds_now`` (a power calculation): every
+        seed shares the tasks, so their part stays; each seed brings its own draw of training noise and is scored on
+        the same images, so the seeds' and the images' parts scale as ``seeds_now / seeds``.
+
+        Example:
+            >>> e = Estimate(0.0, -0.1, 0.1, 0.05, 5, 6, image_var=0.0005, task_var=0.0015, seed_var=0.0005)
+            >>> round(e.se_with_seeds(2, 4), 4)  # 0.0015 + 0.001 / 2
+            0.0447
+        """
+        return float(np.sqrt(self.task_var + (self.image_var + self.seed_var) * seeds_now / seeds))
+
+    def smallest_resolvable(self, power: float = 0.8, level: float = LEVEL, se: float | None = None) -> float:
+        """The smallest true difference this design would resolve (interval excluding zero) with probability
+        ``power``: ``(t_{(1 + level) / 2} + t_{power}) * se`` on the interval's degrees of freedom (``se``: this
+        estimate's, or another, e.g. from :meth:`se_with_seeds`).
+
+        Example:
+            >>> round(Estimate(0.0, -0.1, 0.1, 0.01, 5).smallest_resolvable(), 4)  # (2.571 + 0.920) * 0.01
+            0.0349
+        """
+        from scipy.stats import t
+
+        df = self.df if np.isfinite(self.df) else 1e9
+        return float((t.ppf((1 + level) / 2, df) + t.ppf(power, df)) * (self.se if se is None else se))
 
 
 def _adapter_gain(rows: pd.DataFrame, boot: Bootstrap | None) -> np.ndarray:
@@ -203,23 +246,22 @@ def _interval(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootst
     image_var = float(np.nanvar(sum(sign * mean(part) for part, sign in replicated), ddof=1))
     tasks_of = [_members(rows) for rows, _ in parts]
     seeds_of = [rows["seed"].to_numpy() for rows, _ in parts]
-    var, df, clusters = image_var, float("inf"), 0
+    task_var, seed_var, df, clusters = 0.0, 0.0, float("inf"), 0
     tasks = sorted(set().union(*[set().union(*m) for m in tasks_of if m]))
     if boot.resample_tasks and len(tasks) > 1:
-        task_var, used = _jackknife(
+        jackknifed, used = _jackknife(
             statistic, [tuple(np.array([task not in m for m in members]) for members in tasks_of) for task in tasks]
         )
         if used > 1:
-            var, df, clusters = var + task_var, used - 1, used
+            task_var, df, clusters = jackknifed, used - 1, used
     seeds = sorted(set().union(*[set(s.tolist()) for s in seeds_of]))
     if len(seeds) > 1:
         seed_var, used = _jackknife(statistic, [tuple(s != seed for s in seeds_of) for seed in seeds])
-        var += seed_var
         if not np.isfinite(df):
             df = used - 1
-    se = float(np.sqrt(var))
+    se = float(np.sqrt(image_var + task_var + seed_var))
     q = float(student.ppf((1 + level) / 2, df)) if np.isfinite(df) else float(student.ppf((1 + level) / 2, 1e9))
-    return Estimate(point, point - q * se, point + q * se, se, df, clusters)
+    return Estimate(point, point - q * se, point + q * se, se, df, clusters, image_var, task_var, seed_var)
 
 
 def estimate(rows: pd.DataFrame, metric: str, boot: Bootstrap, level: float = LEVEL) -> Estimate:

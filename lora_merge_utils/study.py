@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -27,20 +28,23 @@ from .artifacts import (
     default_root,
     library_versions,
     load_adapters,
+    load_features,
     load_head,
     load_joint_adapter,
     read_json,
     save_adapter,
+    save_features,
     save_head,
     save_joint_adapter,
     weight_checksums,
     write_json,
 )
 from .backbone import backbone_identity, create_backbone
-from .batches import InMemoryImages, decode_all, normalize
-from .data.tasks import ImageTask, load_task, sample_cache_dir, subsample
+from .batches import InMemoryImages, amp_dtype, decode_all, normalize
+from .data.tasks import RELABELLINGS, ImageTask, labels_of, load_task, relabel, sample_cache_dir, subsample
 from .evaluation import (
     DECIMALS,
+    SINGLE_ADAPTER,
     MergeInputs,
     ScoreStore,
     code_version,
@@ -51,10 +55,11 @@ from .evaluation import (
     without_bits,
 )
 from .methods import DEFAULT_METHODS, MergeSpec, get_merge_method
+from .parallel import job_slots, one_thread, run_jobs
 from .profiles import Profile, all_tasks, apply_overrides, check_task_name, get_device, get_profile, progress_enabled
-from .safe_io import atomic_dir, remove_debris, training_lock, write_atomic
+from .safe_io import atomic_dir, lock_held_by_launch, remove_debris, training_lock, write_atomic
 from .scoring import adapter_correctness, head_correctness
-from .stats import Bootstrap, pack
+from .stats import Bootstrap, pack, unpack
 from .training import extract_features, train_adapter, train_head, train_joint_adapter
 
 JOINT = "one LoRA trained on all tasks"
@@ -194,6 +199,10 @@ class Study:
         whole = self.task(task).split(split)
         chosen = subsample(whole, images, self.profile.train.seed)
         key = (task, split, len(chosen))
+        if key not in self._decoded and task in RELABELLINGS and len(chosen) == len(whole):
+            # a relabelled task's split is its images' task's, image for image: decoded once, for both
+            spec = RELABELLINGS[task]
+            self._decoded[key] = relabel(self.dataset(spec.base, split), np.asarray(spec.groups))
         if key not in self._decoded:
             decoded_whole = self._decoded.get((task, split, len(whole)))
             if decoded_whole is not None:  # the whole split is in memory already: pick the sample from it
@@ -212,19 +221,33 @@ class Study:
         return data.tensors[0].to(self.device)
 
     def features(self, task: str, split: str, images: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frozen-backbone features of a split (or of the sample :meth:`dataset` gives), computed once per
-        session."""
-        dataset = self.dataset(task, split, images)
-        key = (task, split, len(dataset))
+        """Frozen-backbone features of a split (or of the sample :meth:`dataset` gives): computed once, saved under
+        ``features/`` for the chapters that come after (with what they were computed from: the backbone, the
+        images' labels, the device and precision, the code), and held in memory for the session."""
+        chosen = subsample(self.task(task).split(split), images, self.profile.train.seed)
+        key = (task, split, len(chosen))
         if key not in self._features:
-            self._features[key] = extract_features(
-                self.backbone,
-                dataset,
-                self.profile.train.eval_batch_size,
-                self.device,
-                self.profile.amp,
-                progress=f"{task} {split} features" if self.progress else False,
-            )
+            path = self.store.features_path(task, split, len(chosen))
+            identity = {
+                "backbone": backbone_identity(self.backbone),
+                "task": task,
+                "split": split,
+                "labels": hashlib.sha256(labels_of(chosen).numpy().tobytes()).hexdigest()[:16],
+                "device": f"{self.device.type}:{amp_dtype(self.device) if self.profile.amp else None}",
+                "code": code_version(),
+            }
+            cached = load_features(path, identity)
+            if cached is None:
+                cached = extract_features(
+                    self.backbone,
+                    self.dataset(task, split, images),
+                    self.profile.train.eval_batch_size,
+                    self.device,
+                    self.profile.amp,
+                    progress=f"{task} {split} features" if self.progress else False,
+                )
+                save_features(path, *cached, identity)
+            self._features[key] = cached
         return self._features[key]
 
     def eval_kwargs(self) -> dict:
@@ -281,10 +304,7 @@ class Study:
         (from the baseline head) and saved atomically. Returns the directory."""
         check_task_name(self.profile, task)
         directory = self.store.adapter_dir(task, seed)
-        if not retrain and not self.store.has_adapter(task, seed) and self.store.interrupted(task, seed):
-            with training_lock(self.root):  # a save was cut between its two renames: only the lock's holder mends it
-                self.store.has_adapter(task, seed)
-        if self.store.has_adapter(task, seed) and not retrain:
+        if not retrain and self._adapter_saved(task, seed):
             metrics = check_adapter_dir(directory)  # complete, readable, and the files that were saved
             check_reuse(
                 directory,
@@ -302,20 +322,69 @@ class Study:
         with training_lock(self.root):
             return self._train_adapter(task, seed)
 
+    def ensure_adapters(
+        self, tasks: list[str] | None = None, seeds: int | list[int] | None = None, joint: bool = False
+    ) -> dict[tuple[str, int], Path]:
+        """Every adapter of ``tasks`` (default: the profile's six and its relabelled ones) and ``seeds`` (default:
+        every seed index), each loaded if saved and checked as :meth:`ensure_adapter` does, the missing ones trained
+        several at a time on a CPU (:mod:`lora_merge_utils.parallel`); with ``joint=True`` also the adapter trained
+        on all six tasks at once (:meth:`joint_adapter`, seed 0), in the same batch of jobs. Returns each adapter's
+        directory by ``(task, seed)``."""
+        tasks = list(tasks or all_tasks(self.profile))
+        for task in tasks:
+            check_task_name(self.profile, task)
+        seeds = self._seeds(seeds)
+        wanted = [(task, seed) for seed in seeds for task in tasks]
+        jobs = [("adapter", task, seed) for task, seed in wanted if not self._adapter_saved(task, seed)]
+        if joint and not self._joint_saved(0):
+            jobs.append(("joint", 0))
+        # the longest first (the joint adapter trains on every task), so that no process is left with a long job at
+        # the end while the others wait
+        jobs.sort(key=lambda job: -float("inf") if job[0] == "joint" else -len(self.task(job[1]).train))
+        if jobs:
+            with training_lock(self.root):
+                for task in dict.fromkeys(job[1] for job in jobs if job[0] == "adapter"):
+                    self.ensure_head(task)  # here, once: the workers read the saved heads
+                if any(job[0] == "joint" for job in jobs):
+                    for task in self.profile.tasks:
+                        self.ensure_head(task)
+                slots = job_slots(self.device)
+                if slots > 1 and len(jobs) > 1:
+                    start = (self.profile, str(self.root))
+                    run_jobs(jobs, _train_in_worker, slots, _start_worker, start, "adapters", self.progress)
+                else:
+                    for job in tqdm(jobs, desc="adapters", disable=not self.progress or len(jobs) < 2):
+                        self._train_job(job)
+        return {(task, seed): self.ensure_adapter(task, seed) for task, seed in wanted}
+
+    def _train_job(self, job: tuple) -> None:
+        """``("adapter", task, seed)`` or ``("joint", seed)``, trained here (the caller holds the training lock)."""
+        if job[0] == "adapter":
+            self._train_adapter(*job[1:])
+        else:
+            self.joint_adapter(*job[1:])
+
+    def _adapter_saved(self, task: str, seed: int) -> bool:
+        if not self.store.has_adapter(task, seed) and self.store.interrupted(task, seed):
+            with training_lock(self.root):  # a save was cut between its two renames: only the lock's holder mends it
+                return self.store.has_adapter(task, seed)
+        return self.store.has_adapter(task, seed)
+
     def _train_adapter(self, task: str, seed: int) -> Path:
         directory = self.store.adapter_dir(task, seed)
         baseline, _ = self.ensure_head(task)
         data = self.task(task)
-        model, head, result = train_adapter(
-            self.backbone,
-            self.dataset(task, "train"),
-            data.num_classes,
-            self.profile,
-            seed=self.seed_of(task, seed),
-            init_head=baseline,
-            device=self.device,
-            progress=f"{task} adapter (seed {seed})" if self.progress else False,
-        )
+        with one_thread(self.device):  # the same bytes whatever the thread setting (lora_merge_utils.parallel)
+            model, head, result = train_adapter(
+                self.backbone,
+                self.dataset(task, "train"),
+                data.num_classes,
+                self.profile,
+                seed=self.seed_of(task, seed),
+                init_head=baseline,
+                device=self.device,
+                progress=f"{task} adapter (seed {seed})" if self.progress else False,
+            )
         model.to(self.device)
         head.to(self.device)
         correct = adapter_correctness(model, head, "default", self.dataset(task, "test"), **self.eval_kwargs())
@@ -334,7 +403,9 @@ class Study:
             "head_parameters": sum(p.numel() for p in head.parameters()),
             "versions": library_versions(),
         }
-        return save_adapter(model, head, metrics, directory)
+        save_adapter(model, head, metrics, directory)
+        self.single_store(task, seed).put((task,), SINGLE_ADAPTER, {task: pack(correct)}, {task: len(correct)})
+        return directory
 
     def _lora_record(self) -> dict:
         lora = self.profile.lora
@@ -360,28 +431,24 @@ class Study:
         tasks = list(tasks or self.profile.tasks)
         seed = self._seeds(seed)[0]
         directory = self.root / "joint" / f"seed-{seed}"
-        record = {
-            "tasks": tasks,
-            "seed": self.profile.train.seed * 1000 + 100 * seed,
-            "lora": self._lora_record(),
-            "steps": "one batch of every task",  # how it was trained: an adapter trained otherwise is not reused
-        }
+        record = self._joint_record(seed, tasks)
         if (directory / "metrics.json").is_file():
             model, heads, metrics = load_joint_adapter(self.backbone, directory)
             if {k: metrics.get(k) for k in record} == record:
                 return model, heads
         with training_lock(self.root):
             baselines = {task: self.ensure_head(task)[0] for task in tasks}
-            model, heads, result = train_joint_adapter(
-                self.backbone,
-                {task: self.dataset(task, "train") for task in tasks},
-                {task: self.task(task).num_classes for task in tasks},
-                self.profile,
-                seed=record["seed"],
-                init_heads=baselines,
-                device=self.device,
-                progress="joint adapter" if self.progress else False,
-            )
+            with one_thread(self.device):  # the same bytes whatever the thread setting (lora_merge_utils.parallel)
+                model, heads, result = train_joint_adapter(
+                    self.backbone,
+                    {task: self.dataset(task, "train") for task in tasks},
+                    {task: self.task(task).num_classes for task in tasks},
+                    self.profile,
+                    seed=record["seed"],
+                    init_heads=baselines,
+                    device=self.device,
+                    progress="joint adapter" if self.progress else False,
+                )
             metrics = {
                 **record,
                 **result.record(points=50),
@@ -391,6 +458,23 @@ class Study:
             }
             save_joint_adapter(model, heads, metrics, directory)
         return model.eval(), heads
+
+    def _joint_record(self, seed: int, tasks: list[str]) -> dict:
+        """What a saved joint adapter must have been trained with to be reused."""
+        return {
+            "tasks": tasks,
+            "seed": self.profile.train.seed * 1000 + 100 * seed,
+            "lora": self._lora_record(),
+            "steps": "one batch of every task",  # how it was trained: an adapter trained otherwise is not reused
+        }
+
+    def _joint_saved(self, seed: int) -> bool:
+        metrics = self.root / "joint" / f"seed-{seed}" / "metrics.json"
+        if not metrics.is_file():
+            return False
+        record = self._joint_record(seed, list(self.profile.tasks))
+        saved = read_json(metrics)
+        return {k: saved.get(k) for k in record} == record
 
     def joint_table(self, singles: pd.DataFrame, seed: int = 0, tasks: list[str] | None = None) -> pd.DataFrame:
         """Rows like :meth:`merges_table`'s, one per task, for the jointly trained adapter of :meth:`joint_adapter`
@@ -435,16 +519,19 @@ class Study:
         were right (for intervals)."""
         rows = []
         tasks = list(tasks or self.profile.tasks)
+        given = model is not None and len(self._seeds(seeds)) == 1
+        if not given:
+            self.ensure_adapters(tasks, seeds)  # what is missing, several at a time on a CPU
         for seed in self._seeds(seeds):
-            if model is None or len(self._seeds(seeds)) > 1:
-                model, heads = self.load_all_adapters(tasks, seed=seed)
+            loaded = (model, heads) if given else None
             for task in tqdm(tasks, desc=f"singles (seed {seed})", disable=not self.progress):
                 baseline, _ = self.ensure_head(task)
                 data = self.task(task)
                 head_right = head_correctness(baseline, *self.features(task, split, images))
-                adapter_right = adapter_correctness(
-                    model, heads[task], task, self.dataset(task, split, images), **self.eval_kwargs()
-                )
+                adapter_right = self._saved_correctness(task, seed, split, images)
+                if adapter_right is None:  # scored here, and saved for the chapters after this one
+                    loaded = loaded or self.load_all_adapters(tasks, seed=seed)
+                    adapter_right = self._adapter_correctness(*loaded, task, seed, split, images)
                 rows.append(
                     {
                         "task": task,
@@ -461,6 +548,29 @@ class Study:
         table = pd.DataFrame(rows)
         table["adapter_gain"] = (table["adapter_accuracy"] - table["head_accuracy"]).round(DECIMALS)
         return table
+
+    def _saved_correctness(self, task: str, seed: int, split: str, images: int | None):
+        """Which images of a split one adapter gets right, from the store of adapters' results (its training saved
+        its test split's), or ``None``."""
+        n = len(subsample(self.task(task).split(split), images, self.profile.train.seed))
+        saved = self.single_store(task, seed, split, images).get((task,), SINGLE_ADAPTER, {task: n})
+        return None if saved is None else unpack(saved[task], n)
+
+    def _adapter_correctness(self, model, heads, task: str, seed: int, split: str, images: int | None):
+        """Score one adapter of ``model`` with its head on a split, and save the result in the store."""
+        right = adapter_correctness(model, heads[task], task, self.dataset(task, split, images), **self.eval_kwargs())
+        store = self.single_store(task, seed, split, images)
+        store.put((task,), SINGLE_ADAPTER, {task: pack(right)}, {task: len(right)})
+        return right
+
+    def single_store(self, task: str, seed: int = 0, split: str = "test", images: int | None = None) -> ScoreStore:
+        """Where one adapter's own results are kept (beside the merges' in ``results/scores``): valid for that
+        adapter's contents and this scoring code only."""
+        digest = hashlib.sha256()
+        for name in ("adapter_model.safetensors", "adapter_config.json", "head.safetensors"):
+            digest.update((self.store.adapter_dir(task, seed) / name).read_bytes())
+        context = json.dumps(["single", split, images, digest.hexdigest()[:16], code_version()])
+        return ScoreStore(self.store.results_dir / "scores", context)
 
     def merge_inputs(self, specs: list[MergeSpec]) -> MergeInputs:
         """The images some specs need: unlabeled training images for AdaMerging (not the validation images it is chosen
@@ -575,6 +685,20 @@ class Study:
         return digest.hexdigest()[:16]
 
 
+_WORKER_STUDY: Study | None = None
+"""In a worker process of :meth:`Study.ensure_adapters`: the study it trains for."""
+
+
+def _start_worker(profile: Profile, root: str) -> None:
+    global _WORKER_STUDY
+    _WORKER_STUDY = Study(profile, Path(root), create_backbone(profile), torch.device("cpu"), progress=False)
+
+
+def _train_in_worker(job: tuple) -> None:
+    with lock_held_by_launch(_WORKER_STUDY.root):  # the caller holds the folder's training lock for its workers
+        _WORKER_STUDY._train_job(job)
+
+
 def save_table(table: pd.DataFrame, path: Path) -> None:
     """Write a CSV atomically (without the packed-correctness columns)."""
     write_atomic(Path(path), lambda tmp: without_bits(table).to_csv(tmp, index=False))
@@ -594,9 +718,7 @@ def run_study(
     study = Study.open(profile, out, device=device, progress=progress)
     for task in tqdm(study.profile.tasks, desc="baselines", disable=not study.progress):
         study.ensure_head(task)
-    for seed in study.seeds:
-        for task in tqdm(study.profile.tasks, desc=f"adapters (seed {seed})", disable=not study.progress):
-            study.ensure_adapter(task, seed)
+    study.ensure_adapters(list(study.profile.tasks))
     singles = study.singles_table()
     # Through the per-merge score cache, as a launch and the chapters read and write it: a warm run reads it back.
     merges = study.merges_table(singles, methods=methods, cache=True)

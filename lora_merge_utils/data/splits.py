@@ -156,18 +156,21 @@ def subsample(dataset: Dataset, images: int | None, seed: int = 0) -> Dataset:
     lazy: only the sample is ever decoded."""
     if images is None or images >= len(dataset):
         return dataset
-    if isinstance(dataset, TensorDataset):
-        labels = dataset.tensors[1].numpy()
-    elif isinstance(dataset, HFImageDataset | InMemoryImages):
-        labels = np.asarray(dataset.labels)
-    else:
-        raise TypeError(f"Cannot subsample a {type(dataset).__name__}: it does not expose its labels.")
-    index = stratified_sample(labels, {"sample": images}, seed)["sample"]
+    index = stratified_sample(labels_of(dataset).numpy(), {"sample": images}, seed)["sample"]
     if isinstance(dataset, TensorDataset):
         return TensorDataset(*(t[index] for t in dataset.tensors))
     if isinstance(dataset, InMemoryImages):
         return InMemoryImages(dataset.images[index], dataset.labels[index])
     return dataset.select(index)
+
+
+def labels_of(dataset: Dataset) -> torch.Tensor:
+    """A dataset's labels, without decoding its images."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1]
+    if isinstance(dataset, HFImageDataset | InMemoryImages):
+        return torch.as_tensor(np.asarray(dataset.labels))
+    raise TypeError(f"Cannot read the labels of a {type(dataset).__name__}: it does not expose them.")
 
 
 def tensor_dataset(images: np.ndarray, labels: np.ndarray) -> TensorDataset:
