@@ -149,6 +149,7 @@ FIELDS: dict[str, FieldRule] = {
     "budget.survey_sizes": _int(2, 64, each=True),
     "budget.timing_rounds": _int(1, 10_000),
     "budget.paper_schedule_pairs": _int(0, 10_000),
+    "budget.rank_sweep_seeds": _int(1, 100, optional=True),
     "backbone.overrides.img_size": _int(8, 1024),
     "backbone.overrides.patch_size": _int(1, 1024),
     "backbone.overrides.embed_dim": _int(1, 65536),
@@ -260,6 +261,11 @@ class Budget:
     paper_schedule_pairs: int = 2
     """On how many pairs chapter 5 runs AdaMerging on the paper's schedule beside the short one (each such merge
     costs about fifty times a short merge; 0 skips the comparison)."""
+    rank_sweep_seeds: int | None = None
+    """How many training seeds chapter 6's rank sweep trains its adapters of other ranks with (the first ones),
+    ``None`` for every seed. Its comparisons' variance is mostly the tasks' (the chapter prints each part and what
+    one more seed would narrow), and each seed of the sweep costs as much training as a seed of the six adapters
+    twice over."""
 
     def __post_init__(self) -> None:
         check_fields(self, "budget")
@@ -341,7 +347,7 @@ TINY = Profile(
     data=GeneratedData(train_per_class=300, val_per_class=50, test_per_class=40),
     related_tasks=("digits_parity", "shapes_family"),
     train=TrainSettings(adapter_epochs=4, adapter_lr=1e-2),
-    budget=Budget(refit_images=1000),
+    budget=Budget(refit_images=1000, rank_sweep_seeds=2),
     seeds=3,
     calibrated_checks=True,
 )
@@ -356,25 +362,29 @@ FULL = Profile(
     backbone=BackboneSpec(model_name="vit_base_patch16_224.augreg_in21k", weights="hub"),
     tasks=("mnist", "svhn", "eurosat", "resisc45", "gtsrb", "dtd"),
     similar_pairs=(("mnist", "svhn"), ("eurosat", "resisc45")),
-    data=HubData(train_size=2000, val_size=500, test_size=1000),
+    # 500 test images per task: the images carry a small share of every comparison's variance, which the six tasks
+    # dominate (chapter 6 prints the shares), and they are most of a T4 session's evaluations.
+    data=HubData(train_size=2000, val_size=500, test_size=500),
     related_tasks=("mnist_parity", "eurosat_landuse"),
     lora=LoraSettings(rank=8, alpha=16, dropout=0.1),
     train=TrainSettings(adapter_epochs=2, adapter_lr=5e-4, batch_size=64, eval_batch_size=256),
     budget=Budget(
-        tuning_images=120,
+        tuning_images=80,
         tuning_grid="compact",
-        tuning_pairs=4,
-        comparison_images=150,
+        tuning_pairs=3,  # three pairs that use every task once
+        comparison_images=100,
         refit_images=200,
         survey_sizes=(2,),
         paper_schedule_pairs=0,  # one pair would add about 6 T4 minutes to chapter 5 (see `plan`)
+        # chapter 7's ratios differ from 1 by a factor of two and more; 10 rounds resolve a few percent
+        timing_rounds=10,
     ),
     num_workers=2,
 )
 """The Colab GPU profile: timm ViT-B/16 pretrained on ImageNet-21k at 224 px and six Hugging Face Hub datasets
 (MNIST and SVHN are the similar digit pair, EuroSAT and RESISC45 the similar remote-sensing pair, GTSRB and DTD stand
 apart). Each task keeps a class-balanced sample: about 2,000 training images, 500 validation images (held out of the
-hub's training split) and 1,000 test images (from the hub's test split). ``python -m lora_merge_utils plan --profile
+hub's training split) and 500 test images (from the hub's test split). ``python -m lora_merge_utils plan --profile
 full`` prints the expected time of every chapter on a Colab T4."""
 
 PROFILES: dict[str, Profile] = {"tiny": TINY, "full": FULL}

@@ -58,20 +58,33 @@ class Throughput:
     """Megabytes per second from the Hugging Face Hub, preparation of the parquet files included."""
     setup: float
     """Seconds per chapter before any work (install, imports, backbone weights)."""
+    float64: float = 64e9
+    """Floating-point operations per second a dense float64 SVD reaches (the merges over the Iso papers' dense
+    space, :func:`dense_svd_seconds`)."""
 
 
 T4 = Throughput(
     name="Colab T4",
-    # Derived, not measured on a T4: NVIDIA's FasterTransformer guide measures ViT-B/16 at 224 px on a T4 at ~559
-    # images/s in fp16 with its own fused kernels; timm's 3090 benchmarks put plain PyTorch AMP at 0.4-0.5 of
-    # tuned kernels' level and training at ~0.35 of inference. We plan with 300 (inference) and 130 (LoRA
-    # training, which skips the frozen weights' gradients), and ~85 images/s for fp32 inference. An AdaMerging step
-    # costs a forward pass, the activations' gradients and the weight gradients of every target layer (three passes'
-    # worth of matrix products, where LoRA training needs about two): 130 * 2 / 3, under the same autocast.
-    train=130.0,
-    adapt=87.0,
-    evaluate=300.0,
-    timed=85.0,
+    # GPU rates derived from published figures, not measured on a T4 (none publishes plain PyTorch AMP for ViT-B/16):
+    # * evaluation: NVIDIA's FasterTransformer guide (docs/vit_guide.md, "INT8 vs. FP16 speedup on ViT", B_16-224,
+    #   batch 32) runs ViT-B/16 on a T4 in fp16 in 57.22 ms, 559 images/s, with its own fused kernels; the same guide's
+    #   fp16 table at 384 px puts plain PyTorch at 684 ms against its 263 ms (0.38). At 0.4-0.5 of the fused kernels,
+    #   plain PyTorch AMP gives 224-280 images/s on a 70 W T4: we plan with 250.
+    # * training: timm's benchmark-train-amp-nchw-pt112-cu113-rtx3090.csv trains vit_base_patch16_224 at 391 images/s
+    #   (full fine-tuning, AMP, batch 192); ResNet-50 AMP runs 3.1 times faster on that RTX 3090 (timm, 3,669 images/s)
+    #   than on a T4 (NVIDIA DeepLearningExamples, ResNet-50 v1.5, T4, AMP: 1,165-1,198), so 391 / 3.1 = 126 at full
+    #   clocks and four times timm's batch. LoRA skips the frozen weights' gradients, but a T4 held at Colab's 70 W
+    #   cap does not keep its boost clock (Jia et al. 2019, "Dissecting the NVidia Turing T4 GPU via
+    #   Microbenchmarking", arXiv:1903.07486): we plan with 105.
+    # * AdaMerging: a step costs a forward pass, the activations' gradients and the weight gradients of every target
+    #   layer (three passes' worth of matrix products, where LoRA training needs about two): 105 * 2 / 3 = 70.
+    # * chapter 7's full-precision timings: Hugging Face's "Optimize inference using torch.compile()" measures
+    #   google/vit-base-patch16-224 on a T4 in fp32 at batch 16 in 163.9 ms (transformers
+    #   docs/source/en/perf_torch_compile.md): 98 images/s.
+    train=105.0,
+    adapt=70.0,
+    evaluate=250.0,
+    timed=98.0,
     pass_overhead=0.012,
     # Measured on a 2-core machine like Colab's 2 vCPUs, with 2 workers, on stand-ins of each dataset's image format
     # and size (benchmarks/benchmark_full_profile.py).
@@ -80,14 +93,54 @@ T4 = Throughput(
     # the copying of the model about as fast); the float64 check runs on the CPU on Colab too.
     merge=0.6,
     # One L-BFGS logistic-regression fit at the full profile's sizes (2,000 x 768 features, 10-47 classes, up to 500
-    # iterations) took 0.3-0.45 s on this project's 2-core CPU; Colab's vCPUs are slower: 1.5 s keeps a margin.
-    head_fit=1.5,
+    # iterations) took 0.3-0.45 s on this project's 2-core CPU; Colab's two vCPUs are the two threads of one core
+    # (googlecolab/colabtools#1937), about half of that machine: 0.6-0.9 s, and we plan with 1.0.
+    head_fit=1.0,
     exactness_check=6.0,
     download=40.0,
-    setup=75.0,
+    # Every package the book needs is in Colab's image (requirements/colab.txt), so the setup cell installs this
+    # package's wheel alone (pip resolving against the image: ~15 s), imports torch, timm, PEFT and datasets and builds
+    # ViT-B/16 (8 s on this project's 2-core CPU, ~20 s on Colab's one core of two threads), mounts Drive (~5 s) and
+    # reads the backbone's 346 MB from the hub at the download rate above (~9 s).
+    setup=50.0,
+    # A T4 runs float64 at 1/32 of its 8.1 float32 TFLOPS: 254 GFLOPS (TechPowerUp's GPU database, Tesla T4); a dense
+    # SVD, bound by its bidiagonalisation's memory traffic, reaches about a quarter of that (our assumption).
+    float64=64e9,
 )
-"""A Colab T4 runtime (free tier, one T4, 2 vCPUs). The GPU figures are estimates; the CPU figures are
-measurements on a comparable CPU."""
+"""A Colab T4 runtime (free tier, one T4 held at 70 W, 2 vCPUs). The GPU figures are estimates from published
+benchmarks (each cited above); the CPU figures are measurements on a comparable CPU."""
+
+
+def svd_flops(rows: int, columns: int) -> float:
+    """Floating-point operations of a thin SVD with both singular bases of a ``rows x columns`` matrix: the R-SVD's
+    ``6 m n^2 + 20 n^3`` for ``m >= n`` (Golub and Van Loan, *Matrix Computations*, 4th ed., table 8.6.1).
+
+    Example:
+        >>> svd_flops(3072, 768) == svd_flops(768, 3072) == 6 * 3072 * 768**2 + 20 * 768**3
+        True
+    """
+    m, n = max(rows, columns), min(rows, columns)
+    return 6.0 * m * n**2 + 20.0 * n**3
+
+
+def dense_svd_seconds(profile: Profile, sets: int, throughput: Throughput) -> float:
+    """Seconds of ``sets`` dense float64 SVDs of every LoRA target layer of the profile's backbone: what
+    ``iso_c_full`` (one set) and ``iso_cts_full`` (one for the sum, one per task) cost beyond a plain merge."""
+    import re
+
+    import timm
+    import torch
+
+    spec = profile.backbone
+    with torch.device("meta"):  # shapes only, no weights
+        model = timm.create_model(spec.model_name.split(".")[0], pretrained=False, num_classes=0, **spec.overrides)
+    pattern = re.compile(profile.lora.target_modules)
+    flops = sum(
+        svd_flops(*module.weight.shape)
+        for name, module in model.named_modules()
+        if pattern.fullmatch(name) and hasattr(module, "weight")
+    )
+    return sets * flops / throughput.float64
 
 
 def measured_throughput(path, base: Throughput = T4) -> Throughput:
@@ -182,10 +235,13 @@ def _with_related(profile: Profile, sizes: Sizes) -> Sizes:
 class Spec:
     """A stand-in for a merge request in the replay: its identity (for the score cache) and what it costs beyond a
     plain merge: ``"plain"``, ``"refit"`` (heads refitted on labelled training images), ``"adamerging"`` (the short
-    schedule) or ``"adamerging_paper"`` (the paper's schedule)."""
+    schedule) or ``"adamerging_paper"`` (the paper's schedule); and how many sets of dense float64 SVDs of every
+    target layer it runs per member task and for the sum (``svd_sets``: Iso-C over the paper's space, ``(0, 1)``;
+    Iso-CTS, ``(1, 1)``)."""
 
     name: object
     kind: str = "plain"
+    svd_sets: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -202,6 +258,8 @@ class Session:
     """Time not proportional to tallied work (timing loops, float64 checks, logistic-regression fits)."""
     fits: int = 0
     """Logistic-regression head fits (on cached features)."""
+    svd_sets: int = 0
+    """Sets of dense float64 SVDs of every target layer (:func:`dense_svd_seconds`)."""
     chapter5_choices: tuple[str, str] = ()
     """The best data-free and data-light families chapter 5 chose (default :data:`CHAPTER5_CHOICES`)."""
     decoded_by_task: Counter = field(default_factory=Counter)
@@ -218,9 +276,14 @@ class Session:
             self.saved.add(("data", task))
 
     def dataset(self, task: str, split: str, images: int | None = None) -> int:
+        from ..data.tasks import RELABELLINGS
+
         self.data(task)
         n = self.sizes.of(task, split, images)
         key = (task, split, n)
+        if key not in self._decoded and task in RELABELLINGS and n == self.sizes.of(task, split):
+            self.dataset(RELABELLINGS[task].base, split)  # its images' task's split, decoded once for both
+            self._decoded.add(key)
         if key not in self._decoded:
             whole = (task, split, self.sizes.of(task, split))
             if whole not in self._decoded:  # a sample of an already decoded split is picked, not decoded
@@ -230,10 +293,20 @@ class Session:
         return n
 
     def features(self, task: str, split: str, images: int | None = None) -> None:
-        n = self.dataset(task, split, images)
-        if (task, split, n) not in self._features:
-            self.work["evaluated"] += n
-            self._features.add((task, split, n))
+        """Computed once and saved (``Study.features``): a later chapter reads them when artifacts are kept."""
+        n = self.sizes.of(task, split, images)
+        if (task, split, n) not in self._features and ("features", task, split, n) not in self.saved:
+            self.work["evaluated"] += self.dataset(task, split, images)
+            self.saved.add(("features", task, split, n))
+        self._features.add((task, split, n))
+
+    def single(self, task: str, seed: int, split: str = "test", images: int | None = None) -> None:
+        """One adapter scored on a split, once: its training saves its test split's result (``Study.singles_table``
+        reads it back)."""
+        n = self.sizes.of(task, split, images)
+        if ("single", task, seed, split, n) not in self.saved:
+            self.evaluate(task, split, images)
+            self.saved.add(("single", task, seed, split, n))
 
     def evaluate(self, task: str, split: str, images: int | None = None) -> None:
         self.work["evaluated"] += self.dataset(task, split, images)
@@ -255,8 +328,17 @@ class Session:
         if ("adapter", task, seed) not in self.saved:
             self.ensure_head(task)
             self.train_adapter(task)
-            self.evaluate(task, "test")
+            self.single(task, seed)  # its test accuracy, saved with it
             self.saved.add(("adapter", task, seed))
+
+    def ensure_joint(self) -> None:
+        """The adapter trained on all six tasks at once (seed 0), from their head-only baselines."""
+        if ("joint", 0) not in self.saved:
+            sizes = {task: self.dataset(task, "train") for task in self.profile.tasks}
+            for task, images in joint_images_per_epoch(sizes, self.profile.train.batch_size).items():
+                self.ensure_head(task)
+                self.work["trained"] += self.profile.train.adapter_epochs * images
+            self.saved.add(("joint", 0))
 
     def load_adapters(self, tasks=None, seed: int = 0) -> None:
         for task in tasks or self.profile.tasks:
@@ -268,7 +350,7 @@ class Session:
             for task in tasks or self.profile.tasks:
                 self.ensure_head(task)
                 self.features(task, split, images)
-                self.evaluate(task, split, images)
+                self.single(task, seed, split, images)
 
     def merges(
         self, combos, specs: list, split: str = "test", images: int | None = None, cache: bool = False, seeds=None
@@ -298,6 +380,7 @@ class Session:
                 self.dataset(task, split, images)
             for combo, spec in todo:
                 self.work["merges"] += 1
+                self.svd_sets += spec.svd_sets[0] * len(combo) + spec.svd_sets[1]
                 self.work["evaluated"] += sum(self.sizes.of(t, split, images) for t in combo)
                 if spec.kind == "refit":
                     for task in combo:
@@ -378,6 +461,7 @@ def _chapter2(s: Session, t: Throughput) -> None:
     for seed in s.seeds:  # the relabelled tasks of chapter 6
         for task in s.profile.related_tasks:
             s.ensure_adapter(task, seed)
+    s.ensure_joint()  # chapter 4's adapter trained on all six tasks at once, in the same batch of jobs
     s.singles()
     s.train_adapter(tasks[3])  # solution 3: a rank-2 adapter of the fourth task
     s.evaluate(tasks[3], "test")
@@ -421,10 +505,7 @@ def _chapter4(s: Session, t: Throughput) -> None:
         s.features(task, "train")
     sizes = tuple(range(2, len(s.profile.tasks) + 1))  # K = 2 ... 6 by task arithmetic (pairs, triples cached)
     s.merges(_grid(s.profile, sizes), ["task_arithmetic"], cache=True)
-    sizes_ = {task: s.dataset(task, "train") for task in s.profile.tasks}  # one adapter trained on every task at once
-    for task, images in joint_images_per_epoch(sizes_, s.profile.train.batch_size).items():  # (seed 0)
-        s.ensure_head(task)
-        s.work["trained"] += s.profile.train.adapter_epochs * images
+    s.ensure_joint()  # trained by chapter 2 when its artifacts are kept
     for task in s.profile.tasks:
         s.evaluate(task, "test")
     s.load_adapters(seed=0)
@@ -480,7 +561,9 @@ def _chapter5(s: Session, t: Throughput) -> None:
     for spec in survey:  # each method's cost, timed on one merge of the largest size with the cache off
         s.merges(cost_merge, [spec], "test", sample, seeds=[0])
     # Iso-C and Iso-CTS over the updates' span and over the paper's space, on one pair
-    s.merges(tuning[:1], [Spec(("iso space", i)) for i in range(4)], "test", sample, seeds=[0])
+    iso_spaces = [Spec(("iso space", 0)), Spec(("iso space", 1), svd_sets=(0, 1))]  # iso_c, iso_c_full
+    iso_spaces += [Spec(("iso space", 2)), Spec(("iso space", 3), svd_sets=(1, 1))]  # iso_cts, iso_cts_full
+    s.merges(tuning[:1], iso_spaces, "test", sample, seeds=[0])
     # AdaMerging on the paper's schedule beside the short one (whose scores the survey cached)
     schedules = [Spec("AdaMerging, short schedule", "adamerging"), Spec("AdaMerging, paper's", "adamerging_paper")]
     s.merges(
@@ -509,7 +592,7 @@ def _chapter6(s: Session, t: Throughput) -> None:
     from ..data.tasks import related_combos  # torch: loaded only when a plan is measured
 
     s.singles()
-    s.merges(_grid(s.profile), list(BASELINE), cache=True)
+    s.merges(_grid(s.profile, (2,)), ["task_arithmetic"], cache=True)
     everything = list(s.profile.tasks) + list(s.profile.related_tasks)
     s.singles(tasks=everything)
     s.merges(related_combos(s.profile), ["task_arithmetic"], cache=True)
@@ -521,15 +604,15 @@ def _chapter6(s: Session, t: Throughput) -> None:
         s.load_adapters(seed=seed)
     probe = sum(min(64, s.sizes.test[task]) for task in s.profile.tasks)  # adapted-feature CKA, full precision
     s.seconds += probe * len(s.profile.tasks) / t.timed
-    for rank in RANK_SWEEP:  # variants at other ranks: their own adapters (every seed), this study's heads and features
+    sweep_seeds = s.seeds[: s.profile.budget.rank_sweep_seeds]
+    for rank in RANK_SWEEP:  # variants at other ranks: their own adapters, this study's heads and features
         if rank == s.profile.lora.rank:
             continue
-        for _seed in s.seeds:
+        for _seed in sweep_seeds:
             for task in s.profile.tasks:
                 s.ensure_head(task)
                 s.train_adapter(task)
-                s.evaluate(task, "test")  # the new adapter's test accuracy, saved with it
-                s.evaluate(task, "test")  # the singles table
+                s.evaluate(task, "test")  # the new adapter's test accuracy, saved with it (the singles table reads it)
             for combo in _grid(s.profile, (2,)):
                 s.work["merges"] += 1
                 for task in combo:
@@ -548,8 +631,9 @@ def _chapter7(s: Session, t: Throughput) -> None:
     four = [tasks[0], tasks[3], tasks[5], tasks[4]]
     s.load_adapters(four, seed=0)  # solution 2: K = 4
     s.work["merges"] += 5
-    s.timing([1, 1, 4, 4, 4], (64,), 2, 8, t)
-    s.timing([3], (64,), 2, 10, t, tallied=False)  # solution 3: merge and unmerge per task
+    half = max(3, s.profile.budget.timing_rounds // 2)  # the solutions time half as many rounds
+    s.timing([1, 1, 4, 4, 4], (64,), 2, half, t)
+    s.timing([3], (64,), 2, half, t, tallied=False)  # solution 3: merge and unmerge per task
 
 
 CHAPTERS: dict[str, tuple[str, Callable[[Session, Throughput], None]]] = {
@@ -581,6 +665,7 @@ def seconds(session: Session, throughput: Throughput) -> float:
         + work["timed"] / throughput.timed
         + work["merges"] * throughput.merge
         + session.fits * throughput.head_fit
+        + (dense_svd_seconds(session.profile, session.svd_sets, throughput) if session.svd_sets else 0.0)
         + session.seconds
     )
 
