@@ -8,6 +8,9 @@
 * **One thread per worker.** Two workers of one thread each get about a third more done on two cores than one
   process of two threads (the tiny ViT's matrices are too small for a second thread to pay), and two chapter kernels
   never fight for one core. Kernels and subprocesses inherit the setting.
+* **Chapters from cold.** The chapters executed by nbval share one artifacts folder made for the run
+  (:func:`chapter_artifacts`), as a reader's first ``make notebooks`` does: a local run never reuses adapters that
+  older code trained into ``notebooks/artifacts``.
 * **The chapters' one dependency.** Chapter 2 trains the adapters that chapters 5-7 read. When the two chapter
   groups run on different workers, chapter 5's first cell waits until chapter 2 has finished on the other worker
   (:func:`pytest_runtest_setup`), so the adapters are trained once, by chapter 2, as a reader's run does.
@@ -32,16 +35,18 @@ if WORKER:  # before anything imports torch: its thread pool is sized once
 
 TRAINS_ADAPTERS = "02"
 """The chapter that trains every adapter of the profile (the others load them)."""
-SECOND_CHAPTER_GROUP = ("05", "06", "07")
-"""Chapters that run in the second chapter group: chapter 5 alone is about as long as chapters 0-4 together."""
+SECOND_CHAPTER_GROUP = ("05",)
+"""Chapters that run in the second chapter group: chapter 5 (the longest) beside chapters 0-4, 6 and 7, which follow
+each other in the first."""
 NAMED_GROUPS = {
-    "tests/test_full_profile_smoke.py::test_a_chapter_runs_alone": "smoke-alone",  # off the long smoke chain
-    "tests/test_full_profile_smoke.py": "smoke",
+    "tests/test_full_profile_smoke.py": "smoke",  # run under Colab's versions (test_colab_versions), or with -m smoke
     "tests/test_built_book.py": "book",
 }
 """Groups by the start of a node id (the first match counts); everything else is grouped by its module."""
-HEAVY_FIRST = ("chapters-1", "smoke", "chapters-2", "tests/test_colab_versions.py", "book")
-"""Groups queued before the rest, longest chain first; every other group keeps its collection order."""
+HEAVY_FIRST = ("chapters-1", "tests/test_colab_versions.py", "chapters-2", "smoke", "book")
+"""Groups queued before the rest, longest chain first: the first chapter group on one worker; the run under Colab's
+versions (the unit tests and the full-profile smoke) on the other, then chapter 5, whose adapters chapter 2 has
+trained by then; every other group keeps its collection order."""
 WAIT_SECONDS = 1800
 
 
@@ -91,8 +96,18 @@ def _done_marker(config: pytest.Config, chapter: str) -> Path:
     return Path(config.option.basetemp).parent / f"chapter-{chapter}.done"
 
 
+def chapter_artifacts(config: pytest.Config) -> Path:
+    """The artifacts folder of this run's chapters: new with the run, seen by every worker (beside their own
+    temporary folders)."""
+    if WORKER:
+        return Path(config.option.basetemp).parent / "chapter-artifacts"
+    return config._tmp_path_factory.getbasetemp() / "chapter-artifacts"
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     chapter = chapter_of(item.nodeid)
+    if chapter is not None:  # before the chapter's kernel starts (nbval starts it with its first cell)
+        os.environ["LORA_BOOK_ARTIFACTS"] = str(chapter_artifacts(item.config))
     if not WORKER or chapter not in SECOND_CHAPTER_GROUP:
         return
     chapters = [chapter_of(other.nodeid) for other in item.session.items]

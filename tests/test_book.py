@@ -12,6 +12,8 @@ import yaml
 
 from lora_merge_utils.course.exercises import EXERCISES, chapter_exercises
 
+pytestmark = pytest.mark.repository  # reads only the repository's own files
+
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())

@@ -1,6 +1,8 @@
 """The package versions a Colab GPU runtime ships (``requirements/colab.txt``): the unit tests and the full-profile
-smoke of chapters 0-3 run under them, in their own environment (``.venv-colab``, made by ``make colab-venv``, which
-``make test`` does first), so a new Colab image that breaks the book is found here, not by a student."""
+smoke of every chapter run under them, in their own environment (``.venv-colab``, made by ``make colab-venv``, which
+``make test`` does first), so a new Colab image that breaks the book is found here, not by a student. The smoke runs
+only here (it is what a Colab student runs, so Colab's versions are the ones that matter for it); the tests marked
+``repository`` read only the repository's own files and run only under CI's versions."""
 
 from __future__ import annotations
 
@@ -15,11 +17,9 @@ from .conftest import COLAB_VERSIONS_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv-colab" / "bin" / "python"
-FAST = "colab or not (notebook or smoke or book or subprocess)"
-"""What runs under Colab's versions: `make check`'s tests, and the chapters 0-3 in the full profile."""
-REPOSITORY_TEXT = ["test_book.py", "test_publishing.py", "test_editions.py", "test_setup_cell.py"]
-"""Tests that read only the repository's own files (chapters' text, workflows, configuration): no package version
-changes what they see, so they run once, under CI's versions."""
+SELECTED = "colab or not (notebook or smoke or book or subprocess or repository)"
+"""What runs under Colab's versions: `make check`'s tests that a package version could change, and every chapter in
+the full profile (``colab``)."""
 
 
 def _pins() -> dict[str, str]:
@@ -34,7 +34,7 @@ def test_the_colab_pins_name_the_book_s_dependencies():
 
 
 @pytest.mark.subprocess
-def test_unit_tests_and_first_chapters_pass_under_colab_versions():
+def test_unit_tests_and_the_smoke_pass_under_colab_versions():
     if not PYTHON.exists():
         if os.environ.get("CI") == "true":
             pytest.fail("CI needs .venv-colab: make test makes it (make colab-venv)")
@@ -55,8 +55,7 @@ def test_unit_tests_and_first_chapters_pass_under_colab_versions():
     assert versions == [pins["torch"], pins["peft"], pins["timm"], pins["datasets"]], versions
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST_XDIST")}
     done = subprocess.run(
-        [str(PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", "-m", FAST]
-        + [f"--ignore=tests/{name}" for name in REPOSITORY_TEXT],
+        [str(PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests", "-m", SELECTED],
         cwd=ROOT,
         env=env | {COLAB_VERSIONS_ENV: "1"},
         capture_output=True,

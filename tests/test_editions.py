@@ -13,6 +13,8 @@ from lora_merge_utils.course import exercises
 from lora_merge_utils.course.exercises import EXERCISES, chapter_exercises, check_exercise, compare
 from lora_merge_utils.course.grading import chapter_of
 
+pytestmark = pytest.mark.repository  # reads only the repository's own files
+
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 
@@ -169,6 +171,41 @@ def test_instructor_edition_shows_every_solution_with_its_output():
         assert [c.get("outputs") for c in solutions] == before, "outputs kept"
         headings = [c.source for c in shown.cells if c.source.startswith("#### Solution ")]
         assert len(headings) == len(chapter_exercises(int(path.name[:2])))
+
+
+def test_the_instructor_edition_s_staged_sources_hold_every_solution(tmp_path):
+    """What `make instructor` builds: every chapter with its solutions, where the leak check finds each chapter's
+    (so its silence on the public book means something)."""
+    EDITION.stage("instructor", tmp_path)
+    staged = [tmp_path / "notebooks" / path.name for path in CHAPTERS]
+    for path, copy in zip(CHAPTERS, staged):
+        assert PUBLIC.solution_leaks(nbformat.read(path, as_version=4), [copy]), f"{path.name}: no solution found"
+        shown = nbformat.read(copy, as_version=4)
+        assert all(
+            "remove-cell" not in c.metadata.get("tags", [])
+            for c in shown.cells
+            if "solution" in c.metadata.get("tags", [])
+        )
+    assert "instructor edition" in (tmp_path / "_config.yml").read_text(encoding="utf-8")
+
+
+def test_the_student_edition_s_staged_sources_are_the_student_notebooks(tmp_path):
+    """What `make student` builds: the committed student copies under notebooks/student/ (so its launch buttons
+    open them), every prose link pointing at them, no conclusions page (it pastes the chapters' results), and no
+    solution anywhere."""
+    EDITION.stage("student", tmp_path)
+    toc = (tmp_path / "_toc.yml").read_text(encoding="utf-8")
+    assert "notebooks/student/" in toc and "book/conclusions" not in toc
+    assert all(f"notebooks/student/{path.stem}" in toc for path in CHAPTERS)
+    staged = sorted((tmp_path / "notebooks" / "student").glob("*.ipynb"))
+    assert [p.name for p in staged] == [p.name for p in CHAPTERS]
+    pages = sorted((tmp_path / "book").glob("*.md"))
+    assert not any("../notebooks/0" in page.read_text(encoding="utf-8") for page in pages)
+    chapters = [nbformat.read(path, as_version=4) for path in CHAPTERS]
+    prose = "\n".join(" ".join(line.split()) for page in pages for line in page.read_text().splitlines())
+    others = PUBLIC.public_text(chapters) + "\n" + prose  # as the public build's check reads a whole site
+    for path, chapter in zip(CHAPTERS, chapters):
+        assert not PUBLIC.solution_leaks(chapter, staged + pages, others), path.name
 
 
 def test_the_instructors_page_shows_the_exercise_table_as_it_is():

@@ -1,4 +1,5 @@
-"""A run killed with SIGKILL (no cleanup code runs) mid-training and mid-grid resumes to the same bytes.
+"""A run killed with SIGKILL (no cleanup code runs) mid-training and stopped with SIGTERM mid-grid resumes to the same
+bytes.
 
 Real processes of ``python -m lora_merge_utils run``, on the tests' shrunk tiny profile (three tasks, few training
 images, one epoch, two seeds) on one core; the uninterrupted run they are compared with is the session's shared study,
@@ -103,14 +104,29 @@ def _debris(out: Path) -> list[str]:
     return [str(p) for p in out.rglob("*") if p.name.endswith((".tmp", ".old"))]
 
 
-def test_a_run_killed_mid_training_and_mid_grid_resumes_to_the_same_bytes(tmp_path, shared_study):
+def test_a_run_killed_then_stopped_resumes_to_the_uninterrupted_bytes(tmp_path, shared_study):
+    """One sequence, one resumed run: SIGKILL mid-training (no cleanup code runs), then SIGTERM mid-grid (what a
+    scheduler or a closing terminal sends: exit 143, one line saying what was kept, no traceback), then the same
+    command again, which finishes with the uninterrupted run's weights and tables, byte for byte, and no debris."""
     reference, resumed = shared_study, tmp_path / "resumed"
     _kill_when(resumed, _training, "killed mid-training")
     assert not (resumed / "results").exists()
-    _kill_when(resumed, lambda out: _in_grid(out) and _training(out), "killed mid-grid")
-    assert not (resumed / "results" / "merges.csv").exists()
-    _run(resumed)
 
+    process = subprocess.Popen(
+        _command(resumed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not _in_grid(resumed):
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "the run never finished training"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("terminated: run stopped"), stderr
+    assert not (resumed / "results" / "merges.csv").exists()
+
+    _run(resumed)
     expected, got = _record(reference), _record(resumed)
     assert sorted(got) == sorted(expected)
     assert {name for name in expected if name.startswith("results/")} >= {
@@ -121,22 +137,3 @@ def test_a_run_killed_mid_training_and_mid_grid_resumes_to_the_same_bytes(tmp_pa
     differ = [name for name in expected if got[name] != expected[name]]
     assert not differ, f"not the same as an uninterrupted run: {differ}"
     assert _debris(resumed) == [] and _debris(reference) == []
-
-
-def test_sigterm_stops_a_run_with_one_line_and_the_same_command_resumes(tmp_path, shared_study):
-    """SIGTERM (what a scheduler or a closing terminal sends) ends a run like Ctrl-C: exit 143, one line saying what
-    was kept, no traceback; running the same command again finishes with the uninterrupted run's tables."""
-    out = tmp_path / "run"
-    process = subprocess.Popen(_command(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not _training(out):
-        assert process.poll() is None, process.stderr.read()[-2000:]
-        assert time.monotonic() < deadline, "the run never saved its first adapter"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    stderr = process.communicate(timeout=120)[1]
-    assert process.returncode == 143, stderr[-2000:]
-    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("terminated: run stopped"), stderr
-    _run(out)
-    assert (out / "results" / "summary.csv").read_bytes() == (shared_study / "results" / "summary.csv").read_bytes()
-    assert not _debris(out)

@@ -6,11 +6,11 @@ from lora_merge_utils.cli import main
 from lora_merge_utils.course.plan import T4, Session, Sizes, chapter_plan, sizes_of
 
 
-def test_the_full_profile_fits_a_t4_session_and_the_book_two_hours():
+def test_the_full_profile_fits_a_t4_session_and_the_book_75_minutes():
     plan = chapter_plan(FULL, T4)
     assert len(plan) == 8
     assert plan["warm_minutes"].max() <= 25, plan[["chapter", "warm_minutes"]]
-    assert plan["warm_minutes"].sum() < 120, "the whole book, first downloads included"
+    assert plan["warm_minutes"].sum() <= 75, "the whole book in order with Drive, first downloads included"
     assert plan["peak_gpu_gb"].max() <= 12, "every chapter fits a T4 with room to spare"
     assert plan["download_mb"].sum() < 1700, "only the train and test splits are downloaded"
     assert (plan["alone_minutes"] >= plan["warm_minutes"] - 1e-9).all(), "a fresh runtime never does less"
@@ -18,10 +18,10 @@ def test_the_full_profile_fits_a_t4_session_and_the_book_two_hours():
 
 def test_full_profile_sizes_are_class_balanced_samples():
     sizes = sizes_of(FULL)
-    assert sizes.train["mnist"] == 2000 and sizes.test["mnist"] == 1000 and sizes.val["mnist"] == 500
-    assert sizes.train["resisc45"] == 44 * 45 and sizes.test["dtd"] == 21 * 47
+    assert sizes.train["mnist"] == 2000 and sizes.test["mnist"] == 500 and sizes.val["mnist"] == 500
+    assert sizes.train["resisc45"] == 44 * 45 and sizes.test["dtd"] == 10 * 47
     assert sizes.of("mnist", "test", 250) == 250 and sizes.of("dtd", "test", 250) == 5 * 47
-    assert sizes.of("mnist", "test", 5000) == 1000 and sizes.of("mnist", "test") == 1000
+    assert sizes.of("mnist", "test", 5000) == 500 and sizes.of("mnist", "test") == 500
 
 
 def test_a_session_decodes_each_split_once_and_reuses_what_is_saved():
@@ -39,6 +39,35 @@ def test_a_session_decodes_each_split_once_and_reuses_what_is_saved():
     warm.merges([("a",)], ["m"], cache=True)
     warm.merges([("a",)], ["m"], cache=True)
     assert warm.work["merges"] == 1 and warm.work["evaluated"] == 50
+
+
+def test_a_later_chapter_reads_the_features_and_adapter_results_an_earlier_one_saved():
+    sizes = Sizes({"a": 100}, {"a": 30}, {"a": 50}, {"a": 10})
+    profile = TINY.replace(tasks=("a",), seeds=1)
+    earlier = Session(profile, sizes)
+    earlier.singles()
+    assert earlier.work["evaluated"] == 100 + 30 + 50 + 50, "features of every split, the adapter on test once"
+    later = Session(profile, sizes, saved=earlier.saved)
+    later.singles()
+    later.features("a", "train")
+    assert sum(later.work.values()) == 0, "nothing decoded, nothing evaluated"
+    later.singles("val")
+    assert later.work["evaluated"] == 30 and later.work["decoded"] == 30, "the adapter on val, once"
+    alone = Session(profile, sizes)
+    alone.singles()
+    assert alone.work == earlier.work, "a fresh runtime does it all again"
+
+
+def test_dense_float64_svds_are_priced_at_the_gpu_s_float64_rate():
+    from lora_merge_utils.course.plan import Spec, dense_svd_seconds, svd_flops
+
+    flops = 12 * (svd_flops(2304, 768) + svd_flops(768, 768) + 2 * svd_flops(3072, 768))  # ViT-B/16's 48 layers
+    assert dense_svd_seconds(FULL, 1, T4) == flops / T4.float64
+    assert 5 < dense_svd_seconds(FULL, 1, T4) < 60 and dense_svd_seconds(TINY, 1, T4) < 0.1
+    sizes = Sizes({"a": 100, "b": 20}, {"a": 30, "b": 30}, {"a": 50, "b": 50}, {"a": 10, "b": 10})
+    session = Session(FULL.replace(tasks=("a", "b"), seeds=1), sizes)
+    session.merges([("a", "b")], [Spec("iso_c_full", svd_sets=(0, 1)), Spec("iso_cts_full", svd_sets=(1, 1))])
+    assert session.svd_sets == 1 + 3, "Iso-C: the sum's; Iso-CTS: the sum's and each task's"
 
 
 def test_plan_command_prints_every_chapter(capsys):

@@ -18,6 +18,8 @@ import nbformat
 import pytest
 import yaml
 
+pytestmark = pytest.mark.repository  # reads only the repository's own files
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 URL = CONFIG["repository"]["url"].rstrip("/")

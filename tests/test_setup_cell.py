@@ -14,6 +14,8 @@ import torch
 
 from .test_book import CONFIG, EXECUTE
 
+pytestmark = pytest.mark.repository  # reads only the repository's own files
+
 URL = CONFIG["repository"]["url"].rstrip("/")
 SOURCE = EXECUTE.setup_source()
 BEFORE_IMPORT = SOURCE.split("import lora_merge_utils as lmu")[0]
@@ -47,8 +49,12 @@ class FakeColab:
         code, stderr = self.answers.pop(0)
         return subprocess.CompletedProcess(command, code, stdout="", stderr=stderr)
 
-    def run(self, use_drive: bool = False) -> None:
-        source = BEFORE_IMPORT.replace("USE_DRIVE = False", f"USE_DRIVE = {use_drive}")
+    def run(self, use_drive: bool | None = None) -> None:
+        """The cell as a student runs it: as shipped (``None``), or with ``USE_DRIVE`` set to ``use_drive``."""
+        source = BEFORE_IMPORT
+        if use_drive is not None:
+            assert "USE_DRIVE = True  #" in source, "the shipped cell keeps artifacts on Drive"
+            source = source.replace("USE_DRIVE = True  #", f"USE_DRIVE = {use_drive}  #")
         exec(compile(source, "setup cell", "exec"), {})
 
 
@@ -97,11 +103,11 @@ def test_a_runtime_without_a_gpu_is_told_how_to_switch_before_any_work(monkeypat
     assert "Runtime > Change runtime type > T4 GPU" in out and out.index("⚠") < out.index("installed")
 
 
-def test_drive_switched_on_then_off_uses_local_storage_again(monkeypatch):
+def test_drive_is_on_as_shipped_and_switched_off_uses_local_storage_again(monkeypatch):
     import os
 
     colab = FakeColab(monkeypatch, [OK, OK])
-    colab.run(use_drive=True)
+    colab.run()  # as shipped: Drive keeps what each chapter trains for the next, on a fresh runtime
     assert colab.mounted == ["/content/drive"]
     assert os.environ["LORA_BOOK_ARTIFACTS"] == "/content/drive/MyDrive/lora-merge-book"
     colab.run(use_drive=False)  # the student sets USE_DRIVE = False and runs the cell again, same runtime

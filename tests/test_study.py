@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lora_merge_utils import Study, run_study
-from lora_merge_utils.evaluation import merge_combinations, pairwise_matrix, summarize_merges
+from lora_merge_utils.evaluation import SINGLE_ADAPTER, merge_combinations, pairwise_matrix, summarize_merges
 
 from .helpers import MINI_METHODS
 
@@ -120,19 +120,70 @@ def test_merge_scores_are_cached_per_merge_and_shared_between_requests(study_run
     pd.testing.assert_frame_equal(again, pairs)
 
 
-def test_a_split_is_decoded_once_per_session(study_run, mini_profile):
+def test_a_split_is_decoded_once_per_session_and_its_features_computed_once(own_root, mini_profile):
     from lora_merge_utils.instrumentation.workload import work_done
 
-    root, _ = study_run
-    study = Study.open(mini_profile, root, progress=False)
+    study = Study.open(mini_profile, own_root, progress=False)
     first = study.dataset("digits", "test")
     assert study.dataset("digits", "test") is first
     sample = study.dataset("digits", "test", images=20)
     assert len(sample) == 20 and study.dataset("digits", "test", images=20) is sample
+    saved = study.store.features_path("digits", "test", len(first))
+    assert saved.is_file(), "the run saved the features it computed"
+    saved.unlink()
     start = work_done()["evaluated"]
-    study.features("digits", "test")
+    features, labels = study.features("digits", "test")
     study.features("digits", "test")
     assert work_done()["evaluated"] - start == len(first), "features are computed once"
+    later = Study.open(mini_profile, own_root, progress=False)  # a later chapter
+    again = later.features("digits", "test")
+    assert work_done()["evaluated"] - start == len(first), "and read back by the sessions after"
+    assert torch.equal(again[0], features) and torch.equal(again[1], labels)
+    saved.write_bytes(b"not safetensors")
+    assert torch.equal(Study.open(mini_profile, own_root, progress=False).features("digits", "test")[0], features)
+    assert work_done()["evaluated"] - start == 2 * len(first), "a damaged file is computed again"
+
+
+def test_an_adapter_s_own_results_are_scored_once_and_read_back(own_root, mini_profile):
+    from lora_merge_utils.instrumentation.workload import work_done
+
+    study = Study.open(mini_profile, own_root, progress=False)
+    start = work_done()["evaluated"]
+    table = study.singles_table()
+    assert work_done()["evaluated"] == start, "training saved each adapter's test results; features are saved too"
+    val = study.singles_table(split="val", seeds=0)
+    first = work_done()["evaluated"] - start
+    assert first > 0
+    pd.testing.assert_frame_equal(study.singles_table(split="val", seeds=0), val)
+    assert work_done()["evaluated"] - start == first, "scored once, then read back"
+    assert set(table["task"]) == set(mini_profile.tasks)
+    assert study.single_store("digits", 0).get(("digits",), SINGLE_ADAPTER) is not None
+    from lora_merge_utils.artifacts import save_head
+
+    save_head(torch.nn.Linear(96, 10), study.store.adapter_dir("digits", 0) / "head.safetensors")
+    assert study.single_store("digits", 0).get(("digits",), SINGLE_ADAPTER) is None, "other weights, no old results"
+
+
+@pytest.mark.subprocess
+def test_adapters_trained_side_by_side_are_the_ones_trained_one_after_another(
+    tmp_path, shared_study, mini_profile, monkeypatch
+):
+    """Two worker processes of one thread each give the same bytes as one process on one thread (the shared study,
+    built that way), and hand their work tallies back."""
+    from lora_merge_utils.instrumentation.workload import work_done
+
+    monkeypatch.setattr("lora_merge_utils.study.job_slots", lambda device: 2)
+    study = Study.open(mini_profile, tmp_path / "side-by-side", progress=False)
+    for task in mini_profile.tasks:
+        study.ensure_head(task)
+    start = work_done()["trained"]
+    dirs = study.ensure_adapters(list(mini_profile.tasks))
+    expected = sum(len(study.task(t).train) for t in mini_profile.tasks) * mini_profile.train.adapter_epochs * 2
+    assert work_done()["trained"] - start == expected
+    for (task, seed), directory in dirs.items():
+        reference = shared_study / "adapters" / task / f"seed-{seed}"
+        for name in ("adapter_model.safetensors", "head.safetensors"):
+            assert (directory / name).read_bytes() == (reference / name).read_bytes(), (task, seed, name)
 
 
 def test_a_chapter_check_stops_the_tiny_world_warns_on_real_data_and_is_skipped_by_the_smoke(capsys, tmp_path):
