@@ -39,15 +39,17 @@ WORK_MARK = "LORA_BOOK_WORK "
 
 SETUP = """\
 # Setup. On Colab: check for a GPU, install this book's package at the version these pages were made with (Colab's
-# own torch is kept) and, with USE_DRIVE = True, keep trained adapters and the datasets' samples on Google Drive, so
-# that every chapter opened later starts from what earlier chapters trained and downloaded. Everywhere: pick the
-# profile (tiny on a CPU, full on a Colab GPU) and say what this run uses.
+# own torch is kept) and keep trained adapters and the datasets' samples on Google Drive, so that every chapter
+# opened later, on a fresh runtime, starts from what earlier chapters trained and downloaded instead of doing it again
+# (a chapter opened first trains what it needs; `plan --profile full` gives both times). Colab asks once per runtime
+# for access to Drive; to decline, set USE_DRIVE = False: everything then stays on this runtime's disk and goes with
+# it. Everywhere: pick the profile (tiny on a CPU, full on a Colab GPU) and say what this run uses.
 import importlib.util
 import os
 import subprocess
 import sys
 
-USE_DRIVE = False  # True: mount Google Drive and keep artifacts and data in MyDrive/lora-merge-book
+USE_DRIVE = True  # False: no Google Drive; this runtime's disk only
 PACKAGE = {package}  # this book's package on PyPI ({package_note})
 REPO_URL = "{url}"  # forks: see scripts/set_repository.py
 BOOK_REF = "{ref}"  # the tag these pages were made with; "main" for the newest code
@@ -247,11 +249,12 @@ def execute(path: Path, timeout: int) -> float:
     return seconds
 
 
-def smoke_environment(directory: Path) -> dict[str, str]:
-    """The environment of a full-profile smoke run whose stand-ins and artifacts live under ``directory``."""
+def smoke_environment(directory: Path, standins: Path | None = None) -> dict[str, str]:
+    """The environment of a full-profile smoke run whose artifacts live under ``directory``, and its stand-ins too
+    unless ``standins`` names a folder of them (built there if missing, so that several runs share one build)."""
     from lora_merge_utils.data.standins import build_standins
 
-    env = build_standins(directory / "standins")
+    env = build_standins(standins or directory / "standins")
     base = {key: value for key, value in os.environ.items() if not key.startswith("LORA_BOOK_")}
     return (
         base
@@ -285,6 +288,13 @@ def main() -> None:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
     parser.add_argument(
+        "--times",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write each chapter's seconds to FILE as JSON (benchmarks/benchmark_limit.py --measured reads it)",
+    )
+    parser.add_argument(
         "--keep-artifacts",
         action="store_true",
         help="reuse notebooks/artifacts (by default a full run starts from cold, as a new reader does)",
@@ -301,7 +311,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     paths = [p.resolve() for p in args.notebooks] or sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
-    total = 0.0
+    total, times = 0.0, {}
     if args.full_smoke is not None:
         directory = args.full_smoke.resolve()
         shutil.rmtree(directory / "artifacts", ignore_errors=True)
@@ -309,6 +319,7 @@ def main() -> None:
         for path in paths:
             seconds, work, _ = smoke_chapter(path, env, args.timeout)
             total += seconds
+            times[path.name] = round(seconds, 1)
             print(f"{path.name}: {seconds:.0f} s, work {json.dumps(work)}", flush=True)
     else:
         if not args.notebooks and not args.keep_artifacts:
@@ -317,8 +328,11 @@ def main() -> None:
         for path in paths:
             seconds = execute(path, args.timeout)
             total += seconds
+            times[path.name] = round(seconds, 1)
             print(f"{path.name}: {seconds:.0f} s", flush=True)
     print(f"all {len(paths)} notebooks: {total:.0f} s", file=sys.stdout)
+    if args.times is not None:
+        args.times.write_text(json.dumps(times, indent=1) + "\n")
 
 
 if __name__ == "__main__":
