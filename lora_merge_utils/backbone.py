@@ -109,7 +109,8 @@ def create_backbone(profile: Profile | str | None = None, pretrained: bool = Tru
         profile: A :class:`~lora_merge_utils.profiles.Profile` or its name (default: the environment's profile).
         pretrained: ``False`` gives the same architecture randomly initialised (the control of chapter 1).
 
-    The returned model is in eval mode with every parameter frozen. Its attribute ``lora_book_identity`` is a
+    The returned model is in eval mode with every parameter frozen; a random one is drawn from the profile's seed, the
+    same on every run. Its attribute ``lora_book_identity`` is a
     fingerprint of its weights: adapters remember it, and merging refuses adapters of different backbones.
 
     Example:
@@ -122,12 +123,17 @@ def create_backbone(profile: Profile | str | None = None, pretrained: bool = Tru
     """
     profile = get_profile(profile)
     spec = profile.backbone
-    if spec.weights.startswith(ASSET_PREFIX):
-        model = timm.create_model(spec.model_name, pretrained=False, num_classes=0, **spec.overrides)
-        if pretrained:
-            _load_asset_weights(model, spec.weights[len(ASSET_PREFIX) :])
-    else:
-        model = _create_from_timm(spec, pretrained)
+    # A random initialisation (the control of chapter 1) is drawn from the profile's seed, not from whatever the
+    # caller's random state happens to be: the same weights on every run.
+    with torch.random.fork_rng(devices=[], enabled=not pretrained):
+        if not pretrained:
+            torch.manual_seed(profile.train.seed)
+        if spec.weights.startswith(ASSET_PREFIX):
+            model = timm.create_model(spec.model_name, pretrained=False, num_classes=0, **spec.overrides)
+            if pretrained:
+                _load_asset_weights(model, spec.weights[len(ASSET_PREFIX) :])
+        else:
+            model = _create_from_timm(spec, pretrained)
     model.eval()
     model.requires_grad_(False)
     model.lora_book_identity = f"{spec.model_name}@{state_dict_fingerprint(model)}"

@@ -70,3 +70,16 @@ def test_missing_local_weights_file(tmp_path):
     profile = FULL.replace(backbone=BackboneSpec(FULL.backbone.model_name, str(tmp_path / "nope.safetensors"), SMALL))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         create_backbone(profile)
+
+
+def test_a_randomly_initialised_backbone_is_the_same_on_every_run():
+    """Chapter 1's control: drawn from the profile's seed, whatever random numbers were drawn before."""
+    import torch
+
+    from lora_merge_utils import TINY, create_backbone
+
+    first = create_backbone(TINY, pretrained=False)
+    torch.rand(1000)  # the caller's random state moves on
+    again = create_backbone(TINY, pretrained=False)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    assert not torch.equal(first.state_dict()["cls_token"], create_backbone(TINY).state_dict()["cls_token"])
