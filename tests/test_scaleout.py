@@ -76,7 +76,9 @@ def _launch(base: Path, out: Path) -> list[str]:
 
 
 def _weights(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.glob("*/*/**/*.safetensors"))}
+    """The trained weights: every adapter's and head's (saved features are not weights)."""
+    files = sorted(root.glob("adapters/**/*.safetensors")) + sorted(root.glob("heads/**/*.safetensors"))
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
 
 
 def _rank(process) -> str | None:
