@@ -46,10 +46,10 @@ from .exercises import EXERCISES, chapter_exercises, compare
 ANSWER_MARK = "LORA_BOOK_ANSWER "
 READ_TAG = "grader-read"
 STUDENT_ID_VARIABLE = "STUDENT_ID"
-CHAPTER_SECONDS = {0: 27, 1: 66, 2: 321, 3: 68, 4: 211, 5: 776, 6: 635, 7: 40}
-"""Each chapter's time from cold in the tiny profile on a 2-core CPU (``make notebooks``), which the default time
-limits are set from. Chapter 6's is a lower bound of its time from cold: its run after its rank sweep moved to every
-seed (its 36 new adapters trained, its other scores cached, 581 s) plus the 54 s its relabelled tasks' triples added."""
+CHAPTER_SECONDS = {0: 24, 1: 55, 2: 266, 3: 46, 4: 83, 5: 395, 6: 310, 7: 39}
+"""Each chapter's time from cold in the tiny profile on a 2-core CPU (``make notebooks``: adapters trained side by
+side, one thread each), which the default time limits are set from; measured on a machine whose speed varied by half
+within an hour, at its slower speed, so the limits keep their margin."""
 
 
 def default_timeouts(chapter: int) -> tuple[int, int]:
