@@ -280,7 +280,9 @@ def save_features(path: Path, features: torch.Tensor, labels: torch.Tensor, iden
     computed from: backbone, data, device, code) in the file's metadata; :func:`load_features` reads them back only
     for the same identity."""
     tensors = {"features": features.detach().cpu().contiguous(), "labels": labels.detach().cpu().contiguous()}
-    write_atomic(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=dict(identity)))
+    # one metadata entry, its keys sorted: safetensors writes several entries in an order that varies between runs
+    metadata = {"identity": json.dumps(dict(identity), sort_keys=True)}
+    write_atomic(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def load_features(path: Path, identity: dict[str, str]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -291,7 +293,8 @@ def load_features(path: Path, identity: dict[str, str]) -> tuple[torch.Tensor, t
         return None
     try:
         with safe_open(str(path), framework="pt") as saved:
-            if saved.metadata() != dict(identity) or set(saved.keys()) != {"features", "labels"}:
+            stored = json.loads((saved.metadata() or {}).get("identity", "null"))
+            if stored != dict(identity) or set(saved.keys()) != {"features", "labels"}:
                 return None
             features, labels = saved.get_tensor("features"), saved.get_tensor("labels")
     except (SafetensorError, OSError, ValueError):

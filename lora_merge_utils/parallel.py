@@ -27,7 +27,8 @@ from ._progress import tqdm
 from .instrumentation.workload import KINDS, count, reset_work, work_done
 
 JOBS_ENV_VAR = "LORA_BOOK_JOBS"
-"""Caps how many jobs run at a time on a CPU (default: one per thread torch may use)."""
+"""The environment variable that caps how many jobs run at a time on a CPU; without it, one job runs per thread torch
+may use."""
 
 PASSED_ON = tuple(kind for kind in KINDS if kind != "decoded")
 """The work tallies a worker hands back to its caller: everything but decoding, which each worker does again for
