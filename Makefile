@@ -49,9 +49,16 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 setup: $(VENV)/.installed
 
 # Colab's package versions (requirements/colab.txt) in an environment of their own, for tests/test_colab_versions.py.
+# Two steps, so that `make -j2 setup colab-venv` (.ci/run) unpacks both environments' wheels side by side: Colab's
+# pinned packages first, then this project, only once .venv has it (two editable builds at once would write the same
+# lora_merge_utils.egg-info).
 COLAB_VENV := .venv-colab
-$(COLAB_VENV)/.installed: pyproject.toml requirements/colab.txt
+$(COLAB_VENV)/.pinned: requirements/colab.txt
 	test -x $(COLAB_VENV)/bin/python || $(PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_VENV)/bin/python -m pip install --quiet -r requirements/colab.txt
+	touch $@
+
+$(COLAB_VENV)/.installed: pyproject.toml requirements/colab.txt $(COLAB_VENV)/.pinned | $(VENV)/.installed
 	$(COLAB_VENV)/bin/python -m pip install --quiet -c requirements/colab.txt -e '.[dev]'
 	touch $@
 

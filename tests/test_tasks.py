@@ -188,6 +188,17 @@ def test_decoded_once_gives_exactly_the_lazy_items(tmp_path, monkeypatch):
     assert subsample(lazy, None) is lazy and subsample(lazy, 1000) is lazy
 
 
+def test_normalising_in_place_gives_the_per_channel_formulas_bits_and_leaves_the_images_alone():
+    """The fast path of ``normalize`` must change no image: every byte value, against the per-channel formula."""
+    from lora_merge_utils.batches import MEAN, STD, normalize
+
+    images = torch.arange(256, dtype=torch.uint8).repeat(3, 1).view(1, 3, 16, 16)
+    kept = images.clone()
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    assert torch.equal(normalize(images), (images.float().div(255) - mean) / std)
+    assert torch.equal(images, kept)
+
+
 def test_a_generated_dataset_cache_with_changed_labels_is_built_again(tmp_path, monkeypatch):
     """Shifted labels under a valid safetensors header used to give 2% accuracy with exit 0: the cache records a
     checksum of its arrays and one that differs is rebuilt from the generator."""
