@@ -139,7 +139,8 @@ def floors(best: dict[str, float], measured: dict[str, float] | None) -> None:
         line = f"{row.notebook[:36]:36s} {row.trained:8d} {row.adapted:8d} {row.evaluated:10d} {floor:8.0f}"
         if measured and row.notebook in measured:
             total_measured += measured[row.notebook]
-            line += f" {measured[row.notebook]:10.0f} {measured[row.notebook] / floor:14.2f}"
+            ratio = f"{measured[row.notebook] / floor:14.2f}" if floor > 0 else f"{'(no counted work)':>14s}"
+            line += f" {measured[row.notebook]:10.0f} {ratio}"
         print(line)
     line = f"{'the book':36s} {'':8s} {'':8s} {'':10s} {total_floor:8.0f}"
     if measured:
