@@ -58,7 +58,7 @@ $(COLAB_VENV)/.pinned: requirements/colab.txt
 	$(COLAB_VENV)/bin/python -m pip install --quiet -r requirements/colab.txt
 	touch $@
 
-$(COLAB_VENV)/.installed: pyproject.toml requirements/colab.txt $(COLAB_VENV)/.pinned | $(VENV)/.installed
+$(COLAB_VENV)/.installed: pyproject.toml $(COLAB_VENV)/.pinned | $(VENV)/.installed
 	$(COLAB_VENV)/bin/python -m pip install --quiet -c requirements/colab.txt -e '.[dev]'
 	touch $@
 

@@ -23,13 +23,11 @@ STD = (0.5, 0.5, 0.5)
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``[N, 3, H, W]`` in [0, 255] -> float normalised like the backbone's pretraining (mean = std = 0.5)."""
-    if MEAN.count(MEAN[0]) == 3 and STD.count(STD[0]) == 3:
-        # One float copy changed in place: the same operations as the per-channel form below, so the same bits, in a
-        # third of the time for 224-px batches (four full-size temporaries were allocated and filled there).
-        return images.to(torch.float32, copy=True).div_(255).sub_(MEAN[0]).div_(STD[0])
     mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
-    return (images.float().div(255) - mean) / std
+    # One float copy changed in place: the same operations, so the same bits, as ``(x / 255 - mean) / std`` with a new
+    # tensor at each step, in a third of the time for 224-px batches (the copy keeps the caller's images unchanged).
+    return images.to(torch.float32, copy=True).div_(255).sub_(mean).div_(std)
 
 
 class InMemoryImages(Dataset):

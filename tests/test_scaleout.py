@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lora_merge_utils.distributed import WORLD_SIZE_VARIABLES, launched_processes
+from lora_merge_utils.evaluation import SINGLE_ADAPTER
 from lora_merge_utils.safe_io import FolderBusy, lock_held_by_launch, training_lock
 
 from .helpers import MINI_METHODS, MINI_OVERRIDES
@@ -86,7 +87,7 @@ def _merge_entries(scores: Path) -> list[Path]:
     entries = []
     for path in scores.glob("*.json"):
         try:
-            if json.loads(path.read_text()).get("method") != "single adapter":
+            if json.loads(path.read_text()).get("method") != SINGLE_ADAPTER.method:
                 entries.append(path)
         except ValueError:  # being written: not there yet
             continue
