@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 LEVEL = 0.95
+VARIANCES = ("sum", "noise_corrected")
+"""How :class:`Bootstrap` adds the variance parts of an interval (see its docstring)."""
 
 
 def pack(correct: Sequence[bool] | np.ndarray) -> str:
@@ -48,16 +50,21 @@ class Bootstrap:
     """The uncertainty model of one study's tables: ``replicates`` seeded draws of each task's test images (shared by
     every statistic computed from it, so differences between methods are paired), and the tasks and seeds whose
     delete-one jackknife gives the rest of the variance. ``resample_tasks=False`` leaves tasks out (for one task's
-    own interval)."""
+    own interval). ``variance`` says how the parts are added: ``"sum"`` adds the three as they are;
+    ``"noise_corrected"`` counts each row's own noise once (:mod:`lora_merge_utils.row_noise`), which the task and
+    seed jackknifes and the image bootstrap otherwise each count again."""
 
     test_sizes: dict[str, int]
     seeds: Sequence[int]
     replicates: int = 1000
     seed: int = 0
     resample_tasks: bool = True
+    variance: str = "sum"
     _counts: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        if self.variance not in VARIANCES:
+            raise ValueError(f"Unknown variance {self.variance!r}; use one of {', '.join(VARIANCES)}.")
         rng = np.random.default_rng(self.seed)
         self.tasks = list(self.test_sizes)
         self.seeds = list(self.seeds)
@@ -259,9 +266,30 @@ def _interval(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootst
         seed_var, used = _jackknife(statistic, [tuple(s != seed for s in seeds_of) for seed in seeds])
         if not np.isfinite(df):
             df = used - 1
+    if boot.variance == "noise_corrected" and clusters:
+        image_var, task_var, seed_var = _noise_corrected(
+            parts, observed, tasks_of, seeds_of, tasks, seeds, task_var, seed_var, (image_var, task_var, seed_var)
+        )
     se = float(np.sqrt(image_var + task_var + seed_var))
     q = float(student.ppf((1 + level) / 2, df)) if np.isfinite(df) else float(student.ppf((1 + level) / 2, 1e9))
     return Estimate(point, point - q * se, point + q * se, se, df, clusters, image_var, task_var, seed_var)
+
+
+def _noise_corrected(parts, observed, tasks_of, seeds_of, tasks, seeds, task_var, seed_var, fallback):
+    """``(noise, tasks' part, seeds' part)``: each jackknife less the rows' noise it is expected to contain, at least
+    zero, and that noise counted once instead of the image bootstrap (:mod:`lora_merge_utils.row_noise`); ``fallback``
+    where the rows give no noise estimate."""
+    from .row_noise import jackknife_noise, linearise, noise_covariance
+
+    lin = linearise(observed)
+    noise = noise_covariance([rows for rows, _ in parts], lin)
+    if noise is None:
+        return fallback
+    task_keeps = [np.concatenate([[task not in m for m in members] for members in tasks_of]) for task in tasks]
+    seed_keeps = [np.concatenate([s != seed for s in seeds_of]) for seed in seeds]
+    task_part = max(0.0, task_var - jackknife_noise(noise, lin, task_keeps))
+    seed_part = max(0.0, seed_var - jackknife_noise(noise, lin, seed_keeps)) if len(seeds) > 1 else 0.0
+    return noise.form(lin.w), task_part, seed_part
 
 
 def estimate(rows: pd.DataFrame, metric: str, boot: Bootstrap, level: float = LEVEL) -> Estimate:

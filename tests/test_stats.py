@@ -104,3 +104,94 @@ def test_holm_reads_verdicts_as_one_family():
         "beside an unclear verdict, p = 0.046 does not clear 0.05 / 2"
     )
     assert "once corrected" in verdict(weak, "triples", "the floor", resolved=False)
+
+
+def test_noise_corrected_intervals_count_each_rows_noise_once():
+    """Two methods that differ by nothing but their rows' own noise: summing the task jackknife, the seed jackknife
+    and the image bootstrap counts that noise about five times (each row sits in two or three tasks' deletions); the
+    noise-corrected interval counts it once, so it is much narrower, and a mean's interval barely changes."""
+    rng = np.random.default_rng(11)
+    rows_a, rows_b, names = simulated_grid(rng, references=True)
+    sizes = {t: 100 for t in names}
+    plain = Bootstrap(sizes, seeds=[0, 1, 2], replicates=200)
+    corrected = Bootstrap(sizes, seeds=[0, 1, 2], replicates=200, variance="noise_corrected")
+    gap_sum, gap_once = difference(rows_b, rows_a, "accuracy", plain), difference(rows_b, rows_a, "accuracy", corrected)
+    assert gap_once.value == gap_sum.value and gap_once.se < 0.8 * gap_sum.se, (gap_once, gap_sum)
+    assert gap_once.image_var > 0 and gap_once.low < gap_once.value < gap_once.high
+    mean_sum, mean_once = estimate(rows_a, "gain_kept", plain), estimate(rows_a, "gain_kept", corrected)
+    assert 0.7 < mean_once.se / mean_sum.se <= 1.0, "a mean's variance is the tasks', which stays"
+    with pytest.raises(ValueError, match="Unknown variance"):
+        Bootstrap(sizes, seeds=[0], variance="robust")
+
+
+def test_noise_corrected_falls_back_to_the_sum_without_a_full_table_of_seeds():
+    rng = np.random.default_rng(12)
+    rows_a, rows_b, names = simulated_grid(rng, seeds=1)
+    sizes = {t: 100 for t in names}
+    plain = difference(rows_b, rows_a, "accuracy", Bootstrap(sizes, seeds=[0], replicates=100))
+    corrected = difference(
+        rows_b, rows_a, "accuracy", Bootstrap(sizes, seeds=[0], replicates=100, variance="noise_corrected")
+    )
+    assert (plain.low, plain.high) == (corrected.low, corrected.high), "one seed: no noise estimate, no correction"
+
+
+def test_jackknife_noise_is_the_trace_of_the_jackknife_form_times_the_noise_covariance():
+    """On a small paired design, the sparse forms equal their dense definitions: ``trace(Q S)`` with ``Q`` the
+    delete-one-task jackknife's quadratic form of the linearised statistic and ``S`` the estimated noise covariance."""
+    from lora_merge_utils.row_noise import jackknife_noise, linearise, noise_covariance
+
+    rng = np.random.default_rng(13)
+    rows_a, rows_b, names = simulated_grid(rng, tasks=4, seeds=2, images=40)
+    values = [(row_values(rows_b, "accuracy"), 1.0), (row_values(rows_a, "accuracy"), -1.0)]
+    lin = linearise(values)
+    noise = noise_covariance([rows_b, rows_a], lin)
+    assert noise is not None and len(noise.first) == len(rows_a), "each row of b is matched with its row of a"
+    dense = np.diag(noise.variance)
+    dense[noise.first, noise.second] = dense[noise.second, noise.first] = noise.covariance
+    assert noise.form(lin.w) == pytest.approx(lin.w @ dense @ lin.w)
+    members = [set(m.split("+")) for m in pd.concat([rows_b, rows_a])["members"]]
+    keeps = [np.array([t not in m for m in members]) for t in names]
+    weights = []
+    for keep in keeps:
+        w = np.where(keep, lin.w, 0.0)
+        for part in (0, 1):
+            in_part = lin.part == part
+            w[in_part] *= in_part.sum() / (keep & in_part).sum()
+        weights.append(w)
+    weights = np.asarray(weights)
+    centred = weights - weights.mean(axis=0)
+    q = (len(keeps) - 1) / len(keeps) * centred.T @ centred
+    assert jackknife_noise(noise, lin, keeps) == pytest.approx(np.trace(q @ dense))
+
+
+def test_heterogeneity_recovers_how_much_a_methods_effect_differs_between_tasks():
+    from lora_merge_utils.coverage import heterogeneity
+
+    found = {}
+    for sd in (0.0, 0.6):
+        rows_a, rows_b, _ = simulated_grid(np.random.default_rng(14), images=400, method_task_sd=sd)
+        found[sd] = heterogeneity(
+            pd.concat(
+                [
+                    rows_a.assign(method="a"),
+                    rows_b.assign(method="b"),
+                ]
+            ).assign(accuracy=lambda t: row_values(t, "accuracy")),
+            "a",
+            "b",
+        )
+    assert found[0.0]["method x task"] < 0.1 < 0.25 < found[0.6]["method x task"], found
+    with pytest.raises(ValueError, match="rows of both"):
+        heterogeneity(rows_a.assign(method="a", accuracy=0.5), "a", "c")
+
+
+def test_simulate_intervals_measures_coverage_width_and_power():
+    from lora_merge_utils.coverage import simulate_intervals
+
+    table = simulate_intervals(studies=30, method_effect=0.2, method_task_sd=0.05).set_index(["variance", "kind"])
+    assert set(table.index) == {(v, k) for v in ("sum", "noise_corrected") for k in ("mean", "difference", "gain kept")}
+    assert (table["coverage"].between(0.0, 1.0)).all() and (table["width / spread"] > 0).all()
+    sum_gap, once_gap = table.loc[("sum", "difference")], table.loc[("noise_corrected", "difference")]
+    assert once_gap["width / spread"] < sum_gap["width / spread"] and once_gap["resolved"] >= sum_gap["resolved"]
+    with pytest.raises(ValueError, match="at least one study"):
+        simulate_intervals(studies=0)
