@@ -155,7 +155,8 @@ def simulate_intervals(
     One row per (variance, kind): ``coverage`` (how often the interval holds the truth), ``width / spread`` (the mean
     half-width over the 95th percentile of the estimate's distance from the truth: 1.0 is an interval exactly as
     wide as the evidence needs, an oracle's), and ``resolved`` (how often a difference's interval excludes 0: the
-    power at ``method_effect``, or the rate of false wins when it is 0). About 0.1 s a study and variance."""
+    power at ``method_effect``, or the rate of false wins when it is 0), with the ``truth`` and the number of
+    ``studies``. About 0.04 s a study for ``"noise_corrected"`` and 0.07 s for ``"sum"`` on one core."""
     if studies < 1:
         raise ValueError(f"simulate_intervals needs at least one study, got {studies}.")
     rng = np.random.default_rng(seed)
@@ -188,6 +189,7 @@ def simulate_intervals(
                 "coverage": float(np.mean((low <= truth[kind]) & (truth[kind] <= high))),
                 "width / spread": float(np.mean((high - low) / 2) / spread) if spread > 0 else float("nan"),
                 "resolved": float(np.mean((low > 0) | (high < 0))) if kind == "difference" else float("nan"),
+                "truth": truth[kind],
                 "studies": studies,
             }
         )

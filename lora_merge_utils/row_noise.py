@@ -85,9 +85,13 @@ class NoiseCovariance:
         return float((a * b * self.variance).sum() + cross.sum())
 
 
-def _keys(rows: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+def _codes(rows: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    """One integer per row, equal for rows that agree on every one of ``columns`` the frame has (as text, so that
+    lists and dicts compare by value)."""
     present = [c for c in columns if c in rows.columns]
-    return rows[present].astype(str).agg("|".join, axis=1)
+    if not present:
+        return np.zeros(len(rows), dtype=int)
+    return rows[present].astype(str).groupby(present, sort=False).ngroup().to_numpy()
 
 
 def noise_covariance(frames: list[pd.DataFrame], lin: Linearised) -> NoiseCovariance | None:
@@ -99,42 +103,41 @@ def noise_covariance(frames: list[pd.DataFrame], lin: Linearised) -> NoiseCovari
     start = 0
     for index, rows in enumerate(frames):
         stop = start + len(rows)
-        z = lin.z[start:stop]
-        ok = lin.w[start:stop] != 0
         if "seed" not in rows.columns:
             return None
-        table = pd.DataFrame({"unit": _keys(rows, UNIT_COLUMNS).to_numpy(), "seed": rows["seed"].to_numpy(), "z": z})
-        table = table[ok]
-        wide = table.pivot_table(index="unit", columns="seed", values="z", aggfunc="count")
-        units, seeds = wide.shape
-        if units < 2 or seeds < 2 or wide.isna().any().any() or (wide != 1).any().any():
+        ok = lin.w[start:stop] != 0
+        unit = _codes(rows, UNIT_COLUMNS)[ok]
+        seed = pd.factorize(rows["seed"].to_numpy()[ok])[0]
+        units, seeds = (int(unit.max()) + 1, int(seed.max()) + 1) if ok.any() else (0, 0)
+        if units < 2 or seeds < 2:
             return None
-        values = table.pivot(index="unit", columns="seed", values="z")
-        fitted = (
-            values.mean(axis=1).to_numpy()[:, None] + values.mean(axis=0).to_numpy()[None, :] - values.to_numpy().mean()
-        )
-        resid = pd.DataFrame(values.to_numpy() - fitted, index=values.index, columns=values.columns)
+        unit = pd.factorize(unit)[0]
+        units = int(unit.max()) + 1
+        counts = np.zeros((units, seeds), dtype=int)
+        np.add.at(counts, (unit, seed), 1)
+        if (counts != 1).any():  # a unit missing from a seed, or two rows of one unit in a seed
+            return None
+        table = np.zeros((units, seeds))
+        table[unit, seed] = lin.z[start:stop][ok]
+        resid = table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True) + table.mean()
         share[index] = (units - 1) * (seeds - 1) / (units * seeds)
         part_resid = np.zeros(stop - start)
-        part_resid[ok] = [resid.at[u, s] for u, s in zip(table["unit"], table["seed"])]
+        part_resid[ok] = resid[unit, seed]
         residuals[start:stop] = part_resid
-        variance[start:stop] = np.where(ok, float((resid.to_numpy() ** 2).mean()) / share[index], 0.0)
+        variance[start:stop] = np.where(ok, float((resid**2).mean()) / share[index], 0.0)
         start = stop
-    match = pd.concat(frames, ignore_index=True)
-    key = _keys(match, MATCH_COLUMNS).to_numpy()
+    key = _codes(pd.concat(frames, ignore_index=True), MATCH_COLUMNS)
+    key = np.where(lin.w != 0, key, -1 - np.arange(len(key)))  # rows of weight 0 match nothing
     order = np.argsort(key, kind="stable")
-    first, second = [], []
     sorted_keys = key[order]
-    boundaries = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1], True])
-    for lo, hi in zip(boundaries[:-1], boundaries[1:]):
+    bounds = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1], True])
+    first, second = [], []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
         if hi - lo > 1:
-            group = order[lo:hi]
+            group = np.sort(order[lo:hi])
             for i in range(len(group)):
-                for j in range(i + 1, len(group)):
-                    a, b = sorted((int(group[i]), int(group[j])))
-                    if lin.w[a] != 0 and lin.w[b] != 0:
-                        first.append(a)
-                        second.append(b)
+                first.extend([group[i]] * (len(group) - i - 1))
+                second.extend(group[i + 1 :])
     first, second = np.asarray(first, dtype=int), np.asarray(second, dtype=int)
     covariance = np.zeros(len(first))
     if len(first):

@@ -8,14 +8,22 @@ A result of the grid (one row per merge x method x scored task x training seed) 
 * **test images**: each task's test images are one sample (the same images for every row of that task: methods,
   merges and the single adapter are compared on the same images, paired).
 
-Every interval here is ``estimate ± t × SE`` with three variance parts added: a delete-one-**task** jackknife (the
-statistic recomputed without every row whose merge contains that task), a delete-one-**seed** jackknife, and a
-bootstrap of the **images** (tasks and seeds held). ``t`` is Student's quantile with one degree of freedom fewer
-than the tasks (a few clusters make a normal quantile too narrow). A simulation of this book's design (six tasks,
-three seeds, pairs and triples, known true values; :mod:`lora_merge_utils.coverage`, asserted by
-``tests/test_stats.py`` and printed by chapter 3) measures the coverage of the intervals at 95%: about 0.95 for a
-mean and more for a paired difference (conservative), where resampling only the scored task with percentile
-intervals, as the first editions did, covered about 0.78, and a crossed bootstrap of tasks about 0.85.
+Every interval here is ``estimate ± t × SE``. ``t`` is Student's quantile with one degree of freedom fewer than the
+tasks (a few clusters make a normal quantile too narrow). ``SE`` adds three variance parts, each counted once:
+
+* the **tasks'**: a delete-one-task jackknife (the statistic recomputed without every row whose merge contains that
+  task), less the rows' own noise it is expected to contain;
+* the **seeds'**: a delete-one-seed jackknife, less the same;
+* the rows' own **noise** (which test images a merged model gets right, and its adapters' training randomness),
+  measured from the rows themselves and counted once (:mod:`lora_merge_utils.row_noise`).
+
+A row sits in the deletions of two or three tasks, so a jackknife alone counts its noise several times over; the
+previous edition added the two jackknifes and a bootstrap of the images as they were (``Bootstrap(variance="sum")``),
+which counted it about five times, and made a paired difference's interval about 2.3 times wider than the evidence
+needs where tasks differ little in how two methods compare. Where the rows give no noise estimate (one seed, or a
+merge missing from a seed), the interval falls back to that sum. A simulation of this book's design with the
+heterogeneity of its own rows (:func:`lora_merge_utils.coverage.simulate_intervals`; chapter 3 prints it, and
+``benchmarks/benchmark_intervals.py`` prints more) measures each kind of interval's coverage and width.
 
 Rows store which test images were right as packed bits (:func:`pack`), so an image replicate's accuracy is a weighted
 count. A difference between two methods is "resolved" when its interval excludes zero; verdicts that are read
@@ -51,15 +59,15 @@ class Bootstrap:
     every statistic computed from it, so differences between methods are paired), and the tasks and seeds whose
     delete-one jackknife gives the rest of the variance. ``resample_tasks=False`` leaves tasks out (for one task's
     own interval). ``variance`` says how the parts are added: ``"sum"`` adds the three as they are;
-    ``"noise_corrected"`` counts each row's own noise once (:mod:`lora_merge_utils.row_noise`), which the task and
-    seed jackknifes and the image bootstrap otherwise each count again."""
+    ``"noise_corrected"`` (the default) counts each row's own noise once (:mod:`lora_merge_utils.row_noise`), which
+    the task and seed jackknifes and the image bootstrap otherwise each count again."""
 
     test_sizes: dict[str, int]
     seeds: Sequence[int]
     replicates: int = 1000
     seed: int = 0
     resample_tasks: bool = True
-    variance: str = "sum"
+    variance: str = "noise_corrected"
     _counts: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -130,11 +138,14 @@ class Estimate:
     """How many tasks the jackknife left out in turn (0 means the rows' tasks could not be resampled, e.g. one merge of
     every task; the interval then covers seeds and images only)."""
     image_var: float = float("nan")
-    """The images' part of ``se ** 2`` (the bootstrap of test images)."""
+    """The rows' own noise in ``se ** 2`` (their test images and training; :mod:`lora_merge_utils.row_noise`), or the
+    bootstrap of test images where the rows give no noise estimate."""
     task_var: float = float("nan")
-    """The tasks' part of ``se ** 2`` (the delete-one-task jackknife; 0 when tasks are not resampled)."""
+    """The tasks' part of ``se ** 2`` (the delete-one-task jackknife less the rows' noise; 0 when tasks are not
+    resampled)."""
     seed_var: float = float("nan")
-    """The training seeds' part of ``se ** 2`` (the delete-one-seed jackknife; 0 with one seed)."""
+    """The training seeds' part of ``se ** 2`` (the delete-one-seed jackknife less the rows' noise; 0 with one
+    seed)."""
 
     @property
     def resolved(self) -> bool:
@@ -244,13 +255,15 @@ def _interval(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootst
         return _nanmean(part, mask)
 
     observed = [(values(rows), sign) for rows, sign in parts]
-    replicated = [(values(rows, boot), sign) for rows, sign in parts]
 
     def statistic(*masks):
         return sum(sign * float(mean(part, mask)) for (part, sign), mask in zip(observed, masks))
 
+    def image_bootstrap() -> float:
+        replicated = [(values(rows, boot), sign) for rows, sign in parts]
+        return float(np.nanvar(sum(sign * mean(part) for part, sign in replicated), ddof=1))
+
     point = statistic(*[np.ones(len(rows), bool) for rows, _ in parts])
-    image_var = float(np.nanvar(sum(sign * mean(part) for part, sign in replicated), ddof=1))
     tasks_of = [_members(rows) for rows, _ in parts]
     seeds_of = [rows["seed"].to_numpy() for rows, _ in parts]
     task_var, seed_var, df, clusters = 0.0, 0.0, float("inf"), 0
@@ -266,25 +279,28 @@ def _interval(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootst
         seed_var, used = _jackknife(statistic, [tuple(s != seed for s in seeds_of) for seed in seeds])
         if not np.isfinite(df):
             df = used - 1
+    corrected = None
     if boot.variance == "noise_corrected" and clusters:
-        image_var, task_var, seed_var = _noise_corrected(
-            parts, observed, tasks_of, seeds_of, tasks, seeds, task_var, seed_var, (image_var, task_var, seed_var)
-        )
+        corrected = _noise_corrected(parts, observed, tasks_of, seeds_of, tasks, seeds, task_var, seed_var)
+    if corrected is None:
+        image_var = image_bootstrap()
+    else:
+        image_var, task_var, seed_var = corrected
     se = float(np.sqrt(image_var + task_var + seed_var))
     q = float(student.ppf((1 + level) / 2, df)) if np.isfinite(df) else float(student.ppf((1 + level) / 2, 1e9))
     return Estimate(point, point - q * se, point + q * se, se, df, clusters, image_var, task_var, seed_var)
 
 
-def _noise_corrected(parts, observed, tasks_of, seeds_of, tasks, seeds, task_var, seed_var, fallback):
+def _noise_corrected(parts, observed, tasks_of, seeds_of, tasks, seeds, task_var, seed_var):
     """``(noise, tasks' part, seeds' part)``: each jackknife less the rows' noise it is expected to contain, at least
-    zero, and that noise counted once instead of the image bootstrap (:mod:`lora_merge_utils.row_noise`); ``fallback``
+    zero, and that noise counted once instead of the image bootstrap (:mod:`lora_merge_utils.row_noise`); ``None``
     where the rows give no noise estimate."""
     from .row_noise import jackknife_noise, linearise, noise_covariance
 
     lin = linearise(observed)
     noise = noise_covariance([rows for rows, _ in parts], lin)
     if noise is None:
-        return fallback
+        return None
     task_keeps = [np.concatenate([[task not in m for m in members] for members in tasks_of]) for task in tasks]
     seed_keeps = [np.concatenate([s != seed for s in seeds_of]) for seed in seeds]
     task_part = max(0.0, task_var - jackknife_noise(noise, lin, task_keeps))
@@ -377,22 +393,32 @@ def intervals_for_display(summary: pd.DataFrame, digits: int = 3) -> pd.DataFram
     return shown
 
 
-def verdict(e: Estimate, better: str, worse: str, resolved: bool | None = None) -> str:
-    """Plain words for a paired difference ``better - worse``: which is ahead, or that it is not resolved.
-    ``resolved`` overrides the interval's own reading (e.g. with :func:`holm`'s verdict for a family).
+def verdict(e: Estimate, better: str, worse: str, resolved: bool | None = None, power: float = 0.8) -> str:
+    """Plain words for a paired difference ``better - worse``: which is ahead, or that it is not resolved, and the
+    smallest true difference this design would resolve with probability ``power``
+    (:meth:`Estimate.smallest_resolvable`; left out where ``e`` has no standard error), so that "not resolved" reads
+    as "smaller than that, or not there". ``resolved`` overrides the interval's own reading (e.g. with
+    :func:`holm`'s verdict for a family); the power stays the uncorrected one.
 
     Example:
-        >>> verdict(Estimate(0.02, 0.005, 0.035), "TIES", "averaging")
-        'TIES beats averaging by +0.020 [+0.005, +0.035]'
-        >>> verdict(Estimate(0.01, -0.004, 0.024), "TIES", "averaging")
-        'not resolved: +0.010 [-0.004, +0.024] includes 0'
+        >>> verdict(Estimate(0.02, 0.005, 0.035, 0.0058, 5), "TIES", "averaging")
+        'TIES beats averaging by +0.020 [+0.005, +0.035] (80% power from ±0.020)'
+        >>> verdict(Estimate(0.01, -0.004, 0.024, 0.0054, 5), "TIES", "averaging")
+        'not resolved: +0.010 [-0.004, +0.024] includes 0: smaller than ±0.019, or not there (80% power)'
         >>> verdict(Estimate(0.02, 0.001, 0.04), "TIES", "averaging", resolved=False)
         'not resolved once corrected for the other verdicts: +0.020 [+0.001, +0.040]'
     """
+    known = np.isfinite(e.se) and e.se > 0
+    smallest = f"±{e.smallest_resolvable(power):.3f}" if known else ""
+    share = f"{power:.0%}"
     if resolved is False and e.resolved:
-        return f"not resolved once corrected for the other verdicts: {e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
-    if e.low > 0:
-        return f"{better} beats {worse} by {e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
-    if e.high < 0:
-        return f"{worse} beats {better} by {-e.value:+.3f} [{-e.high:+.3f}, {-e.low:+.3f}]"
-    return f"not resolved: {e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}] includes 0"
+        text = f"not resolved once corrected for the other verdicts: {e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
+        return text + (f" ({share} power from {smallest} before the correction)" if known else "")
+    if e.low > 0 or e.high < 0:
+        sign = 1 if e.low > 0 else -1
+        first, second = (better, worse) if sign > 0 else (worse, better)
+        low, high = (e.low, e.high) if sign > 0 else (-e.high, -e.low)
+        text = f"{first} beats {second} by {sign * e.value:+.3f} [{low:+.3f}, {high:+.3f}]"
+        return text + (f" ({share} power from {smallest})" if known else "")
+    text = f"not resolved: {e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}] includes 0"
+    return text + (f": smaller than {smallest}, or not there ({share} power)" if known else "")

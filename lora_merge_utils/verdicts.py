@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import stats
+from . import row_noise, stats
 from .artifacts import read_json, write_json
 from .evaluation import code_version
 from .stats import LEVEL, Estimate, holm_p_values
@@ -42,10 +42,11 @@ CHAPTERS = (4, 5, 6)
 def verdicts_code_version() -> str:
     """A hash of the code a verdict depends on: the code that scores merges
     (:func:`~lora_merge_utils.evaluation.code_version`), the statistics that turn scores into estimates and p-values
-    (:mod:`~lora_merge_utils.stats`), and this module. A record written by other code is stale
-    (:func:`stale_chapters`), so an edit to the intervals or the tests asks for chapters 4-6 to run again too."""
+    (:mod:`~lora_merge_utils.stats` and :mod:`~lora_merge_utils.row_noise`), and this module. A record written by
+    other code is stale (:func:`stale_chapters`), so an edit to the intervals or the tests asks for chapters 4-6 to
+    run again too."""
     digest = hashlib.sha256(code_version().encode())
-    for module in (stats, sys.modules[__name__]):
+    for module in (stats, row_noise, sys.modules[__name__]):
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()[:16]
 
@@ -64,6 +65,9 @@ class Verdict:
     estimate: str = ""
     """The measurement as the chapter shows it, e.g. ``"+0.068 [+0.051, +0.084]"`` (a rank correlation for a
     permutation test)."""
+    resolvable: float | None = None
+    """The smallest true difference the chapter's design would resolve with 80% power (``None`` where the test gives
+    none, e.g. a permutation test)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.question, str) or not self.question.strip():
@@ -80,6 +84,9 @@ class Verdict:
             raise ValueError(f"the verdict {self.question!r} has p-value {self.p_value!r}; it must lie in [0, 1].")
         object.__setattr__(self, "p_value", p)  # plain Python types, so that the record is valid JSON
         object.__setattr__(self, "resolved_in_chapter", bool(self.resolved_in_chapter))
+        if self.resolvable is not None:
+            size = float(self.resolvable)
+            object.__setattr__(self, "resolvable", size if math.isfinite(size) else None)
 
     @classmethod
     def of(cls, question: str, e: Estimate, resolved_in_chapter: bool | None = None) -> Verdict:
@@ -89,7 +96,8 @@ class Verdict:
         if not np.isfinite(e.se):
             raise ValueError(f"{question!r}: the estimate has no finite standard error ({e}), so it has no p-value.")
         resolved = e.resolved if resolved_in_chapter is None else resolved_in_chapter
-        return cls(question, e.p_value, bool(resolved), f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]")
+        estimate = f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
+        return cls(question, e.p_value, bool(resolved), estimate, e.smallest_resolvable(0.8))
 
 
 def verdicts_file(root: Path | str, chapter: int) -> Path:
@@ -147,7 +155,8 @@ def read_verdicts(root: Path | str, chapters: tuple[int, ...] = CHAPTERS) -> tup
             raise ValueError(
                 f"{path} is not a record of verdicts ({error}); delete it and run chapter {chapter} again to write it."
             ) from None
-    columns = ["chapter", "name", "question", "p_value", "resolved_in_chapter", "estimate", "code_version"]
+    columns = ["chapter", "name", "question", "p_value", "resolved_in_chapter", "estimate", "resolvable"]
+    columns.append("code_version")
     return pd.DataFrame(rows, columns=columns), missing
 
 

@@ -41,6 +41,11 @@ def test_recorded_verdicts_are_read_back_with_the_chapters_still_missing(tmp_pat
     assert (row["chapter"], row["name"], row["question"]) == (4, "triples", "triples beat the floor")
     assert row["p_value"] == pytest.approx(e.p_value) and row["resolved_in_chapter"] == e.resolved
     assert row["estimate"] == "+0.030 [+0.004, +0.056]"
+    assert row["resolvable"] == pytest.approx(e.smallest_resolvable(0.8)) and row["resolvable"] > abs(e.value) > 0, (
+        "a verdict carries the smallest difference its design resolves with 80% power"
+    )
+    record_verdicts(tmp_path, 6, {"rho": Verdict("a rank correlation", 0.2, False, "rho = 0.1")})
+    assert math.isnan(read_verdicts(tmp_path)[0].set_index("chapter").loc[6, "resolvable"]), "a permutation test: none"
 
 
 def test_the_book_family_is_holm_over_every_chapter_and_only_removes_verdicts(tmp_path):
