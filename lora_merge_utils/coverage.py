@@ -196,15 +196,32 @@ def simulate_intervals(
     return pd.DataFrame(records)
 
 
+def _row_logit_slope() -> float:
+    """How much a row's logit accuracy moves per unit shift of its images' logits in the simulated design: the mean
+    over images of the logistic slope, over the slope at the row's accuracy (about 0.8: averaging over images of
+    varied difficulty compresses a shift)."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(64)
+    weights = weights / weights.sum()
+    p = 1 / (1 + np.exp(-(BASE_LOGIT - IMAGE_SD * nodes)))
+    mean = float((weights * p).sum())
+    return float((weights * p * (1 - p)).sum() / (mean * (1 - mean)))
+
+
 def heterogeneity(rows: pd.DataFrame, first: str, second: str) -> dict[str, float]:
-    """The book's own heterogeneity on the logit scale, from a merges table that scores methods ``first`` and
-    ``second`` on the same merges, tasks and seeds: ``method x task`` (how much ``second - first`` differs between
-    tasks) and ``task x seed`` (how much a task's rows of one method move together within a seed, beyond the seed),
-    each with the rows' own noise taken out (moment estimates, at least 0)."""
+    """The heterogeneity of a study's own rows, for :func:`simulated_grid`, from a merges table that scores methods
+    ``first`` and ``second`` once each on the same merges, tasks and at least two seeds: ``method x task`` (how much
+    ``second - first`` differs between tasks) and ``task x seed`` (how much a task's rows of one method move together
+    within a seed, beyond the seed), each with the rows' own noise taken out (moment estimates, at least 0). Measured
+    on the logit of each row's accuracy and returned on the simulation's scale, the logit of each image
+    (:func:`_row_logit_slope`)."""
     n = rows["num_images"].astype(float)
     accuracy = (rows["accuracy"] * n + 0.5) / (n + 1)  # no infinite logits at 0% or 100%
     table = rows.assign(logit=np.log(accuracy / (1 - accuracy)))
     key = ["members", "task", "seed"]
+    if table.duplicated([*key, "method"]).any():
+        raise ValueError("heterogeneity needs one row per merge, task, seed and method; pass one setting per method.")
+    if table["seed"].nunique() < 2:
+        raise ValueError("heterogeneity needs rows of at least two training seeds; a task x seed effect needs both.")
     wide = table.pivot_table(index=key, columns="method", values="logit")
     if first not in wide or second not in wide:
         raise ValueError(f"heterogeneity needs rows of both {first!r} and {second!r}; got {sorted(wide.columns)}.")
@@ -218,7 +235,10 @@ def heterogeneity(rows: pd.DataFrame, first: str, second: str) -> dict[str, floa
     cell_mean = cells.mean().unstack()
     interaction = cell_mean.sub(cell_mean.mean(axis=0), axis=1)
     seeds = cell_mean.shape[1]
-    within = float((cells.var(ddof=1) / cells.size()).mean())
+    # centring on each merge's mean leaves (seeds - 1) / seeds of the noise in a cell, and none of it in `between`'s
+    # expectation beyond what `within` measures once rescaled
+    within = float((cells.var(ddof=1) / cells.size()).mean()) * seeds / (seeds - 1)
     between = float((interaction.to_numpy() ** 2).sum() / ((cell_mean.shape[0] - 1) * (seeds - 1)))
-    task_seed = float(np.sqrt(max(0.0, between - within) * seeds / max(seeds - 1, 1)))
-    return {"method x task": method_task, "task x seed": task_seed}
+    task_seed = float(np.sqrt(max(0.0, between - within)))
+    slope = _row_logit_slope()
+    return {"method x task": method_task / slope, "task x seed": task_seed / slope}

@@ -106,13 +106,11 @@ def noise_covariance(frames: list[pd.DataFrame], lin: Linearised) -> NoiseCovari
         if "seed" not in rows.columns:
             return None
         ok = lin.w[start:stop] != 0
-        unit = _codes(rows, UNIT_COLUMNS)[ok]
+        unit = pd.factorize(_codes(rows, UNIT_COLUMNS)[ok])[0]  # the units of the rows that count, numbered 0..
         seed = pd.factorize(rows["seed"].to_numpy()[ok])[0]
         units, seeds = (int(unit.max()) + 1, int(seed.max()) + 1) if ok.any() else (0, 0)
         if units < 2 or seeds < 2:
             return None
-        unit = pd.factorize(unit)[0]
-        units = int(unit.max()) + 1
         counts = np.zeros((units, seeds), dtype=int)
         np.add.at(counts, (unit, seed), 1)
         if (counts != 1).any():  # a unit missing from a seed, or two rows of one unit in a seed
@@ -141,7 +139,8 @@ def noise_covariance(frames: list[pd.DataFrame], lin: Linearised) -> NoiseCovari
     first, second = np.asarray(first, dtype=int), np.asarray(second, dtype=int)
     covariance = np.zeros(len(first))
     if len(first):
-        # one covariance per pair of parts, pooled over their matched rows and scaled as the variances are
+        # one covariance per pair of parts, pooled over their matched rows and scaled as the variances are: exact
+        # where one part's units and seeds are among the other's (a paired difference, or pairs against all merges)
         parts = lin.part.max() + 1
         pair_of = lin.part[first] * parts + lin.part[second]
         for code in np.unique(pair_of):

@@ -302,6 +302,10 @@ def _noise_corrected(parts, observed, tasks_of, seeds_of, tasks, seeds, task_var
     if noise is None:
         return None
     task_keeps = [np.concatenate([[task not in m for m in members] for members in tasks_of]) for task in tasks]
+    sizes = np.cumsum([0] + [len(members) for members in tasks_of])
+    if any(not keep[a:b].any() for keep in task_keeps for a, b in zip(sizes[:-1], sizes[1:])):
+        # a task in every row of a part is never left out, so its images' draw is in no jackknife: keep the bootstrap
+        return None
     seed_keeps = [np.concatenate([s != seed for s in seeds_of]) for seed in seeds]
     task_part = max(0.0, task_var - jackknife_noise(noise, lin, task_keeps))
     seed_part = max(0.0, seed_var - jackknife_noise(noise, lin, seed_keeps)) if len(seeds) > 1 else 0.0
@@ -408,8 +412,9 @@ def verdict(e: Estimate, better: str, worse: str, resolved: bool | None = None, 
         >>> verdict(Estimate(0.02, 0.001, 0.04), "TIES", "averaging", resolved=False)
         'not resolved once corrected for the other verdicts: +0.020 [+0.001, +0.040]'
     """
-    known = np.isfinite(e.se) and e.se > 0
-    smallest = f"±{e.smallest_resolvable(power):.3f}" if known else ""
+    size = e.smallest_resolvable(power) if np.isfinite(e.se) and e.se > 0 else float("nan")
+    known = bool(np.isfinite(size))
+    smallest = f"±{size:.3f}" if known else ""
     share = f"{power:.0%}"
     if resolved is False and e.resolved:
         text = f"not resolved once corrected for the other verdicts: {e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"

@@ -162,23 +162,26 @@ def test_jackknife_noise_is_the_trace_of_the_jackknife_form_times_the_noise_cova
     assert jackknife_noise(noise, lin, keeps) == pytest.approx(np.trace(q @ dense))
 
 
-def test_heterogeneity_recovers_how_much_a_methods_effect_differs_between_tasks():
+def test_heterogeneity_recovers_the_simulated_designs_own_values():
+    """Averaged over simulated studies, the estimates' squares come near the variances the design was drawn with, on
+    the design's own scale (the logit of each image), and near zero where there is none."""
     from lora_merge_utils.coverage import heterogeneity
 
-    found = {}
-    for sd in (0.0, 0.6):
-        rows_a, rows_b, _ = simulated_grid(np.random.default_rng(14), images=400, method_task_sd=sd)
-        found[sd] = heterogeneity(
-            pd.concat(
-                [
-                    rows_a.assign(method="a"),
-                    rows_b.assign(method="b"),
-                ]
-            ).assign(accuracy=lambda t: row_values(t, "accuracy")),
-            "a",
-            "b",
-        )
-    assert found[0.0]["method x task"] < 0.1 < 0.25 < found[0.6]["method x task"], found
+    def mean_variance(method_task_sd: float, task_seed_sd: float) -> dict[str, float]:
+        found = []
+        for seed in range(8):
+            rows_a, rows_b, _ = simulated_grid(
+                np.random.default_rng(seed), images=400, method_task_sd=method_task_sd, task_seed_sd=task_seed_sd
+            )
+            both = pd.concat([rows_a.assign(method="a"), rows_b.assign(method="b")])
+            found.append(heterogeneity(both.assign(accuracy=row_values(both, "accuracy")), "a", "b"))
+        return {key: float(np.mean([f[key] ** 2 for f in found])) for key in found[0]}
+
+    none, some = mean_variance(0.0, 0.0), mean_variance(0.4, 0.3)
+    assert none["method x task"] < 0.01 and none["task x seed"] < 0.01, none
+    assert 0.5 * 0.16 < some["method x task"] < 1.5 * 0.16, some
+    assert 0.7 * 0.09 < some["task x seed"] < 1.3 * 0.09, some
+    rows_a, _, _ = simulated_grid(np.random.default_rng(0))
     with pytest.raises(ValueError, match="rows of both"):
         heterogeneity(rows_a.assign(method="a", accuracy=0.5), "a", "c")
 
@@ -193,3 +196,38 @@ def test_simulate_intervals_measures_coverage_width_and_power():
     assert once_gap["width / spread"] < sum_gap["width / spread"] and once_gap["resolved"] >= sum_gap["resolved"]
     with pytest.raises(ValueError, match="at least one study"):
         simulate_intervals(studies=0)
+
+
+def test_noise_estimate_falls_back_instead_of_failing_on_rows_that_do_not_count():
+    """A part whose counting rows all belong to one merge gives no noise estimate (None), whatever the unit of a row
+    of weight 0 (a value that is not finite) would have been."""
+    from lora_merge_utils.row_noise import linearise, noise_covariance
+
+    rows = pd.DataFrame({"members": ["a+b", "a+b", "a+c", "a+c"], "task": "a", "seed": [0, 1, 0, 1]})
+    lin = linearise([(np.array([np.nan, np.nan, 0.8, 0.9]), 1.0)])
+    assert noise_covariance([rows], lin) is None
+
+
+def test_a_task_in_every_row_keeps_the_image_bootstrap():
+    """Rows that all contain one task never leave it out, so its test images' draw is in no jackknife: the interval
+    keeps the sum of parts, image bootstrap included, rather than drop that variance."""
+    rng = np.random.default_rng(15)
+    rows_a, _, names = simulated_grid(rng)
+    with_t0 = rows_a[rows_a["members"].str.split("+").map(lambda m: "t0" in m)]
+    sizes = {t: 100 for t in names}
+    corrected = estimate(with_t0, "accuracy", Bootstrap(sizes, seeds=[0, 1, 2], replicates=200))
+    summed = estimate(with_t0, "accuracy", Bootstrap(sizes, seeds=[0, 1, 2], replicates=200, variance="sum"))
+    assert (corrected.low, corrected.high) == (summed.low, summed.high)
+
+
+def test_heterogeneity_refuses_what_it_cannot_estimate():
+    from lora_merge_utils.coverage import heterogeneity
+
+    rows_a, rows_b, _ = simulated_grid(np.random.default_rng(16), seeds=1)
+    both = pd.concat([rows_a.assign(method="a"), rows_b.assign(method="b")]).assign(accuracy=0.8)
+    with pytest.raises(ValueError, match="two training seeds"):
+        heterogeneity(both, "a", "b")
+    rows_a, rows_b, _ = simulated_grid(np.random.default_rng(16))
+    twice = pd.concat([rows_a.assign(method="a")] * 2 + [rows_b.assign(method="b")]).assign(accuracy=0.8)
+    with pytest.raises(ValueError, match="one row per merge"):
+        heterogeneity(twice, "a", "b")
