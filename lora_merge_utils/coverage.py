@@ -147,10 +147,12 @@ def simulate_intervals(
     task_seed_sd: float = 0.0,
     variances: tuple[str, ...] = ("sum", "noise_corrected"),
     seed: int = 7,
+    seeds: int = 3,
 ) -> pd.DataFrame:
     """How the 95% intervals of each ``variances`` way of adding the parts (:class:`~lora_merge_utils.stats.Bootstrap`)
     behave in ``studies`` simulated studies of the book's design with the given heterogeneity, for three kinds of
-    number: method ``a``'s mean accuracy, the paired difference ``b - a``, and ``a``'s share of the gain kept.
+    number: method ``a``'s mean accuracy, the paired difference ``b - a``, and ``a``'s share of the gain kept, with
+    ``seeds`` training seeds (one, as the full profile has, leaves the seeds' part and the rows' noise estimate out).
 
     One row per (variance, kind): ``coverage`` (how often the interval holds the truth), ``width / spread`` (the mean
     half-width over the 95th percentile of the estimate's distance from the truth: 1.0 is an interval exactly as
@@ -164,13 +166,18 @@ def simulate_intervals(
     found = {(v, kind): [] for v in variances for kind in truth}
     for _ in range(studies):
         rows_a, rows_b, names = simulated_grid(
-            rng, method_effect=method_effect, method_task_sd=method_task_sd, task_seed_sd=task_seed_sd, references=True
+            rng,
+            seeds=seeds,
+            method_effect=method_effect,
+            method_task_sd=method_task_sd,
+            task_seed_sd=task_seed_sd,
+            references=True,
         )
         images = rows_a.groupby("task")["num_images"].first().astype(int).to_dict()
-        seeds = sorted(int(s) for s in rows_a["seed"].unique())
+        seed_list = sorted(int(s) for s in rows_a["seed"].unique())
         boot_seed = int(rng.integers(1e9))
         for variance in variances:
-            boot = Bootstrap(images, seeds=seeds, replicates=100, seed=boot_seed, variance=variance)
+            boot = Bootstrap(images, seeds=seed_list, replicates=100, seed=boot_seed, variance=variance)
             for kind, e in (
                 ("mean", estimate(rows_a, "accuracy", boot)),
                 ("difference", difference(rows_b, rows_a, "accuracy", boot)),
@@ -198,7 +205,7 @@ def simulate_intervals(
 
 def _row_logit_slope() -> float:
     """How much a row's logit accuracy moves per unit shift of its images' logits in the simulated design: the mean
-    over images of the logistic slope, over the slope at the row's accuracy (about 0.8: averaging over images of
+    over images of the logistic slope, over the slope at the row's accuracy (about 0.85: averaging over images of
     varied difficulty compresses a shift)."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(64)
     weights = weights / weights.sum()
@@ -209,19 +216,18 @@ def _row_logit_slope() -> float:
 
 def heterogeneity(rows: pd.DataFrame, first: str, second: str) -> dict[str, float]:
     """The heterogeneity of a study's own rows, for :func:`simulated_grid`, from a merges table that scores methods
-    ``first`` and ``second`` once each on the same merges, tasks and at least two seeds: ``method x task`` (how much
-    ``second - first`` differs between tasks) and ``task x seed`` (how much a task's rows of one method move together
-    within a seed, beyond the seed), each with the rows' own noise taken out (moment estimates, at least 0). Measured
-    on the logit of each row's accuracy and returned on the simulation's scale, the logit of each image
-    (:func:`_row_logit_slope`)."""
+    ``first`` and ``second`` once each on the same merges and tasks: ``method x task`` (how much ``second - first``
+    differs between tasks) and ``task x seed`` (how much a task's rows of one method move together within a seed,
+    beyond the seed; 0 with one seed, where it cannot be told from the task's own effect and a design of one seed
+    simulates it as part of that), each with the rows' own noise taken out (moment estimates, at least 0). Measured on
+    the logit of each row's accuracy and returned on the simulation's scale, the logit of each image (a row's logit
+    moves about 0.85 times as much)."""
     n = rows["num_images"].astype(float)
     accuracy = (rows["accuracy"] * n + 0.5) / (n + 1)  # no infinite logits at 0% or 100%
     table = rows.assign(logit=np.log(accuracy / (1 - accuracy)))
     key = ["members", "task", "seed"]
     if table.duplicated([*key, "method"]).any():
         raise ValueError("heterogeneity needs one row per merge, task, seed and method; pass one setting per method.")
-    if table["seed"].nunique() < 2:
-        raise ValueError("heterogeneity needs rows of at least two training seeds; a task x seed effect needs both.")
     wide = table.pivot_table(index=key, columns="method", values="logit")
     if first not in wide or second not in wide:
         raise ValueError(f"heterogeneity needs rows of both {first!r} and {second!r}; got {sorted(wide.columns)}.")
@@ -229,6 +235,9 @@ def heterogeneity(rows: pd.DataFrame, first: str, second: str) -> dict[str, floa
     by_task = gap.groupby("task")["gap"]
     noise = float((by_task.var(ddof=1) / by_task.size()).mean())
     method_task = float(np.sqrt(max(0.0, by_task.mean().var(ddof=1) - noise)))
+    slope = _row_logit_slope()
+    if table["seed"].nunique() < 2:
+        return {"method x task": method_task / slope, "task x seed": 0.0}
     one = table[table["method"] == first].copy()
     one["centred"] = one["logit"] - one.groupby(["members", "task"])["logit"].transform("mean")
     cells = one.groupby(["task", "seed"])["centred"]
@@ -240,5 +249,4 @@ def heterogeneity(rows: pd.DataFrame, first: str, second: str) -> dict[str, floa
     within = float((cells.var(ddof=1) / cells.size()).mean()) * seeds / (seeds - 1)
     between = float((interaction.to_numpy() ** 2).sum() / ((cell_mean.shape[0] - 1) * (seeds - 1)))
     task_seed = float(np.sqrt(max(0.0, between - within)))
-    slope = _row_logit_slope()
     return {"method x task": method_task / slope, "task x seed": task_seed / slope}

@@ -17,9 +17,9 @@ This module measures the noise from the rows themselves, in a form every jackkni
   for the statistic linearised at the observed data and ``S`` the noise covariance; and the noise's own contribution
   to the statistic's variance is ``w' S w``, with ``w`` the linearised statistic's weights.
 
-:func:`lora_merge_utils.stats._interval` then adds each jackknife's structured part (its value less its expected noise,
-at least zero) to the noise counted once. Rows that do not form a full unit-by-seed table (one seed, or a unit missing
-from a seed) give no noise estimate; the interval then falls back to the sum of the parts.
+The intervals of :mod:`lora_merge_utils.stats` then add each jackknife's structured part (its value less its expected
+noise, at least zero) to the noise counted once. Rows that do not form a full unit-by-seed table (one seed, or a unit
+missing from a seed) give no noise estimate; the interval then falls back to the sum of the parts.
 """
 
 from __future__ import annotations

@@ -220,14 +220,24 @@ def test_a_task_in_every_row_keeps_the_image_bootstrap():
     assert (corrected.low, corrected.high) == (summed.low, summed.high)
 
 
-def test_heterogeneity_refuses_what_it_cannot_estimate():
+def test_heterogeneity_with_one_seed_and_refusing_duplicates():
     from lora_merge_utils.coverage import heterogeneity
 
     rows_a, rows_b, _ = simulated_grid(np.random.default_rng(16), seeds=1)
     both = pd.concat([rows_a.assign(method="a"), rows_b.assign(method="b")]).assign(accuracy=0.8)
-    with pytest.raises(ValueError, match="two training seeds"):
-        heterogeneity(both, "a", "b")
+    one_seed = heterogeneity(both, "a", "b")
+    assert one_seed["task x seed"] == 0.0 and np.isfinite(one_seed["method x task"]), "one seed: no task x seed"
     rows_a, rows_b, _ = simulated_grid(np.random.default_rng(16))
     twice = pd.concat([rows_a.assign(method="a")] * 2 + [rows_b.assign(method="b")]).assign(accuracy=0.8)
     with pytest.raises(ValueError, match="one row per merge"):
         heterogeneity(twice, "a", "b")
+
+
+def test_simulate_intervals_with_one_seed_as_the_full_profile_has():
+    """One seed: no noise estimate from the rows, so both ways of adding the parts give the same intervals."""
+    from lora_merge_utils.coverage import simulate_intervals
+
+    table = simulate_intervals(studies=5, seeds=1, method_task_sd=0.1).set_index(["variance", "kind"])
+    for kind in ("mean", "difference", "gain kept"):
+        assert table.loc[("sum", kind), "coverage"] == table.loc[("noise_corrected", kind), "coverage"]
+        assert table.loc[("sum", kind), "width / spread"] == table.loc[("noise_corrected", kind), "width / spread"]
