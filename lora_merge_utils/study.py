@@ -435,7 +435,8 @@ class Study:
         if (directory / "metrics.json").is_file():
             model, heads, metrics = load_joint_adapter(self.backbone, directory)
             if {k: metrics.get(k) for k in record} == record:
-                return model, heads
+                # Saved heads load on the CPU: without this a CUDA study scores CUDA features with CPU heads.
+                return model.to(self.device), {task: head.to(self.device) for task, head in heads.items()}
         with training_lock(self.root):
             baselines = {task: self.ensure_head(task)[0] for task in tasks}
             with one_thread(self.device):  # the same bytes whatever the thread setting (lora_merge_utils.parallel)
@@ -457,7 +458,7 @@ class Study:
                 "versions": library_versions(),
             }
             save_joint_adapter(model, heads, metrics, directory)
-        return model.eval(), heads
+        return model.eval().to(self.device), {task: head.to(self.device) for task, head in heads.items()}
 
     def _joint_record(self, seed: int, tasks: list[str]) -> dict:
         """What a saved joint adapter must have been trained with to be reused."""

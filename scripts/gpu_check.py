@@ -10,6 +10,8 @@ runtime after the setup cell (``!python scripts/gpu_check.py`` from a clone of t
 3. **ViT-B/16 at the full profile's batch sizes** (random weights; nothing is downloaded): images per second and peak
    memory of a LoRA training step (batch 64), an AdaMerging step (16 images of each of 3 tasks) and evaluation
    (batch 256), each with and without autocast.
+4. **Merges of ViT-B/16 on the GPU**: seconds of one merge of two rank-8 adapters (task arithmetic, TIES, TSV) and
+   the float64 rate of the dense SVDs that ``iso_c_full`` and ``iso_cts_full`` add.
 
 The figures are written to ``--out`` as JSON; ``python -m lora_merge_utils plan --measured FILE`` then prices the
 chapters with them instead of the throughputs derived from published figures. Without a CUDA GPU it stops at once,
@@ -100,6 +102,51 @@ def vit_b_steps(device, repeats: int = 5) -> dict:
     return results
 
 
+def vit_b_merges(device, repeats: int = 3) -> dict:
+    """Seconds of one merge of two random rank-8 adapters of ViT-B/16 on the GPU (the median over ``repeats``, after
+    a warm-up), and the float64 FLOP rate of a dense SVD of a 3072 x 768 layer there."""
+    import statistics
+
+    import timm
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from lora_merge_utils import FULL, merge_adapters
+    from lora_merge_utils.course.plan import svd_flops
+
+    backbone = timm.create_model(FULL.backbone.model_name, pretrained=False, num_classes=0)
+    model = None
+    for i, name in enumerate(("one", "two")):  # PEFT warns about a name inside its prefix "lora_"
+        torch.manual_seed(i)
+        config = LoraConfig(r=8, lora_alpha=16, init_lora_weights=False, target_modules=FULL.lora.target_modules)
+        if model is None:
+            model = get_peft_model(backbone, config, adapter_name=name)
+        else:
+            model.add_adapter(name, config)
+    model = model.to(device).eval()
+    results: dict = {}
+    for method, knobs in (("task_arithmetic", {}), ("ties", {"density": 0.2}), ("tsv", {})):
+        times = []
+        for _ in range(repeats + 1):
+            torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            merge_adapters(model, ["one", "two"], method=method, **knobs)
+            torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+        results[method] = round(statistics.median(times[1:]), 3)
+        print(f"ViT-B/16 merge {method:16s} on {device}: {results[method]:.3f} s", flush=True)
+    layer = torch.randn(3072, 768, dtype=torch.float64, device=device)
+    torch.linalg.svd(layer, full_matrices=False)
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.linalg.svd(layer, full_matrices=False)
+    torch.cuda.synchronize(device)
+    rate = repeats * svd_flops(3072, 768) / (time.perf_counter() - start)
+    print(f"dense float64 SVD (3072 x 768) on {device}: {rate / 1e9:.0f} GFLOP/s", flush=True)
+    return {"merge_seconds": results, "float64_flops": round(rate)}
+
+
 def tiny_study(device) -> dict:
     """A small tiny-profile study on the GPU: its time and peak memory."""
     import torch
@@ -123,8 +170,9 @@ def tiny_study(device) -> dict:
     return {"tiny_study_seconds": round(seconds, 1), "tiny_study_peak_gb": round(peak, 2)}
 
 
-def full_profile_chapters() -> dict:
-    """Every chapter in the full profile on the stand-ins, on the GPU: seconds and peak GB per chapter."""
+def full_profile_chapters(pattern: str = "[0-9]*.ipynb", save=lambda record: None) -> dict:
+    """The chapters matching ``pattern`` in the full profile on the stand-ins, on the GPU: seconds and peak GB per
+    chapter, handed to ``save`` after each one (a run stopped midway keeps what it measured)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import nbformat
     from execute_notebooks import NOTEBOOKS, run, smoke_environment
@@ -132,7 +180,7 @@ def full_profile_chapters() -> dict:
     peaks = {}
     with tempfile.TemporaryDirectory() as folder:
         env = smoke_environment(Path(folder))
-        for path in sorted(NOTEBOOKS.glob("[0-9]*.ipynb")):
+        for path in sorted(NOTEBOOKS.glob(pattern)):
             notebook = nbformat.read(path, as_version=4)
             notebook.cells.append(
                 nbformat.v4.new_code_cell(
@@ -145,6 +193,7 @@ def full_profile_chapters() -> dict:
             if on_gpu != "True":
                 raise SystemExit(f"{path.name} did not run on the GPU")
             peaks[path.name] = round(float(peak), 2)
+            save({"full_profile_chapter_peak_gb": peaks})
             print(f"full profile (stand-ins) {path.name}: {seconds:.0f} s, peak {float(peak):.2f} GB", flush=True)
     return {"full_profile_chapter_peak_gb": peaks}
 
@@ -153,6 +202,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("artifacts/gpu_measurements.json"))
     parser.add_argument("--quick", action="store_true", help="skip the chapters in the full profile")
+    parser.add_argument(
+        "--chapters", default="[0-9]*.ipynb", help="glob of the chapters to run in the full profile (default: all)"
+    )
     args = parser.parse_args()
     import torch
 
@@ -161,12 +213,17 @@ def main() -> int:
         return 2
     device = torch.device("cuda")
     record = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__}
-    record |= vit_b_steps(device)
-    record |= tiny_study(device)
-    if not args.quick:
-        record |= full_profile_chapters()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+    def save(part: dict) -> None:  # after every step, so that a run cut short keeps its figures
+        record.update(part)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+    save(vit_b_steps(device))
+    save(vit_b_merges(device))
+    save(tiny_study(device))
+    if not args.quick:
+        full_profile_chapters(args.chapters, save)
     print(f"wrote {args.out}: python -m lora_merge_utils plan --measured {args.out}")
     return 0
 

@@ -134,6 +134,10 @@ def test_the_plan_prices_chapters_with_rates_a_gpu_check_measured(tmp_path, caps
         < plan.set_index("notebook").loc[chapter, "warm_minutes"]
     )
     assert main(["plan", "--measured", str(path)]) == 0 and "Test GPU" in capsys.readouterr().out
+    assert (faster.merge, faster.float64) == (T4.merge, T4.float64), "a file without merge timings keeps the base's"
+    path.write_text(json.dumps(record | {"merge_seconds": {"ties": 0.25, "tsv": 0.5}, "float64_flops": 1e12}))
+    timed = measured_throughput(path)
+    assert (timed.merge, timed.float64) == (0.5, 1e12), "the slowest merge prices every merge"
     path.write_text("{}")
     with pytest.raises(ValueError, match="not a gpu_check.py measurement file"):
         measured_throughput(path)

@@ -145,7 +145,8 @@ def dense_svd_seconds(profile: Profile, sets: int, throughput: Throughput) -> fl
 
 def measured_throughput(path, base: Throughput = T4) -> Throughput:
     """``base`` with the GPU rates that ``scripts/gpu_check.py`` measured (``make gpu-check``): training, AdaMerging
-    and evaluation under autocast, and chapter 7's full-precision timings at the evaluation rate without it."""
+    and evaluation under autocast, chapter 7's full-precision timings at the evaluation rate without it, and, where
+    the file has them, the slowest measured merge's seconds and the dense float64 SVDs' rate."""
     import json
     from dataclasses import replace
     from pathlib import Path
@@ -160,6 +161,9 @@ def measured_throughput(path, base: Throughput = T4) -> Throughput:
             adapt=float(rates["adapt"]["amp"]),
             evaluate=float(rates["evaluate"]["amp"]),
             timed=float(rates["evaluate"]["fp32"]),
+            # Files written before gpu_check.py timed merges keep the base's merge and float64 figures.
+            merge=max(map(float, record["merge_seconds"].values())) if "merge_seconds" in record else base.merge,
+            float64=float(record.get("float64_flops", base.float64)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path} is not a gpu_check.py measurement file ({error!r}); run make gpu-check.") from None
