@@ -3,9 +3,11 @@
 The design: six tasks, three training seeds, every pair and every triple, each member task of a merge scored on the
 same test images by every method (paired). A row's accuracy depends on its task, its partners, its seed and each
 image's difficulty, on the logit scale; the true values are the population means over new tasks, partners, seeds and
-images. :func:`simulate_coverage` draws many such studies and counts how often the intervals of
-:mod:`lora_merge_utils.stats` contain the true mean accuracy of one method and the true difference between two.
-``tests/test_stats.py`` fails if either rate falls below 0.93; chapter 3 prints both.
+images. :func:`simulate_intervals` draws many such studies, with the method x task and task x seed heterogeneity
+that :func:`heterogeneity` estimates from a study's own rows, and measures how often the intervals of
+:mod:`lora_merge_utils.stats` contain the true mean accuracy of one method, the true difference between two and the
+true share of the gain kept, how wide they are against the estimates' spread, and how often a difference is resolved.
+``tests/test_stats.py`` fails if a mean's or a difference's coverage falls below 0.93; chapter 3 prints the table.
 """
 
 from __future__ import annotations
@@ -83,45 +85,6 @@ def simulated_grid(
                         }
                     )
     return pd.DataFrame(out["a"]), pd.DataFrame(out["b"]), names
-
-
-def population_mean(effect: float, draws: int = 20000) -> float:
-    """The true mean accuracy of the simulated design with a method effect of ``effect`` (Monte Carlo over new tasks,
-    partners, seeds and images)."""
-    rng = np.random.default_rng(123)
-    pair = rng.random(draws) < 1 / 3  # a pair's rows are a third of all rows (30 of 90 per seed)
-    partners = rng.normal(0, PARTNER_SD, draws) + np.where(pair, 0.0, rng.normal(0, PARTNER_SD, draws))
-    logit = (
-        BASE_LOGIT
-        + effect
-        + rng.normal(0, TASK_SD, draws)
-        + partners
-        + rng.normal(0, SEED_SD, draws)
-        + rng.normal(0, ROW_SD, draws)
-        - rng.normal(0, IMAGE_SD, draws)
-    )
-    return float(np.mean(1 / (1 + np.exp(-logit))))
-
-
-def simulate_coverage(studies: int = 160, method_effect: float = 0.3, seed: int = 7) -> dict[str, float]:
-    """Draw ``studies`` simulated studies and return how often the 95% interval of method ``a``'s mean accuracy and
-    that of the paired difference ``b - a`` contain the true values: ``{"mean": ..., "difference": ...,
-    "studies": ...}``. About 10 seconds on two CPU cores for the default 160 studies."""
-    if studies < 1:
-        raise ValueError(f"simulate_coverage needs at least one study, got {studies}.")
-    rng = np.random.default_rng(seed)
-    truth_a, truth_b = population_mean(0.0), population_mean(method_effect)
-    hit_mean = hit_difference = 0
-    for _ in range(studies):
-        rows_a, rows_b, names = simulated_grid(rng, method_effect=method_effect)
-        images = rows_a.groupby("task")["num_images"].first().astype(int).to_dict()  # the grid's own sizes
-        seeds = sorted(int(s) for s in rows_a["seed"].unique())
-        boot = Bootstrap({t: images[t] for t in names}, seeds=seeds, replicates=100, seed=int(rng.integers(1e9)))
-        level = estimate(rows_a, "accuracy", boot)
-        gap = difference(rows_b, rows_a, "accuracy", boot)
-        hit_mean += level.low <= truth_a <= level.high
-        hit_difference += gap.low <= truth_b - truth_a <= gap.high
-    return {"mean": hit_mean / studies, "difference": hit_difference / studies, "studies": studies}
 
 
 def _population(effect: float, method_task_sd: float, task_seed_sd: float, draws: int = 200000) -> dict[str, float]:

@@ -73,15 +73,21 @@ class Bootstrap:
     def __post_init__(self) -> None:
         if self.variance not in VARIANCES:
             raise ValueError(f"Unknown variance {self.variance!r}; use one of {', '.join(VARIANCES)}.")
-        rng = np.random.default_rng(self.seed)
         self.tasks = list(self.test_sizes)
         self.seeds = list(self.seeds)
-        for task, n in self.test_sizes.items():
-            self._counts[task] = rng.multinomial(n, np.full(n, 1 / n), size=self.replicates).astype(np.float32)
+
+    def _draws(self) -> dict[str, np.ndarray]:
+        """Each task's ``[replicates, images]`` draw counts, drawn on first use and all at once in task order (so
+        they do not depend on which task is asked for first): the noise-corrected intervals never need them."""
+        if not self._counts:
+            rng = np.random.default_rng(self.seed)
+            for task, n in self.test_sizes.items():
+                self._counts[task] = rng.multinomial(n, np.full(n, 1 / n), size=self.replicates).astype(np.float32)
+        return self._counts
 
     def accuracy(self, task: str, correct: np.ndarray) -> np.ndarray:
         """The accuracy of each replicate's draw of ``task``'s test images."""
-        counts = self._counts[task]
+        counts = self._draws()[task]
         return counts @ correct.astype(np.float32) / counts.shape[1]
 
 

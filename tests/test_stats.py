@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lora_merge_utils.coverage import simulate_coverage, simulated_grid
+from lora_merge_utils.coverage import simulate_intervals, simulated_grid
 from lora_merge_utils.similarity import leave_one_out, permutation_test
 from lora_merge_utils.stats import Bootstrap, difference, estimate, pack, row_values, unpack, verdict
 
@@ -76,12 +76,15 @@ def test_permutation_test_over_task_labels():
 
 
 def test_intervals_cover_the_truth_at_the_rate_they_claim_in_this_design():
-    """A simulation of the book's design (6 tasks, 3 seeds, pairs and triples, known true values): the 95% interval
-    of a mean and of a paired difference between two methods covers the truth in at least 93% of simulated studies.
-    (Resampling only the scored task with percentile intervals, as the first editions did, covered about 78%.)"""
-    coverage = simulate_coverage()
-    print(f"coverage of 95% intervals: mean {coverage['mean']:.3f}, paired difference {coverage['difference']:.3f}")
-    assert coverage["mean"] >= 0.93 and coverage["difference"] >= 0.93, coverage
+    """A simulation of the book's design (6 tasks, 3 seeds, pairs and triples, known true values, no heterogeneity
+    beyond the rows' own noise): the 95% intervals of a mean, of a paired difference between two methods and of the
+    share of the gain kept cover the truth in at least 91% of 240 simulated studies. (600 studies measured 0.940,
+    0.933 and 0.957; 240 studies estimate a rate to about +-0.016, so the bar sits 1.4 of those below the measured
+    0.93. Resampling only the scored task with percentile intervals, as the first editions did, covered about 78%.)"""
+    table = simulate_intervals(studies=240, method_effect=0.3, variances=("noise_corrected",)).set_index("kind")
+    coverage = table["coverage"]
+    print(f"coverage of 95% intervals: {coverage.round(3).to_dict()}")
+    assert (coverage >= 0.91).all(), coverage
 
 
 def test_a_simulated_study_has_the_books_design():
@@ -89,8 +92,6 @@ def test_a_simulated_study_has_the_books_design():
     assert len(names) == 6 and len(rows_a) == len(rows_b) == (15 * 2 + 20 * 3) * 3, "every member task of 35 merges"
     assert rows_a["members"].nunique() == 35 and set(rows_a["seed"]) == {0, 1, 2}
     assert row_values(rows_b, "accuracy").mean() > row_values(rows_a, "accuracy").mean(), "b is a better method"
-    with pytest.raises(ValueError, match="at least one study"):
-        simulate_coverage(studies=0)
 
 
 def test_holm_reads_verdicts_as_one_family():
@@ -241,3 +242,17 @@ def test_simulate_intervals_with_one_seed_as_the_full_profile_has():
     for kind in ("mean", "difference", "gain kept"):
         assert table.loc[("sum", kind), "coverage"] == table.loc[("noise_corrected", kind), "coverage"]
         assert table.loc[("sum", kind), "width / spread"] == table.loc[("noise_corrected", kind), "width / spread"]
+
+
+def test_image_draws_are_made_on_first_use_in_task_order():
+    """The image draws cost memory and time that the noise-corrected intervals never use: none is made until an
+    accuracy is asked for, and then every task's, in task order, so asking for ``b`` first gives the draw it had when
+    they were made at construction."""
+    sizes = {"a": 50, "b": 70}
+    boot = Bootstrap(sizes, seeds=[0], replicates=20, seed=3)
+    assert not boot._counts, "nothing drawn before it is needed"
+    correct = np.arange(70) % 3 == 0
+    rng = np.random.default_rng(3)
+    rng.multinomial(50, np.full(50, 1 / 50), size=20)
+    expected = rng.multinomial(70, np.full(70, 1 / 70), size=20) @ correct / 70
+    np.testing.assert_allclose(boot.accuracy("b", correct), expected, rtol=1e-6)
