@@ -291,10 +291,12 @@ def knots_ties(
 
 @_repeatable
 def tsv(factors: Factors, weights: Sequence[float]) -> Deltas:
-    """TSV-Merge (Gargiulo et al., 2025): keep each task's top ``min(m, n) / K`` singular components (all of a
-    LoRA update's, whose rank is lower), make the concatenated left and right singular vectors of all tasks
-    orthonormal (their polar factors), and rebuild ``U_perp diag(w_i s_i) V_perp^T``, removing the overlap between
-    tasks' subspaces that causes interference."""
+    """TSV-Merge (Gargiulo et al., 2025) within the updates' span: keep each task's top ``min(m, n) / K`` singular
+    components that are not zero (all ``r`` of a LoRA update's, whose rank is lower), make the concatenated left and
+    right singular vectors of all tasks orthonormal (their polar factors), and rebuild ``U_perp diag(w_i s_i)
+    V_perp^T``, removing the overlap between tasks' subspaces that causes interference. The official code keeps
+    ``min(m, n) / K`` components whatever their values, null-space ones included (:func:`tsv_full`); the two agree
+    when every task's update has at least that rank."""
     out = {}
     for name, pairs in factors.items():
         k = len(pairs)
@@ -307,6 +309,39 @@ def tsv(factors: Factors, weights: Sequence[float]) -> Deltas:
             vhs.append(vh[:keep])
         u_perp, vh_perp = polar(torch.cat(us, dim=1)), polar(torch.cat(vhs, dim=0))
         out[name] = ((u_perp * torch.cat(ss)) @ vh_perp).to(_dtype(factors))
+    return out
+
+
+@_repeatable
+def tsv_full(factors: Factors, weights: Sequence[float]) -> Deltas:
+    """TSV-Merge as the official code (``AntoAndGar/task_singular_vectors``, ``compute_and_sum_svd_mem_reduction``)
+    does it, on dense updates: each task's top ``int(min(m, n) * (1 / K))`` singular components, zero singular values
+    included, side by side; both concatenated bases made orthogonal by their polar factors (``U_u V_u^T`` of an SVD),
+    then ``U_perp diag(w_i s_i) V_perp^T``. On a LoRA update of rank ``r`` below that count, all but ``r`` of a task's
+    columns are null-space directions, whatever the SVD returns for a zero singular value; they weigh nothing in the
+    sum but take part in the orthogonalisation and rotate the kept directions, so the result differs from
+    :func:`tsv`, which keeps the ``r`` real ones. The official code scales the result by one coefficient; a weight
+    per task here scales that task's singular values (the same for equal weights)."""
+    out = {}
+    for name, pairs in factors.items():
+        k = len(pairs)
+        # Decomposed unweighted, as the official code does before it scales the result: a weighted update's
+        # null-space directions would come out of the SVD differently.
+        updates = [b.double() @ a.double() for b, a in pairs]
+        rows, columns = updates[0].shape
+        size = min(rows, columns)
+        keep = int(size * (1 / k))  # the official rounding: 31, not 32, for 96 directions and three tasks
+        sum_u = updates[0].new_zeros(rows, size)
+        sum_s = updates[0].new_zeros(size)
+        sum_vh = updates[0].new_zeros(size, columns)
+        for i, (update, weight) in enumerate(zip(updates, weights)):
+            u, s, vh = torch.linalg.svd(update, full_matrices=False)
+            sum_u[:, i * keep : (i + 1) * keep] = u[:, :keep]
+            sum_s[i * keep : (i + 1) * keep] = weight * s[:keep]
+            sum_vh[i * keep : (i + 1) * keep] = vh[:keep]
+        u_u, _, vh_u = torch.linalg.svd(sum_u, full_matrices=False)
+        u_v, _, vh_v = torch.linalg.svd(sum_vh, full_matrices=False)
+        out[name] = torch.linalg.multi_dot((u_u, vh_u, torch.diag(sum_s), u_v, vh_v)).to(_dtype(factors))
     return out
 
 

@@ -224,6 +224,10 @@ MERGE_METHODS: dict[str, MergeMethod] = {
             *_SIGN,
         ),
         _ours("tsv", "TSV-Merge: each task's singular vectors, made orthogonal across tasks, then summed"),
+        _ours(
+            "tsv_full",
+            "TSV-Merge as the official code (dense: min(m, n)/K components per task, null-space ones included)",
+        ),
         _ours("iso_c", "Iso-C: the weighted sum with a flat (isotropic) spectrum"),
         _ours(
             "iso_cts",

@@ -104,6 +104,28 @@ def test_tsv_orthogonalises_overlapping_subspaces_and_keeps_disjoint_ones():
     torch.testing.assert_close(torch.linalg.svdvals(merged)[:2], torch.tensor([1.0, 1.0], dtype=torch.float64))
 
 
+def test_official_tsv_agrees_on_full_rank_updates_and_rotates_low_rank_ones():
+    """The official TSV keeps min(m, n)/K components per task whatever their values. When every update has that
+    rank it is ours exactly; on rank-2 LoRA updates of a 16 x 16 layer it keeps 8 per task, 6 of them null-space
+    directions, whose part in the orthogonalisation moves the result far from ours, with the same singular values
+    (the null directions weigh 0). One coefficient for every task scales the result."""
+    generator = torch.Generator().manual_seed(0)
+    dense = {"w": [(torch.randn(6, 6, generator=generator, dtype=torch.float64), torch.eye(6)) for _ in range(2)]}
+    dense = {"w": [(b, a.double()) for b, a in dense["w"]]}
+    torch.testing.assert_close(combine.tsv_full(dense, [0.5, 0.5])["w"], combine.tsv(dense, [0.5, 0.5])["w"])
+    lora = {
+        "w": [
+            (torch.randn(16, 2, generator=generator, dtype=torch.float64), torch.randn(2, 16, generator=generator))
+            for _ in range(2)
+        ]
+    }
+    lora = {"w": [(b, a.double()) for b, a in lora["w"]]}
+    official, ours = combine.tsv_full(lora, [1.0, 1.0])["w"], combine.tsv(lora, [1.0, 1.0])["w"]
+    assert (official - ours).norm() / ours.norm() > 0.1
+    torch.testing.assert_close(torch.linalg.svdvals(official), torch.linalg.svdvals(ours))
+    torch.testing.assert_close(combine.tsv_full(lora, [0.3, 0.3])["w"], 0.3 * official)
+
+
 def test_iso_c_flattens_the_spectrum_of_the_sum():
     """The sum diag(3, 1) has singular values 3 and 1; Iso-C keeps its singular vectors and gives both the mean, 2."""
     layer = {"w": [_rank1([1, 0], [3, 0]), _rank1([0, 1], [0, 1])]}
@@ -199,7 +221,8 @@ def test_core_ties_elects_signs_like_ties():
 
 
 @pytest.mark.parametrize(
-    "method", ["knots_ties", "tsv", "iso_c", "iso_cts", "iso_c_full", "iso_cts_full", "ties", "core_ties"]
+    "method",
+    ["knots_ties", "tsv", "tsv_full", "iso_c", "iso_cts", "iso_c_full", "iso_cts_full", "ties", "core_ties"],
 )
 def test_same_bytes_whatever_the_number_of_threads(method):
     """MKL's QR and SVD round differently with different thread counts (in the last bits, with 3 threads against 1

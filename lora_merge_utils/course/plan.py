@@ -564,9 +564,11 @@ def _chapter5(s: Session, t: Throughput) -> None:
     cost_merge = [tuple(s.profile.tasks[: max(budget.survey_sizes)])]
     for spec in survey:  # each method's cost, timed on one merge of the largest size with the cache off
         s.merges(cost_merge, [spec], "test", sample, seeds=[0])
-    # Iso-C and Iso-CTS over the updates' span and over the paper's space, on one pair
-    iso_spaces = [Spec(("iso space", 0)), Spec(("iso space", 1), svd_sets=(0, 1))]  # iso_c, iso_c_full
-    iso_spaces += [Spec(("iso space", 2)), Spec(("iso space", 3), svd_sets=(1, 1))]  # iso_cts, iso_cts_full
+    # TSV-Merge, Iso-C and Iso-CTS over the updates' span and over the paper's space, on one pair; tsv_full
+    # decomposes each task's update and then both concatenated bases, about one dense set each
+    iso_spaces = [Spec(("iso space", 0)), Spec(("iso space", 1), svd_sets=(1, 2))]  # tsv, tsv_full
+    iso_spaces += [Spec(("iso space", 2)), Spec(("iso space", 3), svd_sets=(0, 1))]  # iso_c, iso_c_full
+    iso_spaces += [Spec(("iso space", 4)), Spec(("iso space", 5), svd_sets=(1, 1))]  # iso_cts, iso_cts_full
     s.merges(tuning[:1], iso_spaces, "test", sample, seeds=[0])
     # AdaMerging on the paper's schedule beside the short one (whose scores the survey cached)
     schedules = [Spec("AdaMerging, short schedule", "adamerging"), Spec("AdaMerging, paper's", "adamerging_paper")]
