@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHAPTER = sorted((ROOT / "notebooks").glob("00_*.ipynb"))[0]
 CHECKED = [e for e in chapter_exercises(0) if e.checked]
 FULL = sum(e.points for e in CHECKED)
+EXERCISE_0_2 = next(e for e in CHECKED if e.id == "0.2")
 
 spec = importlib.util.spec_from_file_location("make_student", ROOT / "scripts" / "make_student.py")
 STUDENT = importlib.util.module_from_spec(spec)
@@ -89,6 +90,16 @@ HOSTILE_ANSWERS = [
     # an edited check: with targets=[] the self-check expects 0 parameters, and says ✓ to 0
     "answer_0_1 = 0\nimport lora_merge_utils.course.exercises as ex\n"
     "ex.check_exercise('0.1', answer_0_1, backbone=study.backbone, targets=[])",
+    # the reference answers, wherever the grader might have left them on disk
+    "import glob, json, os, tempfile\n"
+    "for name in glob.glob(os.path.join(tempfile.gettempdir(), 'grading-*', '**'), recursive=True):\n"
+    "    try:\n"
+    "        text = open(name).read()\n"
+    "    except OSError:\n"
+    "        continue\n"
+    "    if 'patch_embed' in text and text.lstrip().startswith('{'):\n"
+    "        found = json.loads(text)\n"
+    "        answer_0_1, answer_0_2 = found.get('0.1', answer_0_1), found.get('0.2', answer_0_2)",
     # an answer that says yes to every comparison
     "class Yes:\n    def __eq__(self, other):\n        return True\n\n    __hash__ = object.__hash__\n\n\n"
     "answer_0_2 = Yes()",
@@ -117,8 +128,8 @@ def test_points_come_from_the_grader_not_from_the_submission(tmp_path, chapters,
     assert ada["total_max"] == str(sum(e.points for e in chapter_exercises(0)))
     assert ada["cells_with_errors"] == bob["cells_with_errors"] == "0"
     results = tmp_path / "scores"
-    assert (results / "s1234.ipynb").is_file() and (results / "s1234.html").is_file()
-    feedback = (results / "eve-feedback.md").read_text()
+    assert (results / "s1234--ada.ipynb").is_file() and (results / "s1234--ada.html").is_file()
+    feedback = (results / "eve--eve-feedback.md").read_text()
     assert "0.1: 0/2 points" in feedback and "0.2: 0/1 points" in feedback and "holds a Yes" in feedback
     assert "graded by hand" in feedback
 
@@ -203,7 +214,7 @@ def test_rows_can_be_graded_without_kernels(tmp_path):
     finally:
         grading.reference_answers = original
     assert rows[0]["student"] == "ada" and rows[0]["ex_0.1"] == 2 and rows[0]["ex_0.2"] == 0
-    assert "right value, wrong type" in (tmp_path / "scores" / "ada-feedback.md").read_text()
+    assert "right value, wrong type" in (tmp_path / "scores" / "ada--ada-feedback.md").read_text()
 
 
 @pytest.mark.subprocess
@@ -232,7 +243,7 @@ def test_sigterm_writes_the_rows_graded_so_far(tmp_path, chapters):
         text=True,
     )
     deadline = time.monotonic() + 300
-    while not (tmp_path / "scores" / "a_quick-feedback.md").exists():
+    while not (tmp_path / "scores" / "a_quick--a_quick-feedback.md").exists():
         assert grader.poll() is None and time.monotonic() < deadline, grader.communicate()
         time.sleep(0.5)
     time.sleep(3)  # b_slow is running its endless cell by now
@@ -247,3 +258,70 @@ def test_sigterm_writes_the_rows_graded_so_far(tmp_path, chapters):
     table = _table(out)
     assert table["a_quick.ipynb"]["checked_points"] == str(FULL)
     assert table["b_slow.ipynb"]["status"] == "not graded: grading was interrupted"
+
+
+@pytest.mark.subprocess
+def test_hostile_and_duplicate_ids_odd_metadata_and_odd_answers_each_end_as_their_own_row(tmp_path, monkeypatch):
+    """Any ID becomes a safe file name of its own (none overwrites another's files or escapes the scores folder),
+    the original is in the CSV escaped against formula injection, a shared ID is reported, and metadata or answers
+    the grader cannot use end as that row's status while every other submission is graded."""
+    import lora_merge_utils.course.grading as grading
+
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    given = {
+        "a": "jane.doe",
+        "b": "jane.smith",
+        "c": "../../escaped",
+        "d": "=1+2*3",
+        "e": "jane.doe",
+        "f": "ok",
+        "g": "ok too",
+        "h": "huge",
+    }
+    for stem, student in given.items():
+        notebook = small_submission(False)
+        notebook.metadata["test_student"] = student
+        if stem == "f":
+            notebook.metadata["lora_book"]["chapter"] = 99
+        if stem == "g":
+            notebook.metadata["lora_book"]["chapter"] = []
+        nbformat.write(notebook, folder / f"{stem}.ipynb")
+
+    def run(notebook, scratch, cell_timeout, notebook_timeout):
+        student = notebook.metadata["test_student"]
+        answer = 10**400 if student == "huge" else 100
+        return Execution(answers={"0.1": answer, "0.2": "patch_embed.proj", "student": student})
+
+    monkeypatch.setattr(grading, "reference_answers", lambda *a: {"0.1": 100, "0.2": "patch_embed.proj"})
+    out = tmp_path / "scores.csv"
+    rows = grade_folder(folder, out, run=run, chapters_dir=tmp_path, progress=lambda _: None)
+    by_file = {row["submission"]: row for row in rows}
+    assert len(rows) == len(given)
+    assert "chapter 99" in by_file["f.ipynb"]["status"] and "not a number" in by_file["g.ipynb"]["status"]
+    assert by_file["h.ipynb"]["ex_0.1"] == 0 and by_file["h.ipynb"]["ex_0.2"] == EXERCISE_0_2.points
+    assert "could not be compared" in next((tmp_path / "scores").glob("huge--h*-feedback.md")).read_text()
+    assert "the same student ID is given by e.ipynb" in by_file["a.ipynb"]["status"]
+    assert "the same student ID is given by a.ipynb" in by_file["e.ipynb"]["status"]
+    feedback = sorted(p.name for p in (tmp_path / "scores").iterdir())
+    assert len(feedback) == len(given), feedback  # one file each: none overwrote another
+    assert not (tmp_path / "escaped").exists() and not any(tmp_path.glob("*escaped*"))
+    table = _table(out)
+    assert table["d.ipynb"]["student"] == "'=1+2*3" and table["c.ipynb"]["student"] == "../../escaped"
+    assert table["b.ipynb"]["checked_points"] == str(FULL) and table["b.ipynb"]["answer_0.2"] == '"patch_embed.proj"'
+    assert table["h.ipynb"]["answer_0.1"].startswith("1000") and table["h.ipynb"]["answer_0.1"].endswith("…")
+
+
+def test_an_interrupted_grading_never_replaces_a_complete_earlier_one(tmp_path):
+    from lora_merge_utils.course.grading import write_scores
+
+    out = tmp_path / "scores.csv"
+    done = [{"student": "ada", "submission": "ada.ipynb", "chapter": 0, "status": "graded"}]
+    assert write_scores(done, out) == out
+    before = out.read_text()
+    partial = [dict(done[0], status="not graded: grading was interrupted")]
+    written = write_scores(partial, out, complete=False)
+    assert written == tmp_path / "scores-interrupted.csv" and out.read_text() == before
+    assert "interrupted" in written.read_text()
+    out.write_text(out.read_text().replace(",graded,", ",not graded: grading was interrupted,"))
+    assert write_scores(partial, out, complete=False) == out, "an incomplete earlier CSV is replaced"

@@ -14,8 +14,10 @@ says yes is read as an unsupported type.
 
 Beside the CSV (one row per student: an ID, points per exercise, numeric totals, a status) the grader writes, in a
 folder named after it, each submission executed (``.ipynb`` and ``.html``) and a feedback file listing each
-exercise's verdict. A submission that hangs, raises, exhausts memory or is not a notebook gets a row that says so;
-every other submission is still graded, and the CSV is written even when grading is interrupted (Ctrl-C, SIGTERM).
+exercise's verdict and the answer read, under a safe name of its own (:func:`file_stem`). A submission that hangs,
+raises, exhausts memory, is not a notebook, names a chapter the book lacks or gives an answer that cannot be compared
+gets a row that says so; every other submission is still graded, and the CSV is written even when grading is
+interrupted (Ctrl-C, SIGTERM), beside a complete earlier one rather than over it (:func:`write_scores`).
 
 A submission is code: it runs with the grader's permissions. See the instructors' page for running it in a
 container or under a separate account.
@@ -67,12 +69,16 @@ def chapter_of(notebook: dict, path: Path) -> int:
         match = re.match(r"(\d+)_", path.name)
         if match is None:
             raise ValueError(
-                f"{path.name}: cannot tell which chapter this is (no lora_book metadata and the file "
-                "name does not start with the chapter number, e.g. 03_...); hand out the student "
-                "notebooks from notebooks/student/ unchanged in their metadata."
+                f"{path.name}: no lora_book metadata, and the file name does not start with the chapter number "
+                "(e.g. 03_...); hand out the student notebooks from notebooks/student/ unchanged in their metadata"
             )
         chapter = match.group(1)
-    return int(chapter)
+    if isinstance(chapter, bool) or not isinstance(chapter, int | str) or not str(chapter).strip().isdigit():
+        raise ValueError(f"{path.name}: its lora_book metadata names chapter {str(chapter)[:40]!r}, not a number")
+    number = int(str(chapter).strip())
+    if number not in CHAPTER_SECONDS:
+        raise ValueError(f"{path.name}: its metadata names chapter {number}, which this book does not have")
+    return number
 
 
 # --- what is added to a notebook, and what is read back ----------------------------------------------------------
@@ -255,8 +261,9 @@ def default_chapters_dir() -> Path | None:
 
 
 def reference_answers(chapter: int, chapters_dir: Path, work: Path, cell_timeout: int, notebook_timeout: int):
-    """The answers the instructor's copy of ``chapter`` stores, from one run of it (cached under ``work`` by the
-    notebook's contents and the profile in use)."""
+    """The answers the instructor's copy of ``chapter`` stores, from one run of it. They are kept in the grader's
+    memory only: the run's folder (the executed chapter, its answer lines) is deleted before this returns, so no
+    submission finds them on disk."""
     import nbformat
 
     (path,) = sorted(Path(chapters_dir).glob(f"{chapter:02d}_*.ipynb")) or [None]
@@ -264,12 +271,12 @@ def reference_answers(chapter: int, chapters_dir: Path, work: Path, cell_timeout
         raise ValueError(
             f"{chapters_dir} holds no chapter {chapter} (expected {chapter:02d}_*.ipynb); pass --chapters."
         )
-    key = hashlib.sha256(path.read_bytes() + os.environ.get("LORA_BOOK_PROFILE", "").encode()).hexdigest()[:12]
-    cache = work / f"reference-{chapter:02d}-{key}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text(encoding="utf-8"))
     notebook = with_answer_readers(nbformat.read(path, as_version=4), chapter)
-    run = execute(notebook, work / f"reference-{chapter:02d}", cell_timeout, notebook_timeout)
+    scratch = work / f"reference-{chapter:02d}"
+    try:
+        run = execute(notebook, scratch, cell_timeout, notebook_timeout)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     expected = {e.id for e in chapter_exercises(chapter) if e.checked}
     missing = sorted(expected - {k for k, v in run.answers.items() if v is not None})
     if missing or run.status != "graded":
@@ -277,7 +284,6 @@ def reference_answers(chapter: int, chapters_dir: Path, work: Path, cell_timeout
             f"The instructor's run of {path.name} did not give every reference answer ({run.status}; missing "
             f"{', '.join(missing) or 'none'}): run the chapter yourself and fix it before grading."
         )
-    write_atomic(cache, lambda tmp: Path(tmp).write_text(json.dumps(run.answers), encoding="utf-8"))
     return run.answers
 
 
@@ -295,6 +301,42 @@ def check_output(out: Path) -> None:
     existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
     if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
         raise ValueError(f"--out {out}: {existing} is not a writable folder; choose another place for the scores.")
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def file_stem(student: str, submission: Path) -> str:
+    """The stem of a submission's files beside the scores: its student ID and its file name, each reduced to letters,
+    digits, ``_`` and ``-`` (at most 40 characters; a part that had to change gets a hash of what it was, so two IDs
+    never share a name). Unique in a batch whatever the IDs are, since no two submissions share a file name; never a
+    path (no ``/``, no ``..``, no leading dot), and never one whose suffix is mistaken for an extension.
+
+    Example:
+        >>> file_stem("jane.doe", Path("03_jane.ipynb")) != file_stem("jane.smith", Path("03_jane.ipynb"))
+        True
+        >>> "/" in file_stem("../../etc/passwd", Path("a.ipynb"))
+        False
+    """
+
+    def part(text: str) -> str:
+        safe = _UNSAFE.sub("_", text).strip("_-")[:40] or "x"
+        return safe if safe == text else f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+    return f"{part(student)}--{part(submission.stem)}"
+
+
+def csv_cell(value: object) -> object:
+    """A text cell as a spreadsheet shows it and never runs: one starting with ``=``, ``+``, ``-``, ``@`` or a
+    control character gets a leading ``'`` (OWASP's rule against formula injection); numbers pass unchanged.
+
+    Example:
+        >>> csv_cell("=1+2*3"), csv_cell("ada"), csv_cell(-2)
+        ("'=1+2*3", 'ada', -2)
+    """
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r", "\n"):
+        return "'" + value
+    return value
 
 
 COLUMNS_BEFORE = ["student", "submission", "chapter"]
@@ -323,16 +365,42 @@ def _row(path: Path, chapter: int | None, run: Execution | None, reference: dict
                 feedback.append(f"- {exercise.id} ({exercise.points} points): graded by hand.")
                 continue
             answered = run is not None and exercise.id in run.answers
-            verdict = compare(exercise.id, run.answers[exercise.id], reference[exercise.id]) if answered else None
+            verdict = _compare(exercise.id, run.answers[exercise.id], reference[exercise.id]) if answered else None
             points = exercise.points if verdict is not None and verdict.passed else 0
             row[f"ex_{exercise.id}"] = points
+            row[f"answer_{exercise.id}"] = _shown(run.answers[exercise.id]) if answered else ""
             checked += points
             message = verdict.message if verdict is not None else f"✗ Exercise {exercise.id}: no answer was read."
-            feedback.append(f"- {exercise.id}: {points}/{exercise.points} points. {message}")
+            given = f" Your answer: {row[f'answer_{exercise.id}']}." if answered else ""
+            feedback.append(f"- {exercise.id}: {points}/{exercise.points} points. {message}{given}")
         maximum = sum(e.points for e in chapter_exercises(chapter) if e.checked)
         row |= {"checked_points": checked, "checked_max": maximum, "hand_graded_max": hand, "total_max": maximum + hand}
     row |= {"status": status, "cells_with_errors": "" if run is None else run.errors}
     return row, feedback
+
+
+ANSWER_CHARACTERS = 200
+"""The most of an answer the CSV and the feedback show (an answer can be a large structure)."""
+
+
+def _shown(answer: object) -> str:
+    """An answer as the grader read it (plain JSON), cut to :data:`ANSWER_CHARACTERS`."""
+    try:
+        text = json.dumps(answer, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(answer)
+    return text if len(text) <= ANSWER_CHARACTERS else text[: ANSWER_CHARACTERS - 1] + "…"
+
+
+def _compare(exercise: str, answer: object, expected: object):
+    """:func:`~lora_merge_utils.course.exercises.compare`, with an answer it cannot compare (a number too large for
+    a float, a structure nested too deep) read as a wrong answer that says why."""
+    from .exercises import Verdict
+
+    try:
+        return compare(exercise, answer, expected)
+    except (ArithmeticError, RecursionError, TypeError, ValueError) as error:
+        return Verdict(False, f"✗ Exercise {exercise}: the answer could not be compared ({type(error).__name__}).")
 
 
 MAX_JOBS = 64
@@ -383,6 +451,22 @@ def grade_folder(
         cell, whole = default_timeouts(chapter)
         return cell_timeout or cell, notebook_timeout or whole
 
+    def reference_for(chapter: int) -> dict:
+        with lock:  # one reference run per chapter, shared by the submissions of that chapter
+            if chapter not in references:
+                try:
+                    if chapters_dir is None:
+                        raise ValueError("no instructor chapters to compute reference answers from: pass --chapters")
+                    progress(f"reference run of chapter {chapter} (once) ...")
+                    references[chapter] = reference_answers(chapter, chapters_dir, work, *limits(chapter))
+                except ValueError as error:  # every submission of this chapter says so; the others are graded
+                    progress(f"chapter {chapter}: {error}")
+                    references[chapter] = error
+            found = references[chapter]
+        if isinstance(found, ValueError):
+            raise found
+        return found
+
     def grade(index: int, path: Path) -> None:
         try:
             notebook = nbformat.read(path, as_version=4)
@@ -391,29 +475,27 @@ def grade_folder(
         else:
             try:
                 chapter = chapter_of(notebook, path)
-            except ValueError:
-                row, feedback = _row(path, None, None, None, "cannot tell which chapter this is (metadata removed?)")
-            else:
-                with lock:  # one reference run per chapter, shared by the submissions of that chapter
-                    reference = references.get(chapter)
-                    if reference is None:
-                        if chapters_dir is None:
-                            raise ValueError("No chapters to compute reference answers from: pass --chapters.")
-                        progress(f"reference run of chapter {chapter} (once) ...")
-                        reference = reference_answers(chapter, chapters_dir, work, *limits(chapter))
-                        references[chapter] = reference
+            except ValueError as error:
+                chapter, reason = None, str(error).split(": ", 1)[-1]
+                row, feedback = _row(path, None, None, None, f"cannot tell which chapter this is: {reason}")
+            try:
+                reference = None if chapter is None else reference_for(chapter)
+            except ValueError as error:
+                chapter, row, feedback = None, *_row(path, None, None, None, f"not graded: {error}")
+            if chapter is not None:
                 progress(f"grading {path.name} (chapter {chapter}) ...")
                 # A folder of its own, whose parent holds nothing else: no relative path reaches another submission.
                 own = Path(tempfile.mkdtemp(prefix=f"grading-{index:04d}-"))
                 try:
                     outcome = run(with_answer_readers(notebook, chapter), own / "submission", *limits(chapter))
-                    _keep(outcome, results / _student_id(path, outcome.answers), path.name)
+                    _keep(outcome, results / file_stem(_student_id(path, outcome.answers), path), path.name)
                 finally:
                     shutil.rmtree(own, ignore_errors=True)
                 if stop.is_set():  # stopped by an interruption, not by the submission: not graded
                     return
                 row, feedback = _row(path, chapter, outcome, reference, outcome.status)
-        (results / f"{row['student']}-feedback.md").write_text(
+        stem = file_stem(str(row["student"]), path)
+        (results / f"{stem}-feedback.md").write_text(
             f"# {row['student']}: {path.name}\n\nStatus: {row['status']}.\n\n" + "\n".join(feedback) + "\n",
             encoding="utf-8",
         )
@@ -424,7 +506,14 @@ def grade_folder(
             f"({row['status']})"
         )
 
-    references: dict[int, dict] = {}
+    def grade_safely(index: int, path: Path) -> None:
+        try:
+            grade(index, path)
+        except Exception as error:  # whatever one submission does, the batch goes on and its row says what happened
+            with lock:
+                rows.setdefault(path, _row(path, None, None, None, f"not graded: {type(error).__name__}: {error}")[0])
+
+    references: dict[int, dict | ValueError] = {}
     stop = threading.Event()
     # SIGTERM ends grading like Ctrl-C does: with the rows graded so far written. Only where nothing handles it yet:
     # the command line's handler already raises (a KeyboardInterrupt saying "terminated") and remembers the stop.
@@ -436,7 +525,13 @@ def grade_folder(
     interrupted: KeyboardInterrupt | None = None
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        for future in [pool.submit(grade, i, p) for i, p in enumerate(paths)]:
+        # Every reference run first, one after another: while an instructor's chapter runs, no submission does.
+        for chapter in sorted({_chapter_or_none(path) for path in paths} - {None}):
+            try:
+                reference_for(chapter)
+            except ValueError:
+                pass  # each submission of that chapter says why in its row
+        for future in [pool.submit(grade_safely, i, p) for i, p in enumerate(paths)]:
             future.result()
     except KeyboardInterrupt as interruption:
         interrupted = interruption
@@ -454,8 +549,10 @@ def grade_folder(
             for path in paths:
                 if path not in rows:
                     rows[path] = _row(path, None, None, None, "not graded: grading was interrupted")[0]
-            ordered = [rows[p] for p in paths]
-        write_scores(ordered, out)
+            ordered = _mark_shared_ids([rows[p] for p in paths])
+        written = write_scores(ordered, out, complete=interrupted is None)
+        if written != out:
+            progress(f"{out} holds a complete earlier grading and stays as it was; this run's rows are in {written}")
         shutil.rmtree(work, ignore_errors=True)
     if interrupted is not None:
         raise interrupted  # after the rows are written: the caller says how grading ended
@@ -466,6 +563,28 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _chapter_or_none(path: Path) -> int | None:
+    """The chapter of the submission at ``path``, or ``None`` where it cannot be told (its row will say why)."""
+    import nbformat
+
+    try:
+        return chapter_of(nbformat.read(path, as_version=4), path)
+    except Exception:  # any file that is not a notebook of a chapter
+        return None
+
+
+def _mark_shared_ids(rows: list[dict]) -> list[dict]:
+    """Rows whose student ID another submission also gives say so in their status (each keeps its own files)."""
+    by_id: dict[str, list[str]] = {}
+    for row in rows:
+        by_id.setdefault(str(row["student"]), []).append(str(row["submission"]))
+    for row in rows:
+        others = [name for name in by_id[str(row["student"])] if name != row["submission"]]
+        if others:
+            row["status"] = f"{row['status']}; the same student ID is given by {', '.join(others)}"
+    return rows
+
+
 def _keep(run: Execution, stem: Path, name: str) -> None:
     """Save the executed submission beside the scores, as ``.ipynb`` and ``.html``, without the grader's cells."""
     import nbformat
@@ -474,26 +593,45 @@ def _keep(run: Execution, stem: Path, name: str) -> None:
         return
     notebook = nbformat.read(run.executed, as_version=4)
     notebook.cells = [c for c in notebook.cells if READ_TAG not in c.metadata.get("tags", [])]
-    nbformat.write(notebook, stem.with_suffix(".ipynb"))
+    # stem.name + suffix, not with_suffix: an ID like jane.doe must not lose its ".doe"
+    nbformat.write(notebook, stem.parent / f"{stem.name}.ipynb")
     try:
         from nbconvert import HTMLExporter
 
         html, _ = HTMLExporter().from_notebook_node(notebook)
-        stem.with_suffix(".html").write_text(html, encoding="utf-8")
+        (stem.parent / f"{stem.name}.html").write_text(html, encoding="utf-8")
     except ImportError:
         pass  # the .ipynb is there; nbconvert comes with the book's extras
 
 
-def write_scores(rows: list[dict], out: Path) -> None:
-    """One CSV row per submission: ``student`` first (the ID an LMS gradebook matches), numbers as numbers."""
+def write_scores(rows: list[dict], out: Path, complete: bool = True) -> Path:
+    """One CSV row per submission: ``student`` first (the ID an LMS gradebook matches), numbers as numbers, each
+    checked exercise's answer as read (last, ``answer_<id>``), text escaped against formula injection
+    (:func:`csv_cell`), written atomically. An incomplete grading (interrupted) never replaces an earlier CSV whose
+    every row was graded: it goes beside it, as ``<name>-interrupted.csv``. Returns the path written."""
     exercises = [f"ex_{e}" for e in EXERCISES if any(f"ex_{e}" in row for row in rows)]
-    columns = COLUMNS_BEFORE + exercises + COLUMNS_AFTER
+    answers = [f"answer_{e}" for e in EXERCISES if any(f"answer_{e}" in row for row in rows)]
+    columns = COLUMNS_BEFORE + exercises + COLUMNS_AFTER + answers
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
     text = buffer.getvalue()
-    write_atomic(Path(out), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    out = Path(out)
+    if not complete and _fully_graded(out):
+        out = out.with_name(f"{out.stem}-interrupted.csv")
+    write_atomic(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return out
+
+
+def _fully_graded(path: Path) -> bool:
+    """Whether ``path`` is a scores CSV in which no row is marked not graded."""
+    try:
+        with Path(path).open(encoding="utf-8", newline="") as file:
+            statuses = [row.get("status") or "" for row in csv.DictReader(file)]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return bool(statuses) and not any(status.startswith("not graded") for status in statuses)
 
 
 def _main(argv: list[str]) -> int:
