@@ -12,7 +12,9 @@ Layout under an output root (``artifacts/<profile>`` by default)::
 Every directory is assembled in a temporary sibling and renamed into place, so a run killed mid-way leaves no
 half-written artifact and the next run simply redoes it. What a killed save does leave behind (its temporary
 ``.<name>.<pid>.<random>.tmp`` sibling, or a ``.<name>.old`` copy) is removed by
-:func:`~lora_merge_utils.safe_io.remove_debris` when a study opens the folder or starts training into it.
+:func:`~lora_merge_utils.safe_io.remove_debris` when a study opens the folder or starts training into it, in the
+folders above alone (:data:`~lora_merge_utils.safe_io.STUDY_FOLDERS`): anything else a user keeps in the same folder is
+never touched, whatever its name.
 """
 
 from __future__ import annotations

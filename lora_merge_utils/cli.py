@@ -25,6 +25,13 @@ Every command reads what earlier steps saved under --out and trains only what is
 any order. `run` does everything; the others do one thing at a time."""
 
 
+def _folder(text: str) -> Path:
+    """``--out``'s value: a folder's name, never the empty string (which would be the current folder unasked)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("--out needs a folder's name; give '.' to mean the current folder")
+    return Path(text)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile",
@@ -34,7 +41,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=_folder,
         default=None,
         help="artifact root (default: $LORA_BOOK_ARTIFACTS/<profile>, else artifacts/<profile>)",
     )

@@ -171,8 +171,21 @@ def _is_debris(path: Path, stale_after: float) -> bool:
     return False
 
 
-def remove_debris(root: Path | str, stale_after: float = STALE_SECONDS, old_copies: bool = True) -> list[Path]:
-    """Remove what saves killed mid-way left under ``root``, and return what was removed.
+STUDY_FOLDERS = ("adapters", "heads", "features", "joint", "results", "verdicts")
+"""The folders a study writes under its root (:class:`~lora_merge_utils.artifacts.ArtifactStore`,
+:mod:`lora_merge_utils.verdicts`): the only places debris is looked for there, so that nothing of a user's in the same
+folder (their notes, a ``.old`` folder of their own) is ever touched."""
+
+
+def remove_debris(
+    root: Path | str,
+    stale_after: float = STALE_SECONDS,
+    old_copies: bool = True,
+    folders: tuple[str, ...] | None = STUDY_FOLDERS,
+) -> list[Path]:
+    """Remove what saves killed mid-way left in ``root``'s ``folders`` (default: :data:`STUDY_FOLDERS`, what a study
+    writes; ``None``: all of ``root``, for a folder that is the program's alone, like the data samples' cache), and
+    return what was removed.
 
     * ``.<name>.<pid>.<random>.tmp`` files and folders of :func:`write_atomic` and :func:`atomic_dir` whose process
       is gone (a writer that is alive, here or in another process, is left alone; older names without a process id
@@ -188,26 +201,36 @@ def remove_debris(root: Path | str, stale_after: float = STALE_SECONDS, old_copi
     removed: list[Path] = []
     if not root.is_dir():
         return removed
-    for directory, folders, files in os.walk(root):
-        for name in [*folders, *files]:
-            path = Path(directory) / name
-            if _is_debris(path, stale_after):
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-                removed.append(path)
-            elif old_copies and name in folders and name.startswith(".") and name.endswith(".old") and len(name) > 5:
-                final = path.with_name(name[1 : -len(".old")])
-                if final.exists():
-                    shutil.rmtree(path, ignore_errors=True)
+    tops = [root] if folders is None else [root / name for name in folders]
+    for top in tops:
+        if top.is_symlink() or not top.is_dir():
+            continue  # a link out of the folder is not ours to clean
+        for directory, subfolders, files in os.walk(top):
+            for name in [*subfolders, *files]:
+                path = Path(directory) / name
+                if _is_debris(path, stale_after):
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
                     removed.append(path)
+                elif (
+                    old_copies
+                    and name in subfolders
+                    and name.startswith(".")
+                    and name.endswith(".old")
+                    and len(name) > 5
+                ):
+                    final = path.with_name(name[1 : -len(".old")])
+                    if final.exists():
+                        shutil.rmtree(path, ignore_errors=True)
+                        removed.append(path)
+                    else:
+                        recover_interrupted(final)
                 else:
-                    recover_interrupted(final)
-            else:
-                continue
-            if name in folders:
-                folders.remove(name)  # not walked into
+                    continue
+                if name in subfolders:
+                    subfolders.remove(name)  # not walked into
     return removed
 
 

@@ -96,7 +96,7 @@ class Study:
         device = torch.device(device) if device is not None else get_device()
         backbone = create_backbone(profile).to(device)
         ArtifactStore(root).remove_debris()  # what runs killed mid-save left behind, artifacts and data samples
-        remove_debris(sample_cache_dir(), old_copies=False)
+        remove_debris(sample_cache_dir(), old_copies=False, folders=None)  # the samples' cache is wholly ours
         return cls(profile, root, backbone, device, progress)
 
     def variant(self, overrides: dict) -> Study:

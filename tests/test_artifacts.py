@@ -176,3 +176,36 @@ def test_adapters_of_another_backbone_are_refused(tmp_path, backbone):
         load_adapters(backbone, {"other": directory})
     metrics = json.loads((directory / "metrics.json").read_text())
     assert metrics["backbone"].startswith("vit_tiny_patch16_224@")
+
+
+def test_nothing_of_a_users_in_the_output_folder_is_ever_touched(tmp_path):
+    """Debris is looked for only in the folders a study writes. A user's own folders and files beside them, whatever
+    their names look like (a ``.old`` folder, a dead process's ``.tmp`` name, a stale ``.tmp``), stay as they are."""
+    import os
+    import time
+
+    from lora_merge_utils.safe_io import remove_debris, training_lock
+
+    root = tmp_path / "U"
+    (root / "notes" / ".notes.old").mkdir(parents=True)
+    (root / "notes" / ".notes.old" / "todo.txt").write_text("mine")
+    (root / "sub" / ".photos.old").mkdir(parents=True)
+    (root / "sub" / ".photos.old" / "cat.jpg").write_bytes(b"jpg")
+    (root / "deep" / "x").mkdir(parents=True)
+    (root / "deep" / f".report.{_dead_pid()}.draft.tmp").write_text("draft")
+    stale = root / "deep" / "x" / ".settings.json.tmp"
+    stale.write_text("{}")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    (root / ".mine.old").mkdir()
+    mine = _contents(root)
+    ours = root / "results" / f".merges.csv.{_dead_pid()}.abcd1234.tmp"
+    ours.parent.mkdir()
+    ours.write_text("half")
+    assert ArtifactStore(root).remove_debris() == [ours], "only what a study wrote"
+    with training_lock(root):
+        pass
+    assert remove_debris(root) == []
+    (root / ".training.lock").unlink()
+    assert (
+        _contents(root) == mine and (root / "sub" / ".photos.old").is_dir() and not (root / "sub" / "photos").exists()
+    )

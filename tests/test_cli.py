@@ -139,3 +139,12 @@ def test_a_signal_the_caller_ignores_stays_ignored(monkeypatch):
         assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_an_empty_out_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """`--out ""` would be the current folder, unasked: the parser refuses it and nothing is written there."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["train-head", "--task", "digits", "--profile", "tiny", "--out", ""])
+    assert stop.value.code == 2 and "--out needs a folder's name" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
