@@ -714,8 +714,12 @@ def run_study(
 ) -> dict[str, pd.DataFrame]:
     """The whole grid headless: baselines, adapters (every seed), singles, all pairs and triples, tables and heatmap.
 
-    Returns ``{"singles": ..., "merges": ..., "summary": ...}``; writes them under ``<out>/results``.
+    Returns ``{"singles": ..., "merges": ..., "summary": ...}``; writes them under ``<out>/results``. A method named
+    twice is refused before any work (its rows would be written twice and weigh twice in every mean).
     """
+    repeated = sorted({m for m in methods if list(methods).count(m) > 1})
+    if repeated:
+        raise ValueError(f"methods name {', '.join(repeated)} more than once; give each method once.")
     study = Study.open(profile, out, device=device, progress=progress)
     for task in tqdm(study.profile.tasks, desc="baselines", disable=not study.progress):
         study.ensure_head(task)

@@ -148,3 +148,11 @@ def test_an_empty_out_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
         main(["train-head", "--task", "digits", "--profile", "tiny", "--out", ""])
     assert stop.value.code == 2 and "--out needs a folder's name" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_method_named_twice_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["run", "--profile", "tiny", "--out", str(out), "--quiet", "--methods", "task_arithmetic", "task_arithmetic"]
+    assert main(argv) == 2
+    assert "task_arithmetic more than once" in capsys.readouterr().err
+    assert not out.exists(), "nothing was trained or written"

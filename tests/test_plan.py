@@ -138,9 +138,15 @@ def test_the_plan_prices_chapters_with_rates_a_gpu_check_measured(tmp_path, caps
     path.write_text(json.dumps(record | {"merge_seconds": {"ties": 0.25, "tsv": 0.5}, "float64_flops": 1e12}))
     timed = measured_throughput(path)
     assert (timed.merge, timed.float64) == (0.5, 1e12), "the slowest merge prices every merge"
-    path.write_text("{}")
-    with pytest.raises(ValueError, match="not a gpu_check.py measurement file"):
-        measured_throughput(path)
+    for bad in (0.0, -5.0, float("nan")):  # json writes nan as NaN, which json reads back
+        path.write_text(json.dumps(record | {"train_images_per_second": {"amp": bad, "fp32": 1.0}}))
+        with pytest.raises(ValueError, match="train figure is .*not a positive number"):
+            measured_throughput(path)
+    assert main(["plan", "--measured", str(path)]) == 2 and "not a positive number" in capsys.readouterr().err
+    for text in ("{}", "garbage"):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=f"{path.name} is not a gpu_check.py measurement file"):
+            measured_throughput(path)
 
 
 def test_gpu_check_stops_at_once_without_a_gpu():

@@ -148,13 +148,17 @@ def measured_throughput(path, base: Throughput = T4) -> Throughput:
     and evaluation under autocast, chapter 7's full-precision timings at the evaluation rate without it, and, where
     the file has them, the slowest measured merge's seconds and the dense float64 SVDs' rate."""
     import json
+    import math
     from dataclasses import replace
     from pathlib import Path
 
-    record = json.loads(Path(path).read_text())
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{path} is not a gpu_check.py measurement file ({error}); run make gpu-check.") from None
     try:
         rates = {kind: record[f"{kind}_images_per_second"] for kind in ("train", "adapt", "evaluate")}
-        return replace(
+        measured = replace(
             base,
             name=f"{record['device']} (measured by scripts/gpu_check.py)",
             train=float(rates["train"]["amp"]),
@@ -165,8 +169,13 @@ def measured_throughput(path, base: Throughput = T4) -> Throughput:
             merge=max(map(float, record["merge_seconds"].values())) if "merge_seconds" in record else base.merge,
             float64=float(record.get("float64_flops", base.float64)),
         )
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ValueError(f"{path} is not a gpu_check.py measurement file ({error!r}); run make gpu-check.") from None
+    for name in ("train", "adapt", "evaluate", "timed", "merge", "float64"):
+        value = getattr(measured, name)
+        if not (math.isfinite(value) and value > 0):  # a rate of 0, -5 or nan would price a chapter at inf, -137 or nan
+            raise ValueError(f"{path}: its {name} figure is {value}, not a positive number; run make gpu-check again.")
+    return measured
 
 
 DOWNLOAD_MB = {"mnist": 18.2, "svhn": 183.0, "eurosat": 82.6, "resisc45": 340.1, "gtsrb": 333.0, "dtd": 629.0}
