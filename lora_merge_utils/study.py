@@ -267,7 +267,12 @@ class Study:
         directory = self.store.head_dir(task)
         if self.store.has_head(task) and not retrain:
             metrics = read_json(directory / "metrics.json")
-            check_reuse(directory, metrics, {"task": task, "backbone": backbone_identity(self.backbone)}, "head")
+            expected = {
+                "task": task,
+                "backbone": backbone_identity(self.backbone),
+                "made_with": self._made_with("head"),
+            }
+            check_reuse(directory, metrics, expected, "head")
             head = load_head(directory / "head.safetensors")
             check_head_classes(directory, head, self.task(task).num_classes)
             return head, metrics
@@ -290,6 +295,7 @@ class Study:
             "accuracy": round(float(head_correctness(head, *self.features(task, "test")).mean()), DECIMALS),
             **result.record(),
             "backbone": backbone_identity(self.backbone),
+            "made_with": self._made_with("head"),
             "trainable_parameters": sum(p.numel() for p in head.parameters()),
             "versions": library_versions(),
         }
@@ -314,6 +320,7 @@ class Study:
                     "backbone": backbone_identity(self.backbone),
                     "seed": self.seed_of(task, seed),
                     "lora": self._lora_record(),
+                    "made_with": self._made_with("adapter"),
                 },
                 "adapter",
             )
@@ -399,6 +406,7 @@ class Study:
             "backbone": backbone_identity(self.backbone),
             "profile": self.profile.name,
             "lora": self._lora_record(),
+            "made_with": self._made_with("adapter"),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "head_parameters": sum(p.numel() for p in head.parameters()),
             "versions": library_versions(),
@@ -406,6 +414,26 @@ class Study:
         save_adapter(model, head, metrics, directory)
         self.single_store(task, seed).put((task,), SINGLE_ADAPTER, {task: pack(correct)}, {task: len(correct)})
         return directory
+
+    def _made_with(self, kind: str) -> dict:
+        """The training settings and data sizes a saved ``"head"`` or ``"adapter"`` (or ``"joint"`` adapter) was made
+        with, as its ``metrics.json`` records them: reusing one made otherwise would report another run's numbers.
+        Written through JSON, so that it compares equal to what is read back (tuples become lists)."""
+        import dataclasses
+        import json
+
+        train = self.profile.train
+        if kind == "head":
+            settings = {"head_l2": train.head_l2, "head_max_iter": train.head_max_iter}
+        else:
+            settings = {
+                "adapter_epochs": train.adapter_epochs,
+                "adapter_lr": train.adapter_lr,
+                "adapter_weight_decay": train.adapter_weight_decay,
+                "batch_size": train.batch_size,
+            }
+        record = {**settings, "image_size": self.profile.image_size, "data": dataclasses.asdict(self.profile.data)}
+        return json.loads(json.dumps(record))
 
     def _lora_record(self) -> dict:
         lora = self.profile.lora
@@ -466,6 +494,7 @@ class Study:
             "tasks": tasks,
             "seed": self.profile.train.seed * 1000 + 100 * seed,
             "lora": self._lora_record(),
+            "made_with": self._made_with("adapter"),
             "steps": "one batch of every task",  # how it was trained: an adapter trained otherwise is not reused
         }
 

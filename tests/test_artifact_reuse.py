@@ -166,6 +166,21 @@ def test_an_adapter_trained_with_other_lora_settings_is_refused_unless_retrained
     assert json.loads((directory / "metrics.json").read_text())["lora"]["alpha"] == 64
 
 
+def test_heads_and_adapters_made_with_other_training_settings_or_data_are_refused(copy_of):
+    """A folder trained with other epochs, learning rate or images per class is not reused as if it were this
+    study's: it reported the old accuracies with the new settings' labels."""
+    profile, root = copy_of
+    longer = profile.replace(train=replace(profile.train, adapter_epochs=profile.train.adapter_epochs + 1))
+    with pytest.raises(ValueError, match="made_with .*'adapter_epochs'.*not replaced silently"):
+        Study.open(longer, root, progress=False).ensure_adapter("digits")
+    Study.open(longer, root, progress=False).ensure_head("digits")  # a head does not depend on the adapters' epochs
+    fewer = profile.replace(data=replace(profile.data, train_per_class=profile.data.train_per_class // 2))
+    with pytest.raises(ValueError, match="holds a head saved for made_with .*'train_per_class'"):
+        Study.open(fewer, root, progress=False).ensure_head("digits")
+    saved = json.loads((root / "adapters" / "digits" / "seed-0" / "metrics.json").read_text())
+    assert saved["made_with"]["data"]["train_per_class"] == profile.data.train_per_class
+
+
 def test_another_tasks_head_copied_in_is_refused(copy_of):
     profile, root = copy_of
     for name in ("head.safetensors", "metrics.json"):
