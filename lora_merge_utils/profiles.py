@@ -317,6 +317,13 @@ class Profile:
     overrides: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        # The name is a folder under $LORA_BOOK_ARTIFACTS (Profile.label): never a path out of it.
+        _require(
+            isinstance(self.name, str)
+            and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.name) is not None
+            and ".." not in self.name,
+            f"name must be a plain folder name (letters, digits, '_', '-', '.'; no '..'), got {self.name!r}.",
+        )
         check_fields(self, "")
         check_fields(self.backbone.overrides, "backbone.overrides")
         _require(len(set(self.tasks)) == len(self.tasks) > 0, f"tasks must name tasks once each, got {self.tasks}.")
