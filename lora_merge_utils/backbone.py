@@ -74,6 +74,22 @@ def _local_weights_file(spec: BackboneSpec) -> Path | None:
     return path
 
 
+def _architecture(spec: BackboneSpec) -> torch.nn.Module:
+    """The profile's ViT with random weights; a model name timm lacks, or ``backbone.overrides`` it cannot build
+    (an unknown keyword, a width that the number of heads does not divide), as one ``ValueError`` naming them."""
+    try:
+        return timm.create_model(spec.model_name, pretrained=False, num_classes=0, **spec.overrides)
+    except RuntimeError as error:
+        if "Unknown model" in str(error):
+            raise ValueError(f"timm does not know the model {spec.model_name!r}: {error}") from None
+        raise
+    except (TypeError, AssertionError, ValueError) as error:
+        raise ValueError(
+            f"timm cannot build {spec.model_name!r} with backbone.overrides {dict(spec.overrides)}: "
+            f"{type(error).__name__}: {error}. Remove or correct those overrides."
+        ) from None
+
+
 def _create_from_timm(spec: BackboneSpec, pretrained: bool) -> torch.nn.Module:
     local = _local_weights_file(spec) if pretrained else None
     if local is not None:
@@ -82,6 +98,9 @@ def _create_from_timm(spec: BackboneSpec, pretrained: bool) -> torch.nn.Module:
         return timm.create_model(
             spec.model_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay, **spec.overrides
         )
+    if not pretrained:
+        return _architecture(spec)
+    _architecture_on_meta(spec)  # a name or overrides timm cannot build: told as such, not as missing weights
     try:
         return timm.create_model(spec.model_name, pretrained=pretrained, num_classes=0, **spec.overrides)
     except RuntimeError as error:
@@ -90,6 +109,12 @@ def _create_from_timm(spec: BackboneSpec, pretrained: bool) -> torch.nn.Module:
         raise _no_weights_error(spec, error) from error
     except (OSError, ValueError) as error:
         raise _no_weights_error(spec, error) from error
+
+
+def _architecture_on_meta(spec: BackboneSpec) -> None:
+    """:func:`_architecture` on the meta device: the same checks, no memory and no time."""
+    with torch.device("meta"):
+        _architecture(spec)
 
 
 def _no_weights_error(spec: BackboneSpec, error: Exception) -> FileNotFoundError:
@@ -129,9 +154,17 @@ def create_backbone(profile: Profile | str | None = None, pretrained: bool = Tru
         if not pretrained:
             torch.manual_seed(profile.train.seed)
         if spec.weights.startswith(ASSET_PREFIX):
-            model = timm.create_model(spec.model_name, pretrained=False, num_classes=0, **spec.overrides)
+            model = _architecture(spec)
             if pretrained:
-                _load_asset_weights(model, spec.weights[len(ASSET_PREFIX) :])
+                try:
+                    _load_asset_weights(model, spec.weights[len(ASSET_PREFIX) :])
+                except RuntimeError as error:  # strict loading: another depth, width or patch size
+                    raise ValueError(
+                        f"The shipped weights of {spec.model_name!r} do not fit the backbone these overrides build "
+                        f"({', '.join(f'{k}={v!r}' for k, v in spec.overrides.items())}): "
+                        f"{' '.join(str(error).split())[:200]}. Leave the architecture as it is (no "
+                        "backbone.overrides that change its shape), or pass pretrained=False."
+                    ) from None
         else:
             model = _create_from_timm(spec, pretrained)
     model.eval()

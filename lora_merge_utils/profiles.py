@@ -326,6 +326,10 @@ class Profile:
         )
         check_fields(self, "")
         check_fields(self.backbone.overrides, "backbone.overrides")
+        _require(
+            all(isinstance(t, str) and t for t in (*self.tasks, *self.related_tasks)),
+            f"tasks and related_tasks must be names (strings), got {list(self.tasks) + list(self.related_tasks)}.",
+        )
         _require(len(set(self.tasks)) == len(self.tasks) > 0, f"tasks must name tasks once each, got {self.tasks}.")
 
     def replace(self, **changes) -> Profile:

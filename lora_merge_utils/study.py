@@ -41,7 +41,16 @@ from .artifacts import (
 )
 from .backbone import backbone_identity, create_backbone
 from .batches import InMemoryImages, amp_dtype, decode_all, normalize
-from .data.tasks import RELABELLINGS, ImageTask, labels_of, load_task, relabel, sample_cache_dir, subsample
+from .data.tasks import (
+    RELABELLINGS,
+    ImageTask,
+    check_profile_tasks,
+    labels_of,
+    load_task,
+    relabel,
+    sample_cache_dir,
+    subsample,
+)
 from .evaluation import (
     DECIMALS,
     SINGLE_ADAPTER,
@@ -91,6 +100,7 @@ class Study:
         ``progress=None`` shows progress bars unless ``$LORA_BOOK_PROGRESS=0``.
         """
         profile = get_profile(profile)
+        check_profile_tasks(profile)  # before the backbone is built or anything trained
         progress = progress_enabled() if progress is None else progress
         root = Path(root) if root is not None else default_root(profile)
         device = torch.device(device) if device is not None else get_device()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -290,3 +291,30 @@ def test_a_profile_name_that_is_not_a_plain_folder_name_is_refused(name, tmp_pat
     with pytest.raises(ValueError, match="name must be a plain folder name"):
         apply_overrides(TINY, {"name": name})
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"tasks": ["digits", "nope"]}, "tasks names 'nope', which the 'tiny' profile cannot build"),
+        ({"tasks": ["digits"]}, "related_tasks names 'shapes_family', whose images' task is not among tasks"),
+        ({"tasks": [1, 2]}, "tasks and related_tasks must be names"),
+        ({"backbone.overrides.num_heads": 5}, "timm cannot build .*dim should be divisible by num_heads"),
+        ({"backbone.overrides.bogus": 1}, "timm cannot build .*unexpected keyword argument 'bogus'"),
+        ({"backbone.overrides.depth": 2}, "shipped weights of 'vit_tiny_patch16_224' do not fit .*depth=2"),
+        ({"backbone.model_name": "x"}, "timm does not know the model 'x'"),
+    ],
+)
+def test_a_profile_the_book_cannot_build_is_one_line_before_any_work(overrides, message, tmp_path, monkeypatch, capsys):
+    """Tasks it cannot build and backbones timm cannot make are told in one line, exit 2, before anything is
+    trained (`tasks: [digits, nope]` failed only after training digits; the others were tracebacks)."""
+    import json
+
+    from lora_merge_utils.cli import main
+
+    monkeypatch.setenv("LORA_BOOK_OVERRIDES", json.dumps(overrides))
+    out = tmp_path / "out"
+    assert main(["train-head", "--task", "digits", "--profile", "tiny", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err and err.count("\n") == 1, err
+    assert not out.exists() or not any(out.rglob("*.safetensors")), "nothing was trained"

@@ -153,6 +153,32 @@ def _load_relabelled(profile: Profile, name: str) -> ImageTask:
 _CACHE: dict[tuple, ImageTask] = {}
 
 
+def check_profile_tasks(profile: Profile) -> None:
+    """Refuse, before any work, a profile whose tasks this book cannot build: an unknown task name (it failed only
+    when that task's turn came, after training the others) or a relabelled task whose images' task is not among its
+    tasks (it failed after training). One error names every problem and its fix. A built-similar pair outside the
+    tasks is only not marked (chapter 3), so it passes."""
+    from .generated import TINY_BUILDERS
+    from .hub_sources import HUB_SOURCES
+
+    known = TINY_BUILDERS if isinstance(profile.data, GeneratedData) else HUB_SOURCES
+    problems = []
+    unknown = [t for t in profile.tasks if t not in known]
+    if unknown:
+        problems.append(
+            f"tasks names {', '.join(map(repr, unknown))}, which the {profile.name!r} profile cannot build "
+            f"(choose among {', '.join(known)})"
+        )
+    strays = [t for t in profile.related_tasks if t not in RELABELLINGS or RELABELLINGS[t].base not in profile.tasks]
+    if strays:
+        problems.append(
+            f"related_tasks names {', '.join(map(repr, strays))}, whose images' task is not among tasks "
+            '(override related_tasks too, e.g. "related_tasks": [])'
+        )
+    if problems:
+        raise ValueError("; ".join(problems) + ".")
+
+
 def load_task(profile: Profile | str | None, name: str) -> ImageTask:
     """Load one task of a profile by name (cached in memory for the session).
 
