@@ -128,8 +128,8 @@ def test_points_come_from_the_grader_not_from_the_submission(tmp_path, chapters,
     assert ada["total_max"] == str(sum(e.points for e in chapter_exercises(0)))
     assert ada["cells_with_errors"] == bob["cells_with_errors"] == "0"
     results = tmp_path / "scores"
-    assert (results / "s1234--ada.ipynb").is_file() and (results / "s1234--ada.html").is_file()
-    feedback = (results / "eve--eve-feedback.md").read_text()
+    assert (results / "s1234.ada.ipynb").is_file() and (results / "s1234.ada.html").is_file()
+    feedback = (results / "eve.eve-feedback.md").read_text()
     assert "0.1: 0/2 points" in feedback and "0.2: 0/1 points" in feedback and "holds a Yes" in feedback
     assert "graded by hand" in feedback
 
@@ -214,7 +214,7 @@ def test_rows_can_be_graded_without_kernels(tmp_path):
     finally:
         grading.reference_answers = original
     assert rows[0]["student"] == "ada" and rows[0]["ex_0.1"] == 2 and rows[0]["ex_0.2"] == 0
-    assert "right value, wrong type" in (tmp_path / "scores" / "ada--ada-feedback.md").read_text()
+    assert "right value, wrong type" in (tmp_path / "scores" / "ada.ada-feedback.md").read_text()
 
 
 @pytest.mark.subprocess
@@ -243,7 +243,7 @@ def test_sigterm_writes_the_rows_graded_so_far(tmp_path, chapters):
         text=True,
     )
     deadline = time.monotonic() + 300
-    while not (tmp_path / "scores" / "a_quick--a_quick-feedback.md").exists():
+    while not (tmp_path / "scores" / "a_quick.a_quick-feedback.md").exists():
         assert grader.poll() is None and time.monotonic() < deadline, grader.communicate()
         time.sleep(0.5)
     time.sleep(3)  # b_slow is running its endless cell by now
@@ -300,7 +300,7 @@ def test_hostile_and_duplicate_ids_odd_metadata_and_odd_answers_each_end_as_thei
     assert len(rows) == len(given)
     assert "chapter 99" in by_file["f.ipynb"]["status"] and "not a number" in by_file["g.ipynb"]["status"]
     assert by_file["h.ipynb"]["ex_0.1"] == 0 and by_file["h.ipynb"]["ex_0.2"] == EXERCISE_0_2.points
-    assert "could not be compared" in next((tmp_path / "scores").glob("huge--h*-feedback.md")).read_text()
+    assert "could not be compared" in next((tmp_path / "scores").glob("huge.h*-feedback.md")).read_text()
     assert "the same student ID is given by e.ipynb" in by_file["a.ipynb"]["status"]
     assert "the same student ID is given by a.ipynb" in by_file["e.ipynb"]["status"]
     feedback = sorted(p.name for p in (tmp_path / "scores").iterdir())
@@ -325,3 +325,24 @@ def test_an_interrupted_grading_never_replaces_a_complete_earlier_one(tmp_path):
     assert "interrupted" in written.read_text()
     out.write_text(out.read_text().replace(",graded,", ",not graded: grading was interrupted,"))
     assert write_scores(partial, out, complete=False) == out, "an incomplete earlier CSV is replaced"
+
+
+def test_a_reference_run_that_fails_leaves_a_complete_earlier_csv_as_it_was(tmp_path, monkeypatch):
+    """A broken instructor's chapter (any error, not only a missing answer) marks its submissions not graded, says
+    why, and writes beside a complete earlier CSV rather than over it."""
+    import lora_merge_utils.course.grading as grading
+
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    nbformat.write(small_submission(False), folder / "ada.ipynb")
+    out = tmp_path / "scores.csv"
+    grading.write_scores([{"student": "ada", "submission": "ada.ipynb", "chapter": 0, "status": "graded"}], out)
+    before = out.read_text()
+
+    def broken(*args):
+        raise OSError("the chapters folder went away")
+
+    monkeypatch.setattr(grading, "reference_answers", broken)
+    rows = grade_folder(folder, out, run=None, chapters_dir=tmp_path, progress=lambda _: None)
+    assert rows[0]["status"].startswith("not graded: no reference answers (OSError")
+    assert out.read_text() == before and (tmp_path / "scores-interrupted.csv").is_file()

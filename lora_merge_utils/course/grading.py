@@ -73,7 +73,11 @@ def chapter_of(notebook: dict, path: Path) -> int:
                 "(e.g. 03_...); hand out the student notebooks from notebooks/student/ unchanged in their metadata"
             )
         chapter = match.group(1)
-    if isinstance(chapter, bool) or not isinstance(chapter, int | str) or not str(chapter).strip().isdigit():
+    if (
+        isinstance(chapter, bool)
+        or not isinstance(chapter, int | str)
+        or not re.fullmatch(r"[0-9]+", str(chapter).strip())
+    ):
         raise ValueError(f"{path.name}: its lora_book metadata names chapter {str(chapter)[:40]!r}, not a number")
     number = int(str(chapter).strip())
     if number not in CHAPTER_SECONDS:
@@ -315,6 +319,8 @@ def file_stem(student: str, submission: Path) -> str:
     Example:
         >>> file_stem("jane.doe", Path("03_jane.ipynb")) != file_stem("jane.smith", Path("03_jane.ipynb"))
         True
+        >>> file_stem("a--b", Path("c.ipynb")) != file_stem("a", Path("b--c.ipynb"))
+        True
         >>> "/" in file_stem("../../etc/passwd", Path("a.ipynb"))
         False
     """
@@ -323,7 +329,7 @@ def file_stem(student: str, submission: Path) -> str:
         safe = _UNSAFE.sub("_", text).strip("_-")[:40] or "x"
         return safe if safe == text else f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
-    return f"{part(student)}--{part(submission.stem)}"
+    return f"{part(student)}.{part(submission.stem)}"  # part() never makes a ".": no two pairs meet in one name
 
 
 def csv_cell(value: object) -> object:
@@ -459,9 +465,9 @@ def grade_folder(
                         raise ValueError("no instructor chapters to compute reference answers from: pass --chapters")
                     progress(f"reference run of chapter {chapter} (once) ...")
                     references[chapter] = reference_answers(chapter, chapters_dir, work, *limits(chapter))
-                except ValueError as error:  # every submission of this chapter says so; the others are graded
+                except Exception as error:  # every submission of this chapter says so; the others are graded
                     progress(f"chapter {chapter}: {error}")
-                    references[chapter] = error
+                    references[chapter] = ValueError(f"no reference answers ({type(error).__name__}: {error})")
             found = references[chapter]
         if isinstance(found, ValueError):
             raise found
@@ -488,7 +494,10 @@ def grade_folder(
                 own = Path(tempfile.mkdtemp(prefix=f"grading-{index:04d}-"))
                 try:
                     outcome = run(with_answer_readers(notebook, chapter), own / "submission", *limits(chapter))
-                    _keep(outcome, results / file_stem(_student_id(path, outcome.answers), path), path.name)
+                    try:
+                        _keep(outcome, results / file_stem(_student_id(path, outcome.answers), path), path.name)
+                    except Exception as error:  # the answers count whether or not the executed copy could be kept
+                        outcome.status += f"; its executed copy could not be saved ({type(error).__name__})"
                 finally:
                     shutil.rmtree(own, ignore_errors=True)
                 if stop.is_set():  # stopped by an interruption, not by the submission: not graded
@@ -550,7 +559,8 @@ def grade_folder(
                 if path not in rows:
                     rows[path] = _row(path, None, None, None, "not graded: grading was interrupted")[0]
             ordered = _mark_shared_ids([rows[p] for p in paths])
-        written = write_scores(ordered, out, complete=interrupted is None)
+        complete = interrupted is None and not any(str(row["status"]).startswith("not graded") for row in ordered)
+        written = write_scores(ordered, out, complete=complete)
         if written != out:
             progress(f"{out} holds a complete earlier grading and stays as it was; this run's rows are in {written}")
         shutil.rmtree(work, ignore_errors=True)
@@ -607,8 +617,9 @@ def _keep(run: Execution, stem: Path, name: str) -> None:
 def write_scores(rows: list[dict], out: Path, complete: bool = True) -> Path:
     """One CSV row per submission: ``student`` first (the ID an LMS gradebook matches), numbers as numbers, each
     checked exercise's answer as read (last, ``answer_<id>``), text escaped against formula injection
-    (:func:`csv_cell`), written atomically. An incomplete grading (interrupted) never replaces an earlier CSV whose
-    every row was graded: it goes beside it, as ``<name>-interrupted.csv``. Returns the path written."""
+    (:func:`csv_cell`), written atomically. An incomplete grading (interrupted, or with rows not graded) never
+    replaces an earlier CSV whose every row was graded: it goes beside it, as ``<name>-interrupted.csv``. Returns the
+    path written."""
     exercises = [f"ex_{e}" for e in EXERCISES if any(f"ex_{e}" in row for row in rows)]
     answers = [f"answer_{e}" for e in EXERCISES if any(f"answer_{e}" in row for row in rows)]
     columns = COLUMNS_BEFORE + exercises + COLUMNS_AFTER + answers
