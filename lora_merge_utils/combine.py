@@ -330,7 +330,7 @@ def tsv_full(factors: Factors, weights: Sequence[float]) -> Deltas:
         updates = [b.double() @ a.double() for b, a in pairs]
         rows, columns = updates[0].shape
         size = min(rows, columns)
-        keep = int(size * (1 / k))  # the official rounding: 31, not 32, for 96 directions and three tasks
+        keep = int(size * (1 / k))  # the official rounding (the same as size // k for every layer size here)
         sum_u = updates[0].new_zeros(rows, size)
         sum_s = updates[0].new_zeros(size)
         sum_vh = updates[0].new_zeros(size, columns)

@@ -321,8 +321,10 @@ class Profile:
         _require(
             isinstance(self.name, str)
             and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", self.name) is not None
-            and ".." not in self.name,
-            f"name must be a plain folder name (letters, digits, '_', '-', '.'; no '..'), got {self.name!r}.",
+            and ".." not in self.name
+            and self.name != "datasets",  # the data samples' folder beside the profiles' ones
+            f"name must be a plain folder name (letters, digits, '_', '-', '.'; no '..'; not 'datasets'), got "
+            f"{self.name!r}.",
         )
         check_fields(self, "")
         check_fields(self.backbone.overrides, "backbone.overrides")

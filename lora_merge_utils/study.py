@@ -426,23 +426,32 @@ class Study:
         return directory
 
     def _made_with(self, kind: str) -> dict:
-        """The training settings and data sizes a saved ``"head"`` or ``"adapter"`` (or ``"joint"`` adapter) was made
-        with, as its ``metrics.json`` records them: reusing one made otherwise would report another run's numbers.
-        Written through JSON, so that it compares equal to what is read back (tuples become lists)."""
+        """The settings a saved ``"head"`` or ``"adapter"`` (the joint one too) was made with, beyond its task,
+        backbone, seed and LoRA shape, as its ``metrics.json`` records them: reusing one made otherwise would report
+        another run's numbers. A head depends on its training settings, the data seed and the training and validation
+        images; an adapter on all that (it starts from the head) and its own training settings and LoRA dropout. The
+        test split and where the data lives change neither. Written through JSON, so that it compares equal to what
+        is read back (tuples become lists)."""
         import dataclasses
         import json
 
         train = self.profile.train
-        if kind == "head":
-            settings = {"head_l2": train.head_l2, "head_max_iter": train.head_max_iter}
-        else:
-            settings = {
+        data = {k: v for k, v in dataclasses.asdict(self.profile.data).items() if "test" not in k and k != "data_dir"}
+        record = {
+            "head_l2": train.head_l2,
+            "head_max_iter": train.head_max_iter,
+            "data_seed": train.seed,
+            "image_size": self.profile.image_size,
+            "data": data,
+        }
+        if kind != "head":
+            record |= {
                 "adapter_epochs": train.adapter_epochs,
                 "adapter_lr": train.adapter_lr,
                 "adapter_weight_decay": train.adapter_weight_decay,
                 "batch_size": train.batch_size,
+                "lora_dropout": self.profile.lora.dropout,
             }
-        record = {**settings, "image_size": self.profile.image_size, "data": dataclasses.asdict(self.profile.data)}
         return json.loads(json.dumps(record))
 
     def _lora_record(self) -> dict:
@@ -472,7 +481,7 @@ class Study:
         record = self._joint_record(seed, tasks)
         if (directory / "metrics.json").is_file():
             model, heads, metrics = load_joint_adapter(self.backbone, directory)
-            if {k: metrics.get(k) for k in record} == record:
+            if _same_record(metrics, record):
                 # Saved heads load on the CPU: without this a CUDA study scores CUDA features with CPU heads.
                 return model.to(self.device), {task: head.to(self.device) for task, head in heads.items()}
         with training_lock(self.root):
@@ -513,8 +522,7 @@ class Study:
         if not metrics.is_file():
             return False
         record = self._joint_record(seed, list(self.profile.tasks))
-        saved = read_json(metrics)
-        return {k: saved.get(k) for k in record} == record
+        return _same_record(read_json(metrics), record)
 
     def joint_table(self, singles: pd.DataFrame, seed: int = 0, tasks: list[str] | None = None) -> pd.DataFrame:
         """Rows like :meth:`merges_table`'s, one per task, for the jointly trained adapter of :meth:`joint_adapter`
@@ -723,6 +731,12 @@ class Study:
                 file = self.store.adapter_dir(task, seed) / name
                 digest.update(file.read_bytes() if file.is_file() else b"missing")
         return digest.hexdigest()[:16]
+
+
+def _same_record(saved: dict, record: dict) -> bool:
+    """Whether a saved joint adapter was made as ``record`` says: every field it records agrees (a save older than
+    the ``made_with`` field is compared on the rest, as :func:`~lora_merge_utils.artifacts.check_reuse` does)."""
+    return all(saved.get(k) == v for k, v in record.items() if k != "made_with" or k in saved)
 
 
 _WORKER_STUDY: Study | None = None

@@ -282,7 +282,7 @@ def test_a_training_lock_that_is_a_symbolic_link_is_refused_and_its_target_left_
     assert outside.read_text() == "keep me"
 
 
-@pytest.mark.parametrize("name", ["../../escaped", "a/b", "", ".hidden", "x..y"])
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "", ".hidden", "x..y", "datasets"])
 def test_a_profile_name_that_is_not_a_plain_folder_name_is_refused(name, tmp_path, monkeypatch):
     """A profile's name is its artifact folder's: `../../escaped` wrote outside $LORA_BOOK_ARTIFACTS."""
     from lora_merge_utils.profiles import TINY, apply_overrides
