@@ -33,9 +33,10 @@ from lora_merge_utils.course.exercises import EXERCISES  # noqa: E402
 
 STUDENT_DIR = ROOT / "notebooks" / "student"
 EDITION_NOTE = (
-    "*Student edition*: each exercise below has an empty cell for your answer. Checked exercises print "
-    "✓ or ✗ when you run the cell after your answer; that is a hint for you, and your grade comes from the "
-    "instructor's grader. Put your student ID in `STUDENT_ID` below the setup cell."
+    "*Student edition*: each exercise below has an empty cell for your answer. For a checked exercise, the cell "
+    "after your answer prints ✓ when the answer has the form the grader reads, ✗ with what to change otherwise; "
+    "whether it is right is decided by the instructor's grader. Put your student ID in `STUDENT_ID` below the setup "
+    "cell."
 )
 STUDENT_ID = (
     'STUDENT_ID = ""  # your student ID, as your course asks for it (the grader reads it; without it, your file name)'

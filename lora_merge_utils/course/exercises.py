@@ -1,13 +1,14 @@
 """The book's exercises: what each one asks for, its points, its rubric, and a fair comparison of answers.
 
 Every chapter ends with exercises. Those with one definite answer are *checked*: the student stores the answer in a
-variable (``answer_3_1``). Two things compare it with the right answer, both with :func:`compare`:
+variable (``answer_3_1``). Two things read it:
 
-* the **self-check** in the student's notebook (:func:`check_exercise`) recomputes the answer from the objects of the
-  student's own run and prints ✓ or ✗, never the answer: formative feedback, which runs in the student's kernel and
-  so can be fooled by it;
-* the **grader** (:mod:`lora_merge_utils.course.grading`) compares, in its own process, the plain value read out of the
-  submission with the answer of the instructor's own run of the chapter: that is what scores points.
+* the **self-check** in the student's notebook (:func:`check_exercise`) says only whether the answer has the form the
+  grader reads (a number, a name, a pair, a mapping with the right keys): every answer of that form gets the same
+  line, so no loop over candidate answers learns anything from it;
+* the **grader** (:mod:`lora_merge_utils.course.grading`) compares (:func:`compare`), in its own process, the plain
+  value read out of the submission with the answer of the instructor's own run of the chapter: that alone decides
+  whether it is right, and scores points.
 
 Any value equal to the answer counts (a NumPy scalar, a whole float for a count, a 0-d tensor); where the type
 matters the message says "right value, wrong type". The others are graded by hand, with the rubric line of each
@@ -516,21 +517,77 @@ _FROM_RUN: dict[str, Callable[..., Any]] = {
 
 
 def check_exercise(exercise: str, answer: Any, **context: Any) -> None:
-    """The self-check of a checked exercise: print ✓ or ✗ (never the expected answer) for ``answer``, recomputed
-    from ``context``, the objects of the student's own run that the chapter's check cell passes. It returns
-    nothing, so it cannot be used as an oracle in code; the grade comes from the grader, not from this."""
+    """The self-check of a checked exercise: print whether ``answer`` has the form the grader reads (✓) or what to
+    change (✗), and nothing about whether it is right. Every answer of the right form prints the same line, so the
+    self-check is no oracle: a loop over candidate answers that captures its output learns nothing. ``context`` is
+    the objects of the student's own run that the chapter's check cell passes; a mapping's keys are read from them.
+    The grader decides what is right (:func:`compare`); this returns nothing."""
     spec = _spec(exercise)
     if not spec.checked:
         raise ValueError(f"exercise {exercise} is graded by hand, not checked; the instructors' page has its rubric")
-    try:
-        expected = _FROM_RUN[exercise](**context)
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
-        print(
-            f"✗ Exercise {exercise}: the check could not read its chapter's objects ({type(error).__name__}); "
-            "run the chapter's cells above first."
-        )
-        return
-    print(compare(exercise, answer, expected).message)
+    keys = None
+    if spec.answer_type in ("mapping", "config"):
+        try:
+            keys = set(plain(_FROM_RUN[exercise](**context)))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+            print(
+                f"✗ Exercise {exercise}: the check could not read its chapter's objects ({type(error).__name__}); "
+                "run the chapter's cells above first."
+            )
+            return
+    print(form_check(exercise, answer, keys).message)
+
+
+def form_check(exercise: str, answer: Any, keys: set[str] | None = None) -> Verdict:
+    """Whether ``answer`` has the form the grader reads for ``exercise`` (its type; for a mapping, ``keys`` when
+    given, and numbers as values), with the line a student sees: the same line for every answer of that form.
+
+    Example:
+        >>> form_check("1.1", "mnist").message == form_check("1.1", "letters").message
+        True
+        >>> form_check("1.1", ["mnist"]).message
+        '✗ Exercise 1.1: store the str itself, not a list.'
+    """
+    spec = _spec(exercise)
+    value = plain(answer)
+    name = f"✗ Exercise {exercise}:"
+    if value is None:
+        return Verdict(False, f"{name} not answered yet: store {spec.answer} in {spec.variable}.")
+    if isinstance(value, dict) and set(value) == {"unsupported"}:
+        return Verdict(False, f"{name} {spec.variable} holds a {value['unsupported']}; store {spec.answer}.")
+    if spec.answer_type in ("int", "float", "str") and isinstance(value, list) and len(value) == 1:
+        return Verdict(False, f"{name} store the {_type_name(value[0])} itself, not a list.")
+    problem = _form_problem(spec, value, keys)
+    if problem:
+        return Verdict(False, f"{name} {problem}")
+    return Verdict(
+        True,
+        f"✓ Exercise {exercise}: {spec.variable} holds {spec.answer}, the form the grader reads; whether it is "
+        "right is decided when your notebook is graded.",
+    )
+
+
+def _form_problem(spec: Exercise, value: Any, keys: set[str] | None) -> str | None:
+    kind = spec.answer_type
+    number = _number(value)
+    if kind in ("int", "float"):
+        if number is None or not math.isfinite(number):
+            return f"store {spec.answer}, a finite number."
+        if kind == "int" and number != int(number):
+            return f"store a whole number: {spec.answer}."
+        return None
+    if kind == "str":
+        return None if isinstance(value, str) and value.strip() else f"store {spec.answer}."
+    if kind == "pair":
+        pair = isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)
+        return None if pair else f"store {spec.answer}."
+    if not isinstance(value, dict):
+        return f"store {spec.answer}."
+    if keys is not None and set(value) != keys:
+        return f"store {spec.answer}, with one entry for each of: {', '.join(sorted(keys))}."
+    if kind == "mapping" and not all(_number(v) is not None and math.isfinite(_number(v)) for v in value.values()):
+        return f"store {spec.answer}, with a number for each entry."
+    return None
 
 
 # --- the instructors' page, generated from the table --------------------------------------------------------------
