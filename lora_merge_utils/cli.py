@@ -402,6 +402,11 @@ def _check_common(args) -> None:
 
         if not re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", device):  # before torch loads: a typo is told at once
             raise ValueError(f"--device {device!r} is not a device; use cpu or cuda (or cuda:N).")
+        if device.startswith("mps"):
+            import torch
+
+            if not torch.backends.mps.is_available():
+                raise ValueError(f"--device {device} asked for, but this machine has no Apple GPU; use --device cpu.")
         if device.startswith("cuda"):
             import torch
 
@@ -423,10 +428,23 @@ def _check_common(args) -> None:
             raise ValueError(f"--out {out}: {existing} is a file, not a folder.")
 
 
+def _refuse_repeated(parser: argparse.ArgumentParser, args, argv: list[str]) -> None:
+    """A value option given twice (``--method ties --method svd``) is refused: argparse would keep the last one."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub = commands.choices[args.command]
+    for action in sub._actions:
+        if action.option_strings and action.nargs != 0 and not isinstance(action, argparse._AppendAction):
+            given = [a for a in argv if a.split("=", 1)[0] in action.option_strings]
+            if len(given) > 1:
+                sub.error(f"{action.option_strings[-1]} is given {len(given)} times; give it once.")
+
+
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Run one command; returns the exit status (2 with a one-line ``error:`` for bad input; 143 or 130 with one
     line when SIGTERM or Ctrl-C stops it)."""
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    _refuse_repeated(parser, args, sys.argv[1:] if argv is None else argv)
     stop = _Stop()
     previous = stop.install()
     try:

@@ -156,3 +156,29 @@ def test_a_method_named_twice_is_refused_before_any_work(tmp_path, capsys):
     assert main(argv) == 2
     assert "task_arithmetic more than once" in capsys.readouterr().err
     assert not out.exists(), "nothing was trained or written"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["merge", "digits", "mnist", "--method", "ties", "--method", "tsv"],
+        ["merge", "digits", "mnist", "--weights", "0.5", "0.5", "--weights", "1", "1"],
+        ["run", "--out", "a", "--out", "b"],
+    ],
+)
+def test_a_value_option_given_twice_is_refused(argv, tmp_path, monkeypatch, capsys):
+    """argparse keeps the last of two --method flags silently; the command says so instead, before any work."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--profile", "tiny", "--quiet"])
+    assert stop.value.code == 2 and "given 2 times; give it once" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_apple_gpu_asked_for_where_there_is_none_is_one_line(tmp_path, capsys):
+    import torch
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has an Apple GPU")
+    assert main(["train-head", "--task", "digits", "--profile", "tiny", "--out", str(tmp_path), "--device", "mps"]) == 2
+    assert "no Apple GPU; use --device cpu" in capsys.readouterr().err
