@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .backbone import backbone_identity, file_sha256
+from .integrity import SEAL_FIELD, bytes_digest, describe_missing_key, find_key, folder_key, seal_holds, sealed
 from .profiles import Profile, get_profile
 from .safe_io import (  # crash-safe writing has its own module; these names stay importable from here
     atomic_dir,
@@ -61,18 +62,38 @@ older version of this library): they are used as they are, unverified."""
 
 
 def verify_checksums(directory: Path, metrics: dict) -> None:
-    """Refuse weight files that differ from what was saved (edited, replaced, or corrupted on disk), and a folder
-    whose ``metrics.json`` records no checksum for one of its weight files (a deleted ``sha256`` key must not switch
-    the check off) unless ``$LORA_BOOK_TRUST_UNCHECKED=1`` says to use it unverified."""
+    """Refuse a saved folder that is not what was saved: a ``metrics.json`` whose seal
+    (:mod:`~lora_merge_utils.integrity`) does not hold (edited after it was saved, or copied in from another artifacts
+    folder), or weight files that differ from the checksums it records (edited, replaced, or corrupted on disk). A
+    folder whose ``metrics.json`` has no seal or records no checksum for one of its weight files (saved by an older
+    version, or an edit that deleted them: that must not switch the check off), or whose artifacts folder's key
+    cannot be found, is refused too, unless ``$LORA_BOOK_TRUST_UNCHECKED=1`` says to use it unverified."""
     directory = Path(directory)
+    trust = os.environ.get(TRUST_ENV) == "1"
+    fix = f"Delete {directory} to train it again, or set {TRUST_ENV}=1 to use it unverified."
+    key = find_key(directory) if SEAL_FIELD in metrics or not trust else None
+    if SEAL_FIELD not in metrics:
+        if not trust:
+            raise ValueError(
+                f"{directory / 'metrics.json'} has no seal, so what it says cannot be verified (an older save, or an "
+                f"edited metrics.json). {fix}"
+            )
+    elif key is None:
+        if not trust:
+            raise ValueError(f"{directory / 'metrics.json'}: {describe_missing_key(directory / 'metrics.json')}. {fix}")
+    elif not seal_holds(metrics, key):
+        raise ValueError(
+            f"{directory / 'metrics.json'} is not the record that was saved there: its seal does not hold, so it was "
+            "edited after it was saved, or copied in from another artifacts folder (each folder seals with its own "
+            f"key). Restore it, or delete {directory} to train it again."
+        )
     recorded = metrics.get("sha256")
     present = [name for name in WEIGHT_FILES if (directory / name).is_file()]
     unchecked = present if not isinstance(recorded, dict) else [n for n in present if n not in recorded]
-    if unchecked and os.environ.get(TRUST_ENV) != "1":
+    if unchecked and not trust:
         raise ValueError(
             f"{directory / 'metrics.json'} records no checksum for {', '.join(unchecked)}, so what is there cannot "
-            f"be verified (an older save, or an edited metrics.json). Delete {directory} to train it again, or set "
-            f"{TRUST_ENV}=1 to use it unverified."
+            f"be verified (an older save, or an edited metrics.json). {fix}"
         )
     for name, expected in (recorded if isinstance(recorded, dict) else {}).items():
         path = directory / name
@@ -82,6 +103,17 @@ def verify_checksums(directory: Path, metrics: dict) -> None:
                 f"one in metrics.json): it was edited, replaced or corrupted. Restore it, or delete "
                 f"{directory} to train it again."
             )
+
+
+def write_metrics(directory: Path, metrics: dict, key: bytes | None = None) -> dict:
+    """Write ``metrics.json`` into ``directory`` with the sha256 of its weight files and sealed with ``key`` (by
+    default the key of the artifacts folder above it, made in ``directory``'s parent if there is none); returns what
+    was written."""
+    directory = Path(directory)
+    key = key if key is not None else (find_key(directory.parent) or folder_key(directory.parent))
+    record = sealed({**metrics, "sha256": weight_checksums(directory)}, key)
+    write_json(directory / "metrics.json", record)
+    return record
 
 
 METRICS_FIELDS = {"accuracy": "a number from 0 to 1", "backbone": "the backbone's identity (text)"}
@@ -242,6 +274,10 @@ class ArtifactStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
 
+    def key(self) -> bytes:
+        """This root's seal key (:func:`~lora_merge_utils.integrity.folder_key`), made the first time it is needed."""
+        return folder_key(self.root)
+
     def adapter_dir(self, task: str, seed: int = 0) -> Path:
         """``adapters/<task>/seed-<k>``: one PEFT adapter directory per training seed index."""
         return self.root / "adapters" / task / f"seed-{seed}"
@@ -277,59 +313,84 @@ class ArtifactStore:
         return self.root / "features" / task / f"{split}-{images}.safetensors"
 
 
-def save_features(path: Path, features: torch.Tensor, labels: torch.Tensor, identity: dict[str, str]) -> None:
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _features_record(identity: dict[str, str], features: torch.Tensor, labels: torch.Tensor) -> dict:
+    return {"identity": dict(identity), "tensors": bytes_digest(_tensor_bytes(features), _tensor_bytes(labels))}
+
+
+def save_features(
+    path: Path, features: torch.Tensor, labels: torch.Tensor, identity: dict[str, str], key: bytes | None = None
+) -> None:
     """Save a split's frozen-backbone features and labels as safetensors, atomically, with ``identity`` (what they were
-    computed from: backbone, data, device, code) in the file's metadata; :func:`load_features` reads them back only
-    for the same identity."""
+    computed from: backbone, data, device, code) and a seal of it and of the tensors (``key``: by default the key of
+    the artifacts folder above) in the file's metadata; :func:`load_features` reads them back only for the same
+    identity and an intact seal."""
+    path = Path(path)
+    key = key if key is not None else (find_key(path.parent) or folder_key(path.parent))
     tensors = {"features": features.detach().cpu().contiguous(), "labels": labels.detach().cpu().contiguous()}
     # one metadata entry, its keys sorted: safetensors writes several entries in an order that varies between runs
-    metadata = {"identity": json.dumps(dict(identity), sort_keys=True)}
-    write_atomic(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    record = sealed(_features_record(identity, tensors["features"], tensors["labels"]), key)
+    metadata = {"identity": json.dumps(record, sort_keys=True)}
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def load_features(path: Path, identity: dict[str, str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+def load_features(
+    path: Path, identity: dict[str, str], key: bytes | None = None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(features, labels)`` saved by :func:`save_features` for this ``identity``, or ``None`` (then they are computed
-    again and saved over) when there are none, they were computed from something else, or the file is unreadable."""
+    again and saved over) when there are none, they were computed from something else, the file is unreadable, or its
+    seal does not hold (edited, copied from another artifacts folder, or saved by an older version)."""
     path = Path(path)
     if not path.is_file():
         return None
+    key = key if key is not None else find_key(path.parent)
     try:
         with safe_open(str(path), framework="pt") as saved:
             stored = json.loads((saved.metadata() or {}).get("identity", "null"))
-            if stored != dict(identity) or set(saved.keys()) != {"features", "labels"}:
+            if not isinstance(stored, dict) or stored.get("identity") != dict(identity):
+                return None
+            if set(saved.keys()) != {"features", "labels"}:
                 return None
             features, labels = saved.get_tensor("features"), saved.get_tensor("labels")
     except (SafetensorError, OSError, ValueError):
         return None
     if features.ndim != 2 or labels.shape != (len(features),):
         return None
+    if not seal_holds({**_features_record(identity, features, labels), SEAL_FIELD: stored.get(SEAL_FIELD)}, key):
+        return None
     return features, labels
 
 
-def save_adapter(peft_model, head: nn.Linear, metrics: dict, directory: Path) -> Path:
-    """Save an adapter in PEFT format plus its head and metrics, atomically, and return the directory."""
+def save_adapter(peft_model, head: nn.Linear, metrics: dict, directory: Path, key: bytes | None = None) -> Path:
+    """Save an adapter in PEFT format plus its head and metrics (sealed with ``key``, by default the key of the
+    artifacts folder it is saved in: :func:`write_metrics`), atomically, and return the directory."""
     directory = Path(directory)
+    key = key if key is not None else (find_key(directory.parent) or folder_key(directory.parent))
     with atomic_dir(directory) as tmp:
         peft_model.save_pretrained(str(tmp), safe_serialization=True)
         head_state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
         save_file(head_state, str(tmp / "head.safetensors"))
-        metrics = {**metrics, "sha256": weight_checksums(tmp)}
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        write_metrics(tmp, metrics, key)
     return directory
 
 
-def save_joint_adapter(peft_model, heads: dict[str, nn.Linear], metrics: dict, directory: Path) -> Path:
+def save_joint_adapter(
+    peft_model, heads: dict[str, nn.Linear], metrics: dict, directory: Path, key: bytes | None = None
+) -> Path:
     """Save an adapter shared by several tasks (PEFT format) with every task's head in ``heads.safetensors`` and
-    its metrics, atomically, and return the directory."""
+    its metrics (sealed as :func:`save_adapter` seals them), atomically, and return the directory."""
     directory = Path(directory)
+    key = key if key is not None else (find_key(directory.parent) or folder_key(directory.parent))
     with atomic_dir(directory) as tmp:
         peft_model.save_pretrained(str(tmp), safe_serialization=True)
         state = {
             f"{task}.{k}": v.detach().cpu().contiguous() for task, h in heads.items() for k, v in h.state_dict().items()
         }
         save_file(state, str(tmp / "heads.safetensors"))
-        metrics = {**metrics, "tasks": list(heads), "sha256": weight_checksums(tmp)}
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        write_metrics(tmp, {**metrics, "tasks": list(heads)}, key)
     return directory
 
 
@@ -347,8 +408,6 @@ def load_joint_adapter(backbone: nn.Module, directory: Path) -> tuple[PeftModel,
             f"{directory} is incomplete: missing {', '.join(missing)}. Delete it to train it again."
         )
     metrics = read_json(directory / "metrics.json")
-    if not metrics.get("sha256"):
-        raise ValueError(f"{directory / 'metrics.json'} records no checksums; delete {directory} to train it again.")
     verify_checksums(directory, metrics)
     if metrics.get("backbone") != backbone_identity(backbone):
         raise ValueError(f"{directory} was trained on another backbone ({metrics.get('backbone')!r}); delete it.")
@@ -407,10 +466,79 @@ def check_adapter_dir(directory: Path) -> dict:
             f"adapter_config.json says r={config.get('r')!r}: the two files do not belong together. Delete "
             f"{directory} and retrain the adapter (`{_train_command(directory)}`)."
         )
+    if config.get("peft_type") != "LORA":
+        raise ValueError(
+            f"{directory / 'adapter_config.json'} says peft_type {config.get('peft_type')!r}: only LoRA adapters "
+            f'("LORA") are merged here. Delete {directory} and retrain the adapter (`{_train_command(directory)}`).'
+        )
     metrics = read_json(directory / "metrics.json")
     verify_checksums(directory, metrics)
     check_metrics(directory, metrics)
+    check_config_matches(directory, config, metrics)
     return metrics
+
+
+def check_config_matches(directory: Path, config: dict, metrics: dict) -> None:
+    """Refuse an ``adapter_config.json`` that says otherwise than its ``metrics.json`` about the LoRA it holds (rank,
+    ``lora_alpha``, which modules): the two files state the same fact, and the config is what PEFT obeys."""
+    lora = metrics.get("lora")
+    if not isinstance(lora, dict):
+        return  # an older save, or an adapter trained outside a study: nothing recorded to compare
+    targets = config.get("target_modules")
+    said = {
+        "rank": config.get("r"),
+        "alpha": config.get("lora_alpha"),
+        "target_modules": sorted(targets) if isinstance(targets, list | set) else targets,
+    }
+    recorded = {**lora, "target_modules": _sorted_if_list(lora.get("target_modules"))}
+    differ = [
+        f"{name} {said[name]!r} (metrics.json: {recorded[name]!r})"
+        for name in said
+        if recorded.get(name, said[name]) != said[name]
+    ]
+    if differ:
+        raise ValueError(
+            f"{directory / 'adapter_config.json'} says {'; '.join(differ)}: the two files do not belong together "
+            f"(an edited config). Restore it, or delete {directory} and retrain the adapter "
+            f"(`{_train_command(directory)}`)."
+        )
+
+
+def _sorted_if_list(value):
+    return sorted(value) if isinstance(value, list) else value
+
+
+def check_factor_shapes(directory: Path, backbone: nn.Module) -> None:
+    """Refuse LoRA factors whose shapes do not fit the backbone's layers (``lora_A`` is ``[r, in]``, ``lora_B``
+    ``[out, r]``), before PEFT would fail deep inside loading them; ``directory`` holds a checked adapter."""
+    modules = dict(backbone.named_modules())
+    with safe_open(str(Path(directory) / "adapter_model.safetensors"), framework="pt") as handle:
+        for name in handle.keys():
+            match = re.fullmatch(
+                r"(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<factor>[AB])(?:\.[^.]+)?\.weight", name
+            )
+            if match is None:
+                continue
+            layer = modules.get(match["module"])
+            shape = tuple(handle.get_slice(name).get_shape())
+            fits = (
+                isinstance(layer, nn.Linear)
+                and len(shape) == 2
+                and (shape[1] == layer.in_features if match["factor"] == "A" else shape[0] == layer.out_features)
+            )
+            if not fits:
+                wanted = (
+                    "no such linear layer in this backbone"
+                    if not isinstance(layer, nn.Linear)
+                    else f"[r, {layer.in_features}]"
+                    if match["factor"] == "A"
+                    else f"[{layer.out_features}, r]"
+                )
+                raise ValueError(
+                    f"{Path(directory) / 'adapter_model.safetensors'}: {name} has shape {list(shape)}, but this "
+                    f"backbone wants {wanted}: the adapter does not belong to this backbone or was edited. Delete "
+                    f"{directory} and retrain the adapter (`{_train_command(Path(directory))}`)."
+                )
 
 
 def load_adapters(backbone: nn.Module, adapter_dirs: dict[str, Path | str]):
@@ -435,6 +563,7 @@ def load_adapters(backbone: nn.Module, adapter_dirs: dict[str, Path | str]):
                 f"{identity!r}. Adapters can only be merged on the backbone they were trained on: load the matching "
                 "backbone, or retrain the adapter on this one."
             )
+        check_factor_shapes(directory, backbone)
         if model is None:
             model = PeftModel.from_pretrained(copy.deepcopy(backbone), str(directory), adapter_name=name)
         else:

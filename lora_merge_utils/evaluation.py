@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 from . import adamerging, batches, combine, merging, methods, multitask, scoring, training
 from ._progress import tqdm
 from .artifacts import write_json
+from .integrity import find_key, folder_key, seal_holds, sealed
 from .merging import merge_adapters
 from .methods import DEFAULT_METHODS, MergeSpec, get_merge_method
 from .multitask import MultiTaskModel
@@ -59,17 +60,23 @@ class ScoreStore:
     images were right, per task. Requests that overlap share their merges: chapter 4 reuses chapter 3's pairs,
     chapters 5 and 6 reuse both."""
 
-    def __init__(self, directory: Path | str, context: str):
+    def __init__(self, directory: Path | str, context: str, key: bytes | None = None):
         self.directory = Path(directory)
         self.context = context
+        self.key = key if key is not None else (find_key(self.directory) or folder_key(self.directory))
+        """The artifacts folder's seal key (:mod:`~lora_merge_utils.integrity`): an entry whose seal does not hold is
+        scored again."""
+
+    def _request(self, combo: Sequence[str], spec: MergeSpec) -> str:
+        return json.dumps([self.context, list(combo), spec.key])
 
     def _path(self, combo: Sequence[str], spec: MergeSpec) -> Path:
-        request = json.dumps([self.context, list(combo), spec.key])
-        return self.directory / f"{hashlib.sha256(request.encode()).hexdigest()[:20]}.json"
+        return self.directory / f"{hashlib.sha256(self._request(combo, spec).encode()).hexdigest()[:20]}.json"
 
     def get(self, combo: Sequence[str], spec: MergeSpec, sizes: dict[str, int] | None = None) -> dict[str, str] | None:
         """``{task: packed correctness}`` of a merge scored before, or ``None`` (then it is scored again and the entry
-        rewritten) when there is none or the entry fails its checks: its checksum (an edited entry), and per task a
+        rewritten) when there is none or the entry fails its checks: its seal (an entry edited, or filed under
+        another request), and per task a
         hex string of exactly the bytes its recorded number of images needs, with no bit set past the last image, and
         that number the one in ``sizes`` (the images the caller scores) when given."""
         path, expected = self._path(combo, spec), sizes
@@ -78,7 +85,7 @@ class ScoreStore:
         try:
             entry = json.loads(path.read_text())
             correct, sizes = entry["correct"], entry["num_images"]
-            if entry["sha256"] != _entry_digest(correct, sizes):
+            if entry.get("request") != self._request(combo, spec) or not seal_holds(entry, self.key):
                 return None
             result = {task: str(correct[task]) for task in combo}
             for task, bits in result.items():
@@ -93,19 +100,23 @@ class ScoreStore:
             return None  # unreadable, edited or written by an older version: computed again and rewritten
 
     def put(self, combo: Sequence[str], spec: MergeSpec, correct: dict[str, str], sizes: dict[str, int]) -> None:
-        """Save a merge's ``{task: packed correctness}`` of ``sizes[task]`` images each, with a checksum."""
+        """Save a merge's ``{task: packed correctness}`` of ``sizes[task]`` images each, sealed with the folder's
+        key."""
         sizes = {task: int(sizes[task]) for task in correct}
         write_json(
             self._path(combo, spec),
-            {
-                "members": list(combo),
-                "method": spec.method,
-                "params": spec.params_label,
-                "refit_heads": spec.refit_heads,
-                "correct": correct,
-                "num_images": sizes,
-                "sha256": _entry_digest(correct, sizes),
-            },
+            sealed(
+                {
+                    "members": list(combo),
+                    "method": spec.method,
+                    "params": spec.params_label,
+                    "refit_heads": spec.refit_heads,
+                    "correct": correct,
+                    "num_images": sizes,
+                    "request": self._request(combo, spec),
+                },
+                self.key,
+            ),
         )
 
 
@@ -125,10 +136,6 @@ class _SingleAdapter:
 
 SINGLE_ADAPTER = _SingleAdapter()
 """Files a task's own adapter's correctness in a :class:`ScoreStore` (``store.get((task,), SINGLE_ADAPTER)``)."""
-
-
-def _entry_digest(correct: dict, sizes: dict) -> str:
-    return hashlib.sha256(json.dumps([correct, sizes], sort_keys=True).encode()).hexdigest()
 
 
 @dataclass

@@ -36,8 +36,8 @@ from .artifacts import (
     save_features,
     save_head,
     save_joint_adapter,
-    weight_checksums,
-    write_json,
+    verify_checksums,
+    write_metrics,
 )
 from .backbone import backbone_identity, create_backbone
 from .batches import InMemoryImages, amp_dtype, decode_all, normalize
@@ -129,8 +129,11 @@ class Study:
         variant._features, variant._decoded = self._features, self._decoded
         for task in all_tasks(self.profile):
             if self.store.has_head(task) and not variant.store.has_head(task):
+                metrics = read_json(self.store.head_dir(task) / "metrics.json")
+                verify_checksums(self.store.head_dir(task), metrics)  # sealed with this folder's key...
                 with atomic_dir(variant.store.head_dir(task)) as copy:
                     shutil.copytree(self.store.head_dir(task), copy, dirs_exist_ok=True)
+                    write_metrics(copy, metrics, variant.store.key())  # ...and now with the variant's
         return variant
 
     def describe(self) -> str:
@@ -246,7 +249,7 @@ class Study:
                 "device": f"{self.device.type}:{amp_dtype(self.device) if self.profile.amp else None}",
                 "code": code_version(),
             }
-            cached = load_features(path, identity)
+            cached = load_features(path, identity, self.store.key())
             if cached is None:
                 cached = extract_features(
                     self.backbone,
@@ -256,7 +259,7 @@ class Study:
                     self.profile.amp,
                     progress=f"{task} {split} features" if self.progress else False,
                 )
-                save_features(path, *cached, identity)
+                save_features(path, *cached, identity, self.store.key())
             self._features[key] = cached
         return self._features[key]
 
@@ -310,8 +313,7 @@ class Study:
             "versions": library_versions(),
         }
         save_head(head, directory / "head.safetensors")
-        metrics["sha256"] = weight_checksums(directory)
-        write_json(directory / "metrics.json", metrics)
+        metrics = write_metrics(directory, metrics, self.store.key())
         return head, metrics
 
     # -------------------------------------------------------------------------------------------------- adapters
@@ -367,6 +369,7 @@ class Study:
                         self.ensure_head(task)
                 slots = job_slots(self.device)
                 if slots > 1 and len(jobs) > 1:
+                    self.store.key()  # made here, once, before the workers seal with it
                     start = (self.profile, str(self.root))
                     run_jobs(jobs, _train_in_worker, slots, _start_worker, start, "adapters", self.progress)
                 else:
@@ -421,7 +424,7 @@ class Study:
             "head_parameters": sum(p.numel() for p in head.parameters()),
             "versions": library_versions(),
         }
-        save_adapter(model, head, metrics, directory)
+        save_adapter(model, head, metrics, directory, self.store.key())
         self.single_store(task, seed).put((task,), SINGLE_ADAPTER, {task: pack(correct)}, {task: len(correct)})
         return directory
 
@@ -504,7 +507,7 @@ class Study:
                 "profile": self.profile.name,
                 "versions": library_versions(),
             }
-            save_joint_adapter(model, heads, metrics, directory)
+            save_joint_adapter(model, heads, metrics, directory, self.store.key())
         return model.eval().to(self.device), {task: head.to(self.device) for task, head in heads.items()}
 
     def _joint_record(self, seed: int, tasks: list[str]) -> dict:
@@ -618,7 +621,7 @@ class Study:
         for name in ("adapter_model.safetensors", "adapter_config.json", "head.safetensors"):
             digest.update((self.store.adapter_dir(task, seed) / name).read_bytes())
         context = json.dumps(["single", split, images, digest.hexdigest()[:16], code_version()])
-        return ScoreStore(self.store.results_dir / "scores", context)
+        return ScoreStore(self.store.results_dir / "scores", context, self.store.key())
 
     def merge_inputs(self, specs: list[MergeSpec]) -> MergeInputs:
         """The images some specs need: unlabeled training images for AdaMerging (not the validation images it is chosen
@@ -705,7 +708,7 @@ class Study:
         """Where :meth:`merges_table` caches the merges of one seed's adapters scored on ``split``/``images``: valid
         for these adapters' contents and this scoring code only."""
         context = json.dumps([split, images, self.adapters_fingerprint(seed), code_version()])
-        return ScoreStore(self.store.results_dir / "scores", context)
+        return ScoreStore(self.store.results_dir / "scores", context, self.store.key())
 
     def bootstrap(
         self,

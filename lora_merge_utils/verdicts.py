@@ -33,6 +33,7 @@ import pandas as pd
 from . import row_noise, stats
 from .artifacts import read_json, write_json
 from .evaluation import code_version
+from .integrity import find_key, folder_key, seal_holds, sealed
 from .stats import LEVEL, Estimate, holm_p_values
 
 CHAPTERS = (4, 5, 6)
@@ -122,7 +123,8 @@ def record_verdicts(root: Path | str, chapter: int, verdicts: dict[str, Verdict]
         "code_version": verdicts_code_version(),
         "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    write_json(path, record | {"verdicts": [{"name": name, **asdict(v)} for name, v in verdicts.items()]})
+    record |= {"verdicts": [{"name": name, **asdict(v)} for name, v in verdicts.items()]}
+    write_json(path, sealed(record, folder_key(root)))
     return path
 
 
@@ -137,6 +139,12 @@ def read_verdicts(root: Path | str, chapters: tuple[int, ...] = CHAPTERS) -> tup
             missing.append(chapter)
             continue
         record = read_json(path)
+        if not seal_holds(record, find_key(path.parent)):
+            raise ValueError(
+                f"{path} is not the record chapter {chapter} wrote: its seal does not hold (edited, copied from "
+                f"another artifacts folder, or written by an older version). Delete it and run chapter {chapter} "
+                "again to write it."
+            )
         try:
             if record["chapter"] != chapter:
                 raise ValueError(f"it holds chapter {record['chapter']}'s verdicts")

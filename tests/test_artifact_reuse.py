@@ -61,9 +61,15 @@ def test_edited_adapter_weights_are_refused(copy_of, name):
         Study.open(profile, root, progress=False).ensure_adapter("digits")
 
 
-def _rewrite_metrics(directory, change):
+def _rewrite_metrics(directory, change, seal=True):
+    """Edit a metrics.json; with ``seal``, as someone holding the folder's key would (re-sealed), so that the checks
+    behind the seal are what is tested."""
+    from lora_merge_utils.integrity import find_key, sealed
+
     metrics = json.loads((directory / "metrics.json").read_text())
     change(metrics)
+    if seal and "seal" in metrics:
+        metrics = sealed(metrics, find_key(directory))
     (directory / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -244,18 +250,23 @@ def test_the_lock_is_reentrant_in_one_process(tmp_path):
 @pytest.mark.parametrize(
     "edit",
     [
-        "every image right, checksum kept",
-        "another image count, checksum recomputed",
-        "bits cut short",
-        "not hex",
-        "no checksum",
+        "every image right, seal kept",
+        "every image right, sealed with another folder's key",
+        "every image right, plain sha256 recomputed",
+        "another image count, sealed with this folder's key",
+        "bits cut short, sealed",
+        "not hex, sealed",
+        "no seal",
+        "another merge's entry copied over it",
     ],
 )
 def test_an_edited_score_cache_entry_is_scored_again_not_believed(copy_of, edit):
-    """A cached merge score that was edited, cut short, garbled or written without a checksum is never served: the
-    merge is scored again, the entry rewritten, and the table is the one the adapters give."""
-    from lora_merge_utils.evaluation import _entry_digest
+    """A cached merge score that was edited without the folder's key, copied from elsewhere, cut short or garbled is
+    never served: the merge is scored again, the entry rewritten, and the table is the one the adapters give."""
+    import hashlib
+
     from lora_merge_utils.instrumentation.workload import work_done
+    from lora_merge_utils.integrity import find_key, sealed
 
     profile, root = copy_of
     study = Study.open(profile, root, progress=False)
@@ -266,21 +277,147 @@ def test_an_edited_score_cache_entry_is_scored_again_not_believed(copy_of, edit)
     entry = json.loads(entry_path.read_text())
     task = entry["members"][0]
     n = entry["num_images"][task]
-    if edit == "every image right, checksum kept":
-        entry["correct"][task] = (b"\xff" * (n // 8) + (bytes([0xFF << (8 - n % 8) & 0xFF]) if n % 8 else b"")).hex()
-    elif edit == "another image count, checksum recomputed":  # bits for n + 8 images, claimed consistently
+    key = find_key(entry_path)
+    all_right = (b"\xff" * (n // 8) + (bytes([0xFF << (8 - n % 8) & 0xFF]) if n % 8 else b"")).hex()
+    if edit.startswith("every image right"):
+        entry["correct"][task] = all_right
+        if "another folder" in edit:
+            entry = sealed(entry, bytes(32))
+        elif "sha256" in edit:
+            entry["sha256"] = hashlib.sha256(json.dumps([entry["correct"], entry["num_images"]]).encode()).hexdigest()
+    elif edit.startswith("another image count"):  # bits for n + 8 images, claimed consistently
         entry["correct"][task] = entry["correct"][task] + "ff"
         entry["num_images"][task] = n + 8
-        entry["sha256"] = _entry_digest(entry["correct"], entry["num_images"])
-    elif edit == "bits cut short":
+        entry = sealed(entry, key)
+    elif edit.startswith("bits cut short"):
         entry["correct"][task] = entry["correct"][task][:-4]
-    elif edit == "not hex":
+        entry = sealed(entry, key)
+    elif edit.startswith("not hex"):
         entry["correct"][task] = "zz" + entry["correct"][task][2:]
+        entry = sealed(entry, key)
+    elif edit == "no seal":
+        del entry["seal"]
     else:
-        del entry["sha256"]
+        other = tuple(next(m for m in honest["members"] if m != "+".join(pair)).split("+"))
+        entry = json.loads(study.score_store(0)._path(other, MergeSpec.of("task_arithmetic")).read_text())
     entry_path.write_text(json.dumps(entry))
     start = work_done()["merges"]
     again = study.merges_table(singles, methods=("task_arithmetic",), sizes=(2,), cache=True, seeds=0)
     pd.testing.assert_frame_equal(again, honest)
     assert work_done()["merges"] - start >= 1, "the edited merge was scored again"
     assert study.score_store(0).get(tuple(entry["members"]), MergeSpec.of("task_arithmetic")) is not None
+
+
+def test_an_edited_accuracy_is_refused_and_not_printed(copy_of, capsys):
+    """metrics.json's accuracy is what `train-adapter` prints and the tables read: edited to 0.99 without the
+    folder's key, it is refused in one line, nothing is retrained over it, and the CLI exits non-zero."""
+    from lora_merge_utils.cli import main
+
+    profile, root = copy_of
+    directory = root / "adapters/digits/seed-0"
+    _rewrite_metrics(directory, lambda m: m.__setitem__("accuracy", 0.99), seal=False)
+    with pytest.raises(ValueError, match="metrics.json is not the record that was saved there: its seal") as error:
+        Study.open(profile, root, progress=False).ensure_adapter("digits")
+    assert "\n" not in str(error.value)
+    assert json.loads((directory / "metrics.json").read_text())["accuracy"] == 0.99, "kept as it is"
+    _rewrite_metrics(root / "heads/digits", lambda m: m.__setitem__("accuracy", 0.99), seal=False)
+    with pytest.raises(ValueError, match="heads/digits/metrics.json is not the record that was saved"):
+        Study.open(profile, root, progress=False).ensure_head("digits")
+    assert main(["train-adapter", "--task", "digits", "--out", str(root), "--quiet"]) != 0
+    assert "0.99" not in capsys.readouterr().out
+
+
+def test_a_deleted_seal_is_refused_unless_trusted(copy_of, monkeypatch):
+    profile, root = copy_of
+    _rewrite_metrics(root / "adapters/digits/seed-0", lambda m: m.pop("seal"), seal=False)
+    study = Study.open(profile, root, progress=False)
+    with pytest.raises(ValueError, match="has no seal.*LORA_BOOK_TRUST_UNCHECKED=1"):
+        study.ensure_adapter("digits")
+    monkeypatch.setenv("LORA_BOOK_TRUST_UNCHECKED", "1")
+    study.ensure_adapter("digits")
+
+
+def test_an_adapter_copied_in_from_another_artifacts_folder_is_refused(copy_of, tmp_path):
+    """Each folder seals with its own key: a whole adapter folder made elsewhere (same task, same settings) is not
+    this folder's, so its numbers are not believed here."""
+    from lora_merge_utils.integrity import KEY_NAME
+
+    profile, root = copy_of
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    (other / KEY_NAME).write_text("ab" * 32 + "\n")  # another folder, another key
+    elsewhere = Study.open(profile, other, progress=False)
+    elsewhere.ensure_head("digits", retrain=True)
+    elsewhere.ensure_adapter("digits", retrain=True)
+    target = root / "adapters/digits/seed-0"
+    shutil.rmtree(target)
+    shutil.copytree(other / "adapters/digits/seed-0", target)
+    with pytest.raises(ValueError, match="copied in from another artifacts folder"):
+        Study.open(profile, root, progress=False).ensure_adapter("digits")
+
+
+def test_a_config_that_contradicts_its_metrics_is_refused_even_resealed(copy_of):
+    """lora_alpha 64 in the config, 16 in metrics.json, checksums recomputed and sealed with the folder's key: the
+    two files state the same fact, so the contradiction is caught where the seal cannot be."""
+    from lora_merge_utils.artifacts import weight_checksums
+
+    profile, root = copy_of
+    directory = root / "adapters/digits/seed-0"
+    config = json.loads((directory / "adapter_config.json").read_text())
+    config["lora_alpha"] = 4 * config["lora_alpha"]
+    (directory / "adapter_config.json").write_text(json.dumps(config))
+    _rewrite_metrics(directory, lambda m: m.__setitem__("sha256", weight_checksums(directory)))
+    with pytest.raises(ValueError, match="says alpha 64 \\(metrics.json: 16\\).*do not belong together") as error:
+        Study.open(profile, root, progress=False).ensure_adapter("digits")
+    assert "\n" not in str(error.value)
+
+
+def test_another_peft_type_is_refused_in_one_line(copy_of):
+    from lora_merge_utils.artifacts import weight_checksums
+
+    profile, root = copy_of
+    directory = root / "adapters/digits/seed-0"
+    config = json.loads((directory / "adapter_config.json").read_text())
+    config["peft_type"] = "BOGUS"
+    (directory / "adapter_config.json").write_text(json.dumps(config))
+    _rewrite_metrics(directory, lambda m: m.__setitem__("sha256", weight_checksums(directory)))
+    with pytest.raises(ValueError, match="peft_type 'BOGUS': only LoRA adapters"):
+        Study.open(profile, root, progress=False).ensure_adapter("digits")
+
+
+def test_a_lora_factor_of_the_wrong_shape_is_refused_before_peft_loads_it(copy_of):
+    """A lora_B one row too tall (checksums recomputed, resealed) used to end in PEFT's size-mismatch traceback."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from lora_merge_utils.artifacts import weight_checksums
+
+    profile, root = copy_of
+    directory = root / "adapters/digits/seed-0"
+    state = load_file(str(directory / "adapter_model.safetensors"))
+    name = next(k for k in state if "lora_B" in k)
+    state[name] = torch.cat([state[name], state[name][:1]])
+    save_file(state, str(directory / "adapter_model.safetensors"))
+    _rewrite_metrics(directory, lambda m: m.__setitem__("sha256", weight_checksums(directory)))
+    study = Study.open(profile, root, progress=False)
+    with pytest.raises(ValueError, match=f"{name} has shape .* but this backbone wants") as error:
+        study.load_all_adapters(["digits"])
+    assert "\n" not in str(error.value)
+
+
+def test_edited_features_are_computed_again_not_believed(copy_of):
+    """A saved features file whose tensors were changed (its metadata kept) is recomputed: the head fitted on it
+    would otherwise report another accuracy."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    profile, root = copy_of
+    study = Study.open(profile, root, progress=False)
+    honest = study.features("digits", "test")
+    path = next((root / "features" / "digits").glob("test-*.safetensors"))
+    with safe_open(str(path), framework="pt") as saved:
+        metadata = saved.metadata()
+    save_file({"features": torch.zeros_like(honest[0]), "labels": honest[1]}, str(path), metadata=metadata)
+    again = Study.open(profile, root, progress=False).features("digits", "test")
+    assert torch.equal(again[0], honest[0]) and not torch.equal(again[0], torch.zeros_like(honest[0]))

@@ -123,17 +123,21 @@ def test_each_record_carries_the_code_that_wrote_it(tmp_path):
     assert read_verdicts(tmp_path, chapters=(4,))[0]["code_version"].tolist() == [verdicts_code_version()]
 
 
+def _write_sealed(root, path, record):
+    """Write a record as this program would have sealed it (the checks behind the seal are what is tested)."""
+    from lora_merge_utils.integrity import folder_key, sealed
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(sealed(record, folder_key(root))))
+
+
 def test_a_damaged_record_names_its_file_and_the_chapter_to_run_again(tmp_path):
     path = verdicts_file(tmp_path, 6)
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"chapter": 6, "verdicts": [{"name": "x", "question": "x"}]}))
+    _write_sealed(tmp_path, path, {"chapter": 6, "verdicts": [{"name": "x", "question": "x"}]})
     with pytest.raises(ValueError, match=r"chapter-6\.json.*run chapter 6 again"):
         read_verdicts(tmp_path)
-    path.write_text(
-        json.dumps(
-            {"chapter": 6, "verdicts": [{"name": "x", "question": "x", "p_value": None, "resolved_in_chapter": True}]}
-        )
-    )
+    verdict = {"name": "x", "question": "x", "p_value": None, "resolved_in_chapter": True}
+    _write_sealed(tmp_path, path, {"chapter": 6, "verdicts": [verdict]})
     with pytest.raises(ValueError, match=r"chapter-6\.json.*p-value None.*run chapter 6 again"):
         read_verdicts(tmp_path)
     record_verdicts(tmp_path, 5, {"x": Verdict("x", 0.5, False)})
@@ -157,7 +161,7 @@ def test_chapters_recorded_by_other_code_are_named_stale(tmp_path):
     record_verdicts(tmp_path, 4, {"x": Verdict("x", 0.5, False)})
     record_verdicts(tmp_path, 5, {"y": Verdict("y", 0.5, False)})
     path = verdicts_file(tmp_path, 5)
-    path.write_text(path.read_text().replace(verdicts_code_version(), "older-code"))
+    _write_sealed(tmp_path, path, {**json.loads(path.read_text()), "code_version": "older-code"})
     table, _ = read_verdicts(tmp_path)
     assert stale_chapters(table) == [5]
 
@@ -174,3 +178,14 @@ def test_an_edit_to_the_statistics_makes_recorded_verdicts_stale(tmp_path, monke
     source = inspect.getsource
     monkeypatch.setattr(inspect, "getsource", lambda m: source(m) + ("\n# edited" if m is stats else ""))
     assert stale_chapters(table) == [4]
+
+
+def test_an_edited_verdict_record_is_refused(tmp_path):
+    """A recorded verdict turned from "not resolved" into "resolved" by an edit is not read into the book-wide table."""
+    e = _estimate(0.01, 0.02)
+    path = record_verdicts(tmp_path, 4, {"triples": Verdict.of("triples beat the floor", e)})
+    record = json.loads(path.read_text())
+    record["verdicts"][0]["resolved_in_chapter"] = True
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="chapter-4.json is not the record chapter 4 wrote: its seal does not hold"):
+        read_verdicts(tmp_path)
