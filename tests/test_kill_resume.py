@@ -90,13 +90,23 @@ def _in_grid(out: Path) -> bool:
 
 def _record(out: Path) -> dict[str, bytes | dict]:
     """Every file that should be the same from run to run: weights, configs, tables; metrics less their timings."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
     record: dict[str, bytes | dict] = {}
     for path in sorted(out.rglob("*")):
         name = str(path.relative_to(out))
-        if path.suffix in (".safetensors", ".csv") or path.name == "adapter_config.json":
+        if (
+            name.startswith("features/") and path.is_file()
+        ):  # its seal is the folder's own: the tensors and what they were made from
+            with safe_open(str(path), framework="pt") as saved:
+                identity = json.loads(saved.metadata()["identity"])
+            record[name] = {"tensors": {k: v.numpy().tobytes() for k, v in load_file(str(path)).items()}}
+            record[name]["identity"] = {k: v for k, v in identity.items() if k != "seal"}
+        elif path.suffix in (".safetensors", ".csv") or path.name == "adapter_config.json":
             record[name] = path.read_bytes()
-        elif path.name == "metrics.json":
-            record[name] = {k: v for k, v in json.loads(path.read_text()).items() if k not in TIMING}
+        elif path.name == "metrics.json":  # less the seal: each folder seals with its own key
+            record[name] = {k: v for k, v in json.loads(path.read_text()).items() if k not in {*TIMING, "seal"}}
     return record
 
 

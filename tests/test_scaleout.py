@@ -134,10 +134,13 @@ def test_two_processes_train_the_same_adapters_and_write_the_same_tables(runs):
 def test_a_launch_killed_mid_grid_leaves_no_table_and_the_next_one_completes_it(runs):
     import psutil
 
+    from lora_merge_utils.integrity import KEY_NAME
+
     base, _, _ = runs
     root = base / "killed"
     for part in ("heads", "adapters"):  # trained already: this launch goes straight to singles and the grid
         shutil.copytree(base / "two" / part, root / part)
+    shutil.copy(base / "two" / KEY_NAME, root / KEY_NAME)  # what they were sealed with comes with them
     scores = root / "results" / "scores"
     launch = subprocess.Popen(
         _launch(base, root),
