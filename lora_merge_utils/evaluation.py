@@ -226,8 +226,8 @@ def merge_row(
         "accuracy": round(acc, DECIMALS),
         "adapter_accuracy": single["adapter_accuracy"],
         "head_accuracy": single["head_accuracy"],
-        "normalized_accuracy": round(acc / single["adapter_accuracy"], DECIMALS),
-        "chance_normalized": round((acc - chance) / (single["adapter_accuracy"] - chance), DECIMALS),
+        "normalized_accuracy": round(_share(acc, single["adapter_accuracy"], 0.0), DECIMALS),
+        "chance_normalized": round(_share(acc, single["adapter_accuracy"], chance), DECIMALS),
         "beats_head": bool(acc > single["head_accuracy"]),
         "num_images": len(right),
         "num_classes": int(single["num_classes"]),
@@ -311,18 +311,26 @@ def evaluate_merges(
     return pd.DataFrame(rows)
 
 
+def _share(accuracy: float, adapter_accuracy: float, floor: float) -> float:
+    """``(accuracy - floor) / (adapter_accuracy - floor)``, or NaN where the adapter is not above ``floor`` (at chance
+    it has nothing to keep: the share is undefined, not infinite)."""
+    room = float(adapter_accuracy) - floor
+    return (float(accuracy) - floor) / room if room > 1e-9 else float("nan")
+
+
 BITS = ("correct", "adapter_correct", "head_correct")
 """Columns holding packed per-image correctness: kept in memory for intervals, left out of saved CSV tables."""
 
 
 def summarize_merges(merges: pd.DataFrame) -> pd.DataFrame:
     """Per method and merge size: mean and worst normalized accuracy (plain and chance-corrected), and how often a
-    merge beats the head-only baseline (frozen backbone + head). Intervals: :mod:`lora_merge_utils.stats`."""
+    merge beats the head-only baseline (frozen backbone + head). Intervals: :mod:`lora_merge_utils.stats`. A row
+    whose share is undefined (its adapter at chance) makes its group's mean and worst NaN: never averaged away."""
     grouped = merges.groupby(["method", "size"], sort=False)
     summary = grouped.agg(
-        mean_normalized=("normalized_accuracy", "mean"),
-        worst_normalized=("normalized_accuracy", "min"),
-        mean_chance_normalized=("chance_normalized", "mean"),
+        mean_normalized=("normalized_accuracy", lambda v: v.mean(skipna=False)),
+        worst_normalized=("normalized_accuracy", lambda v: v.min(skipna=False)),
+        mean_chance_normalized=("chance_normalized", lambda v: v.mean(skipna=False)),
         mean_accuracy=("accuracy", "mean"),
         mean_head_accuracy=("head_accuracy", "mean"),
         beats_head=("beats_head", "mean"),
@@ -359,8 +367,9 @@ def reference_rows(merges: pd.DataFrame, label: str, source: str) -> pd.DataFram
     first["params"] = "{}"
     first["correct"] = first[source]
     first["accuracy"] = first["head_accuracy" if source == "head_correct" else "adapter_accuracy"]
-    first["normalized_accuracy"] = (first["accuracy"] / first["adapter_accuracy"]).round(DECIMALS)
     chance = 1.0 / first["num_classes"]
-    first["chance_normalized"] = ((first["accuracy"] - chance) / (first["adapter_accuracy"] - chance)).round(DECIMALS)
+    for column, floor in (("normalized_accuracy", 0.0), ("chance_normalized", chance)):
+        room = (first["adapter_accuracy"] - floor).where(lambda r: r > 1e-9)  # NaN at chance: undefined, as above
+        first[column] = ((first["accuracy"] - floor) / room).round(DECIMALS)
     first["beats_head"] = first["accuracy"] > first["head_accuracy"]
     return first

@@ -127,7 +127,8 @@ def row_values(rows: pd.DataFrame, metric: str, boot: Bootstrap | None = None) -
             out.append((merged - head) / np.where(np.abs(gain) < 1e-9, np.nan, gain))
             continue
         chance = 1.0 / row.num_classes if metric == "chance_normalized" else 0.0
-        out.append((merged - chance) / np.maximum(single - chance, 1e-9))
+        room = single - chance  # an adapter at chance has nothing to keep: NaN, not a share of 1e9
+        out.append((merged - chance) / np.where(room > 1e-9, room, np.nan))
     return np.stack(out, axis=-1)
 
 

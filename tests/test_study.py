@@ -255,3 +255,35 @@ def test_one_adapter_trained_on_every_task_is_saved_checked_and_scored_like_a_me
     heads_file.write_bytes(heads_file.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(ValueError, match="is not the file that was saved"):
         study.joint_adapter(seed=0)
+
+
+def test_an_adapter_at_chance_gives_an_undefined_share_that_no_summary_averages_away():
+    """(merged - chance) / (adapter - chance) has nothing to divide by when the adapter is at chance: the row says
+    NaN (not a ZeroDivisionError, not 1e9), and its group's mean says NaN rather than the mean of the other rows."""
+    import numpy as np
+    import pandas as pd
+
+    from lora_merge_utils.evaluation import merge_row, reference_rows
+    from lora_merge_utils.stats import pack, row_values
+
+    right = np.array([True, False, False, False])
+    rows = []
+    for task, adapter_right in (("a", right), ("b", ~right[::-1])):  # four classes: "a"'s adapter is at chance
+        single = pd.Series(
+            {
+                "adapter_accuracy": float(adapter_right.mean()),
+                "head_accuracy": 0.5,
+                "num_classes": 4,
+                "adapter_correct": pack(adapter_right),
+                "head_correct": pack(right),
+            }
+        )
+        rows.append(merge_row(("a", "b"), "m", "{}", "", task, 0, single, right))
+    merges = pd.DataFrame(rows)
+    assert np.isnan(merges["chance_normalized"].iloc[0]) and merges["chance_normalized"].iloc[1] == 0.0
+    summary = summarize_merges(merges)
+    assert np.isnan(summary["mean_chance_normalized"].iloc[0])
+    assert not np.isnan(summary["mean_normalized"].iloc[0]), "the plain share is defined"
+    assert np.isnan(reference_rows(merges, "floor", "head_correct")["chance_normalized"].iloc[0])
+    values = row_values(merges.assign(correct=pack(right)), "chance_normalized")
+    assert np.isnan(values[0]) and np.isfinite(values[1])
