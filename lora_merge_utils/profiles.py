@@ -197,6 +197,11 @@ class TrainSettings:
         check_fields(self, "train")
 
 
+GENERATED_IMAGE_SIZE = 32
+"""The side of every generated task's images (:mod:`lora_merge_utils.data.synthetic` draws them at this size): a
+profile of generated tasks has this ``image_size``."""
+
+
 @dataclass(frozen=True)
 class GeneratedData:
     """Tasks built offline (tiny profile) from data that installed packages carry or that we generate.
@@ -333,6 +338,18 @@ class Profile:
             f"tasks and related_tasks must be names (strings), got {list(self.tasks) + list(self.related_tasks)}.",
         )
         _require(len(set(self.tasks)) == len(self.tasks) > 0, f"tasks must name tasks once each, got {self.tasks}.")
+        _require(
+            not isinstance(self.data, GeneratedData) or self.image_size == GENERATED_IMAGE_SIZE,
+            f"image_size {self.image_size} does not apply to generated tasks: they are drawn at "
+            f"{GENERATED_IMAGE_SIZE} px, so image_size must be {GENERATED_IMAGE_SIZE} (a run would ignore it and label "
+            "its artifacts folder with it).",
+        )
+        side = dict(self.backbone.overrides).get("img_size")
+        _require(
+            side is None or side == self.image_size,
+            f"backbone.overrides.img_size {side} is not image_size {self.image_size}: the backbone would be built for "
+            "other images than it is fed. Change both together.",
+        )
 
     def replace(self, **changes) -> Profile:
         """A copy with some fields changed (profiles are frozen)."""

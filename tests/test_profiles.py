@@ -39,7 +39,7 @@ def test_similar_pairs_are_tasks_of_the_profile():
 def test_profile_is_frozen():
     with pytest.raises(AttributeError):
         TINY.name = "other"
-    assert TINY.replace(image_size=16).image_size == 16 and TINY.image_size == 32
+    assert TINY.replace(seeds=5).seeds == 5 and TINY.seeds != 5
 
 
 def test_overrides_change_fields_by_dotted_name(monkeypatch, tmp_path):
@@ -93,3 +93,18 @@ def test_overrides_that_are_not_json_are_refused(monkeypatch):
     monkeypatch.setenv("LORA_BOOK_OVERRIDES", "no-such-file.json")
     with pytest.raises(ValueError, match="neither a JSON object nor an existing file"):
         get_profile("full")
+
+
+@pytest.mark.parametrize(
+    ("profile", "overrides", "message"),
+    [
+        ("tiny", {"image_size": 16}, "image_size 16 does not apply to generated tasks: they are drawn at 32 px"),
+        ("tiny", {"backbone.overrides.img_size": 64}, "backbone.overrides.img_size 64 is not image_size 32"),
+    ],
+)
+def test_an_image_size_the_run_would_ignore_is_refused(monkeypatch, profile, overrides, message):
+    """The tiny tasks are drawn at 32 px whatever image_size says: 16 used to be ignored while the artifacts folder
+    was labelled with it."""
+    monkeypatch.setenv("LORA_BOOK_OVERRIDES", json.dumps(overrides))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_profile(profile)

@@ -12,7 +12,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-SIZE = 32
+from ..profiles import GENERATED_IMAGE_SIZE as SIZE
 
 
 def resize_gray(images: np.ndarray, size: int = SIZE, pad: int = 0) -> np.ndarray:
