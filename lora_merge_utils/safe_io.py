@@ -177,6 +177,27 @@ STUDY_FOLDERS = ("adapters", "heads", "features", "joint", "results", "verdicts"
 folder (their notes, a ``.old`` folder of their own) is ever touched."""
 
 
+def check_confined(root: Path | str, folders: tuple[str, ...] = STUDY_FOLDERS) -> None:
+    """Refuse a study folder whose own folders (``root``'s :data:`STUDY_FOLDERS` and the folders directly in them)
+    are symbolic links: a run writes only under the folder it was given, and a ``results`` that links elsewhere
+    would get its tables. ``root`` itself may be a link: that is the folder the user named."""
+    root = Path(root)
+    for name in folders:
+        top = root / name
+        inner = []
+        if top.is_dir() and not top.is_symlink():
+            try:
+                inner = [Path(entry.path) for entry in os.scandir(top) if entry.is_symlink()]
+            except OSError:
+                inner = []
+        for path in ([top] if top.is_symlink() else []) + inner:
+            raise ValueError(
+                f"{path} is a symbolic link (to {os.path.realpath(path)}): a run writes only inside the folder it "
+                f"was given, never through a link out of it. Replace the link with a real folder, or give that "
+                "folder as --out."
+            )
+
+
 def remove_debris(
     root: Path | str,
     stale_after: float = STALE_SECONDS,

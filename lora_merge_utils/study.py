@@ -66,7 +66,7 @@ from .evaluation import (
 from .methods import DEFAULT_METHODS, MergeSpec, get_merge_method
 from .parallel import job_slots, one_thread, run_jobs
 from .profiles import Profile, all_tasks, apply_overrides, check_task_name, get_device, get_profile, progress_enabled
-from .safe_io import atomic_dir, lock_held_by_launch, remove_debris, training_lock, write_atomic
+from .safe_io import atomic_dir, check_confined, lock_held_by_launch, remove_debris, training_lock, write_atomic
 from .scoring import adapter_correctness, head_correctness
 from .stats import Bootstrap, pack, unpack
 from .training import extract_features, train_adapter, train_head, train_joint_adapter
@@ -104,6 +104,7 @@ class Study:
         progress = progress_enabled() if progress is None else progress
         root = Path(root) if root is not None else default_root(profile)
         device = torch.device(device) if device is not None else get_device()
+        check_confined(root)  # before anything is built or written
         backbone = create_backbone(profile).to(device)
         ArtifactStore(root).remove_debris()  # what runs killed mid-save left behind, artifacts and data samples
         remove_debris(sample_cache_dir(), old_copies=False, folders=None)  # the samples' cache is wholly ours

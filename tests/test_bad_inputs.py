@@ -282,6 +282,20 @@ def test_a_training_lock_that_is_a_symbolic_link_is_refused_and_its_target_left_
     assert outside.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("inside", ["results", "adapters/digits"])
+def test_a_study_folder_that_links_out_of_the_output_is_refused_before_any_work(tmp_path, capsys, inside):
+    """A `results/` that is a symbolic link to another folder used to get the tables."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root = tmp_path / "out"
+    (root / inside).parent.mkdir(parents=True)
+    (root / inside).symlink_to(elsewhere, target_is_directory=True)
+    assert main(["train-head", "--task", "digits", "--profile", "tiny", "--out", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"{root / inside} is a symbolic link" in err and "Traceback" not in err and err.count("\n") == 1
+    assert not any(elsewhere.iterdir()) and not (root / "heads").exists(), "nothing written, here or there"
+
+
 @pytest.mark.parametrize("name", ["../../escaped", "a/b", "", ".hidden", "x..y", "datasets"])
 def test_a_profile_name_that_is_not_a_plain_folder_name_is_refused(name, tmp_path, monkeypatch):
     """A profile's name is its artifact folder's: `../../escaped` wrote outside $LORA_BOOK_ARTIFACTS."""
