@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -95,9 +99,27 @@ def _create_from_timm(spec: BackboneSpec, pretrained: bool) -> torch.nn.Module:
     if local is not None:
         # custom_load=False: some in21k tags default to timm's .npz loader, but a local file is a plain state dict.
         overlay = dict(file=str(local), custom_load=local.suffix == ".npz")
-        return timm.create_model(
-            spec.model_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay, **spec.overrides
-        )
+        _architecture_on_meta(spec)  # a name or overrides timm cannot build: told as such, not as a bad file
+        try:
+            with _missing_keys() as missing:
+                model = timm.create_model(
+                    spec.model_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay, **spec.overrides
+                )
+        except (RuntimeError, OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(
+                f"Backbone weights file {local} is not a checkpoint of {spec.model_name!r} that can be loaded safely "
+                f"({type(error).__name__}: {first[:300]}). Give its .safetensors file, or a plain state dict "
+                "(torch.save(model.state_dict(), ...)); pickled objects are never run."
+            ) from None
+        if missing:
+            # timm loads without strictness when it drops the classifier (num_classes=0), so a file of another model
+            # would leave these layers at their random initialisation and every number after would be wrong
+            raise ValueError(
+                f"Backbone weights file {local} lacks weights of {spec.model_name!r} ({missing[0]}): it is a "
+                "checkpoint of another model. Give the checkpoint of this model."
+            )
+        return model
     if not pretrained:
         return _architecture(spec)
     _architecture_on_meta(spec)  # a name or overrides timm cannot build: told as such, not as missing weights
@@ -109,6 +131,29 @@ def _create_from_timm(spec: BackboneSpec, pretrained: bool) -> torch.nn.Module:
         raise _no_weights_error(spec, error) from error
     except (OSError, ValueError) as error:
         raise _no_weights_error(spec, error) from error
+
+
+@contextmanager
+def _missing_keys() -> Iterator[list[str]]:
+    """Collect the layers timm reports it found no pretrained weights for while loading a checkpoint (it says so only
+    in its log, at level INFO)."""
+    found: list[str] = []
+
+    class _Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if message.startswith("Missing keys ("):
+                found.append(message[len("Missing keys (") :].split(")")[0][:300])
+
+    logger = logging.getLogger("timm.models._builder")
+    handler, level = _Catch(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield found
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _architecture_on_meta(spec: BackboneSpec) -> None:
