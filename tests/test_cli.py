@@ -182,3 +182,18 @@ def test_an_apple_gpu_asked_for_where_there_is_none_is_one_line(tmp_path, capsys
         pytest.skip("this machine has an Apple GPU")
     assert main(["train-head", "--task", "digits", "--profile", "tiny", "--out", str(tmp_path), "--device", "mps"]) == 2
     assert "no Apple GPU; use --device cpu" in capsys.readouterr().err
+
+
+def test_merge_of_a_task_with_its_relabelling_loads_the_adapters_it_names(copy_of_shared_study, monkeypatch, capsys):
+    """`merge digits digits_parity` loaded the profile's six adapters only, then stopped in PEFT's words ("not
+    loaded") after training them all."""
+    import json
+
+    from .helpers import MINI_OVERRIDES
+
+    monkeypatch.setenv("LORA_BOOK_OVERRIDES", json.dumps(MINI_OVERRIDES))
+    argv = ["merge", "digits", "digits_parity", "--profile", "tiny", "--out", str(copy_of_shared_study), "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "task_arithmetic merge of digits+digits_parity" in printed
+    assert [line.split()[0] for line in printed.splitlines()[-2:]] == ["digits", "digits_parity"]
