@@ -325,6 +325,11 @@ def _tune(args) -> None:
         raise ValueError(f"--pairs must be at least 1, got {args.pairs}.")
     if args.table is not None and args.table.suffix != ".csv":
         raise ValueError(f"--table {args.table}: give a .csv path (its header is written beside it as .json).")
+    for path in (args.table, args.table.with_suffix(".json")) if args.table is not None else ():
+        if path.is_dir():
+            raise ValueError(f"--table {args.table}: {path} is a folder; give the path of a file to write.")
+    if args.table is not None:
+        _check_path_length(args.table, "--table")
     budget = args.resolved_profile.budget
     grid_name = args.grid or budget.tuning_grid
     pairs = args.pairs if args.pairs is not None else budget.tuning_pairs
@@ -421,6 +426,7 @@ def _check_common(args) -> None:
     out = getattr(args, "out", None)
     if out is not None:
         out = Path(out)
+        _check_path_length(out, "--out")  # first: asking whether a too long path exists fails too
         existing = next((p for p in (out, *out.parents) if p.exists()), None)
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file; give a folder (it is created if missing).")
@@ -428,6 +434,28 @@ def _check_common(args) -> None:
             raise ValueError(f"--out {out}: {existing} is not writable; choose another folder.")
         if existing is not None and not existing.is_dir():
             raise ValueError(f"--out {out}: {existing} is a file, not a folder.")
+
+
+NAME_MAX, PATH_MAX = 255, 4096
+"""Linux's limits on a file name and on a whole path, in bytes."""
+DEPTH = 160
+"""Room a study needs below ``--out`` (``adapters/<task>/seed-<k>/.<name>.<pid>.<random>.tmp`` and the like)."""
+
+
+def _check_path_length(path: Path, option: str) -> None:
+    """Refuse a path whose names or whole length this file system would refuse only once the first file is
+    written (minutes of training later, as ``[Errno 36] File name too long``)."""
+    long_name = next((part for part in Path(path).parts if len(os.fsencode(part)) > NAME_MAX), None)
+    if long_name is not None:
+        raise ValueError(
+            f"{option} has a name of {len(os.fsencode(long_name))} bytes ({long_name[:24]}...); this file system "
+            f"allows {NAME_MAX}. Choose a shorter name."
+        )
+    if len(os.fsencode(str(Path(path).absolute()))) + DEPTH > PATH_MAX:
+        raise ValueError(
+            f"{option} is a path of {len(os.fsencode(str(Path(path).absolute())))} bytes; with what is written below "
+            f"it that passes this system's limit of {PATH_MAX}. Choose a shorter path."
+        )
 
 
 def _refuse_repeated(parser: argparse.ArgumentParser, args, argv: list[str]) -> None:
@@ -465,7 +493,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             return _stopped(args, stop.signum)
         if not _told_to_user(error):
             raise
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, whatever the library wrote
+        text = f"{error} {_fix_for(error)}".strip()
+        print(f"error: {' '.join(text.split())}", file=sys.stderr)  # one line, whatever the library wrote
         return 2
     except KeyboardInterrupt as interrupt:
         stop.disarm()
@@ -493,6 +522,29 @@ def _stopped(args: argparse.Namespace, signum: int) -> int:
 _USER_ERRORS = ("SafetensorError", "UnpicklingError")
 """Errors of the file formats we read (a full disk while saving, a pickled file refused by ``weights_only``), by name:
 importing their modules here would load torch before every command."""
+
+
+_ERRNO_FIXES = {
+    "ENAMETOOLONG": "A name or the whole path is longer than this file system allows: choose a shorter --out.",
+    "EISDIR": "A folder stands where this program writes a file: move or delete that folder (nothing was written).",
+    "ENOTDIR": "A file stands where this program needs a folder: move or delete that file, or choose another --out.",
+    "EACCES": "This user may not write or read there: fix the folder's permissions, or choose another --out.",
+    "EPERM": "This user may not write or read there: fix the folder's permissions, or choose another --out.",
+    "EROFS": "That file system is read-only: choose another --out.",
+    "ENOSPC": "The disk is full: free some space (what was saved before is kept) and run the same command again.",
+    "EDQUOT": "The disk quota is used up: free some space and run the same command again.",
+}
+"""What to do about the file-system errors a user meets, by ``errno`` name: the system's own words name the problem,
+not the fix."""
+
+
+def _fix_for(error: Exception) -> str:
+    """The fix for an ``OSError`` of :data:`_ERRNO_FIXES`, or nothing."""
+    import errno
+
+    if not isinstance(error, OSError) or error.errno is None:
+        return ""
+    return _ERRNO_FIXES.get(errno.errorcode.get(error.errno, ""), "")
 
 
 def _told_to_user(error: Exception) -> bool:

@@ -282,6 +282,33 @@ def test_a_training_lock_that_is_a_symbolic_link_is_refused_and_its_target_left_
     assert outside.read_text() == "keep me"
 
 
+@pytest.mark.parametrize("case", ["a name too long", "a path too long", "a lock that is a folder", "a table folder"])
+def test_paths_the_file_system_would_refuse_are_one_line_with_the_fix_before_any_work(tmp_path, capsys, case):
+    """These gave raw errno text (`[Errno 36] File name too long`, `[Errno 21] Is a directory`), some only after
+    minutes of work."""
+    out = tmp_path / "out"
+    argv = ["train-head", "--task", "digits"]
+    fix = {
+        "a name too long": "this file system allows 255. Choose a shorter name",
+        "a path too long": "Choose a shorter path",
+        "a lock that is a folder": "A folder stands where this program writes a file: move or delete that folder",
+        "a table folder": "is a folder; give the path of a file to write",
+    }[case]
+    if case == "a name too long":
+        out = tmp_path / ("x" * 300)
+    elif case == "a path too long":
+        out = tmp_path.joinpath(*["y" * 200] * 20)
+    elif case == "a lock that is a folder":
+        (out / ".training.lock").mkdir(parents=True)
+    else:
+        (tmp_path / "t.csv").mkdir()
+        argv = ["tune", "--pairs", "1", "--table", str(tmp_path / "t.csv")]
+    assert main([*argv, "--profile", "tiny", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fix in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out" / "heads").exists(), "nothing was trained"
+
+
 @pytest.mark.parametrize("inside", ["results", "adapters/digits"])
 def test_a_study_folder_that_links_out_of_the_output_is_refused_before_any_work(tmp_path, capsys, inside):
     """A `results/` that is a symbolic link to another folder used to get the tables."""
