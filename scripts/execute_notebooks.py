@@ -75,7 +75,9 @@ if "google.colab" in sys.modules:
             if pip.returncode == 0:
                 print(f"installed {{source}}")
                 break
-            failures.append(f"pip install {{source}}:\\n" + "\\n".join(pip.stderr.strip().splitlines()[-4:]))
+            said = pip.stderr.strip().splitlines()  # the cause ("fatal: repository ... not found"), not the trailer
+            why = [line for line in said if "fatal:" in line or "ERROR:" in line or "error: pathspec" in line]
+            failures.append(f"pip install {{source}}:\\n" + "\\n".join((why or said)[-4:]))
         else:
             raise SystemExit("Could not install lora_merge_utils. pip said:\\n" + "\\n".join(failures) + "\\nCheck "
                              "that this runtime has internet access (or set BOOK_REF = 'main'), then run this again.")
@@ -88,8 +90,9 @@ if os.environ.get("LORA_BOOK_ARTIFACTS") == DRIVE:
     print(lmu.storage_report(DRIVE))  # what this book keeps on Drive, and how much space it takes"""
 """The setup cell of every chapter (``{package}``, ``{package_note}``, ``{url}`` and ``{ref}`` filled in by
 :func:`setup_source`). It is the one cell a Colab student runs before the package exists, so it carries the install
-itself: the pinned version from PyPI, else the repository's tag, else its newest code, and pip's own last lines when
-all three fail."""
+itself: the pinned version from PyPI, else the repository's tag, else its newest code, and pip's own lines that say
+why when all three fail (git's ``fatal:`` and ``error: pathspec`` lines and pip's ``ERROR:`` lines: a git failure
+ends with "exit code: 128 / See above for output", which hides the cause)."""
 
 
 def repository() -> tuple[str, str]:

@@ -64,7 +64,23 @@ NO_PACKAGE = (
     "ERROR: Could not find a version that satisfies the requirement lora-merge-utils==0.2.0\n"
     "ERROR: No matching distribution found for lora-merge-utils==0.2.0",
 )
-NO_TAG = (1, "  error: pathspec 'v0.2.0' did not match any file(s) known to git\nerror: subprocess-exited-with-error")
+GIT_TAIL = (
+    "  error: subprocess-exited-with-error\n  \n  × git {what} did not run successfully.\n  │ exit code: {code}\n"
+    "  ╰─> See above for output.\n  \n  note: This error originates from a subprocess, and is likely not a problem with "
+    "pip.\nerror: subprocess-exited-with-error\n\n× git {what} did not run successfully.\n│ exit code: {code}\n"
+    "╰─> See above for output.\n\nnote: This error originates from a subprocess, and is likely not a problem with pip."
+)
+"""How pip ends a failed git install (pip 24): its last four lines never say why."""
+NO_TAG = (
+    1,
+    "  error: pathspec 'v0.2.0' did not match any file(s) known to git\n"
+    + GIT_TAIL.format(what="checkout -q v0.2.0", code=1),
+)
+NO_REPO = (
+    1,
+    "  fatal: repository 'https://github.com/someone/fork/' not found\n"
+    + GIT_TAIL.format(what="clone --filter=blob:none --quiet", code=128),
+)
 OFFLINE = (1, "ERROR: Could not install packages due to an OSError: Temporary failure in name resolution")
 
 
@@ -84,14 +100,18 @@ def test_without_the_package_on_pypi_the_repository_s_tag_then_main_are_tried(mo
     assert capsys.readouterr().out.strip().endswith(f"installed git+{URL}@main")
 
 
-def test_when_every_install_fails_pip_s_own_last_lines_are_shown(monkeypatch):
-    colab = FakeColab(monkeypatch, [NO_PACKAGE, NO_TAG, OFFLINE])
+@pytest.mark.parametrize("git_failure", [NO_TAG, NO_REPO], ids=["no such tag", "no such repository"])
+def test_when_every_install_fails_the_lines_that_say_why_are_shown(monkeypatch, git_failure):
+    """pip's last lines after a failed git install are "exit code: 128 / See above for output": the cause (a tag or
+    a repository not found) is earlier, and it is what the student must see."""
+    colab = FakeColab(monkeypatch, [NO_PACKAGE, git_failure, OFFLINE])
     with pytest.raises(SystemExit) as stop:
         colab.run()
     message = str(stop.value)
     assert len(colab.pip_calls) == 3
-    for answer in (NO_PACKAGE, NO_TAG, OFFLINE):
-        assert answer[1].strip().splitlines()[-1] in message, "each attempt's own error is shown"
+    assert "No matching distribution found for lora-merge-utils" in message and "Temporary failure" in message
+    assert git_failure[1].strip().splitlines()[0].strip() in message, "git's own reason is shown"
+    assert "See above for output" not in message and "exit code" not in message
     assert "internet access" in message and "BOOK_REF = 'main'" in message
 
 
