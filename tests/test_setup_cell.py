@@ -66,8 +66,8 @@ NO_PACKAGE = (
 )
 GIT_TAIL = (
     "  error: subprocess-exited-with-error\n  \n  × git {what} did not run successfully.\n  │ exit code: {code}\n"
-    "  ╰─> See above for output.\n  \n  note: This error originates from a subprocess, and is likely not a problem with "
-    "pip.\nerror: subprocess-exited-with-error\n\n× git {what} did not run successfully.\n│ exit code: {code}\n"
+    "  ╰─> See above for output.\n  \n  note: This error originates from a subprocess, and is likely not a problem "
+    "with pip.\nerror: subprocess-exited-with-error\n\n× git {what} did not run successfully.\n│ exit code: {code}\n"
     "╰─> See above for output.\n\nnote: This error originates from a subprocess, and is likely not a problem with pip."
 )
 """How pip ends a failed git install (pip 24): its last four lines never say why."""
