@@ -157,15 +157,29 @@ def check_reuse(directory: Path, metrics: dict, expected: dict, kind: str) -> No
     verify_checksums(directory, metrics)
     check_metrics(directory, metrics)
     differ = [
-        f"{key} {metrics[key]!r} (this study: {value!r})"
+        line
         for key, value in expected.items()
         if key in metrics and metrics[key] != value
+        for line in _differences(key, metrics[key], value)
     ]
     if differ:
         raise ValueError(
             f"{directory} holds a {kind} saved for {'; '.join(differ)}. It is not replaced silently: "
             "retrain it explicitly (retrain=True; the CLI's --retrain), or use another artifacts folder."
         )
+
+
+def _differences(key: str, saved, wanted) -> list[str]:
+    """``key saved (this study: wanted)``, for each differing field of two records (``made_with.data.train_per_class
+    300 (this study: 150)``), so that a message names what differs rather than printing both records whole."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        return [
+            line
+            for field in dict.fromkeys([*wanted, *saved])
+            if saved.get(field) != wanted.get(field)
+            for line in _differences(f"{key}.{field}", saved.get(field), wanted.get(field))
+        ]
+    return [f"{key} {saved!r} (this study: {wanted!r})"]
 
 
 ARTIFACTS_ENV = "LORA_BOOK_ARTIFACTS"

@@ -526,7 +526,8 @@ importing their modules here would load torch before every command."""
 
 _ERRNO_FIXES = {
     "ENAMETOOLONG": "A name or the whole path is longer than this file system allows: choose a shorter --out.",
-    "EISDIR": "A folder stands where this program writes a file: move or delete that folder (nothing was written).",
+    "EISDIR": "A folder stands where this program writes a file: move or delete that folder, and run the same command "
+    "again (what was saved before is kept).",
     "ENOTDIR": "A file stands where this program needs a folder: move or delete that file, or choose another --out.",
     "EACCES": "This user may not write or read there: fix the folder's permissions, or choose another --out.",
     "EPERM": "This user may not write or read there: fix the folder's permissions, or choose another --out.",

@@ -8,6 +8,7 @@ into intervals.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -433,8 +434,9 @@ class Study:
         """The settings a saved ``"head"`` or ``"adapter"`` (the joint one too) was made with, beyond its task,
         backbone, seed and LoRA shape, as its ``metrics.json`` records them: reusing one made otherwise would report
         another run's numbers. A head depends on its training settings, the data seed and the training and validation
-        images; an adapter on all that (it starts from the head) and its own training settings and LoRA dropout. The
-        test split and where the data lives change neither. Written through JSON, so that it compares equal to what
+        images; an adapter on all that (it starts from the head) and its own training settings and LoRA dropout; both
+        on the code that trains them and makes their images (:func:`trainer_code_version`). The test split and where
+        the data lives change neither. Written through JSON, so that it compares equal to what
         is read back (tuples become lists)."""
         import dataclasses
         import json
@@ -448,6 +450,7 @@ class Study:
             "image_size": self.profile.image_size,
             "data": data,
         }
+        record["code"] = trainer_code_version()
         if kind != "head":
             record |= {
                 "adapter_epochs": train.adapter_epochs,
@@ -745,6 +748,20 @@ def _same_record(saved: dict, record: dict) -> bool:
 
 _WORKER_STUDY: Study | None = None
 """In a worker process of :meth:`Study.ensure_adapters`: the study it trains for."""
+
+
+@functools.cache
+def trainer_code_version() -> str:
+    """A hash of the code that makes a head or an adapter from a profile (training and batching, and the code that
+    draws, samples and relabels the tasks' images), recorded in every saved head's and adapter's ``made_with``: one
+    made by other code is not reused as if this code had made it."""
+    import importlib
+    import inspect
+
+    digest = hashlib.sha256()
+    for name in ("training", "batches", "data.tasks", "data.splits", "data.generated", "data.synthetic", "data.hub"):
+        digest.update(inspect.getsource(importlib.import_module(f"{__package__}.{name}")).encode())
+    return digest.hexdigest()[:16]
 
 
 def _start_worker(profile: Profile, root: str) -> None:

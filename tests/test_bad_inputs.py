@@ -309,6 +309,21 @@ def test_paths_the_file_system_would_refuse_are_one_line_with_the_fix_before_any
     assert not (tmp_path / "out" / "heads").exists(), "nothing was trained"
 
 
+def test_a_cache_entry_that_is_a_folder_is_one_line_with_the_fix(copy_of_shared_study, capsys, monkeypatch):
+    import json
+
+    from .helpers import MINI_OVERRIDES
+
+    monkeypatch.setenv("LORA_BOOK_OVERRIDES", json.dumps(MINI_OVERRIDES))
+    for entry in (copy_of_shared_study / "results" / "scores").glob("*.json"):
+        entry.unlink()
+        entry.mkdir()
+    argv = ["merge", "digits", "shapes", "--profile", "tiny", "--out", str(copy_of_shared_study), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Is a directory" in err and "move or delete that folder" in err and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("inside", ["results", "adapters/digits"])
 def test_a_study_folder_that_links_out_of_the_output_is_refused_before_any_work(tmp_path, capsys, inside):
     """A `results/` that is a symbolic link to another folder used to get the tables."""
