@@ -52,10 +52,47 @@ def instructor_notebook(notebook) -> nbformat.NotebookNode:
     return notebook
 
 
+GUARD = re.compile(r"^# .*\bguarded\b", re.IGNORECASE)
+"""The first line of a cell that only asserts the chapter's key results for CI (it prints nothing)."""
+TEST_MARKER = re.compile(r"^# NBVAL_\w+\n?", re.MULTILINE)
+"""nbval's markers (``# NBVAL_CHECK_OUTPUT``): for the test run, not for readers."""
+SELF_CHECK_SENTENCE = "the cell after it checks that your answer"
+PUBLIC_SELF_CHECK = "in the student copy (the *Open in Colab* badge opens it) the cell after it checks that your answer"
+
+
 def public_notebook(notebook) -> nbformat.NotebookNode:
-    """A chapter without its solution cells (outputs and everything else kept)."""
-    notebook.cells = [c for c in notebook.cells if "solution" not in c.metadata.get("tags", [])]
+    """A chapter as a reader of the public site meets it, on the page and as the notebook offered for download: no
+    solution cells and no check cells (which call the answers that are gone, so the download would stop in a
+    ``NameError``); none of the scaffolding the executed sources keep for CI: no cell that only guards the key
+    results on the page (the download keeps it: a later cell may read what it computes), no nbval marker, no bare
+    ``True`` under a ``study.check(...)``, and no setup output; and an exercises' introduction that says where the
+    self-check is."""
+    cells = []
+    for cell in notebook.cells:
+        tags = cell.metadata.get("tags", [])
+        if "solution" in tags or "check" in tags:
+            continue
+        if cell.cell_type == "code":
+            if GUARD.match(cell.source) and not cell.outputs:
+                # off the page; kept in the download, where a later cell may read what it computes
+                cell.metadata["tags"] = [*tags, "remove-cell"]
+            cell.source = TEST_MARKER.sub("", cell.source)
+            if "setup" in tags:
+                cell.outputs = []
+            elif "study.check(" in cell.source:
+                cell.outputs = [o for o in cell.outputs if not _bare_boolean(o)]
+        elif SELF_CHECK_SENTENCE in cell.source:
+            cell.source = cell.source.replace(SELF_CHECK_SENTENCE, PUBLIC_SELF_CHECK)
+        cells.append(cell)
+    notebook.cells = cells
     return notebook
+
+
+def _bare_boolean(output) -> bool:
+    return output.get("output_type") == "execute_result" and output.get("data", {}).get("text/plain") in (
+        "True",
+        "False",
+    )
 
 
 def stage(edition: str, staging: Path) -> None:

@@ -234,3 +234,59 @@ def test_the_instructors_page_shows_the_exercise_table_as_it_is():
         points = sum(e.points for e in chapter_exercises(chapter))
         assert re.search(rf"^\| {chapter} \| {points} \(", page, flags=re.M), f"chapter {chapter}: {points} points"
     assert "an estimate" in page.lower()
+
+
+def _names(code: str) -> tuple[set[str], set[str]]:
+    """(names a cell assigns, imports or defines; names it reads) of a code cell, shell and magic lines left out."""
+    import ast
+
+    tree = ast.parse("\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!"))))
+    stored, loaded = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (stored if isinstance(node.ctx, ast.Store | ast.Del) else loaded).add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+            stored.add(node.name)
+        elif isinstance(node, ast.alias):
+            stored.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.arg):
+            stored.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            stored.add(node.name)
+    return stored, loaded
+
+
+def test_the_public_edition_s_staged_chapters_read_without_scaffolding_and_run_without_their_solutions(tmp_path):
+    """What the public site serves, page and download: no solution or check cell (a check calls an answer that is
+    gone: the download stopped in a NameError), no cell that only guards results for CI, no nbval marker, no bare
+    True under study.check(...), no setup output, and an exercises' introduction that says where the self-check is.
+    Every name a remaining cell reads is defined by a remaining cell (or is a builtin)."""
+    import builtins
+
+    EDITION.stage("public", tmp_path)
+    for path in CHAPTERS:
+        source = nbformat.read(path, as_version=4)
+        assert any("NBVAL" in c.source for c in source.cells if c.cell_type == "code") or path.stem.startswith("01")
+        staged = nbformat.read(tmp_path / "notebooks" / path.name, as_version=4)
+        code = [c for c in staged.cells if c.cell_type == "code"]
+        assert not [c for c in staged.cells if {"solution", "check"} & set(c.metadata.get("tags", []))], path.name
+        assert not any("NBVAL" in c.source for c in code), path.name
+        guards = [c for c in code if EDITION.GUARD.match(c.source)]
+        assert all("remove-cell" in c.metadata.get("tags", []) for c in guards), f"{path.name}: a guard on the page"
+        assert not any(o.get("data", {}).get("text/plain") in ("True", "False") for c in code for o in c.outputs), (
+            f"{path.name}: a bare boolean output"
+        )
+        assert all(not c.outputs for c in code if "setup" in c.metadata.get("tags", [])), path.name
+        prose = "\n".join(c.source for c in staged.cells if c.cell_type == "markdown")
+        if EDITION.SELF_CHECK_SENTENCE in "\n".join(c.source for c in source.cells):
+            assert EDITION.PUBLIC_SELF_CHECK in prose, path.name
+        defined = set(dir(builtins)) | {"display", "get_ipython"}
+        for cell in code:
+            stored, loaded = _names(cell.source)
+            defined |= stored
+            assert loaded <= defined | _later_definitions(code), f"{path.name}: {sorted(loaded - defined)} undefined"
+
+
+def _later_definitions(cells) -> set[str]:
+    """Names defined anywhere in the chapter (a function body may read a name defined by a later cell)."""
+    return set().union(*(_names(c.source)[0] for c in cells))
