@@ -219,6 +219,16 @@ def _print(title: str, table: pd.DataFrame) -> None:
 
 
 def _run(args) -> None:
+    needs = {m: [k for k in MERGE_METHODS[m].knobs if KNOBS[k].required] for m in args.methods}
+    needing = {m: knobs for m, knobs in needs.items() if knobs}
+    if needing:  # before any training: `run` gives every method its defaults, and these have none
+        method, knobs = next(iter(needing.items()))
+        flags = " ".join(f"--{k.replace('_', '-')} V" for k in knobs)
+        raise ValueError(
+            f"--methods {method}: {method} needs {', '.join('--' + k.replace('_', '-') for k in knobs)}, which `run` "
+            f"does not take. Score it on chosen values with `merge TASK TASK --method {method} {flags}`, or choose "
+            "them on validation with `tune`."
+        )
     from .artifacts import default_root
     from .distributed import launched_processes, run_study_scaled
     from .study import run_study

@@ -45,7 +45,7 @@ from .evaluation import merge_combinations
 from .methods import MergeSpec
 from .profiles import Profile, progress_enabled
 from .safe_io import FolderBusy, lock_held_by_launch, training_lock
-from .study import DEFAULT_METHODS, Study, run_study, write_results
+from .study import DEFAULT_METHODS, Study, check_grid_methods, run_study, write_results
 
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 """Where launchers say how many processes they started: torchrun and ``accelerate launch``, then MPI flavours."""
@@ -129,6 +129,7 @@ def run_study_scaled(
     writes. With one process it is ``run_study`` itself."""
     if launched_processes() == 1:  # exactly as today: Accelerate is not even imported
         return run_study(profile, out, methods=methods, device=device, progress=progress)
+    check_grid_methods(methods)  # before any process trains
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 

@@ -779,6 +779,17 @@ def save_table(table: pd.DataFrame, path: Path) -> None:
     write_atomic(Path(path), lambda tmp: without_bits(table).to_csv(tmp, index=False))
 
 
+def check_grid_methods(methods) -> None:
+    """Refuse, before any work, a grid's methods named twice (their rows would be written twice and weigh twice in
+    every mean) or that cannot run on pairs and triples as given (ties without its ``density``)."""
+    repeated = sorted({str(m) for m in methods if list(methods).count(m) > 1})
+    if repeated:
+        raise ValueError(f"methods name {', '.join(repeated)} more than once; give each method once.")
+    for method in methods:
+        for size in (2, 3):
+            MergeSpec.of(method).check(size)
+
+
 def run_study(
     profile: Profile | str | None = "tiny",
     out: Path | str | None = None,
@@ -788,12 +799,10 @@ def run_study(
 ) -> dict[str, pd.DataFrame]:
     """The whole grid headless: baselines, adapters (every seed), singles, all pairs and triples, tables and heatmap.
 
-    Returns ``{"singles": ..., "merges": ..., "summary": ...}``; writes them under ``<out>/results``. A method named
-    twice is refused before any work (its rows would be written twice and weigh twice in every mean).
+    Returns ``{"singles": ..., "merges": ..., "summary": ...}``; writes them under ``<out>/results``. Methods are
+    checked before any work (:func:`check_grid_methods`).
     """
-    repeated = sorted({m for m in methods if list(methods).count(m) > 1})
-    if repeated:
-        raise ValueError(f"methods name {', '.join(repeated)} more than once; give each method once.")
+    check_grid_methods(methods)
     study = Study.open(profile, out, device=device, progress=progress)
     for task in tqdm(study.profile.tasks, desc="baselines", disable=not study.progress):
         study.ensure_head(task)

@@ -193,6 +193,11 @@ CLI_CASES = [
         ["merge", "digits", "shapes", "--method", "ties", "--density", "0.5", "--majority-sign-method", "vote"],
         "--majority-sign-method must be 'total' or 'frequency'",
     ),
+    (
+        "a method run cannot give its required knob",
+        ["run", "--methods", "task_arithmetic", "ties"],
+        "--methods ties: ties needs --density, which `run` does not take",
+    ),
     ("an unknown task to train", ["train-head", "--task", "cats"], "Unknown task 'cats'"),
     ("a task twice", ["merge", "digits", "digits"], "Tasks repeat"),
     ("an adapter seed out of range", ["merge", "digits", "shapes", "--adapter-seed", "3"], "--adapter-seed is a"),
@@ -374,3 +379,11 @@ def test_a_profile_the_book_cannot_build_is_one_line_before_any_work(overrides, 
     err = capsys.readouterr().err
     assert re.search(message, err) and "Traceback" not in err and err.count("\n") == 1, err
     assert not out.exists() or not any(out.rglob("*.safetensors")), "nothing was trained"
+
+
+def test_the_library_s_grid_refuses_a_method_without_its_required_value_before_any_work(tmp_path):
+    from lora_merge_utils import run_study
+
+    with pytest.raises(ValueError, match="Method 'ties' needs density="):
+        run_study("tiny", tmp_path / "out", methods=("task_arithmetic", "ties"), progress=False)
+    assert not (tmp_path / "out").exists(), "nothing trained or written"
