@@ -358,7 +358,10 @@ def plain(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Mark:
+    """What a check says of one exercise's answer: whether it passed, and the line shown to the student (not a
+    statistical :class:`~lora_merge_utils.verdicts.Verdict`, which is the chapters' answer to a question)."""
+
     passed: bool
     message: str
 
@@ -401,7 +404,7 @@ def _type_name(value: Any) -> str:
     )
 
 
-def compare(exercise: str, answer: Any, expected: Any) -> Verdict:
+def compare(exercise: str, answer: Any, expected: Any) -> Mark:
     """Whether ``answer`` is ``expected`` for a checked exercise, with the message a student sees (never the
     expected value). Both are made :func:`plain` first."""
     spec = _spec(exercise)
@@ -409,22 +412,22 @@ def compare(exercise: str, answer: Any, expected: Any) -> Verdict:
         raise ValueError(f"exercise {exercise} is graded by hand, not checked; the instructors' page has its rubric")
     answer, expected = plain(answer), plain(expected)
     if answer is None:
-        return Verdict(False, f"✗ Exercise {exercise}: not answered yet: store {spec.answer} in {spec.variable}.")
+        return Mark(False, f"✗ Exercise {exercise}: not answered yet: store {spec.answer} in {spec.variable}.")
     if _matches(spec, answer, expected):
         if spec.answer_type == "int" and isinstance(answer, float):
-            return Verdict(True, f"✓ Exercise {exercise}: correct (a whole number; an int says it best).")
-        return Verdict(True, f"✓ Exercise {exercise}: correct.")
+            return Mark(True, f"✓ Exercise {exercise}: correct (a whole number; an int says it best).")
+        return Mark(True, f"✓ Exercise {exercise}: correct.")
     wrapped = answer[0] if isinstance(answer, list) and len(answer) == 1 else None
     if wrapped is not None and _matches(spec, wrapped, expected):
-        return Verdict(
+        return Mark(
             False,
             f"✗ Exercise {exercise}: right value, wrong type: store the {_type_name(wrapped)} itself, not a list.",
         )
     if isinstance(answer, dict) and "unsupported" in answer:
-        return Verdict(
+        return Mark(
             False, f"✗ Exercise {exercise}: {spec.variable} holds a {answer['unsupported']}; store {spec.answer}."
         )
-    return Verdict(False, f"✗ Exercise {exercise}: not yet. {spec.variable} should hold {spec.answer}; look again.")
+    return Mark(False, f"✗ Exercise {exercise}: not yet. {spec.variable} should hold {spec.answer}; look again.")
 
 
 def _spec(exercise: str) -> Exercise:
@@ -538,7 +541,7 @@ def check_exercise(exercise: str, answer: Any, **context: Any) -> None:
     print(form_check(exercise, answer, keys).message)
 
 
-def form_check(exercise: str, answer: Any, keys: set[str] | None = None) -> Verdict:
+def form_check(exercise: str, answer: Any, keys: set[str] | None = None) -> Mark:
     """Whether ``answer`` has the form the grader reads for ``exercise`` (its type; for a mapping, ``keys`` when
     given, and numbers as values), with the line a student sees: the same line for every answer of that form.
 
@@ -552,15 +555,15 @@ def form_check(exercise: str, answer: Any, keys: set[str] | None = None) -> Verd
     value = plain(answer)
     name = f"✗ Exercise {exercise}:"
     if value is None:
-        return Verdict(False, f"{name} not answered yet: store {spec.answer} in {spec.variable}.")
+        return Mark(False, f"{name} not answered yet: store {spec.answer} in {spec.variable}.")
     if isinstance(value, dict) and set(value) == {"unsupported"}:
-        return Verdict(False, f"{name} {spec.variable} holds a {value['unsupported']}; store {spec.answer}.")
+        return Mark(False, f"{name} {spec.variable} holds a {value['unsupported']}; store {spec.answer}.")
     if spec.answer_type in ("int", "float", "str") and isinstance(value, list) and len(value) == 1:
-        return Verdict(False, f"{name} store the {_type_name(value[0])} itself, not a list.")
+        return Mark(False, f"{name} store the {_type_name(value[0])} itself, not a list.")
     problem = _form_problem(spec, value, keys)
     if problem:
-        return Verdict(False, f"{name} {problem}")
-    return Verdict(
+        return Mark(False, f"{name} {problem}")
+    return Mark(
         True,
         f"✓ Exercise {exercise}: {spec.variable} holds {spec.answer}, the form the grader reads; whether it is "
         "right is decided when your notebook is graded.",

@@ -401,12 +401,12 @@ def _shown(answer: object) -> str:
 def _compare(exercise: str, answer: object, expected: object):
     """:func:`~lora_merge_utils.course.exercises.compare`, with an answer it cannot compare (a number too large for
     a float, a structure nested too deep) read as a wrong answer that says why."""
-    from .exercises import Verdict
+    from .exercises import Mark
 
     try:
         return compare(exercise, answer, expected)
     except (ArithmeticError, RecursionError, TypeError, ValueError) as error:
-        return Verdict(False, f"✗ Exercise {exercise}: the answer could not be compared ({type(error).__name__}).")
+        return Mark(False, f"✗ Exercise {exercise}: the answer could not be compared ({type(error).__name__}).")
 
 
 MAX_JOBS = 64
