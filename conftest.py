@@ -33,11 +33,13 @@ if WORKER:  # before anything imports torch: its thread pool is sized once
     for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_variable] = "1"
 
-TRAINS_ADAPTERS = "02"
+from lora_merge_utils.course.chapters import CHAPTERS, adapter_chapter  # noqa: E402 (no torch: threads set above)
+
+TRAINS_ADAPTERS = adapter_chapter().prefix
 """The chapter that trains every adapter of the profile (the others load them)."""
-SECOND_CHAPTER_GROUP = ("05",)
-"""Chapters that run in the second chapter group: chapter 5 (the longest) beside chapters 0-4, 6 and 7, which follow
-each other in the first."""
+SECOND_CHAPTER_GROUP = tuple(c.prefix for c in CHAPTERS if c.test_group == 2)
+"""Chapters that run in the second chapter group (:attr:`Chapter.test_group`): chapter 5 (the longest) beside the
+others, which follow each other in the first."""
 NAMED_GROUPS = {
     "tests/test_full_profile_smoke.py": "smoke",  # run under Colab's versions (test_colab_versions), or with -m smoke
     "tests/test_built_book.py": "book",

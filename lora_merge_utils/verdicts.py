@@ -22,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,9 +37,6 @@ from .artifacts import read_json, write_json
 from .evaluation import code_version
 from .integrity import find_key, folder_key, seal_holds, sealed
 from .stats import LEVEL, Estimate, holm_p_values
-
-CHAPTERS = (4, 5, 6)
-"""The chapters whose headline verdicts the conclusions quote, and so the ones the book corrects together."""
 
 
 def verdicts_code_version() -> str:
@@ -128,10 +127,15 @@ def record_verdicts(root: Path | str, chapter: int, verdicts: dict[str, Verdict]
     return path
 
 
-def read_verdicts(root: Path | str, chapters: tuple[int, ...] = CHAPTERS) -> tuple[pd.DataFrame, list[int]]:
-    """Every recorded verdict of ``chapters``, one row each (columns ``chapter``, ``name``, :class:`Verdict`'s
-    fields and the ``code_version`` of the package that recorded it, from :func:`verdicts_code_version`), and the
-    chapters that have recorded none yet (run them first)."""
+def read_verdicts(root: Path | str, chapters: Sequence[int] | None = None) -> tuple[pd.DataFrame, list[int]]:
+    """Every recorded verdict of ``chapters`` (default: every chapter that recorded some under ``root``), one row
+    each (columns ``chapter``, ``name``, :class:`Verdict`'s fields and the ``code_version`` of the package that
+    recorded it, from :func:`verdicts_code_version`), and the chapters of ``chapters`` that have recorded none yet (run
+    them first). Which chapters form the book's family is the book's to say
+    (:func:`lora_merge_utils.course.chapters.verdict_chapters`)."""
+    if chapters is None:
+        recorded = (Path(root) / "verdicts").glob("chapter-*.json")
+        chapters = sorted(int(m[1]) for p in recorded if (m := re.fullmatch(r"chapter-(\d+)\.json", p.name)))
     rows, missing = [], []
     for chapter in chapters:
         path = verdicts_file(root, chapter)

@@ -10,9 +10,9 @@ import nbformat
 import numpy as np
 import pytest
 
+from lora_merge_utils.course.chapters import verdict_chapters
 from lora_merge_utils.stats import Estimate, holm, holm_p_values
 from lora_merge_utils.verdicts import (
-    CHAPTERS,
     Verdict,
     book_family,
     read_verdicts,
@@ -35,8 +35,9 @@ def _estimate(value: float, se: float, df: float = 5) -> Estimate:
 def test_recorded_verdicts_are_read_back_with_the_chapters_still_missing(tmp_path):
     e = _estimate(0.03, 0.01)
     record_verdicts(tmp_path, 4, {"triples": Verdict.of("triples beat the floor", e)})
-    table, missing = read_verdicts(tmp_path)
+    table, missing = read_verdicts(tmp_path, chapters=verdict_chapters())
     assert missing == [5, 6]
+    assert read_verdicts(tmp_path)[1] == [], "by default, the chapters that recorded some"
     row = table.iloc[0]
     assert (row["chapter"], row["name"], row["question"]) == (4, "triples", "triples beat the floor")
     assert row["p_value"] == pytest.approx(e.p_value) and row["resolved_in_chapter"] == e.resolved
@@ -147,14 +148,19 @@ def test_a_damaged_record_names_its_file_and_the_chapter_to_run_again(tmp_path):
 
 
 def test_the_chapters_that_the_conclusions_quote_record_their_verdicts_and_chapter_7_reads_them():
-    """Each chapter of CHAPTERS calls record_verdicts with its own number; the last chapter reads the family."""
-    for chapter in CHAPTERS:
+    """Each chapter that records verdicts (the chapter registry says which) calls record_verdicts with its own
+    number, and no other chapter does; the last chapter reads the family the registry names."""
+    for chapter in verdict_chapters():
         (path,) = ROOT.glob(f"notebooks/{chapter:02d}_*.ipynb")
         code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
         assert f"lmu.record_verdicts(study.root, {chapter}," in code, path.name
     (last,) = ROOT.glob("notebooks/07_*.ipynb")
     code = "\n".join(c.source for c in nbformat.read(last, as_version=4).cells if c.cell_type == "code")
-    assert "lmu.read_verdicts(study.root)" in code and "lmu.book_family(" in code
+    assert "lmu.read_verdicts(study.root, chapters=verdict_chapters())" in code and "lmu.book_family(" in code
+    others = [p for p in ROOT.glob("notebooks/0*.ipynb") if int(p.name[:2]) not in verdict_chapters()]
+    for path in others:
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        assert "lmu.record_verdicts(" not in code, path.name
 
 
 def test_chapters_recorded_by_other_code_are_named_stale(tmp_path):

@@ -31,6 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .chapters import CHAPTERS
+
 
 @dataclass(frozen=True)
 class Exercise:
@@ -314,7 +316,7 @@ EXERCISES: dict[str, Exercise] = _exercises(
 )
 del E
 
-STUDENT_MINUTES: dict[int, int] = {0: 60, 1: 75, 2: 90, 3: 90, 4: 75, 5: 120, 6: 90, 7: 75}
+STUDENT_MINUTES: dict[int, int] = {chapter.number: chapter.student_minutes for chapter in CHAPTERS}
 """An estimate, not a measurement: minutes a student needs per chapter to read it, run it and answer its exercises
 (reading at a textbook pace, plus about ten minutes per easy, twenty per medium and fifteen per open exercise)."""
 

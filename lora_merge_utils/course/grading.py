@@ -43,15 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..safe_io import write_atomic
+from .chapters import CHAPTERS
 from .exercises import EXERCISES, chapter_exercises, compare
 
 ANSWER_MARK = "LORA_BOOK_ANSWER "
 READ_TAG = "grader-read"
 STUDENT_ID_VARIABLE = "STUDENT_ID"
-CHAPTER_SECONDS = {0: 24, 1: 55, 2: 266, 3: 46, 4: 83, 5: 395, 6: 310, 7: 39}
-"""Each chapter's time from cold in the tiny profile on a 2-core CPU (``make notebooks``: adapters trained side by
-side, one thread each), which the default time limits are set from; measured on a machine whose speed varied by half
-within an hour, at its slower speed, so the limits keep their margin."""
+CHAPTER_SECONDS = {chapter.number: chapter.cold_seconds for chapter in CHAPTERS}
+"""Each chapter's time from cold in the tiny profile on a 2-core CPU
+(:attr:`~lora_merge_utils.course.chapters.Chapter.cold_seconds`), which the default time limits are set from."""
 
 
 def default_timeouts(chapter: int) -> tuple[int, int]:

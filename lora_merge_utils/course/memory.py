@@ -29,6 +29,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from .chapters import CHAPTERS
+
 MEASURED = Path(__file__).parent / "activations.json"
 """The activations per image measured for the full profile's ViT-B/16 (written by :func:`main`)."""
 KINDS = ("train", "adapt", "evaluate")
@@ -155,16 +157,7 @@ def _params_gb(profile) -> float:
     return sum(p.numel() for p in _architecture(profile, "meta").parameters()) * 4 / 1e9
 
 
-CHAPTER_STEPS: dict[str, tuple[float, str, str]] = {
-    "00_introduction_and_data.ipynb": (2, "evaluate", "0"),
-    "01_head_finetuning_baseline.ipynb": (2, "evaluate", "eval_batch"),
-    "02_training_the_adapters.ipynb": (4, "train", "batch"),
-    "03_pairwise_merges.ipynb": (3, "evaluate", "eval_batch"),
-    "04_triple_merges.ipynb": (4, "train", "batch"),
-    "05_merge_methods.ipynb": (6, "adapt", "adamerging"),
-    "06_task_similarity.ipynb": (4, "train", "batch"),
-    "07_inference_cost.ipynb": (8, "evaluate", "64"),
-}
+CHAPTER_STEPS: dict[str, tuple[float, str, str]] = {chapter.file: chapter.memory for chapter in CHAPTERS}
 """Per chapter: backbone-sized copies on the GPU at its peak, its largest step, and that step's batch.
 
 0: the frozen backbone and a LoRA-wrapped copy (no batch runs on the GPU). 1: the backbone and a random one, features

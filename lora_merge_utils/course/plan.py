@@ -28,6 +28,8 @@ from ..evaluation import merge_combinations
 from ..instrumentation.workload import KINDS
 from ..methods import ADAMERGING_PAPER, ADAMERGING_SHORT, DEFAULT_METHODS
 from ..profiles import GeneratedData, HubData, Profile, get_profile
+from .chapters import CHAPTERS as BOOK_CHAPTERS
+from .chapters import RANK_SWEEP
 
 
 @dataclass(frozen=True)
@@ -599,10 +601,6 @@ def exercise_merges(profile: Profile) -> list[tuple[str, ...]]:
     return [(t[0], t[3]), (t[1], t[4]), (t[0], t[2], t[5]), (t[1], t[3], t[4])]
 
 
-RANK_SWEEP = (2, 8, 32)
-"""The LoRA ranks chapter 6 compares on every pair (every seed)."""
-
-
 def _chapter6(s: Session, t: Throughput) -> None:
     from ..data.tasks import related_combos  # torch: loaded only when a plan is measured
 
@@ -651,17 +649,22 @@ def _chapter7(s: Session, t: Throughput) -> None:
     s.timing([3], (64,), 2, half, t, tallied=False)  # solution 3: merge and unmerge per task
 
 
-CHAPTERS: dict[str, tuple[str, Callable[[Session, Throughput], None]]] = {
-    "00_introduction_and_data.ipynb": ("Introduction and data", _chapter0),
-    "01_head_finetuning_baseline.ipynb": ("Head finetuning baseline", _chapter1),
-    "02_training_the_adapters.ipynb": ("Training the six adapters", _chapter2),
-    "03_pairwise_merges.ipynb": ("Pairwise merges", _chapter3),
-    "04_triple_merges.ipynb": ("Triple merges", _chapter4),
-    "05_merge_methods.ipynb": ("Merge methods side by side", _chapter5),
-    "06_task_similarity.ipynb": ("Does similarity predict interference?", _chapter6),
-    "07_inference_cost.ipynb": ("What does merging buy at inference?", _chapter7),
+REPLAYS: dict[int, Callable[[Session, Throughput], None]] = {
+    0: _chapter0,
+    1: _chapter1,
+    2: _chapter2,
+    3: _chapter3,
+    4: _chapter4,
+    5: _chapter5,
+    6: _chapter6,
+    7: _chapter7,
 }
-"""Each chapter notebook, its title, and the calls it makes (solutions included)."""
+"""The calls each chapter makes (solutions included), by its number, replayed to count its work."""
+
+CHAPTERS: dict[str, tuple[str, Callable[[Session, Throughput], None]]] = {
+    chapter.file: (chapter.title, REPLAYS[chapter.number]) for chapter in BOOK_CHAPTERS
+}
+"""Each chapter notebook (:data:`~lora_merge_utils.course.chapters.CHAPTERS`), its title, and the calls it makes."""
 
 
 def seconds(session: Session, throughput: Throughput) -> float:
