@@ -35,7 +35,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .backbone import backbone_identity, file_sha256
-from .integrity import SEAL_FIELD, bytes_digest, describe_missing_key, find_key, folder_key, seal_holds, sealed
+from .integrity import (
+    KEY_NAME,
+    SEAL_FIELD,
+    bytes_digest,
+    describe_missing_key,
+    find_key,
+    folder_key,
+    seal_holds,
+    sealed,
+)
 from .profiles import Profile, get_profile
 from .safe_io import (  # crash-safe writing has its own module; these names stay importable from here
     atomic_dir,
@@ -61,17 +70,19 @@ TRUST_ENV = "LORA_BOOK_TRUST_UNCHECKED"
 older version of this library): they are used as they are, unverified."""
 
 
-def verify_checksums(directory: Path, metrics: dict) -> None:
+def verify_checksums(directory: Path, metrics: dict, key: bytes | None = None) -> None:
     """Refuse a saved folder that is not what was saved: a ``metrics.json`` whose seal
     (:mod:`~lora_merge_utils.integrity`) does not hold (edited after it was saved, or copied in from another artifacts
     folder), or weight files that differ from the checksums it records (edited, replaced, or corrupted on disk). A
     folder whose ``metrics.json`` has no seal or records no checksum for one of its weight files (saved by an older
     version, or an edit that deleted them: that must not switch the check off), or whose artifacts folder's key
-    cannot be found, is refused too, unless ``$LORA_BOOK_TRUST_UNCHECKED=1`` says to use it unverified."""
+    cannot be found, is refused too, unless ``$LORA_BOOK_TRUST_UNCHECKED=1`` says to use it unverified. ``key``: the
+    artifacts folder's key (a study passes its own), else the nearest ``.seal-key`` above ``directory``."""
     directory = Path(directory)
     trust = os.environ.get(TRUST_ENV) == "1"
     fix = f"Delete {directory} to train it again, or set {TRUST_ENV}=1 to use it unverified."
-    key = find_key(directory) if SEAL_FIELD in metrics or not trust else None
+    if key is None and (SEAL_FIELD in metrics or not trust):
+        key = find_key(directory)
     if SEAL_FIELD not in metrics:
         if not trust:
             raise ValueError(
@@ -84,8 +95,9 @@ def verify_checksums(directory: Path, metrics: dict) -> None:
     elif not seal_holds(metrics, key):
         raise ValueError(
             f"{directory / 'metrics.json'} is not the record that was saved there: its seal does not hold, so it was "
-            "edited after it was saved, or copied in from another artifacts folder (each folder seals with its own "
-            f"key). Restore it, or delete {directory} to train it again."
+            f"edited after it was saved, or copied in from another artifacts folder (each folder seals with its own "
+            f"key, the hidden file {KEY_NAME} in its root: a folder copied without it cannot be checked; copy the "
+            f"original {KEY_NAME} over this folder's). Restore it, or delete {directory} to train it again."
         )
     recorded = metrics.get("sha256")
     present = [name for name in WEIGHT_FILES if (directory / name).is_file()]
@@ -150,11 +162,12 @@ def check_head_classes(directory: Path, head: nn.Linear, classes: int) -> None:
         )
 
 
-def check_reuse(directory: Path, metrics: dict, expected: dict, kind: str) -> None:
+def check_reuse(directory: Path, metrics: dict, expected: dict, kind: str, key: bytes | None = None) -> None:
     """Refuse a saved head or adapter made for something else (another task, backbone, seed or LoRA setting), or
     whose weights changed since they were saved: reusing it would report wrong numbers, and training over it would
-    destroy someone's work. Fields a folder does not record (older saves) are not compared."""
-    verify_checksums(directory, metrics)
+    destroy someone's work. Fields a folder does not record (older saves) are not compared. ``key``: as
+    :func:`verify_checksums` takes it."""
+    verify_checksums(directory, metrics, key)
     check_metrics(directory, metrics)
     differ = [
         line
@@ -164,8 +177,14 @@ def check_reuse(directory: Path, metrics: dict, expected: dict, kind: str) -> No
     ]
     if differ:
         raise ValueError(
-            f"{directory} holds a {kind} saved for {'; '.join(differ)}. It is not replaced silently: "
-            "retrain it explicitly (retrain=True; the CLI's --retrain), or use another artifacts folder."
+            f"{directory} holds a {kind} saved for {'; '.join(differ)}"
+            + (
+                " (made_with.code: the library's training code, which another version of it changed)"
+                if any(d.startswith("made_with.code ") for d in differ)
+                else ""
+            )
+            + f". It is not replaced silently: retrain it explicitly (retrain=True; the CLI's --retrain), delete "
+            f"{directory} (or the whole artifacts folder) to train again, or use another artifacts folder."
         )
 
 
@@ -289,8 +308,29 @@ class ArtifactStore:
         self.root = Path(root)
 
     def key(self) -> bytes:
-        """This root's seal key (:func:`~lora_merge_utils.integrity.folder_key`), made the first time it is needed."""
+        """This root's seal key (:func:`~lora_merge_utils.integrity.folder_key`), made the first time it is needed;
+        never made anew in a root that already holds sealed records (a folder copied without its key): those could
+        then never be checked, so that is refused, unless ``$LORA_BOOK_TRUST_UNCHECKED=1``."""
+        if not (self.root / KEY_NAME).exists() and os.environ.get(TRUST_ENV) != "1":
+            sealed_record = next(self._sealed_records(), None)
+            if sealed_record is not None:
+                raise ValueError(
+                    f"{self.root} holds records sealed with a key ({sealed_record}) but not the key itself, "
+                    f"{self.root / KEY_NAME}: it was copied without that hidden file. Copy {KEY_NAME} from the folder "
+                    f"it came from, or set {TRUST_ENV}=1 to use its records unverified (a new key is then made)."
+                )
         return folder_key(self.root)
+
+    def _sealed_records(self):
+        for pattern in ("heads/*/metrics.json", "adapters/*/*/metrics.json", "joint/*/metrics.json"):
+            for path in self.root.glob(pattern):
+                if any(part.startswith(".") for part in path.relative_to(self.root).parts[:-1]):
+                    continue  # a save in progress (or its debris), not a saved record
+                try:
+                    if SEAL_FIELD in json.loads(path.read_text()):
+                        yield path
+                except (OSError, ValueError):
+                    continue
 
     def adapter_dir(self, task: str, seed: int = 0) -> Path:
         """``adapters/<task>/seed-<k>``: one PEFT adapter directory per training seed index."""
@@ -408,7 +448,9 @@ def save_joint_adapter(
     return directory
 
 
-def load_joint_adapter(backbone: nn.Module, directory: Path) -> tuple[PeftModel, dict[str, nn.Linear], dict]:
+def load_joint_adapter(
+    backbone: nn.Module, directory: Path, key: bytes | None = None
+) -> tuple[PeftModel, dict[str, nn.Linear], dict]:
     """``(peft_model, heads, metrics)`` of an adapter saved by :func:`save_joint_adapter`, after checking that every
     file is there and is the file that was saved, and that it was trained on ``backbone``."""
     directory = Path(directory)
@@ -422,7 +464,7 @@ def load_joint_adapter(backbone: nn.Module, directory: Path) -> tuple[PeftModel,
             f"{directory} is incomplete: missing {', '.join(missing)}. Delete it to train it again."
         )
     metrics = read_json(directory / "metrics.json")
-    verify_checksums(directory, metrics)
+    verify_checksums(directory, metrics, key)
     if metrics.get("backbone") != backbone_identity(backbone):
         raise ValueError(f"{directory} was trained on another backbone ({metrics.get('backbone')!r}); delete it.")
     state = load_file(str(directory / "heads.safetensors"))
@@ -450,8 +492,9 @@ def _train_command(directory: Path) -> str:
     )
 
 
-def check_adapter_dir(directory: Path) -> dict:
-    """Validate an adapter directory and return its metrics; a clear error names what is missing or corrupt."""
+def check_adapter_dir(directory: Path, key: bytes | None = None) -> dict:
+    """Validate an adapter directory and return its metrics; a clear error names what is missing or corrupt.
+    ``key``: as :func:`verify_checksums` takes it."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(
@@ -486,7 +529,7 @@ def check_adapter_dir(directory: Path) -> dict:
             f'("LORA") are merged here. Delete {directory} and retrain the adapter (`{_train_command(directory)}`).'
         )
     metrics = read_json(directory / "metrics.json")
-    verify_checksums(directory, metrics)
+    verify_checksums(directory, metrics, key)
     check_metrics(directory, metrics)
     check_config_matches(directory, config, metrics)
     return metrics
@@ -555,7 +598,7 @@ def check_factor_shapes(directory: Path, backbone: nn.Module) -> None:
                 )
 
 
-def load_adapters(backbone: nn.Module, adapter_dirs: dict[str, Path | str]):
+def load_adapters(backbone: nn.Module, adapter_dirs: dict[str, Path | str], key: bytes | None = None):
     """Load several saved adapters onto one copy of ``backbone`` as a ``PeftModel`` with adapters named by task.
 
     Each directory is validated first (files present, not corrupt, trained on this very backbone), so a mistake
@@ -569,7 +612,7 @@ def load_adapters(backbone: nn.Module, adapter_dirs: dict[str, Path | str]):
     heads: dict[str, nn.Linear] = {}
     for name, directory in adapter_dirs.items():
         directory = Path(directory)
-        metrics = check_adapter_dir(directory)
+        metrics = check_adapter_dir(directory, key)
         trained_on = metrics.get("backbone")
         if trained_on != identity:
             raise ValueError(

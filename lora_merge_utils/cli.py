@@ -535,18 +535,18 @@ importing their modules here would load torch before every command."""
 
 
 _ERRNO_FIXES = {
-    "ENAMETOOLONG": "A name or the whole path is longer than this file system allows: choose a shorter --out.",
-    "EISDIR": "A folder stands where this program writes a file: move or delete that folder, and run the same command "
-    "again (what was saved before is kept).",
-    "ENOTDIR": "A file stands where this program needs a folder: move or delete that file, or choose another --out.",
-    "EACCES": "This user may not write or read there: fix the folder's permissions, or choose another --out.",
-    "EPERM": "This user may not write or read there: fix the folder's permissions, or choose another --out.",
-    "EROFS": "That file system is read-only: choose another --out.",
+    "ENAMETOOLONG": "A name or the whole path is longer than this file system allows: choose a shorter one.",
+    "EISDIR": "A folder stands where a file is expected ({name}): move or delete that folder, and run the same "
+    "command again (what was saved before is kept).",
+    "ENOTDIR": "A file stands where a folder is expected ({name}): move or delete that file, or choose another place.",
+    "EACCES": "This user may not read or write {name}: fix its permissions, or choose another place.",
+    "EPERM": "This user may not read or write {name}: fix its permissions, or choose another place.",
+    "EROFS": "{name} is on a read-only file system: choose another place (for outputs, another --out).",
     "ENOSPC": "The disk is full: free some space (what was saved before is kept) and run the same command again.",
     "EDQUOT": "The disk quota is used up: free some space and run the same command again.",
 }
-"""What to do about the file-system errors a user meets, by ``errno`` name: the system's own words name the problem,
-not the fix."""
+"""What to do about the file-system errors a user meets, by ``errno`` name (``{name}``: the path the error names):
+the system's own words name the problem, not the fix."""
 
 
 def _fix_for(error: Exception) -> str:
@@ -555,7 +555,8 @@ def _fix_for(error: Exception) -> str:
 
     if not isinstance(error, OSError) or error.errno is None:
         return ""
-    return _ERRNO_FIXES.get(errno.errorcode.get(error.errno, ""), "")
+    name = error.filename2 or error.filename or "that path"
+    return _ERRNO_FIXES.get(errno.errorcode.get(error.errno, ""), "").format(name=name)
 
 
 def _told_to_user(error: Exception) -> bool:

@@ -18,6 +18,7 @@ import hmac
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 KEY_NAME = ".seal-key"
@@ -55,6 +56,11 @@ def folder_key(root: Path | str) -> bytes:
         finally:
             tmp.unlink(missing_ok=True)
     key = _read_key(path)
+    for _ in range(40):  # made by another process on a file system without hard links: it may be writing it still
+        if key is not None or not path.is_file() or path.stat().st_size:
+            break
+        time.sleep(0.05)
+        key = _read_key(path)
     if key is None:
         raise ValueError(
             f"{path} is not this folder's seal key (it must hold 64 hex digits). Restore it, or delete it together "

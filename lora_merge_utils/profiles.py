@@ -12,6 +12,7 @@ so a shrunk run never mixes with a real one.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import json
@@ -202,6 +203,29 @@ GENERATED_IMAGE_SIZE = 32
 profile of generated tasks has this ``image_size``."""
 
 
+_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("profile_checks_deferred", default=False)
+"""Set while :func:`apply_overrides` applies its keys one at a time: the checks that relate two fields wait for the
+last key (``image_size`` and ``backbone.overrides.img_size`` change together)."""
+
+
+def _check_sizes(profile: Profile) -> None:
+    """The image sizes agree: generated tasks are drawn at :data:`GENERATED_IMAGE_SIZE`, and a backbone built for
+    ``img_size`` is fed images of that size."""
+    _require(
+        not isinstance(profile.data, GeneratedData) or profile.image_size == GENERATED_IMAGE_SIZE,
+        f"image_size {profile.image_size} does not apply to generated tasks: they are drawn at "
+        f"{GENERATED_IMAGE_SIZE} px, so image_size must be {GENERATED_IMAGE_SIZE} (a run would ignore it and label "
+        "its artifacts folder with it).",
+    )
+    side = dict(profile.backbone.overrides).get("img_size")
+    sides = tuple(side) if isinstance(side, list | tuple) else (side, side)
+    _require(
+        side is None or sides == (profile.image_size, profile.image_size),
+        f"backbone.overrides.img_size {side} is not image_size {profile.image_size}: the backbone would be built for "
+        "other images than it is fed. Change both together.",
+    )
+
+
 @dataclass(frozen=True)
 class GeneratedData:
     """Tasks built offline (tiny profile) from data that installed packages carry or that we generate.
@@ -338,18 +362,8 @@ class Profile:
             f"tasks and related_tasks must be names (strings), got {list(self.tasks) + list(self.related_tasks)}.",
         )
         _require(len(set(self.tasks)) == len(self.tasks) > 0, f"tasks must name tasks once each, got {self.tasks}.")
-        _require(
-            not isinstance(self.data, GeneratedData) or self.image_size == GENERATED_IMAGE_SIZE,
-            f"image_size {self.image_size} does not apply to generated tasks: they are drawn at "
-            f"{GENERATED_IMAGE_SIZE} px, so image_size must be {GENERATED_IMAGE_SIZE} (a run would ignore it and label "
-            "its artifacts folder with it).",
-        )
-        side = dict(self.backbone.overrides).get("img_size")
-        _require(
-            side is None or side == self.image_size,
-            f"backbone.overrides.img_size {side} is not image_size {self.image_size}: the backbone would be built for "
-            "other images than it is fed. Change both together.",
-        )
+        if not _DEFERRED.get():
+            _check_sizes(self)
 
     def replace(self, **changes) -> Profile:
         """A copy with some fields changed (profiles are frozen)."""
@@ -513,8 +527,13 @@ def apply_overrides(profile: Profile, overrides: dict) -> Profile:
         ...
         ValueError: ...
     """
-    for key, value in sorted(overrides.items()):
-        profile = _set_path(profile, key.split("."), value, key)
+    token = _DEFERRED.set(True)
+    try:
+        for key, value in sorted(overrides.items()):
+            profile = _set_path(profile, key.split("."), value, key)
+    finally:
+        _DEFERRED.reset(token)
+    _check_sizes(profile)
     recorded = dict(profile.overrides)
     recorded.update({key: json.dumps(value, sort_keys=True) for key, value in overrides.items()})
     return replace(profile, overrides=tuple(sorted(recorded.items())))

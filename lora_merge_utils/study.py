@@ -64,6 +64,7 @@ from .evaluation import (
     summarize_merges,
     without_bits,
 )
+from .integrity import SEAL_FIELD
 from .methods import DEFAULT_METHODS, MergeSpec, get_merge_method
 from .parallel import job_slots, one_thread, run_jobs
 from .profiles import Profile, all_tasks, apply_overrides, check_task_name, get_device, get_profile, progress_enabled
@@ -129,13 +130,16 @@ class Study:
         profile = apply_overrides(self.profile, overrides)
         variant = Study(profile, self.root.parent / profile.label, self.backbone, self.device, self.progress)
         variant._features, variant._decoded = self._features, self._decoded
+        key = variant.store.key() if any(self.store.has_head(t) for t in all_tasks(self.profile)) else None
         for task in all_tasks(self.profile):
             if self.store.has_head(task) and not variant.store.has_head(task):
                 metrics = read_json(self.store.head_dir(task) / "metrics.json")
-                verify_checksums(self.store.head_dir(task), metrics)  # sealed with this folder's key...
+                if SEAL_FIELD not in metrics:
+                    continue  # used unverified here ($LORA_BOOK_TRUST_UNCHECKED): not sealed as if checked there
+                verify_checksums(self.store.head_dir(task), metrics, self.store.key())  # this folder's seal...
                 with atomic_dir(variant.store.head_dir(task)) as copy:
                     shutil.copytree(self.store.head_dir(task), copy, dirs_exist_ok=True)
-                    write_metrics(copy, metrics, variant.store.key())  # ...and now with the variant's
+                    write_metrics(copy, metrics, key)  # ...and now with the variant's
         return variant
 
     def describe(self) -> str:
@@ -287,7 +291,7 @@ class Study:
                 "backbone": backbone_identity(self.backbone),
                 "made_with": self._made_with("head"),
             }
-            check_reuse(directory, metrics, expected, "head")
+            check_reuse(directory, metrics, expected, "head", self.store.key())
             head = load_head(directory / "head.safetensors")
             check_head_classes(directory, head, self.task(task).num_classes)
             return head, metrics
@@ -325,7 +329,7 @@ class Study:
         check_task_name(self.profile, task)
         directory = self.store.adapter_dir(task, seed)
         if not retrain and self._adapter_saved(task, seed):
-            metrics = check_adapter_dir(directory)  # complete, readable, and the files that were saved
+            metrics = check_adapter_dir(directory, self.store.key())  # complete, readable, and as saved
             check_reuse(
                 directory,
                 metrics,
@@ -337,6 +341,7 @@ class Study:
                     "made_with": self._made_with("adapter"),
                 },
                 "adapter",
+                self.store.key(),
             )
             check_head_classes(directory, load_head(directory / "head.safetensors"), self.task(task).num_classes)
             return directory
@@ -470,7 +475,7 @@ class Study:
         missing."""
         tasks = list(tasks or self.profile.tasks)
         dirs = {task: self.ensure_adapter(task, seed) for task in tasks}
-        model, heads = load_adapters(self.backbone, dirs)
+        model, heads = load_adapters(self.backbone, dirs, self.store.key())
         return model.to(self.device), {k: v.to(self.device) for k, v in heads.items()}
 
     def adapter_head(self, task: str, seed: int = 0) -> nn.Linear:
@@ -487,7 +492,7 @@ class Study:
         directory = self.root / "joint" / f"seed-{seed}"
         record = self._joint_record(seed, tasks)
         if (directory / "metrics.json").is_file():
-            model, heads, metrics = load_joint_adapter(self.backbone, directory)
+            model, heads, metrics = load_joint_adapter(self.backbone, directory, self.store.key())
             if _same_record(metrics, record):
                 # Saved heads load on the CPU: without this a CUDA study scores CUDA features with CPU heads.
                 return model.to(self.device), {task: head.to(self.device) for task, head in heads.items()}

@@ -35,7 +35,7 @@ import pandas as pd
 from . import row_noise, stats
 from .artifacts import read_json, write_json
 from .evaluation import code_version
-from .integrity import find_key, folder_key, seal_holds, sealed
+from .integrity import KEY_NAME, find_key, folder_key, seal_holds, sealed
 from .stats import LEVEL, Estimate, holm_p_values
 
 
@@ -143,11 +143,11 @@ def read_verdicts(root: Path | str, chapters: Sequence[int] | None = None) -> tu
             missing.append(chapter)
             continue
         record = read_json(path)
-        if not seal_holds(record, find_key(path.parent)):
+        if not seal_holds(record, find_key(Path(root))):  # the artifacts folder's own key
             raise ValueError(
                 f"{path} is not the record chapter {chapter} wrote: its seal does not hold (edited, copied from "
-                f"another artifacts folder, or written by an older version). Delete it and run chapter {chapter} "
-                "again to write it."
+                f"another artifacts folder or without its {KEY_NAME}, or written by an older version). Delete it and "
+                f"run chapter {chapter} again to write it."
             )
         try:
             if record["chapter"] != chapter:

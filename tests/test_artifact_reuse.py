@@ -436,3 +436,25 @@ def test_a_head_and_an_adapter_made_by_other_code_are_refused(copy_of, monkeypat
         Study.open(profile, root, progress=False).ensure_head("digits")
     with pytest.raises(ValueError, match="made_with.code"):
         Study.open(profile, root, progress=False).ensure_adapter("digits")
+
+
+def test_a_study_checks_its_records_with_its_own_key_whatever_lies_in_between(copy_of):
+    """A key a direct library call left in a subfolder (adapters/<task>/.seal-key) must not stand in for the
+    study's own: the study checks with the key of its root."""
+    from lora_merge_utils.integrity import KEY_NAME
+
+    profile, root = copy_of
+    (root / "adapters" / "digits" / KEY_NAME).write_text("cd" * 32 + "\n")
+    study = Study.open(profile, root, progress=False)
+    assert study.ensure_adapter("digits") == root / "adapters/digits/seed-0"
+    study.load_all_adapters(["digits"])
+
+
+def test_a_folder_copied_without_its_key_says_so_and_gets_no_new_key(copy_of):
+    from lora_merge_utils.integrity import KEY_NAME
+
+    profile, root = copy_of
+    (root / KEY_NAME).unlink()
+    with pytest.raises(ValueError, match=f"copied without that hidden file. Copy {KEY_NAME} from the folder"):
+        Study.open(profile, root, progress=False).ensure_head("digits")
+    assert not (root / KEY_NAME).exists(), "no new key that would make the old records uncheckable for good"

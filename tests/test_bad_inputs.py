@@ -296,7 +296,7 @@ def test_paths_the_file_system_would_refuse_are_one_line_with_the_fix_before_any
     fix = {
         "a name too long": "this file system allows 255. Choose a shorter name",
         "a path too long": "Choose a shorter path",
-        "a lock that is a folder": "A folder stands where this program writes a file: move or delete that folder",
+        "a lock that is a folder": "A folder stands where a file is expected (",
         "a table folder": "is a folder; give the path of a file to write",
     }[case]
     if case == "a name too long":

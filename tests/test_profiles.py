@@ -108,3 +108,10 @@ def test_an_image_size_the_run_would_ignore_is_refused(monkeypatch, profile, ove
     monkeypatch.setenv("LORA_BOOK_OVERRIDES", json.dumps(overrides))
     with pytest.raises(ValueError, match=re.escape(message)):
         get_profile(profile)
+
+
+def test_image_size_and_the_backbone_s_img_size_change_together_in_one_override(monkeypatch):
+    """The overrides are applied one key at a time: the check that relates the two waits for the last key."""
+    monkeypatch.setenv("LORA_BOOK_OVERRIDES", json.dumps({"image_size": 384, "backbone.overrides.img_size": 384}))
+    profile = get_profile("full")
+    assert profile.image_size == 384 and profile.backbone.overrides["img_size"] == 384
