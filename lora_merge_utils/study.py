@@ -758,15 +758,28 @@ _WORKER_STUDY: Study | None = None
 @functools.cache
 def trainer_code_version() -> str:
     """A hash of the code that makes a head or an adapter from a profile (training and batching, and the code that
-    draws, samples and relabels the tasks' images), recorded in every saved head's and adapter's ``made_with``: one
-    made by other code is not reused as if this code had made it."""
+    draws, samples and relabels the tasks' images; its syntax, not its comments or docstrings), recorded in every
+    saved head's and adapter's ``made_with``: one made by other code is not reused as if this code had made it."""
     import importlib
     import inspect
 
     digest = hashlib.sha256()
     for name in ("training", "batches", "data.tasks", "data.splits", "data.generated", "data.synthetic", "data.hub"):
-        digest.update(inspect.getsource(importlib.import_module(f"{__package__}.{name}")).encode())
+        digest.update(_code_only(inspect.getsource(importlib.import_module(f"{__package__}.{name}"))).encode())
     return digest.hexdigest()[:16]
+
+
+def _code_only(source: str) -> str:
+    """``source`` as its syntax tree, without comments or docstrings: editing prose does not change what trains."""
+    import ast
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def _start_worker(profile: Profile, root: str) -> None:

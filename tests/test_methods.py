@@ -44,6 +44,21 @@ def test_the_command_line_has_one_flag_per_knob():
     assert {COMMAND_LINE.knob(k) for k in KNOBS} <= flags
 
 
+def test_every_knob_is_a_keyword_of_the_library_s_merge():
+    """A knob is declared once, in KNOBS: the command line's flags derive from it (above), and merge_adapters must take
+    each one as a keyword, or a new knob would get a flag that the library cannot pass on."""
+    import inspect
+
+    from lora_merge_utils.merging import merge_adapters
+
+    keywords = {
+        name
+        for name, parameter in inspect.signature(merge_adapters).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert set(KNOBS) <= keywords, f"merge_adapters lacks {sorted(set(KNOBS) - keywords)}"
+
+
 REQUESTS = [
     ("ties", {"density": 0.5}, None, None, 0),
     ("ties", {}, None, None, 0),

@@ -287,3 +287,12 @@ def test_an_adapter_at_chance_gives_an_undefined_share_that_no_summary_averages_
     assert np.isnan(reference_rows(merges, "floor", "head_correct")["chance_normalized"].iloc[0])
     values = row_values(merges.assign(correct=pack(right)), "chance_normalized")
     assert np.isnan(values[0]) and np.isfinite(values[1])
+
+
+def test_the_trainer_s_code_version_ignores_comments_and_docstrings():
+    """Editing prose in training.py must not refuse every saved adapter; editing code must."""
+    from lora_merge_utils.study import _code_only
+
+    base = 'def f(x):\n    """Doc."""\n    return x + 1\n'
+    assert _code_only(base) == _code_only("def f(x):\n    # why\n    return x + 1  # note\n")
+    assert _code_only(base) != _code_only("def f(x):\n    return x + 2\n")
