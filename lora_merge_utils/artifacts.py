@@ -42,6 +42,7 @@ from .integrity import (
     describe_missing_key,
     find_key,
     folder_key,
+    key_for,
     seal_holds,
     sealed,
 )
@@ -122,7 +123,7 @@ def write_metrics(directory: Path, metrics: dict, key: bytes | None = None) -> d
     default the key of the artifacts folder above it, made in ``directory``'s parent if there is none); returns what
     was written."""
     directory = Path(directory)
-    key = key if key is not None else (find_key(directory.parent) or folder_key(directory.parent))
+    key = key_for(directory.parent, key)
     record = sealed({**metrics, "sha256": weight_checksums(directory)}, key)
     write_json(directory / "metrics.json", record)
     return record
@@ -383,7 +384,7 @@ def save_features(
     the artifacts folder above) in the file's metadata; :func:`load_features` reads them back only for the same
     identity and an intact seal."""
     path = Path(path)
-    key = key if key is not None else (find_key(path.parent) or folder_key(path.parent))
+    key = key_for(path.parent, key)
     tensors = {"features": features.detach().cpu().contiguous(), "labels": labels.detach().cpu().contiguous()}
     # one metadata entry, its keys sorted: safetensors writes several entries in an order that varies between runs
     record = sealed(_features_record(identity, tensors["features"], tensors["labels"]), key)
@@ -422,7 +423,7 @@ def save_adapter(peft_model, head: nn.Linear, metrics: dict, directory: Path, ke
     """Save an adapter in PEFT format plus its head and metrics (sealed with ``key``, by default the key of the
     artifacts folder it is saved in: :func:`write_metrics`), atomically, and return the directory."""
     directory = Path(directory)
-    key = key if key is not None else (find_key(directory.parent) or folder_key(directory.parent))
+    key = key_for(directory.parent, key)
     with atomic_dir(directory) as tmp:
         peft_model.save_pretrained(str(tmp), safe_serialization=True)
         head_state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
@@ -437,7 +438,7 @@ def save_joint_adapter(
     """Save an adapter shared by several tasks (PEFT format) with every task's head in ``heads.safetensors`` and
     its metrics (sealed as :func:`save_adapter` seals them), atomically, and return the directory."""
     directory = Path(directory)
-    key = key if key is not None else (find_key(directory.parent) or folder_key(directory.parent))
+    key = key_for(directory.parent, key)
     with atomic_dir(directory) as tmp:
         peft_model.save_pretrained(str(tmp), safe_serialization=True)
         state = {

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from . import adamerging, batches, combine, merging, methods, multitask, scoring, training
 from ._progress import tqdm
 from .artifacts import write_json
-from .integrity import find_key, folder_key, seal_holds, sealed
+from .integrity import key_for, seal_holds, sealed
 from .merging import merge_adapters
 from .methods import DEFAULT_METHODS, MergeSpec, get_merge_method
 from .multitask import MultiTaskModel
@@ -63,7 +63,7 @@ class ScoreStore:
     def __init__(self, directory: Path | str, context: str, key: bytes | None = None):
         self.directory = Path(directory)
         self.context = context
-        self.key = key if key is not None else (find_key(self.directory) or folder_key(self.directory))
+        self.key = key_for(self.directory, key)
         """The artifacts folder's seal key (:mod:`~lora_merge_utils.integrity`): an entry whose seal does not hold is
         scored again."""
 

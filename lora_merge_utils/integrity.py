@@ -87,6 +87,14 @@ def find_key(path: Path | str) -> bytes | None:
     return None
 
 
+def key_for(folder: Path | str, key: bytes | None = None) -> bytes:
+    """``key`` if given, else the key of the artifacts folder ``folder`` lies in (:func:`find_key`), made in
+    ``folder`` itself (:func:`folder_key`) when there is none: what a save given no key seals with."""
+    if key is not None:
+        return key
+    return find_key(folder) or folder_key(folder)
+
+
 def seal(record: dict, key: bytes) -> str:
     """The HMAC-SHA256 (hex) of ``record`` without its own :data:`SEAL_FIELD`, written as canonical JSON."""
     body = {k: v for k, v in record.items() if k != SEAL_FIELD}

@@ -109,6 +109,16 @@ def test_an_adapter_config_dropped_from_the_checksums_is_refused(copy_of):
         Study.open(profile, root, progress=False).ensure_adapter("digits")
 
 
+def _edit_config_resealed(directory, change):
+    """Edit an adapter's config as someone holding the folder's key would: checksums recomputed, metrics re-sealed,
+    so that the checks behind the seal are what is tested."""
+    from lora_merge_utils.artifacts import weight_checksums
+
+    config = json.loads((directory / "adapter_config.json").read_text())
+    (directory / "adapter_config.json").write_text(json.dumps(change(config)))
+    _rewrite_metrics(directory, lambda m: m.__setitem__("sha256", weight_checksums(directory)))
+
+
 @pytest.mark.parametrize("kind", ["adapters/digits/seed-0", "heads/digits"])
 def test_a_head_with_another_number_of_classes_is_refused_even_with_its_checksum(copy_of, kind):
     import torch
@@ -126,14 +136,8 @@ def test_a_head_with_another_number_of_classes_is_refused_even_with_its_checksum
 
 
 def test_adapter_weights_of_another_rank_than_the_config_are_refused(copy_of):
-    from lora_merge_utils.artifacts import weight_checksums
-
     profile, root = copy_of
-    directory = root / "adapters/digits/seed-0"
-    config = json.loads((directory / "adapter_config.json").read_text())
-    config["r"] = 2 * config["r"]
-    (directory / "adapter_config.json").write_text(json.dumps(config))
-    _rewrite_metrics(directory, lambda m: m.__setitem__("sha256", weight_checksums(directory)))
+    _edit_config_resealed(root / "adapters/digits/seed-0", lambda c: c | {"r": 2 * c["r"]})
     with pytest.raises(ValueError, match="rank .* but its adapter_config.json says r="):
         Study.open(profile, root, progress=False).ensure_adapter("digits")
 
@@ -361,28 +365,16 @@ def test_an_adapter_copied_in_from_another_artifacts_folder_is_refused(copy_of, 
 def test_a_config_that_contradicts_its_metrics_is_refused_even_resealed(copy_of):
     """lora_alpha 64 in the config, 16 in metrics.json, checksums recomputed and sealed with the folder's key: the
     two files state the same fact, so the contradiction is caught where the seal cannot be."""
-    from lora_merge_utils.artifacts import weight_checksums
-
     profile, root = copy_of
-    directory = root / "adapters/digits/seed-0"
-    config = json.loads((directory / "adapter_config.json").read_text())
-    config["lora_alpha"] = 4 * config["lora_alpha"]
-    (directory / "adapter_config.json").write_text(json.dumps(config))
-    _rewrite_metrics(directory, lambda m: m.__setitem__("sha256", weight_checksums(directory)))
+    _edit_config_resealed(root / "adapters/digits/seed-0", lambda c: c | {"lora_alpha": 4 * c["lora_alpha"]})
     with pytest.raises(ValueError, match="says alpha 64 \\(metrics.json: 16\\).*do not belong together") as error:
         Study.open(profile, root, progress=False).ensure_adapter("digits")
     assert "\n" not in str(error.value)
 
 
 def test_another_peft_type_is_refused_in_one_line(copy_of):
-    from lora_merge_utils.artifacts import weight_checksums
-
     profile, root = copy_of
-    directory = root / "adapters/digits/seed-0"
-    config = json.loads((directory / "adapter_config.json").read_text())
-    config["peft_type"] = "BOGUS"
-    (directory / "adapter_config.json").write_text(json.dumps(config))
-    _rewrite_metrics(directory, lambda m: m.__setitem__("sha256", weight_checksums(directory)))
+    _edit_config_resealed(root / "adapters/digits/seed-0", lambda c: c | {"peft_type": "BOGUS"})
     with pytest.raises(ValueError, match="peft_type 'BOGUS': only LoRA adapters"):
         Study.open(profile, root, progress=False).ensure_adapter("digits")
 
