@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .course.sandbox import MODES as SANDBOX_MODES
+
 # Only torch-free modules at the top: --help, list and argument errors print at once (torch loads in the commands).
 from .methods import COMMAND_LINE, DEFAULT_METHODS, KNOBS, MERGE_METHODS, SEED, check_merge_request, takers
 from .profiles import FIELDS, PROFILES, check_task_name, default_profile_name, get_profile
@@ -205,6 +207,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         default=None,
         help="the instructor's chapters with solutions (default: notebooks/ of this repository)",
     )
+    grade.add_argument(
+        "--sandbox",
+        choices=SANDBOX_MODES,
+        default="auto",
+        help="where each notebook runs: bwrap, a bubblewrap sandbox that holds none of your files, other submissions "
+        "or network; none, with your permissions; auto (default), bwrap wherever it works, else none with a warning",
+    )
     return parser
 
 
@@ -394,6 +403,7 @@ def _grade(args) -> None:
         cell_timeout=args.cell_timeout,
         notebook_timeout=args.notebook_timeout,
         chapters_dir=args.chapters,
+        sandbox=args.sandbox,
     )
     print(f"wrote {args.csv} ({len(rows)} submission(s)) and {args.csv.with_suffix('')}/ (notebooks, feedback)")
 

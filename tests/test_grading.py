@@ -19,6 +19,7 @@ import pytest
 
 from lora_merge_utils.course.exercises import chapter_exercises
 from lora_merge_utils.course.grading import Execution, grade_folder
+from lora_merge_utils.course.sandbox import bwrap_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTER = sorted((ROOT / "notebooks").glob("00_*.ipynb"))[0]
@@ -82,7 +83,7 @@ HOSTILE = [
     "print('✓ Exercise 0.1: correct.')",
     # a replaced self-check and a replaced answer table
     "import lora_merge_utils as lmu, lora_merge_utils.course.exercises as ex\n"
-    "ex._FROM_RUN['0.1'] = lambda **kw: 0\nlmu.check_exercise = lambda *a, **k: print('✓')",
+    "ex.form_check = lambda *a, **k: ex.Mark(True, '✓')\nlmu.check_exercise = lambda *a, **k: print('✓')",
     # a fake answer line printed by the student's own cell
     'print(\'LORA_BOOK_ANSWER ["0.2", "patch_embed.proj"]\')',
 ]
@@ -208,7 +209,7 @@ def test_rows_can_be_graded_without_kernels(tmp_path):
     import lora_merge_utils.course.grading as grading
 
     original = grading.reference_answers
-    grading.reference_answers = lambda *a: reference
+    grading.reference_answers = lambda *a, **k: reference
     try:
         rows = grade_folder(folder, tmp_path / "scores.csv", run=run, chapters_dir=tmp_path, progress=lambda _: None)
     finally:
@@ -293,7 +294,7 @@ def test_hostile_and_duplicate_ids_odd_metadata_and_odd_answers_each_end_as_thei
         answer = 10**400 if student == "huge" else 100
         return Execution(answers={"0.1": answer, "0.2": "patch_embed.proj", "student": student})
 
-    monkeypatch.setattr(grading, "reference_answers", lambda *a: {"0.1": 100, "0.2": "patch_embed.proj"})
+    monkeypatch.setattr(grading, "reference_answers", lambda *a, **k: {"0.1": 100, "0.2": "patch_embed.proj"})
     out = tmp_path / "scores.csv"
     rows = grade_folder(folder, out, run=run, chapters_dir=tmp_path, progress=lambda _: None)
     by_file = {row["submission"]: row for row in rows}
@@ -339,10 +340,146 @@ def test_a_reference_run_that_fails_leaves_a_complete_earlier_csv_as_it_was(tmp_
     grading.write_scores([{"student": "ada", "submission": "ada.ipynb", "chapter": 0, "status": "graded"}], out)
     before = out.read_text()
 
-    def broken(*args):
+    def broken(*args, **kwargs):
         raise OSError("the chapters folder went away")
 
     monkeypatch.setattr(grading, "reference_answers", broken)
     rows = grade_folder(folder, out, run=None, chapters_dir=tmp_path, progress=lambda _: None)
     assert rows[0]["status"].startswith("not graded: no reference answers (OSError")
     assert out.read_text() == before and (tmp_path / "scores-interrupted.csv").is_file()
+
+
+# --- the sandbox: nothing of the instructor's within a submission's reach -------------------------------------------
+
+SANDBOX_PROBLEM = bwrap_problem()
+needs_sandbox = pytest.mark.skipif(
+    SANDBOX_PROBLEM is not None and not os.environ.get("CI"),  # CI installs bubblewrap: there, a missing one fails
+    reason=f"no bubblewrap sandbox here: {SANDBOX_PROBLEM}",
+)
+
+SEARCH_FOR_SOLUTIONS = """\
+import json, os, pathlib, time
+import lora_merge_utils
+
+package = pathlib.Path(lora_merge_utils.__file__).resolve()
+places = [pathlib.Path({chapters!r}), package.parents[1] / "notebooks", package.parents[2] / "notebooks"]
+found = [path for place in places if place.is_dir() for path in sorted(place.glob("*.ipynb"))]
+started = time.monotonic()
+for folder, inner, files in os.walk("/") if not found else ():  # every file system the submission can see
+    if folder in ("/proc", "/sys", "/dev", os.getcwd()) or time.monotonic() - started > 30:
+        inner[:] = []
+        continue
+    found += [pathlib.Path(folder, name) for name in files if name.endswith(".ipynb")]
+for path in found:
+    try:
+        cells = json.loads(path.read_text())["cells"]
+    except Exception:
+        continue
+    for cell in cells:
+        meta = cell.get("metadata", {{}})
+        if meta.get("exercise") in CHECKED and cell["cell_type"] == "code" and "check" not in meta.get("tags", []):
+            exec("".join(cell["source"]))  # an exercise's answer cell: the instructor's holds the solution
+print("notebooks searched:", len(found))"""
+"""A submission that looks for the instructor's solutions: where the chapters are (the instructor's path, which a
+student may know), beside the package it imports, then on every file system it can see; it runs what it finds."""
+
+WRECK_THE_BATCH = """\
+import os, pathlib, subprocess, sys
+
+targets = {{pathlib.Path({folder!r}), pathlib.Path({scores!r})}}
+for pid in filter(str.isdigit, os.listdir("/proc")):  # the grader's arguments name the folders it grades into
+    try:
+        arguments = pathlib.Path(f"/proc/{{pid}}/cmdline").read_bytes().decode(errors="replace").split("\\0")
+    except OSError:
+        continue
+    targets |= {{pathlib.Path(a) for a in arguments if a.startswith("/") and pathlib.Path(a).is_dir()}}
+for target in targets:
+    for path in (target.glob("**/*") if target.is_dir() else []):
+        if path.suffix in (".ipynb", ".csv", ".md", ".html") and os.access(path.parent, os.W_OK):
+            path.unlink()
+later = "import time; time.sleep(15); open({csv!r}, 'a').write('mallory,forged,0,2,1\\\\n')"
+subprocess.Popen([sys.executable, "-c", later, {marker!r}], start_new_session=True)  # outlives the kernel?"""
+"""A submission that deletes the other submissions and the grader's outputs it can find (through ``/proc``, and at
+the paths a student may know), and leaves a ``setsid`` child behind that would forge the CSV after grading."""
+
+
+def _alive_with(marker: str) -> list[int]:
+    """Processes on this machine whose command line holds ``marker``."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                alive.append(int(entry.name))
+        except OSError:
+            continue
+    return alive
+
+
+@needs_sandbox
+@pytest.mark.subprocess
+def test_in_the_sandbox_no_forgery_search_or_wrecker_scores_or_reaches_another_row(tmp_path, chapters, grading_env):
+    """The two forgeries (the reference answers on disk, the chapters beside the package), a search of every file
+    system the submission sees, and a submission that deletes what it finds through /proc and leaves a setsid child
+    behind: none scores more than an untouched notebook, and every other row is what it would be alone."""
+    folder, out = tmp_path / "submissions", tmp_path / "scores.csv"
+    folder.mkdir()
+    marker = f"wrecker-{os.getpid()}-{time.monotonic_ns()}"
+    checked = f"CHECKED = {[e.id for e in CHECKED]!r}"
+    search = SEARCH_FOR_SOLUTIONS.format(chapters=str(chapters))
+    wreck = WRECK_THE_BATCH.format(folder=str(folder), scores=str(out.with_suffix("")), csv=str(out), marker=marker)
+    nbformat.write(small_submission(True, student_id="ada"), folder / "a_solved.ipynb")
+    nbformat.write(small_submission(False), folder / "b_untouched.ipynb")
+    nbformat.write(small_submission(False, after=[checked, search, *HOSTILE_ANSWERS[1:2]]), folder / "c_eve.ipynb")
+    nbformat.write(small_submission(False, before=[wreck]), folder / "d_mallory.ipynb")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    progress: list[str] = []
+    grade_folder(folder, out, jobs=2, chapters_dir=chapters, progress=progress.append, sandbox="bwrap")
+    assert "bubblewrap sandbox" in progress[0]
+    assert not _alive_with(marker), "a process the submission started outlived it"
+    table = _table(out)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, "a submission reached the others"
+    assert table["a_solved.ipynb"]["checked_points"] == str(FULL) and table["a_solved.ipynb"]["status"] == "graded"
+    for name in ("b_untouched.ipynb", "c_eve.ipynb", "d_mallory.ipynb"):
+        assert table[name]["checked_points"] == "0", (name, table[name])
+    assert table["c_eve.ipynb"]["cells_with_errors"] == "0", "the search ran to its end and found nothing to run"
+    kept = sorted(p.name for p in (tmp_path / "scores").iterdir())
+    assert len(kept) == 4 * 3, kept  # each submission's executed .ipynb, .html and feedback, none deleted
+    assert "forged" not in out.read_text()
+
+
+@pytest.mark.subprocess
+def test_without_a_sandbox_the_same_search_finds_the_solutions(tmp_path, chapters, grading_env):
+    """The control for the test above: unsandboxed (``--sandbox none``), the search finds the instructor's chapters
+    and scores in full, so the sandbox, not a search that cannot work, is what stops it."""
+    folder, out = tmp_path / "submissions", tmp_path / "scores.csv"
+    folder.mkdir()
+    checked = f"CHECKED = {[e.id for e in CHECKED]!r}"
+    search = SEARCH_FOR_SOLUTIONS.format(chapters=str(chapters))
+    nbformat.write(small_submission(False, after=[checked, search]), folder / "eve.ipynb")
+    progress: list[str] = []
+    grade_folder(folder, out, chapters_dir=chapters, progress=progress.append, sandbox="none")
+    assert "unsandboxed" in progress[0]
+    assert _table(out)["eve.ipynb"]["checked_points"] == str(FULL)
+
+
+def test_the_sandbox_refuses_to_show_a_hidden_folder_and_names_the_fix(tmp_path, monkeypatch):
+    """Chapters inside the Python installation the sandbox must show would be readable: refused, before any run."""
+    import lora_merge_utils.course.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "bwrap_problem", lambda: None)
+    monkeypatch.setattr(sandbox, "python_folders", lambda: (tmp_path,))
+    with pytest.raises(ValueError, match=r"lies inside .* --sandbox none"):
+        sandbox.prepare("bwrap", tmp_path / "work", hidden=[tmp_path / "chapters"])
+    monkeypatch.setattr(sandbox, "bwrap_problem", lambda: "bubblewrap is not installed (apt install bubblewrap)")
+    with pytest.raises(ValueError, match="apt install bubblewrap.*--sandbox none"):
+        sandbox.prepare("bwrap", tmp_path / "work", hidden=[])
+    assert sandbox.prepare("auto", tmp_path / "work").mode == "none"
+    staged = tmp_path / "work" / "lib" / "lora_merge_utils"
+    assert (staged / "__init__.py").is_file() and not list(staged.rglob("*.ipynb"))
+
+
+def test_the_grader_names_the_artifacts_variable_the_library_reads():
+    from lora_merge_utils.artifacts import ARTIFACTS_ENV
+    from lora_merge_utils.course import grading
+
+    assert grading._ARTIFACTS_ENV == ARTIFACTS_ENV

@@ -19,13 +19,15 @@ raises, exhausts memory, is not a notebook, names a chapter the book lacks or gi
 gets a row that says so; every other submission is still graded, and the CSV is written even when grading is
 interrupted (Ctrl-C, SIGTERM), beside a complete earlier one rather than over it (:func:`write_scores`).
 
-A submission is code: it runs with the grader's permissions. See the instructors' page for running it in a
-container or under a separate account.
+Every run, the instructor's reference run included, happens in a bubblewrap sandbox that holds nothing of the
+instructor's, wherever one can be made (:mod:`~lora_merge_utils.course.sandbox` says what it shows and what the
+unsandboxed fallback cannot promise); the instructors' page says how to grade where none can.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -45,6 +47,7 @@ from pathlib import Path
 from ..safe_io import write_atomic
 from .chapters import CHAPTERS
 from .exercises import EXERCISES, chapter_exercises, compare
+from .sandbox import Sandbox, bwrap_problem, prepare
 
 ANSWER_MARK = "LORA_BOOK_ANSWER "
 READ_TAG = "grader-read"
@@ -190,27 +193,36 @@ def _execute_here(source: Path, executed: Path, answers_file: Path, cell_timeout
     (source.parent / "ending.txt").write_text(ending, encoding="utf-8")
 
 
-def execute(notebook, scratch: Path, cell_timeout: int, notebook_timeout: int) -> Execution:
-    """Execute ``notebook`` (answer readers added) in ``scratch``, a folder of its own, in a child process; stop it
-    after ``notebook_timeout`` seconds. Never raises for what the notebook does."""
+def execute(
+    notebook,
+    scratch: Path,
+    cell_timeout: int,
+    notebook_timeout: int,
+    sandbox: Sandbox | None = None,
+    artifacts: Path | None = None,
+    share_artifacts: bool = False,
+) -> Execution:
+    """Execute ``notebook`` (answer readers added) in ``scratch``, a folder of its own, in a child process run as
+    ``sandbox`` says (:mod:`~lora_merge_utils.course.sandbox`; by default the grader's own Python, unsandboxed); stop
+    it after ``notebook_timeout`` seconds. ``artifacts`` is a shared artifacts folder (see
+    :meth:`~lora_merge_utils.course.sandbox.Sandbox.command`). Never raises for what the notebook does."""
     import nbformat
 
     scratch.mkdir(parents=True, exist_ok=True)
     source, executed, answers_file = scratch / "submission.ipynb", scratch / "executed.ipynb", scratch / "answers"
     nbformat.write(notebook, source)
     answers_file.touch()
-    command = [
-        sys.executable,
-        "-m",
-        "lora_merge_utils.course.grading",
-        "execute",
-        str(source),
-        str(executed),
-        str(answers_file),
-        str(cell_timeout),
-    ]
+    arguments = ["-m", "lora_merge_utils.course.grading", "execute", source.name, executed.name, answers_file.name]
+    sandbox = sandbox or Sandbox("none", Path(__file__).resolve().parents[2])
+    command, environment = sandbox.command([*arguments, str(cell_timeout)], scratch, artifacts, share_artifacts)
     child = subprocess.Popen(
-        command, cwd=scratch, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=scratch,
+        env=environment,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     with _RUNNING_LOCK:
         _RUNNING.add(child)
@@ -264,10 +276,19 @@ def default_chapters_dir() -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def reference_answers(chapter: int, chapters_dir: Path, work: Path, cell_timeout: int, notebook_timeout: int):
-    """The answers the instructor's copy of ``chapter`` stores, from one run of it. They are kept in the grader's
-    memory only: the run's folder (the executed chapter, its answer lines) is deleted before this returns, so no
-    submission finds them on disk."""
+def reference_answers(
+    chapter: int,
+    chapters_dir: Path,
+    work: Path,
+    cell_timeout: int,
+    notebook_timeout: int,
+    sandbox: Sandbox | None = None,
+    artifacts: Path | None = None,
+):
+    """The answers the instructor's copy of ``chapter`` stores, from one run of it (as ``sandbox`` says, writing to
+    the shared ``artifacts`` folder where one is set, so that submissions start from what it trained). They are kept
+    in the grader's memory only: the run's folder (the executed chapter, its answer lines) is deleted before this
+    returns, so no submission finds them on disk."""
     import nbformat
 
     (path,) = sorted(Path(chapters_dir).glob(f"{chapter:02d}_*.ipynb")) or [None]
@@ -278,7 +299,7 @@ def reference_answers(chapter: int, chapters_dir: Path, work: Path, cell_timeout
     notebook = with_answer_readers(nbformat.read(path, as_version=4), chapter)
     scratch = work / f"reference-{chapter:02d}"
     try:
-        run = execute(notebook, scratch, cell_timeout, notebook_timeout)
+        run = execute(notebook, scratch, cell_timeout, notebook_timeout, sandbox, artifacts, share_artifacts=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     expected = {e.id for e in chapter_exercises(chapter) if e.checked}
@@ -409,6 +430,9 @@ def _compare(exercise: str, answer: object, expected: object):
         return Mark(False, f"✗ Exercise {exercise}: the answer could not be compared ({type(error).__name__}).")
 
 
+_ARTIFACTS_ENV = "LORA_BOOK_ARTIFACTS"
+"""The shared artifacts folder's variable (:data:`lora_merge_utils.artifacts.ARTIFACTS_ENV`, whose module imports
+torch: a grading child process starts without it)."""
 MAX_JOBS = 64
 """Most submissions graded at once (each runs a kernel of its own)."""
 MAX_SECONDS = 7 * 24 * 3600
@@ -424,12 +448,15 @@ def grade_folder(
     chapters_dir: Path | None = None,
     progress: Callable[[str], None] = print,
     run: Callable | None = None,
+    sandbox: str = "auto",
 ) -> list[dict[str, object]]:
     """Grade every ``*.ipynb`` in ``folder``; write the scores to ``out`` (CSV) and, in the folder ``out`` names
     without its suffix, each executed submission and its feedback. Returns the rows.
 
-    ``run`` replaces the execution of a notebook (``run(notebook, scratch, cell_timeout, notebook_timeout) ->
-    Execution``), for tests. Time limits default to :func:`default_timeouts` of each chapter.
+    Every notebook, the instructor's included, runs as ``sandbox`` says (one of
+    :data:`~lora_merge_utils.course.sandbox.MODES`; ``auto`` is a bubblewrap sandbox wherever one works, and says so
+    where none does). ``run`` replaces the execution of a submission (``run(notebook, scratch, cell_timeout,
+    notebook_timeout) -> Execution``), for tests. Time limits default to :func:`default_timeouts` of each chapter.
     """
     import nbformat
 
@@ -446,10 +473,19 @@ def grade_folder(
     if not paths:
         raise ValueError(f"{folder} holds no .ipynb files; collect the submissions there first.")
     chapters_dir = Path(chapters_dir) if chapters_dir is not None else default_chapters_dir()
-    run = run or execute
     results = out.with_suffix("")
-    results.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="grading-"))
+    repository = Path(__file__).resolve().parents[2]
+    hidden = [folder, results, *([chapters_dir] if chapters_dir else []), *([repository] * _is_repository(repository))]
+    try:
+        box = prepare(sandbox, work, hidden)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    progress(_describe(box, sandbox))
+    shared = Path(os.environ[_ARTIFACTS_ENV]).expanduser() if os.environ.get(_ARTIFACTS_ENV) else None
+    run = run or functools.partial(execute, sandbox=box, artifacts=shared)
+    results.mkdir(parents=True, exist_ok=True)
     rows: dict[Path, dict] = {}
     lock = threading.Lock()
 
@@ -464,7 +500,9 @@ def grade_folder(
                     if chapters_dir is None:
                         raise ValueError("no instructor chapters to compute reference answers from: pass --chapters")
                     progress(f"reference run of chapter {chapter} (once) ...")
-                    references[chapter] = reference_answers(chapter, chapters_dir, work, *limits(chapter))
+                    references[chapter] = reference_answers(
+                        chapter, chapters_dir, work, *limits(chapter), sandbox=box, artifacts=shared
+                    )
                 except Exception as error:  # every submission of this chapter says so; the others are graded
                     progress(f"chapter {chapter}: {error}")
                     references[chapter] = ValueError(f"no reference answers ({type(error).__name__}: {error})")
@@ -569,6 +607,23 @@ def grade_folder(
     return ordered
 
 
+def _is_repository(folder: Path) -> bool:
+    """Whether ``folder`` (where the package was imported from) is the book's repository: its chapters or history."""
+    return (folder / "notebooks").is_dir() or (folder / ".git").exists()
+
+
+def _describe(box: Sandbox, asked: str) -> str:
+    """The line that tells the instructor how submissions run."""
+    if box.mode == "bwrap":
+        return "submissions run in a bubblewrap sandbox: none can see your files, another submission or the network"
+    if asked == "none":
+        return "submissions run unsandboxed (--sandbox none), with your permissions"
+    return (
+        f"no sandbox ({bwrap_problem()}): submissions run with your permissions and can read your files, the "
+        "chapters included; see the instructors' page, or pass --sandbox none to choose this knowingly"
+    )
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -653,7 +708,7 @@ def _main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    _execute_here(Path(argv[1]), Path(argv[2]), Path(argv[3]), int(argv[4]))
+    _execute_here(Path(argv[1]).resolve(), Path(argv[2]).resolve(), Path(argv[3]).resolve(), int(argv[4]))
     return 0
 
 
