@@ -56,7 +56,8 @@ class LoraSettings:
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.0
-    # A regex, not a list of names: a bare "proj" would also match the patch-embedding Conv2d `patch_embed.proj`.
+    # A regex anchored at the blocks, not a list of bare names: a bare name can match a module outside the
+    # attention and MLP layers (chapter 0's exercise 0.2 asks which one).
     target_modules: str = r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))"
 
     def __post_init__(self) -> None:

@@ -118,7 +118,9 @@ def test_any_value_equal_to_the_answer_counts():
     assert not verdict.passed and "holds a Yes" in verdict.message
 
 
-def test_every_self_check_takes_the_context_its_chapter_passes():
+def test_every_self_check_passes_only_the_objects_its_form_check_reads():
+    """A check cell passes the objects a mapping's keys are read from, and nothing else: the package a submission
+    imports cannot compute an answer from a run (the grader takes answers from the instructor's own run)."""
     import inspect
 
     for path in CHAPTERS:
@@ -126,8 +128,10 @@ def test_every_self_check_takes_the_context_its_chapter_passes():
             if "check" in cell.metadata.get("tags", []):
                 exercise = cell.metadata["exercise"]
                 names = [part.split("=")[0].strip() for part in cell.source.split(",")[2:]]
-                parameters = list(inspect.signature(exercises._FROM_RUN[exercise]).parameters)
-                assert names == parameters, f"{path.name}: exercise {exercise} passes {names}, needs {parameters}"
+                reader = exercises._KEYS.get(exercise)
+                needed = [] if reader is None else list(inspect.signature(reader).parameters)[:-1]
+                assert names == needed, f"{path.name}: exercise {exercise} passes {names}, its check reads {needed}"
+    assert not any(hasattr(exercises, name) for name in ("_FROM_RUN", "_bare_proj_extra", "_least_gain"))
 
 
 def test_public_build_check_finds_a_planted_solution_in_every_kind_of_served_file(tmp_path):
