@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +15,7 @@ from .course.sandbox import MODES as SANDBOX_MODES
 # Only torch-free modules at the top: --help, list and argument errors print at once (torch loads in the commands).
 from .methods import COMMAND_LINE, DEFAULT_METHODS, KNOBS, MERGE_METHODS, SEED, check_merge_request, takers
 from .profiles import FIELDS, PROFILES, check_task_name, default_profile_name, get_profile
+from .stops import StopHandler, Terminated
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,6 +31,24 @@ def _folder(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("--out needs a folder's name; give '.' to mean the current folder")
     return Path(text)
+
+
+def _at_least(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``, refused by the parser itself (before any work) in
+    its ``error: argument --x: ...`` line. Ranges that depend on the profile (a seed below its number of seeds) are
+    checked once the profile is known."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}; give a whole number from {minimum} up")
+        return value
+
+    whole.__name__ = f"whole number from {minimum}"
+    return whole
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +114,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     _common(adapter)
     adapter.add_argument("--task", required=True)
-    adapter.add_argument("--seed", type=int, default=0, help="training seed index (adapters/<task>/seed-<k>)")
+    adapter.add_argument("--seed", type=_at_least(0), default=0, help="training seed index (adapters/<task>/seed-<k>)")
     adapter.add_argument("--retrain", action="store_true", help="train again even if saved")
 
     evaluate = commands.add_parser(
@@ -131,9 +148,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         action="store_true",
         help="refit each task's head on the merged backbone's features (labelled training images)",
     )
-    merge.add_argument("--seed", type=int, default=0, help=f"{SEED.help}; {SEED.range}")
+    merge.add_argument("--seed", type=_at_least(0), default=0, help=f"{SEED.help}; {SEED.range}")
     merge.add_argument(
-        "--adapter-seed", type=int, default=0, help="which training seed's adapters to merge (0 .. profile seeds - 1)"
+        "--adapter-seed",
+        type=_at_least(0),
+        default=0,
+        help="which training seed's adapters to merge (0 .. profile seeds - 1)",
     )
 
     tune = commands.add_parser(
@@ -153,7 +173,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "profile's budget.tuning_grid)",
     )
     tune.add_argument(
-        "--pairs", type=int, default=None, help="pairs to tune on (default: the profile's budget.tuning_pairs)"
+        "--pairs", type=_at_least(1), default=None, help="pairs to tune on (default: the profile's budget.tuning_pairs)"
     )
     tune.add_argument("--table", type=Path, default=None, help="the CSV to write (default: <out>/results/tuning.csv)")
 
@@ -196,11 +216,16 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     grade.add_argument(
         "--out", dest="csv", type=Path, default=Path("scores.csv"), help="the CSV to write (default scores.csv)"
     )
-    grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    grade.add_argument("--jobs", type=_at_least(1), default=1, help="submissions graded at once (default 1)")
     grade.add_argument(
-        "--cell-timeout", type=int, default=None, help="seconds per cell (default: from the chapter's measured time)"
+        "--cell-timeout",
+        type=_at_least(1),
+        default=None,
+        help="seconds per cell (default: from the chapter's measured time)",
     )
-    grade.add_argument("--notebook-timeout", type=int, default=None, help="seconds per submission (default: likewise)")
+    grade.add_argument(
+        "--notebook-timeout", type=_at_least(1), default=None, help="seconds per submission (default: likewise)"
+    )
     grade.add_argument(
         "--chapters",
         type=Path,
@@ -340,8 +365,6 @@ def _merge(args) -> None:
 def _tune(args) -> None:
     from .tuning import choice_warnings, compute_tuning_table, save_tuning_table, table_header, tuning_merges
 
-    if args.pairs is not None and args.pairs < 1:
-        raise ValueError(f"--pairs must be at least 1, got {args.pairs}.")
     if args.table is not None and args.table.suffix != ".csv":
         raise ValueError(f"--table {args.table}: give a .csv path (its header is written beside it as .json).")
     for path in (args.table, args.table.with_suffix(".json")) if args.table is not None else ():
@@ -495,7 +518,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     _refuse_repeated(parser, args, sys.argv[1:] if argv is None else argv)
-    stop = _Stop()
+    stop = StopHandler()
     previous = stop.install()
     try:
         if hasattr(args, "profile"):  # resolved once ($LORA_BOOK_OVERRIDES read and checked) before any work
@@ -573,77 +596,3 @@ def _told_to_user(error: Exception) -> bool:
     """Errors a user can act on, told as one ``error:`` line: bad values (``ValueError``), missing, unreadable or
     unwritable files (``OSError``) and unreadable saved files."""
     return isinstance(error, ValueError | OSError) or type(error).__name__ in _USER_ERRORS
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the command is, so that it stops as on Ctrl-C: saved work kept, one line, no traceback."""
-
-
-class _Stop:
-    """Ctrl-C and SIGTERM while a command runs: raised where the command is, remembered, and raised again if dropped.
-
-    Remembered, because a signal's exception can land inside C code that turns it into an error of its own (torch
-    turning a storage into a tensor answered "could not determine the shape of object type 'UntypedStorage'"): the
-    command was still stopped, and says so. Raised again, because one that lands in a ``__del__`` or a weakref
-    callback (the garbage collector runs them anywhere) is dropped by Python with an "Exception ignored" message, and
-    the command would carry on to its end.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        """The signal that stopped the command, if one did."""
-        self._armed = False  # raise on a signal; off once the command has ended, so the way out is not interrupted
-        self._dropped_stop = False  # a stop Python dropped, not raised again yet
-        self._lock = threading.Lock()  # between the thread raising a dropped stop again and disarm()
-        self._unraisablehook = sys.unraisablehook
-
-    @property
-    def dropped(self) -> bool:
-        """Whether a stop was dropped by Python and the command ended before it could be raised again."""
-        return self._dropped_stop
-
-    def install(self) -> dict[int, object] | None:
-        """Take over SIGINT and SIGTERM and ``sys.unraisablehook`` (main thread only; a signal the caller ignores
-        stays ignored, and one C code handles stays with it); returns the handlers to restore."""
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        signums = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) not in (signal.SIG_IGN, None)]
-        self._armed, self._unraisablehook, sys.unraisablehook = True, sys.unraisablehook, self._on_unraisable
-        return {signum: signal.signal(signum, self._raise) for signum in signums}
-
-    def disarm(self) -> None:
-        """The command has ended: a signal from now on is remembered, not raised, and nothing is raised again."""
-        with self._lock:
-            self._armed = False
-
-    def restore(self, previous: dict[int, object] | None) -> None:
-        """Disarm, and put back the handlers and the hook :meth:`install` replaced."""
-        if previous is None:
-            return
-        self.disarm()
-        sys.unraisablehook = self._unraisablehook
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-    def _raise(self, signum: int, frame: object) -> None:
-        self.signum, self._dropped_stop = signum, False
-        if self._armed:
-            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-    def _on_unraisable(self, unraisable) -> None:
-        """``sys.unraisablehook``: our stop, dropped where no exception can leave, is raised again in the main thread,
-        from another thread and a moment later, so that it lands after this hook has returned (raised in here, it
-        would be dropped too); anything else goes to the hook there was."""
-        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and self._armed and self.signum is not None):
-            self._unraisablehook(unraisable)
-            return
-        self._dropped_stop = True
-
-        def again(signum: int = self.signum) -> None:
-            time.sleep(0.05)
-            with self._lock:
-                if self._armed and self._dropped_stop:
-                    # runs our handler in the main thread; with no Python handler there it does nothing (never kills)
-                    _thread.interrupt_main(signum)
-
-        threading.Thread(target=again, daemon=True).start()

@@ -661,9 +661,13 @@ def _keep(run: Execution, stem: Path, name: str) -> None:
     # stem.name + suffix, not with_suffix: an ID like jane.doe must not lose its ".doe"
     nbformat.write(notebook, stem.parent / f"{stem.name}.ipynb")
     try:
+        import warnings
+
         from nbconvert import HTMLExporter
 
-        html, _ = HTMLExporter().from_notebook_node(notebook)
+        with warnings.catch_warnings():  # glued values' mimetype has no HTML form: not the instructor's business
+            warnings.simplefilter("ignore", UserWarning)
+            html, _ = HTMLExporter().from_notebook_node(notebook)
         (stem.parent / f"{stem.name}.html").write_text(html, encoding="utf-8")
     except ImportError:
         pass  # the .ipynb is there; nbconvert comes with the book's extras
