@@ -159,6 +159,9 @@ class MergeMethod:
     """Its result depends on the seed."""
     data: str = "none"
     """What the method needs besides the adapters — ``"none"``, or ``"unlabeled training images"``."""
+    family: str | None = None
+    """The data-free merge family it stands for in chapter 5's tuning table (:data:`lora_merge_utils.tuning.DATA_FREE`),
+    or ``None`` for a method the table does not tune."""
 
     def __post_init__(self) -> None:
         implementations = [self.combine, self.peft_combination, self.adapts]
@@ -183,12 +186,17 @@ def _peft(name: str, description: str, combination: str, *knobs: str, factors: b
 MERGE_METHODS: dict[str, MergeMethod] = {
     m.name: m
     for m in [
-        _ours("task_arithmetic", "exact weighted sum of the updates, W + sum_i w_i dW_i (average: w_i = 1/K)"),
+        _ours(
+            "task_arithmetic",
+            "exact weighted sum of the updates, W + sum_i w_i dW_i (average: w_i = 1/K)",
+            family="task arithmetic, scaled sum",
+        ),
         _ours(
             "ties",
             "TIES on the true updates: keep each task's largest entries (whole model), elect signs, disjoint mean",
             "density",
             *_SIGN,
+            family="TIES",
         ),
         _ours(
             "dare_linear",
@@ -204,17 +212,20 @@ MERGE_METHODS: dict[str, MergeMethod] = {
             "trim_density",
             *_SIGN,
             random=True,
+            family="DARE-TIES",
         ),
         _ours(
             "magnitude_prune",
             "keep each task's largest entries of the true update (whole model), then weighted sum",
             "density",
+            family="magnitude pruning",
         ),
         _ours(
             "knots_ties",
             "KnOTS: the updates in a shared SVD basis, TIES on S V_i (whole model), mapped back",
             "density",
             *_SIGN,
+            family="KnOTS-TIES",
         ),
         _ours(
             "core_ties",
@@ -222,17 +233,23 @@ MERGE_METHODS: dict[str, MergeMethod] = {
             "on the core matrices (per layer), mapped back",
             "density",
             *_SIGN,
+            family="Core Space TIES",
         ),
-        _ours("tsv", "TSV-Merge: each task's singular vectors, made orthogonal across tasks, then summed"),
+        _ours(
+            "tsv",
+            "TSV-Merge: each task's singular vectors, made orthogonal across tasks, then summed",
+            family="TSV-Merge",
+        ),
         _ours(
             "tsv_full",
             "TSV-Merge as the official code (dense: min(m, n)/K components per task, null-space ones included)",
         ),
-        _ours("iso_c", "Iso-C: the weighted sum with a flat (isotropic) spectrum"),
+        _ours("iso_c", "Iso-C: the weighted sum with a flat (isotropic) spectrum", family="Iso-C"),
         _ours(
             "iso_cts",
             "Iso-CTS: common subspace of the sum plus task-specific subspaces, flat spectrum",
             "common_fraction",
+            family="Iso-CTS",
         ),
         _ours(
             "iso_c_full", "Iso-C over the paper's space (every direction of the dense sum, its null space's included)"
@@ -251,6 +268,7 @@ MERGE_METHODS: dict[str, MergeMethod] = {
             "ties",
             "density",
             *_SIGN,
+            family="TIES on factors (PEFT)",
         ),
         _peft(
             "dare_linear_on_factors",
@@ -266,12 +284,14 @@ MERGE_METHODS: dict[str, MergeMethod] = {
             "density",
             *_SIGN,
             random=True,
+            family="DARE-TIES on factors (PEFT)",
         ),
         _peft(
             "magnitude_prune_on_factors",
             "PEFT magnitude_prune: on the A and B factors separately",
             "magnitude_prune",
             "density",
+            family="magnitude pruning on factors (PEFT)",
         ),
         MergeMethod(
             "adamerging",

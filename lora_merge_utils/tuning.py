@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .methods import KNOBS, MergeSpec
+from .methods import KNOBS, MERGE_METHODS, MergeSpec
 
 SELECTION_SPLIT = "val"
 BUDGET = "budget"
@@ -34,22 +34,10 @@ COMPACT_DENSITIES = (0.2, 0.5, 0.9)
 GRIDS = {"shared": (LAMBDAS, DENSITIES), "compact": (COMPACT_LAMBDAS, COMPACT_DENSITIES)}
 """The scale and density values of each tuning grid a profile can name in ``budget.tuning_grid``."""
 
-DATA_FREE = {
-    "task arithmetic, scaled sum": "task_arithmetic",
-    "TIES": "ties",
-    "DARE-TIES": "dare_ties",
-    "magnitude pruning": "magnitude_prune",
-    "TIES on factors (PEFT)": "ties_on_factors",
-    "DARE-TIES on factors (PEFT)": "dare_ties_on_factors",
-    "magnitude pruning on factors (PEFT)": "magnitude_prune_on_factors",
-    "KnOTS-TIES": "knots_ties",
-    "Core Space TIES": "core_ties",
-    "TSV-Merge": "tsv",
-    "Iso-C": "iso_c",
-    "Iso-CTS": "iso_cts",
-}
-"""Chapter 5's data-free merge families and their methods; each is tuned on the scale grid, and on the density grid
-too when it takes a density."""
+DATA_FREE = {m.family: m.name for m in MERGE_METHODS.values() if m.family is not None}
+"""Chapter 5's data-free merge families and their methods, from each method's
+:attr:`~lora_merge_utils.methods.MergeMethod.family`; each is tuned on the scale grid, and on the density grid too
+when it takes a density."""
 DATA_LIGHT = {
     "refitted heads": MergeSpec("task_arithmetic +refit", "task_arithmetic", {}, refit_heads=True),
     "AdaMerging, short schedule": MergeSpec("adamerging_short", "adamerging_short", {}),

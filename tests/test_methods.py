@@ -38,6 +38,17 @@ def test_declarations_are_consistent():
     assert takers("density") and all("density" in MERGE_METHODS[m].knobs for m in takers("density"))
 
 
+def test_a_method_s_family_is_declared_once_on_the_method():
+    """Chapter 5's data-free families come from the methods' own ``family`` field: one method per family, each data-
+    free, and the tuning grids hold exactly those families beside the data-light ones."""
+    from lora_merge_utils import tuning
+
+    families = [m.family for m in MERGE_METHODS.values() if m.family is not None]
+    assert len(families) == len(set(families)) == len(tuning.DATA_FREE) > 0
+    assert all(MERGE_METHODS[name].data == "none" for name in tuning.DATA_FREE.values())
+    assert set(tuning.tuning_grids("compact")) == set(tuning.DATA_FREE) | set(tuning.DATA_LIGHT)
+
+
 def test_the_command_line_has_one_flag_per_knob():
     merge = build_parser()._subparsers._group_actions[0].choices["merge"]
     flags = {option for action in merge._actions for option in action.option_strings}
