@@ -74,7 +74,7 @@ PUBLISHED_LORA_MERGES: list[dict] = [
     for method, kept in {
         "task arithmetic": (63.7, 74.4),
         "TIES": (63.7, 75.2),
-        "DARE-TIES": (63.7, 74.7),
+        "DARE-TIES (KnOTS config, no trim)": (63.7, 74.7),
         "KnOTS-TIES": (68.0, 78.2),
         "KnOTS-DARE-TIES": (63.9, 75.6),
         "Iso-C": (73.6, 83.7),
@@ -87,7 +87,9 @@ and evaluation protocol) merged into one: the mean over tasks of merged accuracy
 model's accuracy, the counterpart of this book's ``normalized``. The merged model classifies with CLIP's zero-shot
 text heads, so its floor is the zero-shot model, far below the tiny world's trained heads. Table 2 of Marczak et al.
 (2025), "No Task Left Behind" (ICML 2025, arXiv:2502.04959v3), which states that it uses KnOTS's code and checkpoints
-(Stoica et al., 2025)."""
+(Stoica et al., 2025). Its DARE-TIES is KnOTS's configuration (``gstoica27/KnOTS``, ``configs/vitB_r16_dare_ties.py``
+at 01a940c1: ``dare_pruning_coeffs`` 0.2, ``topK`` 100, sign election by the sum of values, scaling 0.6), which keeps
+every entry where TIES would trim; this book's ``dare_ties`` trims as MergeLM does, so the name says whose it is."""
 SOURCE_LORA_MERGES = (
     "Marczak et al. (2025), No Task Left Behind (ICML 2025, arXiv:2502.04959v3), Table 2: eight rank-16 LoRA "
     "adapters of CLIP in KnOTS's protocol (Stoica et al., 2025), normalized accuracy averaged over tasks"
