@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import copy
+import functools
+import importlib.util
+import sys
+import types
 from pathlib import Path
 
+import pytest
 import torch
+import yaml
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
@@ -13,6 +19,15 @@ from lora_merge_utils import TINY
 from lora_merge_utils.artifacts import save_adapter
 from lora_merge_utils.backbone import backbone_identity
 from lora_merge_utils.profiles import Profile, apply_overrides
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository's root."""
+NOTEBOOKS_DIR = ROOT / "notebooks"
+"""The folder of the chapters (and of their student copies, in ``student/``)."""
+CHAPTERS = sorted(NOTEBOOKS_DIR.glob("[0-9]*.ipynb"))
+"""The chapter notebooks' paths, in the book's order."""
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+"""The book's ``_config.yml``, parsed."""
 
 MINI_OVERRIDES: dict = {
     "tasks": ["digits", "shapes", "gratings"],
@@ -26,6 +41,34 @@ same one, so every test can compare with the one study the session builds (``sha
 MINI_METHODS = ("task_arithmetic", "linear", "tsv")
 """The methods of the shared study's grid: the exact sum, PEFT's factor-wise one, and one that decomposes (SVD), whose
 bytes the kill/resume and scale-out tests pin too."""
+
+
+@functools.cache
+def load_script(name: str) -> types.ModuleType:
+    """``scripts/<name>.py`` as a module, loaded once per session: registered in ``sys.modules`` under ``name`` before
+    it runs (a dataclass looks its module up there) and run with ``scripts/`` first on ``sys.path``, as ``python
+    scripts/<name>.py`` runs it (so it imports its sibling scripts)."""
+    path = ROOT / "scripts" / f"{name}.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"no script {path.relative_to(ROOT)} for load_script({name!r})")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
+
+
+def needs_chromium(test):
+    """Skip ``test`` without Chromium and playwright (``scripts/check_rendered_pages.py`` decides, and says why)."""
+    check = load_script("check_rendered_pages")
+    return pytest.mark.skipif(not check.chromium_available(), reason=check.SKIP_MESSAGE)(test)
 
 
 def mini_profile() -> Profile:

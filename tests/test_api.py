@@ -3,14 +3,14 @@
 import json
 import re
 from importlib import import_module
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 import lora_merge_utils
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9]*.ipynb"))
+from .helpers import CHAPTERS as NOTEBOOKS
+from .helpers import ROOT
 
 
 def test_all_lists_exactly_the_public_names():
@@ -97,11 +97,10 @@ def test_the_readmes_library_example_runs_on_a_real_study_folder(shared_study):
     """The README's Python example, run as written against a study's real ``adapters/<task>/seed-<k>`` layout (the
     session's small study stands in for ``artifacts/tiny``): a stale path or name in it fails here."""
     import re
-    from pathlib import Path
 
     import torch
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     section = readme.split("## Using the library", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
     assert '"artifacts/tiny/adapters"' in code, "the example reads the folder make run writes"

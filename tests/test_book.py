@@ -1,7 +1,6 @@
 """The book's structure: every chapter has what a reader and an instructor expect, and the stored outputs are clean.
 (Executing the chapters is nbval's job: `pytest --nbval-lax notebooks/`.)"""
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -12,22 +11,12 @@ import yaml
 
 from lora_merge_utils.course.exercises import EXERCISES, chapter_exercises
 
+from .helpers import CHAPTERS, CONFIG, ROOT, load_script
+
 pytestmark = pytest.mark.repository  # reads only the repository's own files
 
-ROOT = Path(__file__).resolve().parent.parent
-CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
-CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-EXECUTE = _script("execute_notebooks")
+EXECUTE = load_script("execute_notebooks")
 
 
 def _toc_files():
@@ -196,7 +185,7 @@ def test_committed_inventories_are_what_the_script_writes(tmp_path):
     ``scripts/write_inventories.py`` (edit its table, then run it), and each lists what the table gives its library."""
     import zlib
 
-    writer = _script("write_inventories")
+    writer = load_script("write_inventories")
     written = writer.write(tmp_path)
     assert {p.name for p in written} == {p.name for p in (ROOT / "book" / "_inventories").glob("*.inv")}
     for path in written:

@@ -14,8 +14,9 @@ import pytest
 
 from lora_merge_utils import plots
 
-from .test_editions import CHAPTERS, ROOT
-from .test_rendered_pages import CHECK, needs_chromium
+from .helpers import CHAPTERS, ROOT, load_script, needs_chromium
+
+CHECK = load_script("check_rendered_pages")
 
 pytestmark = pytest.mark.book
 

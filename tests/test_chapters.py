@@ -3,16 +3,15 @@ has exactly one record and every record one notebook, and every tool that needs 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from lora_merge_utils.course import chapters, exercises, grading, memory, plan
 
+from .helpers import CHAPTERS, ROOT
+
 pytestmark = pytest.mark.repository  # reads only the repository's own files
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
+NOTEBOOKS = [p.name for p in CHAPTERS]
 
 
 def test_every_notebook_has_exactly_one_record_and_every_record_one_notebook():

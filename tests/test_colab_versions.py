@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from .conftest import COLAB_VERSIONS_ENV
+from .helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv-colab" / "bin" / "python"
 SELECTED = "colab or not (notebook or smoke or book or subprocess or repository)"
 """What runs under Colab's versions: `make check`'s tests that a package version could change, and every chapter in

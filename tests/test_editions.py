@@ -1,9 +1,7 @@
 """The three editions from one source: the public book shows no solution, the committed student notebooks are in sync
 with the chapters and usable as handed out, the instructor edition shows every solution, and grading works."""
 
-import importlib.util
 import re
-from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -13,22 +11,13 @@ from lora_merge_utils.course import exercises
 from lora_merge_utils.course.exercises import EXERCISES, chapter_exercises, check_exercise, compare
 from lora_merge_utils.course.grading import chapter_of
 
+from .helpers import CHAPTERS, ROOT, load_script
+
 pytestmark = pytest.mark.repository  # reads only the repository's own files
 
-ROOT = Path(__file__).resolve().parent.parent
-CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-STUDENT = _script("make_student")
-EDITION = _script("build_edition")
-PUBLIC = _script("check_public_build")
+STUDENT = load_script("make_student")
+EDITION = load_script("build_edition")
+PUBLIC = load_script("check_public_build")
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)

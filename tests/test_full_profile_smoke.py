@@ -13,7 +13,6 @@ of ``make test``); ``pytest -m smoke`` runs them under this environment's versio
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -24,15 +23,8 @@ from lora_merge_utils.course.plan import CHAPTERS, T4, Session, chapter_plan, si
 from lora_merge_utils.instrumentation.workload import KINDS
 from lora_merge_utils.profiles import FULL, apply_overrides
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
-
-
-def _execute_script():
-    spec = importlib.util.spec_from_file_location("execute_notebooks", ROOT / "scripts" / "execute_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .helpers import CHAPTERS as NOTEBOOKS
+from .helpers import ROOT, load_script
 
 
 def _close(measured: dict, planned: dict) -> list[str]:
@@ -56,7 +48,7 @@ def _stderr(notebook) -> list[str]:
 
 @pytest.fixture(scope="module")
 def script():
-    return _execute_script()
+    return load_script("execute_notebooks")
 
 
 @pytest.fixture(scope="module")

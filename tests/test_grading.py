@@ -6,7 +6,6 @@ the checked exercises) run in seconds where the whole chapter would take minutes
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import signal
 import subprocess
@@ -21,15 +20,14 @@ from lora_merge_utils.course.exercises import chapter_exercises
 from lora_merge_utils.course.grading import Execution, grade_folder
 from lora_merge_utils.course.sandbox import bwrap_problem
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import ROOT, load_script
+
 CHAPTER = sorted((ROOT / "notebooks").glob("00_*.ipynb"))[0]
 CHECKED = [e for e in chapter_exercises(0) if e.checked]
 FULL = sum(e.points for e in CHECKED)
 EXERCISE_0_2 = next(e for e in CHECKED if e.id == "0.2")
 
-spec = importlib.util.spec_from_file_location("make_student", ROOT / "scripts" / "make_student.py")
-STUDENT = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(STUDENT)
+STUDENT = load_script("make_student")
 
 CONTEXT = """\
 import copy

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from .helpers import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("draw_house", ROOT / "scripts" / "draw_house.py")
-house = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(house)
+house = load_script("draw_house")
 ARROWS = house.imports(ROOT / "lora_merge_utils")
 
 

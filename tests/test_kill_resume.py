@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import MINI_METHODS, MINI_OVERRIDES
+from .helpers import MINI_METHODS, MINI_OVERRIDES, ROOT
 
 pytestmark = pytest.mark.subprocess
-REPO = Path(__file__).resolve().parents[1]
 TIMING = ("train_seconds", "train_images_per_second")
 """The only recorded fields that may differ between runs: how long training took."""
 
@@ -49,7 +48,7 @@ def _env() -> dict[str, str]:
         LORA_BOOK_PROGRESS="0",
         OMP_NUM_THREADS="1",
         MKL_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     )
     return env
 

@@ -5,6 +5,8 @@ from lora_merge_utils import FULL, TINY
 from lora_merge_utils.cli import main
 from lora_merge_utils.course.plan import T4, Session, Sizes, chapter_plan, sizes_of
 
+from .helpers import ROOT
+
 
 def test_the_full_profile_fits_a_t4_session_and_the_book_75_minutes():
     plan = chapter_plan(FULL, T4)
@@ -78,9 +80,8 @@ def test_plan_command_prints_every_chapter(capsys):
 
 def test_the_readme_states_the_plan():
     import re
-    from pathlib import Path
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (ROOT / "README.md").read_text()
     plan = chapter_plan(FULL, T4)
     for index, row in plan.iterrows():
         warm, alone, memory = round(row["warm_minutes"]), round(row["alone_minutes"]), f"{row['peak_gpu_gb']:.1f}"
@@ -152,13 +153,12 @@ def test_the_plan_prices_chapters_with_rates_a_gpu_check_measured(tmp_path, caps
 def test_gpu_check_stops_at_once_without_a_gpu():
     import subprocess
     import sys
-    from pathlib import Path
 
     import torch
 
     if torch.cuda.is_available():  # pragma: no cover - the GPU machine runs the real thing
         return
-    script = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
+    script = ROOT / "scripts" / "gpu_check.py"
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.strip().startswith("gpu-check: no CUDA GPU here")
 

@@ -6,7 +6,6 @@ the citation metadata agrees with the package.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -18,10 +17,10 @@ import nbformat
 import pytest
 import yaml
 
+from .helpers import CONFIG, ROOT, load_script
+
 pytestmark = pytest.mark.repository  # reads only the repository's own files
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 URL = CONFIG["repository"]["url"].rstrip("/")
 BRANCH = CONFIG["repository"].get("branch", "main")
 BASEURL = CONFIG["html"]["baseurl"]
@@ -29,21 +28,7 @@ FORK, FORK_BRANCH = "https://github.com/A-Fork/merge-book-fork", "dev"
 FORK_BASEURL = "https://a-fork.github.io/merge-book-fork/"
 COLAB_LINK = re.compile(r"colab\.research\.google\.com/github/([^/\s]+/[^/\s]+)/blob/([^/\s]+)/")
 REPO_URL_LINE = re.compile(r'REPO_URL = "([^"]*)"')
-
-
-def _scripts_on_path(root: Path):
-    """Import ``set_repository`` from ``root/scripts`` (it imports ``execute_notebooks`` as a sibling, as a script)."""
-    sys.path.insert(0, str(root / "scripts"))
-    try:
-        spec = importlib.util.spec_from_file_location("set_repository", root / "scripts" / "set_repository.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(root / "scripts"))
-
-
-SET_REPOSITORY = _scripts_on_path(ROOT)
+SET_REPOSITORY = load_script("set_repository")  # it imports ``execute_notebooks`` as a sibling, as a script does
 
 
 def _book_copy(tmp_path: Path) -> Path:

@@ -4,25 +4,9 @@ them. The book is built into a temporary folder (about a minute), only when the 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from .helpers import load_script
 
-import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("check_rendered_pages", ROOT / "scripts" / "check_rendered_pages.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-CHECK = _script()
-needs_chromium = pytest.mark.skipif(not CHECK.chromium_available(), reason=CHECK.SKIP_MESSAGE)
+CHECK = load_script("check_rendered_pages")  # registered in sys.modules (its dataclass looks its module up there)
 
 
 def test_the_check_skips_cleanly_without_chromium(monkeypatch, capsys, tmp_path):

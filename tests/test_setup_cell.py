@@ -12,7 +12,9 @@ import types
 import pytest
 import torch
 
-from .test_book import CONFIG, EXECUTE
+from .helpers import CHAPTERS, CONFIG, load_script
+
+EXECUTE = load_script("execute_notebooks")
 
 pytestmark = pytest.mark.repository  # reads only the repository's own files
 
@@ -143,8 +145,6 @@ def test_off_colab_the_cell_installs_nothing(monkeypatch):
 
 def test_every_chapter_and_student_copy_asks_colab_for_a_t4():
     import nbformat
-
-    from .test_book import CHAPTERS
 
     for path in CHAPTERS + [p.parent / "student" / p.name for p in CHAPTERS]:
         metadata = nbformat.read(path, as_version=4).metadata

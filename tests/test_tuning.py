@@ -1,6 +1,5 @@
 import json
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -10,9 +9,7 @@ from lora_merge_utils.cli import main
 from lora_merge_utils.merging import MergeSpec
 from lora_merge_utils.tuning import grid, select_on_validation
 
-from .helpers import MINI_OVERRIDES
-
-ROOT = Path(__file__).resolve().parents[1]
+from .helpers import MINI_OVERRIDES, ROOT
 
 
 def test_grid_labels_every_combination():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -22,7 +21,7 @@ from lora_merge_utils.verdicts import (
     verdicts_file,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+from .helpers import ROOT
 
 
 def _estimate(value: float, se: float, df: float = 5) -> Estimate:
