@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -44,14 +45,23 @@ def merge_combinations(tasks: Sequence[str], sizes: Sequence[int] = (2, 3)) -> l
     return [combo for size in sizes for combo in itertools.combinations(tasks, size)]
 
 
-def code_version() -> str:
-    """A hash of the code that turns adapters into merge scores (merging and its methods, the multi-task model,
-    batching and scoring): cached scores are valid only for the code that computed them, so editing ``merging.py``
-    recomputes."""
-    digest = hashlib.sha256()
-    for module in (merging, methods, combine, adamerging, multitask, batches, scoring, training, sys.modules[__name__]):
+def source_version(*modules: ModuleType, start: bytes = b"") -> str:
+    """A short hash of the source of ``modules`` (after ``start``, the version of code they build on): what a result
+    computed by them is valid for."""
+    digest = hashlib.sha256(start)
+    for module in modules:
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()[:16]
+
+
+def code_version() -> str:
+    """A hash of the code that turns adapters into merge scores (merging and its methods, the multi-task model,
+    batching and scoring; :func:`source_version`): cached scores are valid only for the code that computed them, so
+    editing ``merging.py`` recomputes."""
+    return source_version(merging, methods, combine, adamerging, multitask, batches, scoring, training, _THIS)
+
+
+_THIS = sys.modules[__name__]
 
 
 class ScoreStore:

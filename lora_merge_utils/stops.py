@@ -1,7 +1,7 @@
 """Stopping a command cleanly: Ctrl-C and SIGTERM raised where the command is, so that it ends as a stopped command
 (saved work kept, one line, no traceback) even where C code or the garbage collector would lose the signal.
 
-The command line (:mod:`lora_merge_utils.cli`) installs a :class:`StopHandler` around each command and reports
+The command line (``python -m lora_merge_utils``) installs a :class:`StopHandler` around each command and reports
 :attr:`StopHandler.signum` as the way the command ended.
 """
 

@@ -19,8 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import math
 import re
 import sys
@@ -34,7 +32,7 @@ import pandas as pd
 
 from . import row_noise, stats
 from .artifacts import read_json, write_json
-from .evaluation import code_version
+from .evaluation import code_version, source_version
 from .integrity import KEY_NAME, find_key, folder_key, seal_holds, sealed
 from .stats import LEVEL, Estimate, holm_p_values
 
@@ -45,10 +43,7 @@ def verdicts_code_version() -> str:
     (:mod:`~lora_merge_utils.stats` and :mod:`~lora_merge_utils.row_noise`), and this module. A record written by
     other code is stale (:func:`stale_chapters`), so an edit to the intervals or the tests asks for chapters 4-6 to
     run again too."""
-    digest = hashlib.sha256(code_version().encode())
-    for module in (stats, row_noise, sys.modules[__name__]):
-        digest.update(inspect.getsource(module).encode())
-    return digest.hexdigest()[:16]
+    return source_version(stats, row_noise, sys.modules[__name__], start=code_version().encode())
 
 
 @dataclass(frozen=True)

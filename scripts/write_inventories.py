@@ -43,6 +43,8 @@ TARGETS: dict[str, tuple[str, str, dict[str, str]]] = {
             },
             "pathlib.Path": PATH,
             "Path": PATH,
+            "types.ModuleType": "library/types.html#types.ModuleType",
+            "ModuleType": "library/types.html#types.ModuleType",
         },
     ),
     "torch": (
