@@ -168,7 +168,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     tune.add_argument(
         "--grid",
         default=None,
-        choices=FIELDS["budget.tuning_grid"].knob.choices,
+        choices=FIELDS["budget.tuning_grid"].values.choices,
         help="shared: every method on the same scales and densities; compact: three of each (default: the "
         "profile's budget.tuning_grid)",
     )

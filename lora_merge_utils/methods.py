@@ -18,6 +18,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .ranges import Range
+
 MAX_WEIGHT = 1e3
 """Largest merge weight (in absolute value) accepted — official sweeps stop at 3, and far larger weights overflow the
 half-precision arithmetic a GPU merge runs in."""
@@ -43,39 +45,18 @@ class Knob:
     required: bool = False
 
     @property
+    def bounds(self) -> Range:
+        """Its accepted values (:class:`~lora_merge_utils.ranges.Range`, shared with the profiles' fields)."""
+        return Range(self.kind, self.low, self.high, self.low_open, self.high_open, self.choices)
+
+    @property
     def range(self) -> str:
         """The accepted values in words, e.g. ``in (0, 1]`` or ``a whole number from 1 to 100000``."""
-        if self.choices:
-            return " or ".join(repr(c) for c in self.choices)
-        if self.kind is int:
-            return (
-                f"a whole number from {self.low:d} to {self.high:d}"
-                if self.high is not None
-                else f"a whole number >= {self.low:d}"
-            )
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        return self.bounds.words
 
     def check(self, value: object, name: str) -> object:
         """``value`` converted to the knob's type if it is in range; a ``ValueError`` naming ``name`` otherwise."""
-        if self.choices:
-            if value not in self.choices:
-                raise ValueError(f"{name} must be {self.range}, got {value!r}.")
-            return value
-        if self.kind is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be {self.range}, got {value!r}.")
-        else:
-            try:
-                value = float(value)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise ValueError(f"{name} must be a number {self.range}, got {value!r}.") from None
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number {self.range}, got {value!r}.")
-        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
-        if too_low or too_high:
-            raise ValueError(f"{name} must be {self.range}, got {value!r}.")
-        return value
+        return self.bounds.check(value, name)
 
 
 KNOBS: dict[str, Knob] = {

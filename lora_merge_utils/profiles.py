@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .methods import Knob
+from .ranges import Range
 
 if TYPE_CHECKING:  # torch is imported where it is used: the command line lists profiles without loading it
     import torch
@@ -74,7 +74,7 @@ class FieldRule:
     """The values a profile field accepts: a number of a type in a range (each item of it, for a tuple), possibly
     ``None``, or a regular expression."""
 
-    knob: Knob
+    values: Range
     optional: bool = False
     each: bool = False
     regex: bool = False
@@ -95,27 +95,27 @@ class FieldRule:
         if self.each:
             _require(
                 isinstance(value, tuple | list) and len(value) > 0,
-                f"{name} must list one or more values, each {self.knob.range}, got {value!r}.",
+                f"{name} must list one or more values, each {self.values.words}, got {value!r}.",
             )
             for item in value:  # type: ignore[union-attr]
-                self.knob.check(item, name)
+                self.values.check(item, name)
             return
-        self.knob.check(value, name)
+        self.values.check(value, name)
 
     @property
     def range(self) -> str:
         if self.regex:
             return "a regular expression"
-        text = f"each {self.knob.range}" if self.each else self.knob.range
+        text = f"each {self.values.words}" if self.each else self.values.words
         return text + (", or null (all)" if self.optional else "")
 
 
 def _int(low: int, high: int, **more) -> FieldRule:
-    return FieldRule(Knob("", "", int, low, high), **more)
+    return FieldRule(Range(int, low, high), **more)
 
 
 def _number(low: float, high: float, low_open: bool = False, high_open: bool = False, **more) -> FieldRule:
-    return FieldRule(Knob("", "", float, low, high, low_open, high_open), **more)
+    return FieldRule(Range(float, low, high, low_open, high_open), **more)
 
 
 IMAGES = 10_000_000
@@ -128,7 +128,7 @@ FIELDS: dict[str, FieldRule] = {
     "lora.rank": _int(1, 1024),
     "lora.alpha": _number(0, 1e4, low_open=True),
     "lora.dropout": _number(0, 1, high_open=True),
-    "lora.target_modules": FieldRule(Knob("", ""), regex=True),
+    "lora.target_modules": FieldRule(Range(str), regex=True),
     "train.head_l2": _number(0, 1e6, each=True),
     "train.head_max_iter": _int(1, 1_000_000),
     "train.adapter_epochs": _int(1, 1000),
@@ -144,7 +144,7 @@ FIELDS: dict[str, FieldRule] = {
     "data.val_size": _int(1, IMAGES),
     "data.test_size": _int(1, IMAGES, optional=True),
     "budget.tuning_images": _int(1, IMAGES, optional=True),
-    "budget.tuning_grid": FieldRule(Knob("", "", str, choices=("shared", "compact"))),
+    "budget.tuning_grid": FieldRule(Range(str, choices=("shared", "compact"))),
     "budget.tuning_pairs": _int(1, 10_000, optional=True),
     "budget.comparison_images": _int(1, IMAGES, optional=True),
     "budget.refit_images": _int(1, IMAGES, optional=True),
