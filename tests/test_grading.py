@@ -476,6 +476,17 @@ def test_the_sandbox_refuses_to_show_a_hidden_folder_and_names_the_fix(tmp_path,
     assert (staged / "__init__.py").is_file() and not list(staged.rglob("*.ipynb"))
 
 
+def test_the_sandbox_mounts_its_empty_tmp_before_a_python_that_lives_under_tmp(tmp_path):
+    """bubblewrap lays mounts in order, a later one over an earlier one: an empty /tmp mounted after the Python
+    installation would hide a virtual environment under /tmp (a fresh clone's), and no Python would start."""
+    from lora_merge_utils.course.sandbox import _base_arguments
+
+    venv = tmp_path / ".venv"
+    arguments = _base_arguments(tmp_path / "lib", (venv,))
+    shown = next(i for i, a in enumerate(arguments) if a == str(venv) and arguments[i - 2] == "--ro-bind")
+    assert arguments.index("--tmpfs") < shown, arguments
+
+
 def test_the_grader_names_the_artifacts_variable_the_library_reads():
     from lora_merge_utils.artifacts import ARTIFACTS_ENV
     from lora_merge_utils.course import grading

@@ -147,6 +147,12 @@ def _base_arguments(lib: Path, python: tuple[Path, ...]) -> list[str]:
         "--ro-bind",
         "/usr",
         "/usr",
+        # /tmp before the Python installation: a later mount hides what lies under it, and a virtual environment may
+        # live under /tmp (a fresh clone in a temporary folder)
+        "--tmpfs",
+        "/tmp",
+        "--dir",
+        "/tmp/home",
     ]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/") / name
@@ -163,7 +169,7 @@ def _base_arguments(lib: Path, python: tuple[Path, ...]) -> list[str]:
     arguments += ["--ro-bind-try", "/sys", "/sys", "--proc", "/proc", "--dev", "/dev"]
     for device in sorted(Path("/dev").glob("nvidia*")):  # a GPU, where the grader has one
         arguments += ["--dev-bind", str(device), str(device)]
-    return [*arguments, "--tmpfs", "/tmp", "--dir", "/tmp/home"]
+    return arguments
 
 
 def python_folders() -> tuple[Path, ...]:
