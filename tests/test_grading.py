@@ -445,6 +445,33 @@ def test_in_the_sandbox_no_forgery_search_or_wrecker_scores_or_reaches_another_r
     assert "forged" not in out.read_text()
 
 
+@needs_sandbox
+@pytest.mark.subprocess
+def test_links_a_submission_plants_in_its_folder_are_never_followed_by_the_grader(tmp_path, chapters, grading_env):
+    """The grader reads what a run leaves in its scratch folder with the instructor's permissions: a link planted
+    there to the instructor's chapter must not bring its solutions into the feedback, and a link to a device that
+    never ends must not hang the grading."""
+    folder, out = tmp_path / "submissions", tmp_path / "scores.csv"
+    folder.mkdir()
+    chapter = next(chapters.glob("*.ipynb"))
+    plant = (
+        "import os\n"
+        f"os.symlink({str(chapter)!r}, 'executed.ipynb')\n"
+        "os.remove('answers')\n"
+        "os.symlink('/dev/zero', 'answers')"
+    )
+    nbformat.write(small_submission(False, after=[plant]), folder / "mallory.ipynb")
+    nbformat.write(small_submission(True), folder / "solved.ipynb")
+    grade_folder(folder, out, jobs=2, chapters_dir=chapters, progress=lambda _: None, sandbox="bwrap")
+    table = _table(out)
+    assert table["mallory.ipynb"]["checked_points"] == "0" and table["solved.ipynb"]["checked_points"] == str(FULL)
+    assert "Solution 0.2" in chapter.read_text(), "the marker this test looks for"
+    kept = list((tmp_path / "scores").glob("mallory*"))
+    assert kept, "mallory's feedback is written"
+    for path in kept:
+        assert "Solution 0.2" not in path.read_text(errors="replace"), f"{path.name} holds the instructor's solution"
+
+
 @pytest.mark.subprocess
 def test_without_a_sandbox_the_same_search_finds_the_solutions(tmp_path, chapters, grading_env):
     """The control for the test above: unsandboxed (``--sandbox none``), the search finds the instructor's chapters

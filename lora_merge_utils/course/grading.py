@@ -152,7 +152,28 @@ class Execution:
     answers: dict = field(default_factory=dict)
     errors: int = 0
     status: str = "graded"
-    executed: Path | None = None
+    executed: object | None = None
+    """The executed notebook, as the grader read it (an ``nbformat`` node), or ``None``."""
+
+
+LIMITS = {"answers": 5_000_000, "ending.txt": 10_000, "executed.ipynb": 200_000_000, "stderr": 1_000_000}
+"""The most bytes the grader reads of each file a run leaves (a submission controls their size)."""
+
+
+def read_left_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of a file a run left in its scratch folder, read as the grader safely can: ``None`` unless it is a
+    plain file (never through a link a submission planted to one of the instructor's files, never a device or a pipe
+    that would never end), and at most ``limit`` bytes (the rest is cut)."""
+    import stat
+
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return None
+        return file.read(limit)
 
 
 def _execute_here(source: Path, executed: Path, answers_file: Path, cell_timeout: int) -> None:
@@ -215,22 +236,27 @@ def execute(
     arguments = ["-m", "lora_merge_utils.course.grading", "execute", source.name, executed.name, answers_file.name]
     sandbox = sandbox or Sandbox("none", Path(__file__).resolve().parents[2])
     command, environment = sandbox.command([*arguments, str(cell_timeout)], scratch, artifacts, share_artifacts)
-    child = subprocess.Popen(
-        command,
-        cwd=scratch,
-        env=environment,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # The child's error output goes to a file beside the scratch folder, never into it (a run cannot reach it) and
+    # never into the grader's memory whole; no standard input (the instructor's terminal is not the run's).
+    stderr_path = scratch.parent / f".{scratch.name}-stderr"
+    with open(stderr_path, "wb") as stderr_file:
+        child = subprocess.Popen(
+            command,
+            cwd=scratch,
+            env=environment,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+        )
     with _RUNNING_LOCK:
         _RUNNING.add(child)
     result = Execution()
     try:
-        _, stderr = child.communicate(timeout=notebook_timeout)
+        child.wait(timeout=notebook_timeout)
         if child.returncode != 0:
-            result.status = "the grader could not run it: " + (stderr.strip().splitlines() or ["?"])[-1][:200]
+            said = _text(read_left_file(stderr_path, LIMITS["stderr"])).strip().splitlines() or ["?"]
+            result.status = "the grader could not run it: " + said[-1][:200]
     except subprocess.TimeoutExpired:
         _kill(child)
         result.status = f"stopped after {notebook_timeout} s; answers given before that count"
@@ -238,19 +264,30 @@ def execute(
         _kill(child)
         with _RUNNING_LOCK:
             _RUNNING.discard(child)
-    ending = scratch / "ending.txt"
-    if result.status == "graded" and ending.is_file():
-        result.status = ending.read_text(encoding="utf-8")
-    result.answers = read_answers(answers_file.read_text(encoding="utf-8").splitlines())
-    if executed.is_file():
-        result.executed = executed
-        done = nbformat.read(executed, as_version=4)
+        stderr_path.unlink(missing_ok=True)
+    # Everything below comes from files the run could replace (by links, devices, pipes or huge files): each is read
+    # without following a link, only if it is a plain file, and only up to its limit.
+    ending = read_left_file(scratch / "ending.txt", LIMITS["ending.txt"])
+    if result.status == "graded" and ending is not None:
+        result.status = _text(ending)[:500]
+    result.answers = read_answers(_text(read_left_file(answers_file, LIMITS["answers"])).splitlines())
+    left = read_left_file(executed, LIMITS["executed.ipynb"])
+    try:
+        done = nbformat.reads(_text(left), as_version=4) if left is not None else None
+    except Exception:  # any way the left file fails to be a notebook: the answers still count
+        done = None
+    if done is not None:
+        result.executed = done
         result.errors = sum(
             any(o.get("output_type") == "error" for o in cell.get("outputs", []))
             for cell in done.cells
             if READ_TAG not in cell.metadata.get("tags", [])
         )
     return result
+
+
+def _text(data: bytes | None) -> str:
+    return (data or b"").decode("utf-8", errors="replace")
 
 
 _RUNNING: set[subprocess.Popen] = set()
@@ -476,14 +513,15 @@ def grade_folder(
     results = out.with_suffix("")
     work = Path(tempfile.mkdtemp(prefix="grading-"))
     repository = Path(__file__).resolve().parents[2]
-    hidden = [folder, results, *([chapters_dir] if chapters_dir else []), *([repository] * _is_repository(repository))]
+    hidden = [folder, results, Path(tempfile.gettempdir()), *([chapters_dir] if chapters_dir else [])]
+    hidden += [repository] * _is_repository(repository)
     try:
         box = prepare(sandbox, work, hidden)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     progress(_describe(box, sandbox))
-    shared = Path(os.environ[_ARTIFACTS_ENV]).expanduser() if os.environ.get(_ARTIFACTS_ENV) else None
+    shared = Path(os.environ[_ARTIFACTS_ENV]).expanduser().resolve() if os.environ.get(_ARTIFACTS_ENV) else None
     run = run or functools.partial(execute, sandbox=box, artifacts=shared)
     results.mkdir(parents=True, exist_ok=True)
     rows: dict[Path, dict] = {}
@@ -654,9 +692,9 @@ def _keep(run: Execution, stem: Path, name: str) -> None:
     """Save the executed submission beside the scores, as ``.ipynb`` and ``.html``, without the grader's cells."""
     import nbformat
 
-    if run.executed is None or not run.executed.is_file():
+    if run.executed is None:
         return
-    notebook = nbformat.read(run.executed, as_version=4)
+    notebook = nbformat.from_dict(json.loads(json.dumps(run.executed)))
     notebook.cells = [c for c in notebook.cells if READ_TAG not in c.metadata.get("tags", [])]
     # stem.name + suffix, not with_suffix: an ID like jane.doe must not lose its ".doe"
     nbformat.write(notebook, stem.parent / f"{stem.name}.ipynb")

@@ -93,14 +93,19 @@ class Sandbox:
         """``(command, environment)`` that run ``python arguments...`` with ``work`` as working directory (start it
         there: ``cwd=work``). ``artifacts`` is a shared artifacts folder: ``share_artifacts`` (the instructor's own
         reference run) lets the run write to it; otherwise a sandboxed run gets a copy of it in ``work``, so that
-        nothing it writes reaches another run. Paths in ``arguments`` are relative to ``work``."""
+        nothing it writes reaches another run (unsandboxed, every run shares it). Paths in ``arguments`` are relative
+        to ``work``."""
         python = [sys.executable, *arguments]
         if self.mode == "none":
             environment = dict(os.environ) | _package_first(self.lib)
             if artifacts is not None:
                 environment["LORA_BOOK_ARTIFACTS"] = str(artifacts)
             return python, environment
-        environment = {name: os.environ[name] for name in PASSED_ON if name in os.environ} | {
+        environment = {name: os.environ[name] for name in PASSED_ON if name in os.environ}
+        overrides = environment.get("LORA_BOOK_OVERRIDES", "")
+        if overrides and not overrides.lstrip().startswith("{") and Path(overrides).expanduser().is_file():
+            environment["LORA_BOOK_OVERRIDES"] = Path(overrides).expanduser().read_text()  # its file is not shown
+        environment |= {
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": "/tmp/home",
             "PYTHONPATH": str(INSIDE_LIB),
@@ -202,12 +207,13 @@ def stage_package(destination: Path) -> Path:
 
 @functools.cache
 def bwrap_problem() -> str | None:
-    """Why a bubblewrap sandbox cannot run here, or ``None`` where it can (tried once: a Python that starts inside a
-    sandbox built as :meth:`Sandbox.command` builds it)."""
+    """Why a bubblewrap sandbox cannot run here, or ``None`` where it can (tried once: the grader's Python, inside a
+    sandbox built as :meth:`Sandbox.command` builds it, imports what a run needs)."""
     if shutil.which("bwrap") is None:
         return "bubblewrap is not installed (apt install bubblewrap; dnf install bubblewrap)"
     probe = Path(__file__).resolve().parent
-    command = ["bwrap", *_base_arguments(probe, python_folders()), "--", sys.executable, "-S", "-c", "pass"]
+    imports = "import nbclient, ipykernel"  # what a run needs, from the installation the sandbox shows
+    command = ["bwrap", *_base_arguments(probe, python_folders()), "--", sys.executable, "-c", imports]
     try:
         tried = subprocess.run(command, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as error:
