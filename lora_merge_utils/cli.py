@@ -139,7 +139,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     for knob in KNOBS.values():  # one flag per knob the methods declare (lora_merge_utils.methods.KNOBS)
         merge.add_argument(
             COMMAND_LINE.knob(knob.name),
-            type=knob.kind,
+            type=knob.values.kind,
             default=None,
             help=f"{knob.help}; {knob.range}; for {', '.join(takers(knob.name))}",
         )

@@ -30,33 +30,27 @@ MAX_SEED = 2**32 - 1
 
 @dataclass(frozen=True)
 class Knob:
-    """A hyperparameter a merge method can take: its type, its range and its default (``None``: required, or
-    computed from the adapters, as said in ``help``)."""
+    """A hyperparameter a merge method can take: its accepted values (a
+    :class:`~lora_merge_utils.ranges.Range`, the same kind of record as a profile field's) and its default (``None``:
+    required, or computed from the adapters, as said in ``help``)."""
 
     name: str
     help: str
-    kind: type = float
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple[str, ...] = ()
+    values: Range = field(default_factory=Range)
     default: object = None
     required: bool = False
 
     @property
-    def bounds(self) -> Range:
-        """Its accepted values (:class:`~lora_merge_utils.ranges.Range`, shared with the profiles' fields)."""
-        return Range(self.kind, self.low, self.high, self.low_open, self.high_open, self.choices)
-
-    @property
     def range(self) -> str:
         """The accepted values in words, e.g. ``in (0, 1]`` or ``a whole number from 1 to 100000``."""
-        return self.bounds.words
+        return self.values.words
 
     def check(self, value: object, name: str) -> object:
         """``value`` converted to the knob's type if it is in range; a ``ValueError`` naming ``name`` otherwise."""
-        return self.bounds.check(value, name)
+        return self.values.check(value, name)
+
+
+_SHARE = Range(float, 0, 1, low_open=True)
 
 
 KNOBS: dict[str, Knob] = {
@@ -65,42 +59,39 @@ KNOBS: dict[str, Knob] = {
         Knob(
             "density",
             "fraction of each task's entries (or factor entries) kept",
-            low=0,
-            high=1,
-            low_open=True,
+            _SHARE,
             required=True,
         ),
         Knob(
             "trim_density",
             "share of each task's entries TIES's trim keeps after DARE's drop (MergeLM: 0.2; 1 skips the trim)",
-            low=0,
-            high=1,
-            low_open=True,
+            _SHARE,
             default=0.2,
         ),
         Knob(
             "common_fraction",
             "share of the spectrum given to the common subspace (1: all of it, which is Iso-C)",
-            low=0,
-            high=1,
-            low_open=True,
+            _SHARE,
             default=0.8,
         ),
-        Knob("svd_rank", "rank of the result (default: the largest input rank; at most the sum of ranks)", int, 1),
-        Knob("steps", "Adam steps (default: the method's schedule)", int, 1, 100_000),
-        Knob("lr", "Adam's learning rate (default: the method's schedule)", low=0, high=10, low_open=True),
+        Knob(
+            "svd_rank", "rank of the result (default: the largest input rank; at most the sum of ranks)", Range(int, 1)
+        ),
+        Knob("steps", "Adam steps (default: the method's schedule)", Range(int, 1, 100_000)),
+        Knob("lr", "Adam's learning rate (default: the method's schedule)", Range(float, 0, 10, low_open=True)),
         Knob(
             "majority_sign_method",
             "how TIES elects each entry's sign",
-            str,
-            choices=("total", "frequency"),
+            Range(str, choices=("total", "frequency")),
             default="total",
         ),
     ]
 }
 """Every method-specific knob, by its keyword name (``--svd-rank`` on the command line for ``svd_rank``)."""
 
-SEED = Knob("seed", "seed of the method's randomness (DARE's drop, AdaMerging's batches)", int, 0, MAX_SEED, default=0)
+SEED = Knob(
+    "seed", "seed of the method's randomness (DARE's drop, AdaMerging's batches)", Range(int, 0, MAX_SEED), default=0
+)
 """Every method takes a seed (a run's property; methods without randomness ignore it)."""
 
 ADAMERGING_PAPER = {"steps": 500, "lr": 1e-3, "init": 0.3, "batch_size": 32}

@@ -75,7 +75,7 @@ def edge_warnings(best: MergeSpec, candidates: Sequence[MergeSpec]) -> list[str]
         if len(tried) > 1 and value in (tried[0], tried[-1]):
             side = "smallest" if value == tried[0] else "largest"
             knob = KNOBS.get(name)
-            bound = None if knob is None else knob.low if side == "smallest" else knob.high
+            bound = None if knob is None else knob.values.low if side == "smallest" else knob.values.high
             if knob is not None and value == bound:
                 reason = "the grid cannot be extended: no value beyond it is allowed"
                 if name == "density":

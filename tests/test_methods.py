@@ -108,4 +108,4 @@ def test_defaults_are_filled_and_the_seed_is_checked():
     assert weights == [pytest.approx(1 / 3)] * 3
     assert resolved == {"density": 0.3, "trim_density": 0.2, "majority_sign_method": "total"}
     with pytest.raises(ValueError, match="seed must be"):
-        check_merge_request("dare_ties", 3, {"density": 0.3}, seed=SEED.high + 1)
+        check_merge_request("dare_ties", 3, {"density": 0.3}, seed=SEED.values.high + 1)
