@@ -173,8 +173,8 @@ def _is_debris(path: Path, stale_after: float) -> bool:
 
 STUDY_FOLDERS = ("adapters", "heads", "features", "joint", "results", "verdicts")
 """The folders a study writes under its root (:class:`~lora_merge_utils.artifacts.ArtifactStore`,
-:mod:`lora_merge_utils.verdicts`): the only places debris is looked for there, so that nothing of a user's in the same
-folder (their notes, a ``.old`` folder of their own) is ever touched."""
+:mod:`lora_merge_utils.course.verdicts`): the only places debris is looked for there, so that nothing of a user's in
+the same folder (their notes, a ``.old`` folder of their own) is ever touched."""
 
 
 def check_confined(root: Path | str, folders: tuple[str, ...] = STUDY_FOLDERS) -> None:

@@ -165,36 +165,6 @@ class Study:
         ]
         return "\n".join(lines)
 
-    def expects_real_results(self, check: str) -> bool:
-        """Whether a check that needs real pretrained weights and real data should run: ``True``, except in a smoke
-        run (:attr:`~lora_merge_utils.profiles.Profile.smoke`), where it prints that ``check`` is skipped and why, and
-        returns ``False``."""
-        if self.profile.smoke:
-            print(f"smoke run: skipped the check that {check} (it needs real pretrained weights and real data)")
-            return False
-        return True
-
-    def check(self, claim: str, holds: bool, expected: str, details=None) -> bool:
-        """A chapter's check of what its world shows, e.g. ``study.check("adapters beat the baseline on 5 of 6
-        tasks", wins >= 5, expected="...")``; returns whether it holds.
-
-        Where the checks were calibrated (:attr:`~lora_merge_utils.profiles.Profile.calibrated_checks`, the tiny
-        profile) a check that fails stops the chapter with an ``AssertionError``: the world is ours and fixed, so a
-        failure means a bug. On real data it prints a warning saying what was expected there and why (``expected``: the
-        figure published work reports, with its source) and the chapter goes on. A smoke run skips it, saying so.
-        ``details`` (a table, say) is shown with the failure.
-        """
-        if self.profile.smoke:
-            print(f"smoke run: skipped the check that {claim} (it needs real pretrained weights and real data)")
-            return True
-        if holds:
-            return True
-        shown = f"\n{details}" if details is not None else ""
-        if self.profile.calibrated_checks:
-            raise AssertionError(f"The check that {claim} failed in the {self.profile.name} profile.{shown}")
-        print(f"\u26a0 Not as expected: {claim} does not hold on this run. {expected}{shown}")
-        return False
-
     @property
     def store(self) -> ArtifactStore:
         return ArtifactStore(self.root)

@@ -65,7 +65,7 @@ def public_notebook(notebook) -> nbformat.NotebookNode:
     solution cells and no check cells (which call the answers that are gone, so the download would stop in a
     ``NameError``); none of the scaffolding the executed sources keep for CI: no cell that only guards the key
     results on the page (the download keeps it: a later cell may read what it computes), no nbval marker, no bare
-    ``True`` under a ``study.check(...)``, and no setup output; and an exercises' introduction that says where the
+    ``True`` under a ``check(study, ...)``, and no setup output; and an exercises' introduction that says where the
     self-check is."""
     cells = []
     for cell in notebook.cells:
@@ -79,7 +79,7 @@ def public_notebook(notebook) -> nbformat.NotebookNode:
             cell.source = TEST_MARKER.sub("", cell.source)
             if "setup" in tags:
                 cell.outputs = []
-            elif "study.check(" in cell.source:
+            elif "check(study," in cell.source:
                 cell.outputs = [o for o in cell.outputs if not _bare_boolean(o)]
         elif SELF_CHECK_SENTENCE in cell.source:
             cell.source = cell.source.replace(SELF_CHECK_SENTENCE, PUBLIC_SELF_CHECK)

@@ -83,6 +83,7 @@ if "google.colab" in sys.modules:
                              "that this runtime has internet access (or set BOOK_REF = 'main'), then run this again.")
 
 import lora_merge_utils as lmu  # noqa: E402
+from lora_merge_utils.course import check, check_exercise, glue  # noqa: E402, F401  (one setup for every chapter)
 
 study = lmu.Study.open()  # profile from $LORA_BOOK_PROFILE, else full on a Colab GPU, else tiny
 print(study.describe())

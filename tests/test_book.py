@@ -80,14 +80,14 @@ def test_chapter_structure(path):
         checks = [c for c in cells if "check" in c.metadata.get("tags", []) and c.metadata["exercise"] == spec.id]
         assert len(checks) == spec.checked, f"exercise {spec.id}: a check cell exactly when it is checked"
         if spec.checked:
-            call = rf'lmu\.check_exercise\("{re.escape(spec.id)}", {spec.variable}(, .+)?\)'
+            call = rf'check_exercise\("{re.escape(spec.id)}", {spec.variable}(, .+)?\)'
             assert re.fullmatch(call, checks[0].source), checks[0].source
             assert any(f"{spec.variable} =" in c.source for c in own), "the solution stores its answer"
             assert "remove-cell" in checks[0].metadata["tags"], "no bare check cell on a public page"
     code = [c for c in cells if c.cell_type == "code"]
     assert any("NBVAL_CHECK_OUTPUT" in c.source for c in code)
-    assert any(re.search(r"^\s*(assert |study\.check\()", c.source, flags=re.M) for c in code), (
-        "a key result is checked (an assert where it holds by construction, study.check where it is the world's)"
+    assert any(re.search(r"^\s*(assert |check\(study, )", c.source, flags=re.M) for c in code), (
+        "a key result is checked (an assert where it holds by construction, check(study, ...) where it is the world's)"
     )
 
 
@@ -131,7 +131,7 @@ def test_no_chapter_moves_the_shared_backbone_or_mixes_devices(path):
 
 
 def _glued(path: Path) -> dict:
-    """The values a stored chapter glued (``lmu.glue``), as their text."""
+    """The values a stored chapter glued (``glue``), as their text."""
     values = {}
     for cell in nbformat.read(path, as_version=4).cells:
         for output in cell.get("outputs", []):

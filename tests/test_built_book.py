@@ -88,11 +88,11 @@ def test_math_is_served_from_the_build(public_book):
 def test_setup_and_glue_cells_are_collapsed_and_check_cells_absent(public_book):
     page = (public_book / "notebooks" / "05_merge_methods.html").read_text(encoding="utf-8")
     assert page.count("tag_hide-input") >= 2, "the setup cell and the code above What we found are collapsed"
-    assert "lmu.check_exercise(" not in page, "no check cell without its solution on a public page"
+    assert "check_exercise(" not in page, "no check cell without its solution on a public page"
 
 
 def test_public_pages_and_downloads_carry_no_scaffolding(public_book):
-    """What the review found on the public pages: bare True outputs under study.check(...), nbval markers, cells that
+    """What the review found on the public pages: bare True outputs under check(study, ...), nbval markers, cells that
     only guard results for CI, the setup cell's output, and a download that stopped in a NameError at its first check
     cell. The executed sources keep all of it for CI; the site shows none of it."""
     import json

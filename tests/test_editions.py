@@ -252,7 +252,7 @@ def _names(code: str) -> tuple[set[str], set[str]]:
 def test_the_public_edition_s_staged_chapters_read_without_scaffolding_and_run_without_their_solutions(tmp_path):
     """What the public site serves, page and download: no solution or check cell (a check calls an answer that is
     gone: the download stopped in a NameError), no cell that only guards results for CI, no nbval marker, no bare
-    True under study.check(...), no setup output, and an exercises' introduction that says where the self-check is.
+    True under check(study, ...), no setup output, and an exercises' introduction that says where the self-check is.
     Every name a remaining cell reads is defined by a remaining cell (or is a builtin)."""
     import builtins
 

@@ -81,7 +81,7 @@ HOSTILE = [
     "print('✓ Exercise 0.1: correct.')",
     # a replaced self-check and a replaced answer table
     "import lora_merge_utils as lmu, lora_merge_utils.course.exercises as ex\n"
-    "ex.form_check = lambda *a, **k: ex.Mark(True, '✓')\nlmu.check_exercise = lambda *a, **k: print('✓')",
+    "ex.form_check = lambda *a, **k: ex.Mark(True, '✓')\ncheck_exercise = lambda *a, **k: print('✓')",
     # a fake answer line printed by the student's own cell
     'print(\'LORA_BOOK_ANSWER ["0.2", "patch_embed.proj"]\')',
 ]

@@ -47,6 +47,23 @@ def test_course_tooling_is_reached_only_from_the_command_line():
             assert not reached or module == "cli", f"{module} imports {reached}"
 
 
+def test_the_top_level_re_exports_no_course_name():
+    """The top level's lazy names are strings the drawing cannot see: were one of them a course module's, "only the
+    command line imports course" would hold on paper only. The course wing offers its own (``lora_merge_utils.course``),
+    and the course's book policy (checks, verdicts) lives there, not in the study."""
+    import lora_merge_utils
+    import lora_merge_utils.course as course
+    from lora_merge_utils.study import Study
+
+    assert not [name for name, module in lora_merge_utils._EXPORTS.items() if module.startswith("course")]
+    assert not {"glue", "check_exercise", "EXPECTED", "Verdict", "record_verdicts"} & set(dir(lora_merge_utils))
+    for name in course.__all__:
+        assert getattr(course, name) is not None, name
+    assert {"check", "glue", "check_exercise", "record_verdicts", "book_family"} <= set(course.__all__)
+    assert not hasattr(Study, "check") and not hasattr(Study, "expects_real_results")
+    assert "verdicts" not in ARROWS and "course.verdicts" in ARROWS and "course.checks" in ARROWS
+
+
 def test_data_never_imports_the_study_or_merging():
     """Tasks load without the merging half of the library: data imports only the profile, batching and storage."""
     for module, targets in ARROWS.items():

@@ -189,21 +189,29 @@ def test_adapters_trained_side_by_side_are_the_ones_trained_one_after_another(
 def test_a_chapter_check_stops_the_tiny_world_warns_on_real_data_and_is_skipped_by_the_smoke(capsys, tmp_path):
     import torch
 
-    from lora_merge_utils import EXPECTED, FULL, TINY
+    from lora_merge_utils import FULL, TINY
+    from lora_merge_utils.course.checks import check, expects_real_results
+    from lora_merge_utils.course.expectations import EXPECTED
 
     def study(profile):
         return Study(profile, tmp_path, backbone=None, device=torch.device("cpu"))
 
     claim, expected = "every adapter reaches 80% test accuracy", EXPECTED["adapter_accuracy"]
-    assert study(TINY).check(claim, True, expected) and study(FULL).check(claim, True, expected)
+    assert check(study(TINY), claim, True, expected) and check(study(FULL), claim, True, expected)
+    assert check(FULL, claim, True, expected), "a profile will do where there is no study"
     assert capsys.readouterr().out == "", "a check that holds says nothing"
     with pytest.raises(AssertionError, match="every adapter reaches 80%.*tiny profile.*\n.*dtd 0.61"):
-        study(TINY).check(claim, False, expected, details="dtd 0.61")
-    assert study(FULL).check(claim, False, expected, details="dtd 0.61") is False
+        check(study(TINY), claim, False, expected, details="dtd 0.61")
+    assert check(study(FULL), claim, False, expected, details="dtd 0.61") is False
     out = capsys.readouterr().out
     assert out.startswith("⚠ Not as expected: every adapter reaches 80%") and expected in out and "dtd 0.61" in out
-    assert study(FULL.replace(smoke=True)).check(claim, False, expected)
+    smoke = study(FULL.replace(smoke=True))
+    assert check(smoke, claim, False, expected)
     assert "smoke run: skipped the check that every adapter reaches 80%" in capsys.readouterr().out
+    assert expects_real_results(study(FULL), claim) and not expects_real_results(smoke, claim)
+    assert "smoke run: skipped the check that every adapter" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="a study or a profile"):
+        check("tiny", claim, True, expected)
 
 
 def test_a_variant_shares_what_does_not_depend_on_the_adapters(own_root, mini_profile):

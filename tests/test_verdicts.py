@@ -1,4 +1,5 @@
-"""The book-wide family of verdicts: chapters record, chapter 7 reads and corrects (lora_merge_utils.verdicts)."""
+"""The book-wide family of verdicts: chapters record, chapter 7 reads and corrects
+(lora_merge_utils.course.verdicts)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import numpy as np
 import pytest
 
 from lora_merge_utils.course.chapters import verdict_chapters
-from lora_merge_utils.stats import Estimate, holm, holm_p_values
-from lora_merge_utils.verdicts import (
+from lora_merge_utils.course.verdicts import (
     Verdict,
     book_family,
     read_verdicts,
@@ -20,6 +20,7 @@ from lora_merge_utils.verdicts import (
     verdicts_code_version,
     verdicts_file,
 )
+from lora_merge_utils.stats import Estimate, holm, holm_p_values
 
 from .helpers import ROOT
 
@@ -152,14 +153,14 @@ def test_the_chapters_that_the_conclusions_quote_record_their_verdicts_and_chapt
     for chapter in verdict_chapters():
         (path,) = ROOT.glob(f"notebooks/{chapter:02d}_*.ipynb")
         code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
-        assert f"lmu.record_verdicts(study.root, {chapter}," in code, path.name
+        assert f"record_verdicts(study.root, {chapter}," in code, path.name
     (last,) = ROOT.glob("notebooks/07_*.ipynb")
     code = "\n".join(c.source for c in nbformat.read(last, as_version=4).cells if c.cell_type == "code")
-    assert "lmu.read_verdicts(study.root, chapters=verdict_chapters())" in code and "lmu.book_family(" in code
+    assert "read_verdicts(study.root, chapters=verdict_chapters())" in code and "book_family(" in code
     others = [p for p in ROOT.glob("notebooks/0*.ipynb") if int(p.name[:2]) not in verdict_chapters()]
     for path in others:
         code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
-        assert "lmu.record_verdicts(" not in code, path.name
+        assert "record_verdicts(" not in code, path.name
 
 
 def test_chapters_recorded_by_other_code_are_named_stale(tmp_path):

@@ -361,7 +361,7 @@ def plain(value: Any) -> Any:
 @dataclass(frozen=True)
 class Mark:
     """What a check says of one exercise's answer: whether it passed, and the line shown to the student (not a
-    statistical :class:`~lora_merge_utils.verdicts.Verdict`, which is the chapters' answer to a question)."""
+    statistical :class:`~lora_merge_utils.course.verdicts.Verdict`, which is the chapters' answer to a question)."""
 
     passed: bool
     message: str

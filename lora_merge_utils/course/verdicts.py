@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import row_noise, stats
-from .artifacts import read_json, write_json
-from .evaluation import code_version, source_version
-from .integrity import KEY_NAME, find_key, folder_key, seal_holds, sealed
-from .stats import LEVEL, Estimate, holm_p_values
+from .. import row_noise, stats
+from ..artifacts import read_json, write_json
+from ..evaluation import code_version, source_version
+from ..integrity import KEY_NAME, find_key, folder_key, seal_holds, sealed
+from ..stats import LEVEL, Estimate, holm_p_values
 
 
 def verdicts_code_version() -> str:
