@@ -239,7 +239,66 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="where each notebook runs: bwrap, a bubblewrap sandbox that holds none of your files, other submissions "
         "or network; none, with your permissions; auto (default), bwrap wherever it works, else none with a warning",
     )
+    report = commands.add_parser(
+        "report",
+        help="will my adapters merge? the book's answer for your own PEFT adapters",
+        description="Read a base model (a timm model name with --weights, or a local timm or transformers model "
+        "folder), your PEFT LoRA adapters (each with its head: in modules_to_save, a head file beside it, or "
+        "--head) and each task's data (an image folder with train/, val/, test/ and a folder per class, or a "
+        "datasets folder written by save_to_disk); check them against each other before any work; score each "
+        "adapter against its frozen-backbone floor and every merge with task arithmetic, TIES and refitted heads, "
+        "each tuned on the validation split; and write report.md, report.html, summary.json and the recommended "
+        "merge under --out. Offline; CUDA when present.",
+    )
+    report.add_argument("--base", required=True, help="timm model name (with --weights), or a local model folder")
+    report.add_argument("--weights", type=Path, default=None, help="the timm model's weights file")
+    report.add_argument(
+        "--base-args", type=_json_object, default=None, help="the timm model's creation arguments, as JSON"
+    )
+    report.add_argument(
+        "--adapter", action="append", type=_named, required=True, metavar="NAME=DIR", help="a PEFT adapter folder"
+    )
+    report.add_argument(
+        "--data", action="append", type=_named, required=True, metavar="NAME=DIR", help="that task's data folder"
+    )
+    report.add_argument(
+        "--head", action="append", type=_named, default=[], metavar="NAME=FILE", help="an adapter's head file"
+    )
+    report.add_argument("--out", type=_folder, required=True, help="the folder to write the report into")
+    report.add_argument("--max-images", type=_at_least(1), default=None, help="at most this many images per split")
+    report.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    report.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _named(text: str) -> tuple[str, Path]:
+    """``NAME=PATH``."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=PATH (e.g. cats=adapters/cats)")
+    return name, Path(path)
+
+
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object such as '{{\"img_size\": 32}}'")
+    return value
+
+
+def _by_name(pairs: list[tuple[str, Path]], option: str) -> dict[str, Path]:
+    """``NAME=PATH`` pairs as a dict; a name given twice is refused."""
+    named: dict[str, Path] = {}
+    for name, path in pairs:
+        if name in named:
+            raise ValueError(f"{option} names {name!r} twice ({named[name]} and {path}); give each name once.")
+        named[name] = path
+    return named
 
 
 def _open(args):
@@ -431,6 +490,28 @@ def _grade(args) -> None:
     print(f"wrote {args.csv} ({len(rows)} submission(s)) and {args.csv.with_suffix('')}/ (notebooks, feedback)")
 
 
+def _report(args) -> None:
+    import torch
+
+    from .own_adapters.report import write_report
+
+    report = write_report(
+        args.base,
+        _by_name(args.adapter, "--adapter"),
+        _by_name(args.data, "--data"),
+        args.out,
+        heads=_by_name(args.head, "--head"),
+        weights=args.weights,
+        base_args=args.base_args,
+        device=torch.device(args.device) if args.device else None,
+        max_images=args.max_images,
+        progress=not args.quiet,
+    )
+    for line in report.recommendation:
+        print(f"- {line}")
+    print(f"wrote {args.out}/report.md, report.html, summary.json and the merge in {args.out}/merged/")
+
+
 COMMANDS = {
     "run": _run,
     "train-head": _train_head,
@@ -441,6 +522,7 @@ COMMANDS = {
     "list": _list,
     "plan": _plan,
     "grade": _grade,
+    "report": _report,
 }
 
 

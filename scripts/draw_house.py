@@ -8,7 +8,8 @@ Imports inside functions count as arrows too: they are dependencies all the same
     python scripts/draw_house.py --root OTHER    # another checkout (e.g. a worktree of an older commit)
 
 ``tests/test_house.py`` asserts the rules the drawing shows: no circle, instrumentation imports nothing of the
-package, the data wing never imports course tooling, and only the command line reaches into the course wing.
+package, the data wing never imports course tooling, and only the command line reaches into the course wing and
+the report on a practitioner's own adapters (``own_adapters``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 PACKAGE = "lora_merge_utils"
-WINGS = ("core", "data", "course", "instrumentation")
+WINGS = ("core", "data", "course", "own_adapters", "instrumentation")
 
 
 def modules(package_dir: Path) -> dict[str, Path]:

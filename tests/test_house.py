@@ -64,6 +64,17 @@ def test_the_top_level_re_exports_no_course_name():
     assert "verdicts" not in ARROWS and "course.verdicts" in ARROWS and "course.checks" in ARROWS
 
 
+def test_the_report_on_own_adapters_is_reached_only_from_the_command_line_and_needs_no_course():
+    """``own_adapters`` stands on the core like a user's own code would: the library never depends on it, and it
+    uses nothing of the book's course wing."""
+    for module, targets in ARROWS.items():
+        reached = {t for t in targets if house.wing(t) == "own_adapters"}
+        if house.wing(module) != "own_adapters":
+            assert not reached or module == "cli", f"{module} imports {reached}"
+        else:
+            assert not {t for t in targets if house.wing(t) == "course"}, module
+
+
 def test_data_never_imports_the_study_or_merging():
     """Tasks load without the merging half of the library: data imports only the profile, batching and storage."""
     for module, targets in ARROWS.items():

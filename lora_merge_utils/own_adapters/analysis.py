@@ -1,0 +1,383 @@
+"""The book's answer for a practitioner's own adapters: each adapter against its frozen-backbone floor, every merge
+tuned on validation and scored on test, with the book's intervals, and a recommendation in plain words.
+
+The same code as the chapters: :func:`~lora_merge_utils.training.train_head` fits the floor (a head on the base
+model's features, its L2 penalty chosen on validation, as chapter 1 does);
+:func:`~lora_merge_utils.evaluation.evaluate_merges` merges and scores; the hyperparameters of each family are chosen
+on the validation split (the highest mean accuracy kept, as :func:`~lora_merge_utils.tuning.select_on_validation`
+chooses), then scored once on the test split; :mod:`~lora_merge_utils.stats` gives the intervals.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..evaluation import MergeInputs, evaluate_merges
+from ..methods import MergeSpec
+from ..profiles import TrainSettings
+from ..scoring import adapter_correctness, head_correctness
+from ..stats import LEVEL, Bootstrap, difference, estimate, pack
+from ..training import extract_features, train_head
+from ..tuning import COMPACT_DENSITIES, COMPACT_LAMBDAS, grid
+from .data import OwnTask
+from .models import OwnAdapter, OwnBase, load_onto
+
+FAMILIES = {
+    "task arithmetic": "data-free",
+    "TIES": "data-free",
+    "refitted heads": "data-light",
+}
+"""The families the report tunes and compares: task arithmetic (the sum with one weight λ), TIES (chapter 5's
+strongest data-free family in the book's worlds that changes the update itself) and task arithmetic with each task's
+head refitted on the merged features (chapter 5's data-light family that needs only the labelled training images the
+floor needs too)."""
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+"""What an adapter's name may be: it names a PEFT adapter and a file."""
+MAX_COMBINATIONS = 20
+"""Merges per size scored at most; beyond it, a seeded sample of that many (said in the report)."""
+
+
+def candidates(family: str) -> list[MergeSpec]:
+    """The family's settings tried on validation: the book's compact grid (:data:`~lora_merge_utils.tuning.GRIDS`)."""
+    if family == "task arithmetic":
+        return grid("task_arithmetic", scale=COMPACT_LAMBDAS)
+    if family == "TIES":
+        return grid("ties", scale=COMPACT_LAMBDAS, density=COMPACT_DENSITIES)
+    if family == "refitted heads":
+        return grid("task_arithmetic", refit_heads=True, scale=COMPACT_LAMBDAS)
+    raise ValueError(f"Unknown family {family!r}; use one of {', '.join(FAMILIES)}.")
+
+
+def check_names(adapters: list[str], data: list[str]) -> None:
+    """The names alone, checked before anything is read: at least two adapters, each a usable name, and every
+    adapter with its task's data under the same name (a name given twice is the command line's to refuse)."""
+    if len(adapters) < 2:
+        raise ValueError(f"A merge needs at least two adapters; got {len(adapters)}. Give --adapter NAME=DIR twice.")
+    for name in adapters:
+        if not NAME.fullmatch(name):
+            raise ValueError(
+                f"Adapter name {name!r}: use a letter, then letters, digits, '-' or '_' (at most 64 characters)."
+            )
+        if name in "lora_":  # PEFT reads a name inside its own prefix as part of it, and re-initialises the weights
+            raise ValueError(f"Adapter name {name!r} is part of PEFT's prefix 'lora_': give it a longer name.")
+    without_data = sorted(set(adapters) - set(data))
+    without_adapter = sorted(set(data) - set(adapters))
+    if without_data or without_adapter:
+        said = [f"no data for {', '.join(without_data)}" if without_data else ""]
+        said.append(f"no adapter for {', '.join(without_adapter)}" if without_adapter else "")
+        raise ValueError(
+            "Every adapter needs its task's data under the same name (--data NAME=DIR), and every data an adapter: "
+            + "; ".join(s for s in said if s)
+            + "."
+        )
+
+
+def check_inputs(base: OwnBase, adapters: dict[str, OwnAdapter], tasks: dict[str, OwnTask]) -> None:
+    """Every problem of the inputs that would stop the report later, found now, in one ``ValueError`` per problem."""
+    check_names(list(adapters), list(tasks))
+    for name, adapter in adapters.items():
+        if adapter.head.in_features != base.num_features:
+            raise ValueError(
+                f"Adapter {name!r}'s head reads {adapter.head.in_features} features, but {base.description} gives "
+                f"{base.num_features}: the adapter was trained on another base model."
+            )
+        classes = tasks[name].num_classes
+        if adapter.head.out_features != classes:
+            raise ValueError(
+                f"Adapter {name!r}'s head has {adapter.head.out_features} classes, but its data has {classes} "
+                f"({', '.join(tasks[name].class_names[:6])}{' ...' if classes > 6 else ''}): give the data it was "
+                "trained on, or its own head with --head."
+            )
+    layers = {name: adapter.layers for name, adapter in adapters.items()}
+    first = next(iter(layers))
+    for name, own in layers.items():
+        if own != layers[first]:
+            only = sorted(own ^ layers[first])[:3]
+            raise ValueError(
+                f"Adapters {first!r} and {name!r} adapt different layers (e.g. {', '.join(only)}): a merge adds "
+                "updates layer by layer, so every adapter must target the same layers of the same base."
+            )
+
+
+def combinations(names: list[str], size: int, most: int = MAX_COMBINATIONS, seed: int = 0) -> tuple[list, bool]:
+    """Every merge of ``size`` of ``names``, or a seeded sample of ``most`` of them; and whether it is a sample."""
+    every = list(itertools.combinations(names, size))
+    if len(every) <= most:
+        return every, False
+    return sorted(random.Random(seed).sample(every, most)), True
+
+
+@dataclass
+class Report:
+    """Everything the report says, as numbers: the files (:mod:`~lora_merge_utils.own_adapters.report`) are views
+    of it."""
+
+    singles: pd.DataFrame
+    """Per task: the adapter's test accuracy, the floor's, and their packed correctness."""
+    merges: pd.DataFrame
+    """Per merge x family x member task, on the test split, with each family's setting chosen on validation."""
+    chosen: dict[int, dict[str, MergeSpec]]
+    """Per merge size, per family: the setting validation chose."""
+    summary: pd.DataFrame
+    """Per size and family: accuracy kept and share of the gain kept with their intervals, and the difference from
+    task arithmetic."""
+    sampled: dict[int, bool] = field(default_factory=dict)
+    """Per size: whether its merges are a sample (:data:`MAX_COMBINATIONS`)."""
+    recommendation: list[str] = field(default_factory=list)
+    """The report's answer in plain sentences."""
+    train_sets: dict | None = field(default=None, repr=False)
+    """Per task, the normalised training images (to refit heads on a saved merge)."""
+    penalties: dict[str, float] = field(default_factory=dict)
+    """Per task, the L2 penalty validation chose for its floor's head (refitted heads use it too)."""
+
+
+def _features(base: OwnBase, dataset, device: torch.device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return extract_features(base.backbone.to(device), dataset, batch_size, device, amp=device.type == "cuda")
+
+
+def single_rows(
+    base: OwnBase,
+    model,
+    adapters: dict[str, OwnAdapter],
+    tasks: dict[str, OwnTask],
+    split: str,
+    floors: dict,
+    device: torch.device,
+    batch_size: int,
+) -> pd.DataFrame:
+    """Per task, on ``split``: the adapter's correctness with its own head, and the floor's (``floors[task]``, a head
+    on the frozen base's features); in the columns :func:`~lora_merge_utils.evaluation.evaluate_merges` reads."""
+    rows = []
+    for name, task in tasks.items():
+        dataset = task.dataset(split, base.mean, base.std)
+        own = adapter_correctness(model, adapters[name].head, name, dataset, device=device, batch_size=batch_size)
+        x, y = _features(base, dataset, device, batch_size)
+        floor = head_correctness(floors[name], x, y)
+        rows.append(
+            {
+                "task": name,
+                "seed": 0,
+                "num_classes": task.num_classes,
+                "num_train": len(task.labels["train"]),
+                "num_images": len(own),
+                "head_accuracy": round(float(floor.mean()), 6),
+                "adapter_accuracy": round(float(own.mean()), 6),
+                "head_correct": pack(floor),
+                "adapter_correct": pack(own),
+            }
+        )
+    table = pd.DataFrame(rows)
+    table["adapter_gain"] = (table["adapter_accuracy"] - table["head_accuracy"]).round(6)
+    return table
+
+
+def fit_floors(
+    base: OwnBase, tasks: dict[str, OwnTask], device: torch.device, batch_size: int
+) -> tuple[dict, dict[str, float]]:
+    """Per task, the frozen-backbone floor: a logistic-regression head on the base's features of the training split,
+    its L2 penalty chosen on validation (chapter 1's baseline); and the penalty chosen."""
+    heads, penalties = {}, {}
+    settings = TrainSettings()
+    for name, task in tasks.items():
+        train = _features(base, task.dataset("train", base.mean, base.std), device, batch_size)
+        val = _features(base, task.dataset("val", base.mean, base.std), device, batch_size)
+        heads[name], result = train_head(*train, task.num_classes, settings, val=val)
+        penalties[name] = float(result.l2)
+    return heads, penalties
+
+
+def analyse(
+    base: OwnBase,
+    adapters: dict[str, OwnAdapter],
+    tasks: dict[str, OwnTask],
+    device: torch.device | None = None,
+    batch_size: int = 128,
+    families: tuple[str, ...] = tuple(FAMILIES),
+    most: int = MAX_COMBINATIONS,
+    progress: bool = True,
+) -> Report:
+    """Score the adapters, their floors and every merge (sizes 2 to the number of adapters), each family tuned on
+    validation; see the module docstring."""
+    check_inputs(base, adapters, tasks)
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    names = list(adapters)
+    model = load_onto(base, list(adapters.values()))
+    heads = {name: adapter.head for name, adapter in adapters.items()}
+    floors, penalties = fit_floors(base, tasks, device, batch_size)
+    singles = {
+        split: single_rows(base, model, adapters, tasks, split, floors, device, batch_size) for split in ("val", "test")
+    }
+    sets = {split: {n: t.dataset(split, base.mean, base.std) for n, t in tasks.items()} for split in ("val", "test")}
+    inputs = MergeInputs(
+        refit_sets={n: t.dataset("train", base.mean, base.std) for n, t in tasks.items()},
+        refit_l2=penalties,
+        num_classes={n: t.num_classes for n, t in tasks.items()},
+        settings=TrainSettings(),
+    )
+    common = dict(device=device, batch_size=batch_size, amp=device.type == "cuda", progress=progress, inputs=inputs)
+    chosen, sampled, tested = {}, {}, []
+    for size in range(2, len(names) + 1):
+        combos, sampled[size] = combinations(names, size, most)
+        chosen[size] = {}
+        for family in families:
+            options = candidates(family)
+            val_rows = evaluate_merges(model, heads, sets["val"], singles["val"], options, combos=combos, **common)
+            means = val_rows.groupby("method", sort=False)["normalized_accuracy"].mean()
+            best = max(options, key=lambda spec: (means[spec.label], -options.index(spec)))
+            chosen[size][family] = best
+            rows = evaluate_merges(model, heads, sets["test"], singles["test"], [best], combos=combos, **common)
+            tested.append(rows.assign(family=family))
+    merges = pd.concat(tested, ignore_index=True)
+    summary = summarise(merges, singles["test"])
+    report = Report(
+        singles["test"], merges, chosen, summary, sampled, train_sets=inputs.refit_sets, penalties=penalties
+    )
+    report.recommendation = recommend(report)
+    return report
+
+
+def summarise(merges: pd.DataFrame, singles: pd.DataFrame) -> pd.DataFrame:
+    """Per merge size and family: the mean accuracy kept (merged over the adapter's own accuracy) and share of the
+    gain kept over the floor, each with its 95% interval; and the difference of accuracy kept from task arithmetic
+    on the same merges and images, with its interval."""
+    boot = Bootstrap(dict(zip(singles["task"], singles["num_images"].astype(int))), seeds=[0], replicates=1000)
+    records = []
+    for (size, family), rows in merges.groupby(["size", "family"], sort=False):
+        kept = estimate(rows, "normalized", boot)
+        gain = _gain_kept(rows, boot)
+        record = {
+            "size": int(size),
+            "family": family,
+            "setting": rows["method"].iloc[0],
+            "merges": int(rows["members"].nunique()),
+            "accuracy kept": kept.value,
+            "accuracy kept low": kept.low,
+            "accuracy kept high": kept.high,
+            "gain kept": gain.value,
+            "gain kept low": gain.low,
+            "gain kept high": gain.high,
+        }
+        reference = merges[(merges["size"] == size) & (merges["family"] == "task arithmetic")]
+        if family != "task arithmetic" and len(reference):
+            both = rows.merge(reference[["members", "task"]], on=["members", "task"])
+            same = reference.merge(rows[["members", "task"]], on=["members", "task"])
+            e = difference(
+                both.sort_values(["members", "task"]), same.sort_values(["members", "task"]), "normalized", boot
+            )
+            record |= {"vs task arithmetic": e.value, "vs low": e.low, "vs high": e.high, "resolved": e.resolved}
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+MEANINGFUL_GAIN = 0.02
+"""The share of the gain kept is a ratio over the adapters' mean gain above their floor: below this gain (two points
+of accuracy) the ratio says nothing and is left out (NaN), and the report says why."""
+
+
+def _gain_kept(rows: pd.DataFrame, boot: Bootstrap):
+    """The share of the gain kept with its interval, or NaNs where the adapters add less than
+    :data:`MEANINGFUL_GAIN` over their floor (the ratio's denominator would be noise)."""
+    from ..stats import Estimate
+
+    if float((rows["adapter_accuracy"] - rows["head_accuracy"]).mean()) < MEANINGFUL_GAIN:
+        return Estimate(float("nan"), float("nan"), float("nan"))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a jackknife subset of tasks whose adapters add nothing
+        return estimate(rows, "gain_kept", boot)
+
+
+def pair_matrix(report: Report, family: str = "task arithmetic") -> pd.DataFrame:
+    """Accuracy kept by each task (rows) when merged with each other (columns), for ``family``'s pairs."""
+    pairs = report.merges[(report.merges["size"] == 2) & (report.merges["family"] == family)]
+    names = list(report.singles["task"])
+    table = pd.DataFrame(np.nan, index=names, columns=names)
+    for row in pairs.itertuples(index=False):
+        other = [m for m in row.members.split("+") if m != row.task][0]
+        table.loc[row.task, other] = row.normalized_accuracy
+    return table
+
+
+def best_family(report: Report, size: int) -> pd.Series:
+    """The family whose accuracy kept is highest at ``size`` (task arithmetic unless another is ahead by a resolved
+    margin: a method is only worth its extra work when the evidence says it helps)."""
+    rows = report.summary[report.summary["size"] == size].set_index("family")
+    ahead = rows[(rows.get("resolved", False) == True) & (rows.get("vs task arithmetic", 0) > 0)]  # noqa: E712
+    if len(ahead):
+        return ahead.sort_values("accuracy kept", ascending=False).iloc[0].rename(ahead.index[0])
+    return rows.loc["task arithmetic"].rename("task arithmetic")
+
+
+def recommend(report: Report, interferes: float = 0.9) -> list[str]:
+    """The answer in plain sentences: which merge, by which family and setting, what to expect, which pairs
+    interfere (a task keeps less than ``interferes`` of its adapter's accuracy), and when to keep adapters apart."""
+    sizes = sorted(report.chosen)
+    largest = sizes[-1]
+    lines = []
+    best = best_family(report, largest)
+    spec = report.chosen[largest][best.name]
+    gain = (
+        f"and {best['gain kept']:.0%} of what its adapter adds over the frozen backbone "
+        f"[{best['gain kept low']:.0%}, {best['gain kept high']:.0%}]."
+        if np.isfinite(best["gain kept"])
+        else f"(the adapters add less than {MEANINGFUL_GAIN:.0%} of accuracy over their frozen floor on average, so "
+        "the share of that gain kept says nothing here)."
+    )
+    lines.append(
+        f"Merging all {largest} adapters: use {best.name} ({spec.label}); expect each task to keep "
+        f"{best['accuracy kept']:.1%} of its adapter's accuracy on average "
+        f"[{best['accuracy kept low']:.1%}, {best['accuracy kept high']:.1%}], {gain}"
+    )
+    useless = report.singles[report.singles["adapter_accuracy"] <= report.singles["head_accuracy"]]["task"].tolist()
+    if useless:
+        lines.append(
+            f"{', '.join(useless)}: the adapter does not beat its frozen floor (a head on the base model's features, "
+            "fitted on the same training images); for such a task a head alone does as well, merged or not."
+        )
+    matrix = pair_matrix(report)
+    bad = [
+        (task, other, matrix.loc[task, other])
+        for task in matrix.index
+        for other in matrix.columns
+        if task != other and matrix.loc[task, other] < interferes
+    ]
+    if bad:
+        shown = ", ".join(f"{t} with {o} ({v:.0%})" for t, o, v in sorted(bad, key=lambda b: b[2])[:5])
+        lines.append(f"Pairs that interfere (a task keeps less than {interferes:.0%} of its accuracy): {shown}.")
+    else:
+        lines.append(f"No pair interferes: every task keeps at least {interferes:.0%} of its accuracy in every pair.")
+    below = report.merges[
+        (report.merges["size"] == largest)
+        & (report.merges["family"] == best.name)
+        & (report.merges["accuracy"] <= report.merges["head_accuracy"])
+        & (report.merges["head_accuracy"] < report.merges["adapter_accuracy"])
+    ]
+    if len(below):
+        lines.append(
+            f"In the merge of all {largest}, {', '.join(sorted(below['task'].unique()))} falls to its frozen floor or "
+            "below, losing all its adapter adds: for those tasks keep the separate adapter (or train one joint "
+            "adapter on all the tasks' data)."
+        )
+    for size in sizes:
+        sample = " (a sample)" if report.sampled.get(size) else ""
+        for family, chosen in report.chosen[size].items():
+            row = report.summary[(report.summary["size"] == size) & (report.summary["family"] == family)].iloc[0]
+            if family != "task arithmetic" and bool(row.get("resolved", False)):
+                side = "ahead of" if row["vs task arithmetic"] > 0 else "behind"
+                lines.append(
+                    f"{size} adapters{sample}: {family} ({chosen.label}) is {side} task arithmetic by "
+                    f"{abs(row['vs task arithmetic']):.1%} of accuracy kept [{row['vs low']:+.1%}, "
+                    f"{row['vs high']:+.1%}]."
+                )
+    tasks = len(report.singles)
+    lines.append(
+        f"How sure: {LEVEL:.0%} intervals over the test images"
+        + (f" and the {tasks} tasks" if tasks > 2 else " (with two tasks there are no other tasks to resample)")
+        + "; one training seed per adapter, so another training run of the same adapters may differ more."
+    )
+    return lines

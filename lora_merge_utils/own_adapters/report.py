@@ -1,0 +1,315 @@
+"""The report's files: ``summary.json`` (every number), ``report.md`` and ``report.html`` (the answer, its tables and
+figures), and the recommended merge, saved so that plain PEFT (or plain timm / transformers) loads it.
+
+Everything is written atomically under ``--out``, and nothing there that the report did not write is touched: a
+second run replaces the report's own files and leaves the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import torch
+from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+from ..artifacts import save_head, write_json
+from ..merging import merge_adapters
+from ..safe_io import write_atomic
+from .analysis import FAMILIES, Report, analyse, best_family, check_names, pair_matrix
+from .data import read_tasks
+from .models import OwnAdapter, OwnBase, load_base, load_onto, read_adapter
+
+MERGED = "merged"
+"""The folder, under ``--out``, of the recommended merge."""
+
+
+def check_out(out: str | Path) -> Path:
+    """``out`` as a folder the report may write into (made if missing); refused when empty or a file."""
+    if str(out).strip() == "":
+        raise ValueError("--out is empty: give the folder to write the report into.")
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {folder} is a file: give a folder (it is made if missing).")
+    return folder
+
+
+def write_report(
+    base: str | Path,
+    adapters: dict[str, str | Path],
+    data: dict[str, str | Path],
+    out: str | Path,
+    heads: dict[str, str | Path] | None = None,
+    weights: str | Path | None = None,
+    base_args: dict | None = None,
+    device: torch.device | None = None,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> Report:
+    """Read everything, check it, analyse it (:func:`~lora_merge_utils.own_adapters.analysis.analyse`) and write the
+    report under ``out``; return the :class:`~lora_merge_utils.own_adapters.analysis.Report`.
+
+    Args:
+        base: A timm model name (with ``weights``), or a local timm or transformers model folder.
+        adapters: Task name -> PEFT adapter folder.
+        data: Task name -> image folder or ``save_to_disk`` folder with ``train``, ``val`` and ``test`` splits.
+        out: The folder to write into.
+        heads: Task name -> head file, for adapters whose head is not in their ``modules_to_save``.
+        weights, base_args: For a timm model name: its weights file and creation arguments.
+        max_images: At most this many images per split and task (class-balanced), for a quick first look.
+    """
+    folder = check_out(out)
+    check_names(list(adapters), list(data))
+    heads = heads or {}
+    unknown = sorted(set(heads) - set(adapters))
+    if unknown:
+        raise ValueError(f"--head names {', '.join(unknown)}, which no --adapter names.")
+    own_base = load_base(base, weights, base_args)
+    own = {name: read_adapter(name, directory, heads.get(name)) for name, directory in adapters.items()}
+    tasks = read_tasks(data, own_base.image_size, max_images=max_images, progress=progress)
+    report = analyse(own_base, own, tasks, device=device, progress=progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = save_merge(report, own_base, own, folder / MERGED)
+    figures = draw_figures(report, folder / "figures")
+    write_json(folder / "summary.json", summary_json(report, own_base, saved))
+    markdown = report_markdown(report, own_base, saved, figures)
+    write_atomic(folder / "report.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
+    page = report_html(report, own_base, saved, figures)
+    write_atomic(folder / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return report
+
+
+def save_merge(report: Report, base: OwnBase, adapters: dict[str, OwnAdapter], folder: Path) -> dict:
+    """Save the recommended merge of every adapter: its backbone and each task's head (``heads/<task>.safetensors``).
+
+    Task arithmetic's merge is itself a LoRA adapter (the adapters' factors side by side, each B scaled by its
+    weight: PEFT's ``cat`` combination, exact), saved as PEFT saves one, so that ``PeftModel.from_pretrained(base,
+    folder)`` loads it; a method that changes the update (TIES) gives a dense update, saved as the merged backbone's
+    weights (``backbone.safetensors``) that the base model loads with ``load_state_dict``. Returns what was saved."""
+    size = max(report.chosen)
+    family = best_family(report, size).name
+    spec = report.chosen[size][family]
+    names = list(adapters)
+    model = load_onto(base, list(adapters.values()))
+    folder.mkdir(parents=True, exist_ok=True)
+    if spec.method == "task_arithmetic":
+        scale = spec.params.get("scale")
+        weights = [scale] * len(names) if scale is not None else [1.0 / len(names)] * len(names)
+        model.add_weighted_adapter(names, weights, adapter_name=MERGED, combination_type="cat")
+        state = get_peft_model_state_dict(model, adapter_name=MERGED)
+        config = copy.deepcopy(model.peft_config[MERGED])
+        fresh = get_peft_model(copy.deepcopy(base.backbone), config)  # its one adapter is "default": saved flat
+        set_peft_model_state_dict(fresh, state)
+        fresh.save_pretrained(str(folder))
+        kind = "peft"
+    else:
+        merged = merge_adapters(model, names, method=spec.method, **spec.params)
+        state = {k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}
+        from safetensors.torch import save_file
+
+        write_atomic(folder / "backbone.safetensors", lambda tmp: save_file(state, str(tmp)))
+        kind = "backbone"
+    heads = {name: adapter.head for name, adapter in adapters.items()}
+    if spec.refit_heads:
+        from ..scoring import refit_heads
+
+        backbone = merge_adapters(model, names, method=spec.method, **spec.params)
+        heads = refit_heads(
+            backbone,
+            {name: _train_set(report, name) for name in names},
+            {name: adapter.head.out_features for name, adapter in adapters.items()},
+            _settings(),
+            torch.device("cpu"),
+            amp=False,
+            l2=report.penalties,
+        )
+    for name, head in heads.items():
+        save_head(head.cpu(), folder / "heads" / f"{name}.safetensors")
+    saved = {"family": family, "setting": spec.label, "members": names, "format": kind, "folder": folder.name}
+    write_json(folder / "merge.json", saved)
+    return saved
+
+
+def _settings():
+    from ..profiles import TrainSettings
+
+    return TrainSettings()
+
+
+def _train_set(report: Report, name: str):
+    if report.train_sets is None:
+        raise ValueError("The report kept no training images to refit heads with.")
+    return report.train_sets[name]
+
+
+def summary_json(report: Report, base: OwnBase, saved: dict) -> dict:
+    """Every number of the report, as plain JSON."""
+    singles = report.singles.drop(columns=["head_correct", "adapter_correct"])
+    merges = report.merges.drop(columns=["correct", "adapter_correct", "head_correct"])
+    return {
+        "base": base.description,
+        "tasks": singles.rename(columns={"head_accuracy": "floor_accuracy"}).to_dict("records"),
+        "chosen": {str(size): {f: asdict(spec) for f, spec in by.items()} for size, by in report.chosen.items()},
+        "summary": json.loads(report.summary.to_json(orient="records")),
+        "merges": json.loads(merges.to_json(orient="records")),
+        "sampled": {str(k): v for k, v in report.sampled.items()},
+        "recommendation": report.recommendation,
+        "merge_saved": saved,
+    }
+
+
+def draw_figures(report: Report, folder: Path) -> dict[str, str]:
+    """The pair matrix, accuracy kept along the number of adapters merged, and gain kept by family, as PNG files;
+    their paths relative to the report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    folder.mkdir(parents=True, exist_ok=True)
+    drawn = {}
+    matrix = pair_matrix(report)
+    figure, ax = plt.subplots(figsize=(1.2 * len(matrix) + 2.5, 1.0 * len(matrix) + 1.5))
+    sns.heatmap(matrix, annot=True, fmt=".2f", cmap="viridis", mask=matrix.isna(), square=True, ax=ax)
+    ax.set(xlabel="merged with the adapter of", ylabel="task scored", title="Pairs, task arithmetic: accuracy kept")
+    drawn["pairs"] = _save(figure, folder / "pairs.png")
+    figure, ax = plt.subplots(figsize=(6, 4))
+    for family, rows in report.summary.groupby("family", sort=False):
+        ax.errorbar(
+            rows["size"],
+            rows["accuracy kept"],
+            yerr=[
+                rows["accuracy kept"] - rows["accuracy kept low"],
+                rows["accuracy kept high"] - rows["accuracy kept"],
+            ],
+            marker="o",
+            capsize=3,
+            label=family,
+        )
+    ax.set(xlabel="adapters merged (K)", ylabel="accuracy kept (merged / adapter)", title="Accuracy kept along K")
+    ax.set_xticks(sorted(report.summary["size"].unique()))
+    ax.legend()
+    drawn["k_curve"] = _save(figure, folder / "k_curve.png")
+    figure, ax = plt.subplots(figsize=(6, 4))
+    largest = report.summary[report.summary["size"] == report.summary["size"].max()]
+    ax.bar(
+        largest["family"],
+        largest["gain kept"],
+        yerr=[
+            largest["gain kept"] - largest["gain kept low"],
+            largest["gain kept high"] - largest["gain kept"],
+        ],
+        capsize=4,
+    )
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set(ylabel="share of the adapters' gain kept", title=f"Merging all {int(largest['size'].max())}: gain kept")
+    drawn["gain"] = _save(figure, folder / "gain.png")
+    return {name: f"{folder.name}/{path}" for name, path in drawn.items()}
+
+
+def _save(figure, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+    plt.close(figure)
+    return path.name
+
+
+def _tables(report: Report) -> dict[str, pd.DataFrame]:
+    tasks = report.singles[["task", "num_classes", "num_images", "adapter_accuracy", "head_accuracy", "adapter_gain"]]
+    tasks = tasks.rename(columns={"head_accuracy": "floor_accuracy", "num_images": "test images"})
+    shown = report.summary.copy()
+    for column in ("accuracy kept", "gain kept"):
+        shown[column] = [
+            f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+            for v, lo, hi in zip(shown[column], shown[f"{column} low"], shown[f"{column} high"])
+        ]
+    if "vs task arithmetic" in shown:
+        shown["vs task arithmetic"] = [
+            "" if pd.isna(v) else f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+            for v, lo, hi in zip(shown["vs task arithmetic"], shown["vs low"], shown["vs high"])
+        ]
+    keep = [c for c in ("size", "family", "setting", "merges", "accuracy kept", "gain kept", "vs task arithmetic")]
+    return {"tasks": tasks.round(3), "merges": shown[[c for c in keep if c in shown]]}
+
+
+def _markdown_table(table: pd.DataFrame) -> str:
+    """A pipe table (pandas' ``to_markdown`` needs ``tabulate``, which this package does not require)."""
+
+    def cell(value) -> str:
+        return (f"{value:.3f}" if isinstance(value, float) else str(value)).replace("|", "\\|")
+
+    rows = [[str(c) for c in table.columns], ["---"] * len(table.columns)]
+    rows += [[cell(v) for v in record] for record in table.itertuples(index=False)]
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def report_markdown(report: Report, base: OwnBase, saved: dict, figures: dict[str, str]) -> str:
+    """The report as Markdown."""
+    tables = _tables(report)
+    lines = [
+        "# Will these adapters merge?",
+        "",
+        f"Base model: {base.description}. Adapters: {', '.join(report.singles['task'])}.",
+        "",
+        "## The answer",
+        "",
+        *[f"- {line}" for line in report.recommendation],
+        "",
+        "## Each adapter against its frozen-backbone floor (test split)",
+        "",
+        _markdown_table(tables["tasks"]),
+        "",
+        "## Merges, each family tuned on the validation split (test split, 95% intervals)",
+        "",
+        "Families: " + ", ".join(f"{f} ({kind})" for f, kind in FAMILIES.items()) + ".",
+        "",
+        _markdown_table(tables["merges"]),
+        "",
+        *[f"![{name}]({path})" for name, path in figures.items()],
+        "",
+        "## The saved merge",
+        "",
+        f"`{saved['folder']}/`: {saved['family']} ({saved['setting']}) of {', '.join(saved['members'])}, "
+        + (
+            "a PEFT adapter: `PeftModel.from_pretrained(base, folder)`, then each task's head from `heads/`."
+            if saved["format"] == "peft"
+            else "the merged backbone's weights (`backbone.safetensors`, loaded with `load_state_dict`) and each "
+            "task's head in `heads/`."
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+_FORMATS = {"peft": "a PEFT adapter", "backbone": "merged backbone weights"}
+
+
+def report_html(report: Report, base: OwnBase, saved: dict, figures: dict[str, str]) -> str:
+    """The report as one HTML page (its figures beside it in ``figures/``)."""
+    tables = _tables(report)
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in report.recommendation)
+    images = "".join(
+        f'<figure><img src="{html.escape(p)}" alt="{html.escape(n)}"></figure>' for n, p in figures.items()
+    )
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Will these adapters merge?</title>"
+        "<style>body{font-family:sans-serif;max-width:60rem;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.2rem .5rem}img{max-width:100%}</style></head><body>"
+        f"<h1>Will these adapters merge?</h1><p>Base model: {html.escape(base.description)}.</p>"
+        f"<h2>The answer</h2><ul>{items}</ul>"
+        "<h2>Each adapter against its frozen-backbone floor (test split)</h2>"
+        + tables["tasks"].to_html(index=False)
+        + "<h2>Merges, each family tuned on the validation split (test split, 95% intervals)</h2>"
+        + tables["merges"].to_html(index=False)
+        + images
+        + f"<h2>The saved merge</h2><p><code>{html.escape(saved['folder'])}/</code>: {html.escape(saved['family'])} "
+        f"({html.escape(saved['setting'])}), saved as {_FORMATS[saved['format']]}"
+        " with each task's head in <code>heads/</code>.</p></body></html>\n"
+    )
