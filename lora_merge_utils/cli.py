@@ -246,8 +246,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "folder), your PEFT LoRA adapters (each with its head: in modules_to_save, a head file beside it, or "
         "--head) and each task's data (an image folder with train/, val/, test/ and a folder per class, or a "
         "datasets folder written by save_to_disk); check them against each other before any work; score each "
-        "adapter against its frozen-backbone floor and every merge with task arithmetic, TIES and refitted heads, "
-        "each tuned on the validation split; and write report.md, report.html, summary.json and the recommended "
+        "adapter against its frozen-backbone floor and every merge with task arithmetic and chapter 5's best "
+        "data-free and data-light families (magnitude pruning, AdaMerging on its short schedule), each tuned on the "
+        "validation split; and write report.md, report.html, summary.json and the recommended "
         "merge under --out. Offline; CUDA when present.",
     )
     report.add_argument("--base", required=True, help="timm model name (with --weights), or a local model folder")

@@ -145,7 +145,7 @@ def test_the_report_writes_its_files_and_every_number(written):
     summary = json.loads((out / "summary.json").read_text())
     assert {t["task"] for t in summary["tasks"]} == set(TASKS)
     assert {(s["size"], s["family"]) for s in summary["summary"]} == {
-        (k, f) for k in (2, 3) for f in ("task arithmetic", "TIES", "refitted heads")
+        (k, f) for k in (2, 3) for f in ("task arithmetic", "magnitude pruning", "AdaMerging, short schedule")
     }
     assert summary["recommendation"] == report.recommendation and report.recommendation
     text = (out / "report.md").read_text()
@@ -293,10 +293,11 @@ def hf_world(tmp_path_factory):
     return {"root": root, "adapters": adapters, "data": data}
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers deprecates what PEFT still calls: not ours
 def test_a_transformers_vit_with_its_classifier_in_modules_to_save(hf_world, tmp_path):
     from peft import PeftModel
     from safetensors.torch import load_file
-    from transformers import ViTForImageClassification, ViTModel
+    from transformers import ViTForImageClassification
 
     from lora_merge_utils.own_adapters.report import write_report
 
@@ -312,10 +313,92 @@ def test_a_transformers_vit_with_its_classifier_in_modules_to_save(hf_world, tmp
             direct = float((model(pixel_values=x).logits.argmax(1) == y).float().mean())
         reported = float(report.singles.set_index("task").loc[task, "adapter_accuracy"])
         assert reported == pytest.approx(direct, abs=1e-6), task
-    saved = json.loads((tmp_path / "out" / "merged" / "merge.json").read_text())
-    backbone = ViTModel.from_pretrained(str(base), add_pooling_layer=False)
-    if saved["format"] == "peft":
-        state = load_file(str(tmp_path / "out" / "merged" / "adapter_model.safetensors"))
-        assert all(k.startswith("base_model.model.vit.") for k in state), "layer names as the classifier model's"
+    merged = tmp_path / "out" / "merged"
+    saved = json.loads((merged / "merge.json").read_text())
+    model = ViTForImageClassification.from_pretrained(str(base))
+    if saved["format"] == "peft":  # the adapter's layer names are the classifier model's: plain PEFT loads it there
+        model = PeftModel.from_pretrained(model, str(merged))
+        vit = model.base_model.model.vit
+    else:
+        model.load_state_dict(load_file(str(merged / "backbone.safetensors")), strict=False)
+        vit = model.vit
     rows = report.merges[(report.merges["size"] == 2) & (report.merges["family"] == saved["family"])]
-    assert len(rows) == 2 and backbone.config.hidden_size == 48
+    for task in hf_world["adapters"]:
+        head = torch.nn.Linear(48, TASKS[task])
+        head.load_state_dict(load_file(str(merged / "heads" / f"{task}.safetensors")))
+        x, y = _tensors(task, "test", hf_world["data"][task])
+        with torch.no_grad():
+            accuracy = float((head(vit(pixel_values=x).last_hidden_state[:, 0]).argmax(1) == y).float().mean())
+        assert accuracy == pytest.approx(float(rows[rows["task"] == task]["accuracy"].iloc[0]), abs=1e-6), task
+
+
+def test_a_second_run_reads_back_every_merge_and_keeps_what_else_is_in_the_folder(world, written, monkeypatch):
+    from lora_merge_utils import evaluation
+    from lora_merge_utils.own_adapters.report import write_report
+
+    report, out = written
+    (out / "notes.txt").write_text("mine")
+    scored = []
+    monkeypatch.setattr(evaluation, "_score_merge", lambda *a, **k: scored.append(a) or {})
+    again = write_report(
+        NAME,
+        world["adapters"],
+        world["data"],
+        out,
+        weights=world["root"] / "base.safetensors",
+        base_args=ARGS,
+        device=torch.device("cpu"),
+        progress=False,
+    )
+    assert scored == [], "every merge read back from scores/"
+    assert (out / "notes.txt").read_text() == "mine"
+    columns = ["members", "family", "task", "accuracy"]
+    assert again.merges[columns].equals(report.merges[columns])
+
+
+def test_similarity_is_tested_from_four_tasks_on_and_said_in_words():
+    import pandas as pd
+
+    from lora_merge_utils.own_adapters.analysis import similarity_tests
+
+    names = ["a", "b", "c", "d"]
+    pairs = pd.DataFrame(
+        {
+            "pair": ["a+b", "a+c", "a+d", "b+c", "b+d", "c+d"],
+            "update cosine": [0.9, 0.1, 0.2, 0.3, 0.4, 0.8],
+            "Fréchet distance": [1.0, 5.0, 4.0, 3.0, 2.5, 1.5],
+            "mean kept": [0.99, 0.80, 0.82, 0.85, 0.88, 0.97],
+        }
+    )
+    found = similarity_tests(pairs, names)
+    assert found["update cosine"]["rho"] > 0.9 and found["Fréchet distance"]["rho"] > 0.9, "alike = close = kept"
+    assert found["update cosine"]["permutations"] == 24
+    assert similarity_tests(pairs.iloc[:3], names[:3]) == {}
+
+
+def test_a_dense_merge_is_saved_as_backbone_weights_that_plain_timm_loads(world, written, tmp_path, monkeypatch):
+    """Magnitude pruning's merge is no LoRA adapter: saved as the merged backbone's weights, it scores as reported."""
+    import timm
+    from safetensors.torch import load_file
+
+    from lora_merge_utils.own_adapters import report as writing
+    from lora_merge_utils.own_adapters.models import load_base, read_adapter
+
+    report, _ = written
+    family = "magnitude pruning"
+    row = report.summary[(report.summary["size"] == 3) & (report.summary["family"] == family)].iloc[0]
+    monkeypatch.setattr(writing, "best_family", lambda *_: row.rename(family))
+    base = load_base(NAME, world["root"] / "base.safetensors", ARGS)
+    adapters = {name: read_adapter(name, folder) for name, folder in world["adapters"].items()}
+    saved = writing.save_merge(report, base, adapters, tmp_path / "merged")
+    assert saved["format"] == "backbone" and saved["family"] == family
+    model = timm.create_model(NAME, pretrained=False, num_classes=0, **ARGS)
+    model.load_state_dict(load_file(str(tmp_path / "merged" / "backbone.safetensors")))
+    rows = report.merges[(report.merges["size"] == 3) & (report.merges["family"] == family)]
+    for task in TASKS:
+        head = torch.nn.Linear(48, TASKS[task])
+        head.load_state_dict(load_file(str(tmp_path / "merged" / "heads" / f"{task}.safetensors")))
+        x, y = _tensors(task, "test", world["data"][task])
+        with torch.no_grad():
+            accuracy = float((head(model.eval()(x)).argmax(1) == y).float().mean())
+        assert accuracy == pytest.approx(float(rows[rows["task"] == task]["accuracy"].iloc[0]), abs=1e-6), task

@@ -10,16 +10,20 @@ chooses), then scored once on the test split; :mod:`~lora_merge_utils.stats` giv
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import random
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ..evaluation import MergeInputs, evaluate_merges
+from ..backbone import state_dict_fingerprint
+from ..evaluation import MergeInputs, ScoreStore, code_version, evaluate_merges
 from ..methods import MergeSpec
 from ..profiles import TrainSettings
 from ..scoring import adapter_correctness, head_correctness
@@ -31,13 +35,14 @@ from .models import OwnAdapter, OwnBase, load_onto
 
 FAMILIES = {
     "task arithmetic": "data-free",
-    "TIES": "data-free",
-    "refitted heads": "data-light",
+    "magnitude pruning": "data-free",
+    "AdaMerging, short schedule": "data-light",
 }
-"""The families the report tunes and compares: task arithmetic (the sum with one weight λ), TIES (chapter 5's
-strongest data-free family in the book's worlds that changes the update itself) and task arithmetic with each task's
-head refitted on the merged features (chapter 5's data-light family that needs only the labelled training images the
-floor needs too)."""
+"""The families the report tunes and compares: task arithmetic (the sum with one weight λ), and the best data-free and
+the best data-light family of chapter 5, as the book's tiny world chose them on validation: magnitude pruning (each
+update's smallest entries dropped, then the scaled sum) and AdaMerging on its short schedule (per-layer coefficients
+learned from unlabeled training images). Chapter 5 finds neither resolved against plain averaging there, which is
+why task arithmetic is the report's default answer unless another family is ahead by a resolved margin."""
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 """What an adapter's name may be: it names a PEFT adapter and a file."""
 MAX_COMBINATIONS = 20
@@ -48,10 +53,10 @@ def candidates(family: str) -> list[MergeSpec]:
     """The family's settings tried on validation: the book's compact grid (:data:`~lora_merge_utils.tuning.GRIDS`)."""
     if family == "task arithmetic":
         return grid("task_arithmetic", scale=COMPACT_LAMBDAS)
-    if family == "TIES":
-        return grid("ties", scale=COMPACT_LAMBDAS, density=COMPACT_DENSITIES)
-    if family == "refitted heads":
-        return grid("task_arithmetic", refit_heads=True, scale=COMPACT_LAMBDAS)
+    if family == "magnitude pruning":
+        return grid("magnitude_prune", scale=COMPACT_LAMBDAS, density=COMPACT_DENSITIES)
+    if family == "AdaMerging, short schedule":  # one setting: its coefficients are what it learns (as in chapter 5)
+        return [MergeSpec("adamerging_short", "adamerging_short", {})]
     raise ValueError(f"Unknown family {family!r}; use one of {', '.join(FAMILIES)}.")
 
 
@@ -133,9 +138,16 @@ class Report:
     recommendation: list[str] = field(default_factory=list)
     """The report's answer in plain sentences."""
     train_sets: dict | None = field(default=None, repr=False)
-    """Per task, the normalised training images (to refit heads on a saved merge)."""
+    """Per task, the normalised training images (to refit heads on a saved merge, or to learn AdaMerging's
+    coefficients again for it)."""
     penalties: dict[str, float] = field(default_factory=dict)
     """Per task, the L2 penalty validation chose for its floor's head (refitted heads use it too)."""
+    pairs: pd.DataFrame | None = None
+    """Per pair (chapter 6's measures): the cosine of the two adapters' updates, the Fréchet distance between their
+    tasks' images as the base model sees them, and the accuracy each task keeps in their task-arithmetic merge."""
+    similarity: dict = field(default_factory=dict)
+    """Whether each measure predicts how well a pair merges: Spearman's rho with a permutation p-value over task
+    relabellings (4 tasks or more; fewer leave too few pairs to tell)."""
 
 
 def _features(base: OwnBase, dataset, device: torch.device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,17 +192,84 @@ def single_rows(
 
 def fit_floors(
     base: OwnBase, tasks: dict[str, OwnTask], device: torch.device, batch_size: int
-) -> tuple[dict, dict[str, float]]:
+) -> tuple[dict, dict[str, float], dict[str, torch.Tensor]]:
     """Per task, the frozen-backbone floor: a logistic-regression head on the base's features of the training split,
-    its L2 penalty chosen on validation (chapter 1's baseline); and the penalty chosen."""
-    heads, penalties = {}, {}
+    its L2 penalty chosen on validation (chapter 1's baseline); the penalty chosen; and the training features."""
+    heads, penalties, features = {}, {}, {}
     settings = TrainSettings()
     for name, task in tasks.items():
         train = _features(base, task.dataset("train", base.mean, base.std), device, batch_size)
         val = _features(base, task.dataset("val", base.mean, base.std), device, batch_size)
         heads[name], result = train_head(*train, task.num_classes, settings, val=val)
         penalties[name] = float(result.l2)
-    return heads, penalties
+        features[name] = train[0]
+    return heads, penalties, features
+
+
+def pair_measures(model, names: list[str], features: dict[str, torch.Tensor], merges: pd.DataFrame) -> pd.DataFrame:
+    """Chapter 6's measures for every pair: the cosine of the adapters' updates (all layers flattened together), the
+    Fréchet distance between the tasks' training images in the base model's features (small: similar data), and the
+    accuracy kept in the pair's task-arithmetic merge (each member's, and their mean)."""
+    from ..merging import delta_weights
+    from ..similarity import frechet_distance, weight_cosine
+
+    deltas = {name: delta_weights(model, name) for name in names}
+    pairs = merges[(merges["size"] == 2) & (merges["family"] == "task arithmetic")]
+    rows = []
+    for a, b in itertools.combinations(names, 2):
+        members = pairs[pairs["members"].isin([f"{a}+{b}", f"{b}+{a}"])].set_index("task")["normalized_accuracy"]
+        rows.append(
+            {
+                "pair": f"{a}+{b}",
+                "update cosine": weight_cosine(deltas[a], deltas[b])["overall"],
+                "Fréchet distance": frechet_distance(features[a], features[b]),
+                f"{a} keeps": float(members.get(a, np.nan)),
+                f"{b} keeps": float(members.get(b, np.nan)),
+                "mean kept": float(members.mean()) if len(members) else np.nan,
+            }
+        )
+    table = pd.DataFrame(rows)
+    kept_columns = [c for c in table.columns if c.endswith(" keeps")]
+    table["kept by"] = [  # one column per task would be mostly empty: each pair's two tasks, as text
+        ", ".join(f"{c.removesuffix(' keeps')} {row[c]:.3f}" for c in kept_columns if pd.notna(row[c]))
+        for _, row in table.iterrows()
+    ]
+    return table[["pair", "update cosine", "Fréchet distance", "kept by", "mean kept"]]
+
+
+def similarity_tests(pairs: pd.DataFrame, names: list[str]) -> dict[str, dict]:
+    """Whether each measure predicts the pairs' mean accuracy kept (chapter 6's test: Spearman's rho, its p-value by
+    relabelling the tasks, since pairs that share a task are not independent); nothing below 4 tasks."""
+    from ..similarity import permutation_test
+
+    if len(names) < 4:
+        return {}
+    kept = pairs.set_index("pair")["mean kept"]
+    found = {}
+    for measure, sign in (("update cosine", 1.0), ("Fréchet distance", -1.0)):
+        similarity = sign * pairs.set_index("pair")[measure]  # larger = more similar, for both
+        test = permutation_test(similarity, kept, names)
+        found[measure] = {"rho": float(test["rho"]), "p": float(test["p"]), "permutations": int(test["permutations"])}
+    return found
+
+
+def fingerprint(base: OwnBase, adapters: dict[str, OwnAdapter], tasks: dict[str, OwnTask]) -> str:
+    """A short hash of everything a merge's score depends on: the base's weights and preprocessing, every adapter's
+    LoRA weights and head, every task's images and labels, and the code that merges and scores. Saved scores are
+    reused only under the same hash."""
+    digest = hashlib.sha256(state_dict_fingerprint(base.backbone).encode())
+    digest.update(json.dumps([base.image_size, list(base.mean), list(base.std), code_version()]).encode())
+    for name in sorted(adapters):
+        tensors = {**adapters[name].lora, **{f"head.{k}": v for k, v in adapters[name].head.state_dict().items()}}
+        for key in sorted(tensors):
+            digest.update(f"{name}/{key}".encode())
+            digest.update(tensors[key].detach().cpu().contiguous().numpy().tobytes())
+    for name in sorted(tasks):
+        for split in sorted(tasks[name].images):
+            digest.update(f"{name}/{split}".encode())
+            digest.update(tasks[name].images[split].numpy().tobytes())
+            digest.update(tasks[name].labels[split].numpy().tobytes())
+    return digest.hexdigest()[:20]
 
 
 def analyse(
@@ -202,42 +281,62 @@ def analyse(
     families: tuple[str, ...] = tuple(FAMILIES),
     most: int = MAX_COMBINATIONS,
     progress: bool = True,
+    scores: Path | str | None = None,
 ) -> Report:
     """Score the adapters, their floors and every merge (sizes 2 to the number of adapters), each family tuned on
-    validation; see the module docstring."""
+    validation; see the module docstring. With ``scores`` (a folder), every merge's score is saved there as it is
+    made and read back by a later run on the same inputs (:func:`fingerprint`): a run stopped halfway resumes."""
     check_inputs(base, adapters, tasks)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     names = list(adapters)
     model = load_onto(base, list(adapters.values()))
     heads = {name: adapter.head for name, adapter in adapters.items()}
-    floors, penalties = fit_floors(base, tasks, device, batch_size)
+    floors, penalties, features = fit_floors(base, tasks, device, batch_size)
     singles = {
         split: single_rows(base, model, adapters, tasks, split, floors, device, batch_size) for split in ("val", "test")
     }
     sets = {split: {n: t.dataset(split, base.mean, base.std) for n, t in tasks.items()} for split in ("val", "test")}
     inputs = MergeInputs(
+        unlabeled={n: t.dataset("train", base.mean, base.std).tensors[0] for n, t in tasks.items()},
         refit_sets={n: t.dataset("train", base.mean, base.std) for n, t in tasks.items()},
         refit_l2=penalties,
         num_classes={n: t.num_classes for n, t in tasks.items()},
         settings=TrainSettings(),
     )
     common = dict(device=device, batch_size=batch_size, amp=device.type == "cuda", progress=progress, inputs=inputs)
+    stores = {split: None for split in ("val", "test")}
+    if scores is not None:
+        context = fingerprint(base, adapters, tasks)
+        stores = {split: ScoreStore(Path(scores), f"{split}:{context}") for split in stores}
     chosen, sampled, tested = {}, {}, []
     for size in range(2, len(names) + 1):
         combos, sampled[size] = combinations(names, size, most)
         chosen[size] = {}
         for family in families:
             options = candidates(family)
-            val_rows = evaluate_merges(model, heads, sets["val"], singles["val"], options, combos=combos, **common)
+            val_rows = evaluate_merges(
+                model, heads, sets["val"], singles["val"], options, combos=combos, scores=stores["val"], **common
+            )
             means = val_rows.groupby("method", sort=False)["normalized_accuracy"].mean()
             best = max(options, key=lambda spec: (means[spec.label], -options.index(spec)))
             chosen[size][family] = best
-            rows = evaluate_merges(model, heads, sets["test"], singles["test"], [best], combos=combos, **common)
+            rows = evaluate_merges(
+                model, heads, sets["test"], singles["test"], [best], combos=combos, scores=stores["test"], **common
+            )
             tested.append(rows.assign(family=family))
     merges = pd.concat(tested, ignore_index=True)
     summary = summarise(merges, singles["test"])
+    pairs = pair_measures(model, names, features, merges)
     report = Report(
-        singles["test"], merges, chosen, summary, sampled, train_sets=inputs.refit_sets, penalties=penalties
+        singles["test"],
+        merges,
+        chosen,
+        summary,
+        sampled,
+        train_sets=inputs.refit_sets,
+        penalties=penalties,
+        pairs=pairs,
+        similarity=similarity_tests(pairs, names),
     )
     report.recommendation = recommend(report)
     return report
@@ -374,6 +473,7 @@ def recommend(report: Report, interferes: float = 0.9) -> list[str]:
                     f"{abs(row['vs task arithmetic']):.1%} of accuracy kept [{row['vs low']:+.1%}, "
                     f"{row['vs high']:+.1%}]."
                 )
+    lines.append(similarity_sentence(report))
     tasks = len(report.singles)
     lines.append(
         f"How sure: {LEVEL:.0%} intervals over the test images"
@@ -381,3 +481,22 @@ def recommend(report: Report, interferes: float = 0.9) -> list[str]:
         + "; one training seed per adapter, so another training run of the same adapters may differ more."
     )
     return lines
+
+
+def similarity_sentence(report: Report) -> str:
+    """Whether similar adapters (or data) merge better here, in words (chapter 6's question)."""
+    tasks = len(report.singles)
+    if not report.similarity:
+        return (
+            f"With {tasks} tasks there are too few pairs to tell whether more similar adapters or data merge better "
+            "or worse (the test needs 4 tasks or more); the pairs' cosines and data distances are in the table."
+        )
+    said = []
+    for measure, test in report.similarity.items():
+        what = "the cosine of their updates" if measure == "update cosine" else "how alike their data look"
+        if test["p"] >= 1 - LEVEL:
+            said.append(f"{what} does not reliably predict it (rho {test['rho']:+.2f}, p = {test['p']:.2f})")
+        else:
+            way = "better" if test["rho"] > 0 else "worse"
+            said.append(f"pairs more alike in {what} merge {way} (rho {test['rho']:+.2f}, p = {test['p']:.2f})")
+    return "Which pairs merge well: " + "; ".join(said) + f" (p by relabelling the {tasks} tasks)."

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -301,6 +302,7 @@ def read_adapter(name: str, directory: str | Path, head_file: str | Path | None 
     config = copy.deepcopy(config)
     config.modules_to_save = None
     config.inference_mode = True
+    config.base_model_name_or_path = None  # the base is the one the report loads, whatever path trained it
     return OwnAdapter(name, folder, config, lora, head, layers)
 
 
@@ -312,10 +314,12 @@ def load_onto(base: OwnBase, adapters: list[OwnAdapter]) -> PeftModel:
     model = None
     for adapter in adapters:
         try:
-            if model is None:
-                model = get_peft_model(copy.deepcopy(base.backbone), adapter.config, adapter_name=adapter.name)
-            else:
-                model.add_adapter(adapter.name, adapter.config)
+            with warnings.catch_warnings():  # the libraries' own deprecations between each other: not the user's
+                warnings.simplefilter("ignore", FutureWarning)
+                if model is None:
+                    model = get_peft_model(copy.deepcopy(base.backbone), adapter.config, adapter_name=adapter.name)
+                else:
+                    model.add_adapter(adapter.name, adapter.config)
         except ValueError as error:
             raise ValueError(
                 f"Adapter {adapter.name!r} adapts layers {base.description} does not have ({error}): it was trained "

@@ -2,7 +2,8 @@
 figures), and the recommended merge, saved so that plain PEFT (or plain timm / transformers) loads it.
 
 Everything is written atomically under ``--out``, and nothing there that the report did not write is touched: a
-second run replaces the report's own files and leaves the rest.
+second run reads back every merge the first one scored (``scores/``; a run stopped halfway resumes), replaces the
+report's own files and leaves the rest.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state
 from ..artifacts import save_head, write_json
 from ..merging import merge_adapters
 from ..safe_io import write_atomic
-from .analysis import FAMILIES, Report, analyse, best_family, check_names, pair_matrix
+from .analysis import FAMILIES, Report, analyse, best_family, check_inputs, check_names, pair_matrix
 from .data import read_tasks
 from .models import OwnAdapter, OwnBase, load_base, load_onto, read_adapter
 
 MERGED = "merged"
 """The folder, under ``--out``, of the recommended merge."""
+SCORES = "scores"
+"""The folder, under ``--out``, of every merge's saved score: a second run on the same inputs reads them back."""
 
 
 def check_out(out: str | Path) -> Path:
@@ -71,8 +74,9 @@ def write_report(
     own_base = load_base(base, weights, base_args)
     own = {name: read_adapter(name, directory, heads.get(name)) for name, directory in adapters.items()}
     tasks = read_tasks(data, own_base.image_size, max_images=max_images, progress=progress)
-    report = analyse(own_base, own, tasks, device=device, progress=progress)
+    check_inputs(own_base, own, tasks)  # before the folder is made: refused input leaves nothing behind
     folder.mkdir(parents=True, exist_ok=True)
+    report = analyse(own_base, own, tasks, device=device, progress=progress, scores=folder / SCORES)
     saved = save_merge(report, own_base, own, folder / MERGED)
     figures = draw_figures(report, folder / "figures")
     write_json(folder / "summary.json", summary_json(report, own_base, saved))
@@ -83,13 +87,28 @@ def write_report(
     return report
 
 
+_HOW_TO_LOAD = {
+    ("peft", "timm"): "PeftModel.from_pretrained(timm.create_model(NAME, num_classes=0, ...) with the base weights, "
+    "'merged'); then each task's head: nn.Linear loaded from heads/<task>.safetensors",
+    ("peft", "transformers"): "PeftModel.from_pretrained(AutoModelForImageClassification.from_pretrained(BASE), "
+    "'merged'); features: model.vit(pixel_values=x).last_hidden_state[:, 0]; then each task's head from "
+    "heads/<task>.safetensors",
+    ("backbone", "timm"): "timm.create_model(NAME, num_classes=0, ...).load_state_dict(load_file("
+    "'merged/backbone.safetensors')); then each task's head from heads/<task>.safetensors",
+    ("backbone", "transformers"): "AutoModelForImageClassification.from_pretrained(BASE).load_state_dict(load_file("
+    "'merged/backbone.safetensors'), strict=False) (its keys start with 'vit.'); then each task's head from "
+    "heads/<task>.safetensors on the first token's features",
+}
+
+
 def save_merge(report: Report, base: OwnBase, adapters: dict[str, OwnAdapter], folder: Path) -> dict:
     """Save the recommended merge of every adapter: its backbone and each task's head (``heads/<task>.safetensors``).
 
     Task arithmetic's merge is itself a LoRA adapter (the adapters' factors side by side, each B scaled by its
     weight: PEFT's ``cat`` combination, exact), saved as PEFT saves one, so that ``PeftModel.from_pretrained(base,
-    folder)`` loads it; a method that changes the update (TIES) gives a dense update, saved as the merged backbone's
-    weights (``backbone.safetensors``) that the base model loads with ``load_state_dict``. Returns what was saved."""
+    folder)`` loads it; a method that changes the update (magnitude pruning, AdaMerging's per-layer coefficients)
+    gives a dense update, saved as the merged backbone's weights (``backbone.safetensors``) that the base model loads
+    with ``load_state_dict``. Returns what was saved."""
     size = max(report.chosen)
     family = best_family(report, size).name
     spec = report.chosen[size][family]
@@ -107,43 +126,35 @@ def save_merge(report: Report, base: OwnBase, adapters: dict[str, OwnAdapter], f
         fresh.save_pretrained(str(folder))
         kind = "peft"
     else:
-        merged = merge_adapters(model, names, method=spec.method, **spec.params)
+        merged = merge_adapters(model, names, method=spec.method, **spec.params, **_data_for(spec, report, adapters))
         state = {k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}
         from safetensors.torch import save_file
 
         write_atomic(folder / "backbone.safetensors", lambda tmp: save_file(state, str(tmp)))
         kind = "backbone"
     heads = {name: adapter.head for name, adapter in adapters.items()}
-    if spec.refit_heads:
-        from ..scoring import refit_heads
-
-        backbone = merge_adapters(model, names, method=spec.method, **spec.params)
-        heads = refit_heads(
-            backbone,
-            {name: _train_set(report, name) for name in names},
-            {name: adapter.head.out_features for name, adapter in adapters.items()},
-            _settings(),
-            torch.device("cpu"),
-            amp=False,
-            l2=report.penalties,
-        )
     for name, head in heads.items():
         save_head(head.cpu(), folder / "heads" / f"{name}.safetensors")
-    saved = {"family": family, "setting": spec.label, "members": names, "format": kind, "folder": folder.name}
+    saved = {
+        "family": family,
+        "setting": spec.label,
+        "members": names,
+        "format": kind,
+        "folder": folder.name,
+        "load": _HOW_TO_LOAD[kind, base.family],
+    }
     write_json(folder / "merge.json", saved)
     return saved
 
 
-def _settings():
-    from ..profiles import TrainSettings
+def _data_for(spec, report: Report, adapters: dict[str, OwnAdapter]) -> dict:
+    """What a data-light method needs to merge again as the analysis did: unlabeled training images and the heads."""
+    from ..methods import get_merge_method
 
-    return TrainSettings()
-
-
-def _train_set(report: Report, name: str):
-    if report.train_sets is None:
-        raise ValueError("The report kept no training images to refit heads with.")
-    return report.train_sets[name]
+    if get_merge_method(spec.method).data == "none":
+        return {}
+    unlabeled = {name: dataset.tensors[0] for name, dataset in report.train_sets.items()}
+    return {"unlabeled": unlabeled, "heads": {n: a.head for n, a in adapters.items()}, "amp": False}
 
 
 def summary_json(report: Report, base: OwnBase, saved: dict) -> dict:
@@ -157,6 +168,8 @@ def summary_json(report: Report, base: OwnBase, saved: dict) -> dict:
         "summary": json.loads(report.summary.to_json(orient="records")),
         "merges": json.loads(merges.to_json(orient="records")),
         "sampled": {str(k): v for k, v in report.sampled.items()},
+        "pairs": json.loads(report.pairs.to_json(orient="records")) if report.pairs is not None else [],
+        "similarity": report.similarity,
         "recommendation": report.recommendation,
         "merge_saved": saved,
     }
@@ -227,7 +240,7 @@ def _tables(report: Report) -> dict[str, pd.DataFrame]:
     shown = report.summary.copy()
     for column in ("accuracy kept", "gain kept"):
         shown[column] = [
-            f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+            f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(v) else "— (the adapters add too little to share)"
             for v, lo, hi in zip(shown[column], shown[f"{column} low"], shown[f"{column} high"])
         ]
     if "vs task arithmetic" in shown:
@@ -236,7 +249,8 @@ def _tables(report: Report) -> dict[str, pd.DataFrame]:
             for v, lo, hi in zip(shown["vs task arithmetic"], shown["vs low"], shown["vs high"])
         ]
     keep = [c for c in ("size", "family", "setting", "merges", "accuracy kept", "gain kept", "vs task arithmetic")]
-    return {"tasks": tasks.round(3), "merges": shown[[c for c in keep if c in shown]]}
+    pairs = report.pairs.round(3) if report.pairs is not None else pd.DataFrame()
+    return {"tasks": tasks.round(3), "merges": shown[[c for c in keep if c in shown]], "pairs": pairs}
 
 
 def _markdown_table(table: pd.DataFrame) -> str:
@@ -274,6 +288,10 @@ def report_markdown(report: Report, base: OwnBase, saved: dict, figures: dict[st
         "",
         *[f"![{name}]({path})" for name, path in figures.items()],
         "",
+        "## Pairs: how alike, and how well they merge (task arithmetic)",
+        "",
+        _markdown_table(tables["pairs"]),
+        "",
         "## The saved merge",
         "",
         f"`{saved['folder']}/`: {saved['family']} ({saved['setting']}) of {', '.join(saved['members'])}, "
@@ -309,6 +327,8 @@ def report_html(report: Report, base: OwnBase, saved: dict, figures: dict[str, s
         + "<h2>Merges, each family tuned on the validation split (test split, 95% intervals)</h2>"
         + tables["merges"].to_html(index=False)
         + images
+        + "<h2>Pairs: how alike, and how well they merge (task arithmetic)</h2>"
+        + tables["pairs"].to_html(index=False)
         + f"<h2>The saved merge</h2><p><code>{html.escape(saved['folder'])}/</code>: {html.escape(saved['family'])} "
         f"({html.escape(saved['setting'])}), saved as {_FORMATS[saved['format']]}"
         " with each task's head in <code>heads/</code>.</p></body></html>\n"
