@@ -402,3 +402,37 @@ def test_a_dense_merge_is_saved_as_backbone_weights_that_plain_timm_loads(world,
         with torch.no_grad():
             accuracy = float((head(model.eval()(x)).argmax(1) == y).float().mean())
         assert accuracy == pytest.approx(float(rows[rows["task"] == task]["accuracy"].iloc[0]), abs=1e-6), task
+
+
+def _train_free_adapter(base, folder, targets: str, classes: int = 3) -> None:
+    """An adapter saved without training (its B at zero): enough to test what loading checks."""
+    from peft import LoraConfig, get_peft_model
+
+    model = copy.deepcopy(base)
+    model.reset_classifier(classes)
+    get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, modules_to_save=["head"])
+    ).save_pretrained(str(folder))
+
+
+def test_an_adapter_of_another_base_or_other_layers_is_refused_before_any_work(world, tmp_path):
+    import timm
+
+    from lora_merge_utils.own_adapters.report import write_report
+
+    wider = timm.create_model(NAME, pretrained=False, num_classes=0, **dict(ARGS, embed_dim=64))
+    _train_free_adapter(wider, tmp_path / "wider", TARGETS)
+    _train_free_adapter(world["base"], tmp_path / "mlp", r"blocks\.\d+\.mlp\.fc2")
+    deeper = timm.create_model(NAME, pretrained=False, num_classes=0, **dict(ARGS, depth=3))
+    _train_free_adapter(deeper, tmp_path / "deeper", TARGETS)
+    common = {"weights": world["root"] / "base.safetensors", "base_args": ARGS, "progress": False}
+    cases = (
+        ("wider", "head reads 64 features"),
+        ("mlp", "adapt different layers"),
+        ("deeper", "does not fit this base"),
+    )
+    for folder, words in cases:
+        adapters = dict(world["adapters"], stripes=tmp_path / folder)
+        with pytest.raises(ValueError, match=words):
+            write_report(NAME, adapters, world["data"], tmp_path / "out", **common)
+    assert not (tmp_path / "out").exists()

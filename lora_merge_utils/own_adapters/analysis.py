@@ -100,6 +100,15 @@ def check_inputs(base: OwnBase, adapters: dict[str, OwnAdapter], tasks: dict[str
                 f"({', '.join(tasks[name].class_names[:6])}{' ...' if classes > 6 else ''}): give the data it was "
                 "trained on, or its own head with --head."
             )
+    modules = {name for name, _ in base.backbone.named_modules()}
+    for name, adapter in adapters.items():
+        foreign = sorted(layer.removeprefix("base_model.model.") for layer in adapter.layers)
+        foreign = [layer for layer in foreign if layer not in modules]
+        if foreign:
+            raise ValueError(
+                f"Adapter {name!r} adapts layers {base.description} does not have ({', '.join(foreign[:3])}"
+                f"{' ...' if len(foreign) > 3 else ''}): it does not fit this base; it was trained on another."
+            )
     layers = {name: adapter.layers for name, adapter in adapters.items()}
     first = next(iter(layers))
     for name, own in layers.items():
@@ -282,14 +291,16 @@ def analyse(
     most: int = MAX_COMBINATIONS,
     progress: bool = True,
     scores: Path | str | None = None,
+    model=None,
 ) -> Report:
     """Score the adapters, their floors and every merge (sizes 2 to the number of adapters), each family tuned on
     validation; see the module docstring. With ``scores`` (a folder), every merge's score is saved there as it is
-    made and read back by a later run on the same inputs (:func:`fingerprint`): a run stopped halfway resumes."""
+    made and read back by a later run on the same inputs (:func:`fingerprint`): a run stopped halfway resumes.
+    ``model``: the adapters already loaded onto the base (:func:`~lora_merge_utils.own_adapters.models.load_onto`)."""
     check_inputs(base, adapters, tasks)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     names = list(adapters)
-    model = load_onto(base, list(adapters.values()))
+    model = model if model is not None else load_onto(base, list(adapters.values()))
     heads = {name: adapter.head for name, adapter in adapters.items()}
     floors, penalties, features = fit_floors(base, tasks, device, batch_size)
     singles = {

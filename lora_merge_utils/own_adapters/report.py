@@ -75,8 +75,9 @@ def write_report(
     own = {name: read_adapter(name, directory, heads.get(name)) for name, directory in adapters.items()}
     tasks = read_tasks(data, own_base.image_size, max_images=max_images, progress=progress)
     check_inputs(own_base, own, tasks)  # before the folder is made: refused input leaves nothing behind
+    model = load_onto(own_base, list(own.values()))  # an adapter that does not fit the base is refused here too
     folder.mkdir(parents=True, exist_ok=True)
-    report = analyse(own_base, own, tasks, device=device, progress=progress, scores=folder / SCORES)
+    report = analyse(own_base, own, tasks, device=device, progress=progress, scores=folder / SCORES, model=model)
     saved = save_merge(report, own_base, own, folder / MERGED)
     figures = draw_figures(report, folder / "figures")
     write_json(folder / "summary.json", summary_json(report, own_base, saved))
