@@ -91,7 +91,12 @@ def _codes(rows: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     present = [c for c in columns if c in rows.columns]
     if not present:
         return np.zeros(len(rows), dtype=int)
-    return rows[present].astype(str).groupby(present, sort=False).ngroup().to_numpy()
+    # one text key per row, numbered in order of first appearance (what groupby(sort=False).ngroup() numbers, at a
+    # fraction of its cost); the separator is a control character no column's text holds
+    keys = rows[present[0]].astype(str).to_numpy(dtype=object)
+    for column in present[1:]:
+        keys = keys + "\x1f" + rows[column].astype(str).to_numpy(dtype=object)
+    return pd.factorize(keys)[0]
 
 
 def noise_covariance(frames: list[pd.DataFrame], lin: Linearised) -> NoiseCovariance | None:

@@ -32,6 +32,7 @@ together are Holm-corrected as one family (:func:`holm`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -51,6 +52,13 @@ def pack(correct: Sequence[bool] | np.ndarray) -> str:
 def unpack(bits: str, n: int) -> np.ndarray:
     """The inverse of :func:`pack` for ``n`` images."""
     return np.unpackbits(np.frombuffer(bytes.fromhex(bits), dtype=np.uint8))[:n].astype(bool)
+
+
+@functools.lru_cache(maxsize=65536)
+def _observed_accuracy(bits: str, n: int) -> float:
+    """``unpack(bits, n).mean()``, once per packed string: a study's tables repeat the same single-adapter and
+    head-only strings in every merge row, and an interval reads them again for every deletion."""
+    return float(unpack(bits, n).mean())
 
 
 @dataclass
@@ -105,13 +113,14 @@ def row_values(rows: pd.DataFrame, metric: str, boot: Bootstrap | None = None) -
     draws."""
     if metric not in METRICS:
         raise ValueError(f"Unknown metric {metric!r}; use one of {', '.join(METRICS)}.")
+    if boot is None:
+        return _observed_values(rows, metric)
     out = []
     for row in rows.itertuples(index=False):
         n = int(row.num_images)
 
         def acc(bits: str, task=row.task, n=n):
-            correct = unpack(bits, n)
-            return boot.accuracy(task, correct) if boot is not None else correct.mean()
+            return boot.accuracy(task, unpack(bits, n))
 
         merged = acc(row.correct)
         if metric == "accuracy":
@@ -209,16 +218,39 @@ class Estimate:
         return float((t.ppf((1 + level) / 2, df) + t.ppf(power, df)) * (self.se if se is None else se))
 
 
+def _observed_column(rows: pd.DataFrame, column: str) -> np.ndarray:
+    """The accuracy each row's packed ``column`` records."""
+    sizes = rows["num_images"].to_numpy()
+    return np.array([_observed_accuracy(b, int(n)) for b, n in zip(rows[column].to_numpy(dtype=object), sizes)])
+
+
+def _observed_values(rows: pd.DataFrame, metric: str) -> np.ndarray:
+    """:func:`row_values` of the observed data, a column at a time: the same arithmetic on each row, element-wise,
+    so the same bits as row by row."""
+    merged = _observed_column(rows, "correct")
+    if metric == "accuracy":
+        return merged
+    if metric == "minus_head":
+        return merged - _observed_column(rows, "head_correct")
+    single = _observed_column(rows, "adapter_correct")
+    if metric == "gain_kept":
+        head = _observed_column(rows, "head_correct")
+        gain = single - head
+        return (merged - head) / np.where(np.abs(gain) < 1e-9, np.nan, gain)
+    chance = 1.0 / rows["num_classes"].to_numpy(dtype=float) if metric == "chance_normalized" else 0.0
+    room = single - chance
+    return (merged - chance) / np.where(room > 1e-9, room, np.nan)
+
+
 def _adapter_gain(rows: pd.DataFrame, boot: Bootstrap | None) -> np.ndarray:
     """Single adapter minus head-only accuracy, per row (and replicate)."""
+    if boot is None:
+        return _observed_column(rows, "adapter_correct") - _observed_column(rows, "head_correct")
     out = []
     for row in rows.itertuples(index=False):
         n = int(row.num_images)
         single, head = unpack(row.adapter_correct, n), unpack(row.head_correct, n)
-        if boot is None:
-            out.append(single.mean() - head.mean())
-        else:
-            out.append(boot.accuracy(row.task, single) - boot.accuracy(row.task, head))
+        out.append(boot.accuracy(row.task, single) - boot.accuracy(row.task, head))
     return np.stack(out, axis=-1)
 
 
