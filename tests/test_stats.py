@@ -256,3 +256,25 @@ def test_image_draws_are_made_on_first_use_in_task_order():
     rng.multinomial(50, np.full(50, 1 / 50), size=20)
     expected = rng.multinomial(70, np.full(70, 1 / 70), size=20) @ correct / 70
     np.testing.assert_allclose(boot.accuracy("b", correct), expected, rtol=1e-6)
+
+
+def test_observed_values_a_column_at_a_time_are_the_row_by_row_formula():
+    """The fast path of row_values (packed accuracies computed once, a column at a time) against the definition."""
+    from lora_merge_utils.stats import METRICS
+
+    rows, _, _ = simulated_grid(np.random.default_rng(5), seeds=2, references=True)
+    for metric in METRICS:
+        expected = []
+        for row in rows.itertuples(index=False):
+            n = int(row.num_images)
+            merged, single, head = (unpack(b, n).mean() for b in (row.correct, row.adapter_correct, row.head_correct))
+            if metric == "accuracy":
+                expected.append(merged)
+            elif metric == "minus_head":
+                expected.append(merged - head)
+            elif metric == "gain_kept":
+                expected.append((merged - head) / (single - head) if abs(single - head) >= 1e-9 else np.nan)
+            else:
+                chance = 1.0 / row.num_classes if metric == "chance_normalized" else 0.0
+                expected.append((merged - chance) / (single - chance) if single - chance > 1e-9 else np.nan)
+        np.testing.assert_array_equal(row_values(rows, metric), np.asarray(expected), err_msg=metric)
