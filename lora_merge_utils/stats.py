@@ -77,6 +77,7 @@ class Bootstrap:
     resample_tasks: bool = True
     variance: str = "noise_corrected"
     _counts: dict = field(default_factory=dict, repr=False)
+    _accuracies: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.variance not in VARIANCES:
@@ -97,6 +98,14 @@ class Bootstrap:
         """The accuracy of each replicate's draw of ``task``'s test images."""
         counts = self._draws()[task]
         return counts @ correct.astype(np.float32) / counts.shape[1]
+
+    def packed_accuracy(self, task: str, bits: str, n: int) -> np.ndarray:
+        """:meth:`accuracy` of a packed row (:func:`pack`), computed once per task and string: a table repeats the
+        same single-adapter and head-only strings in every merge row."""
+        key = (task, bits, n)
+        if key not in self._accuracies:
+            self._accuracies[key] = self.accuracy(task, unpack(bits, n))
+        return self._accuracies[key]
 
 
 METRICS = ("accuracy", "normalized", "chance_normalized", "minus_head", "gain_kept")
@@ -120,7 +129,7 @@ def row_values(rows: pd.DataFrame, metric: str, boot: Bootstrap | None = None) -
         n = int(row.num_images)
 
         def acc(bits: str, task=row.task, n=n):
-            return boot.accuracy(task, unpack(bits, n))
+            return boot.packed_accuracy(task, bits, n)
 
         merged = acc(row.correct)
         if metric == "accuracy":
@@ -249,8 +258,8 @@ def _adapter_gain(rows: pd.DataFrame, boot: Bootstrap | None) -> np.ndarray:
     out = []
     for row in rows.itertuples(index=False):
         n = int(row.num_images)
-        single, head = unpack(row.adapter_correct, n), unpack(row.head_correct, n)
-        out.append(boot.accuracy(row.task, single) - boot.accuracy(row.task, head))
+        single = boot.packed_accuracy(row.task, row.adapter_correct, n)
+        out.append(single - boot.packed_accuracy(row.task, row.head_correct, n))
     return np.stack(out, axis=-1)
 
 
