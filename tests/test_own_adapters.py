@@ -436,3 +436,24 @@ def test_an_adapter_of_another_base_or_other_layers_is_refused_before_any_work(w
         with pytest.raises(ValueError, match=words):
             write_report(NAME, adapters, world["data"], tmp_path / "out", **common)
     assert not (tmp_path / "out").exists()
+
+
+def test_names_peft_cannot_take_and_adapters_with_more_than_lora_are_refused(world, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from lora_merge_utils.own_adapters.analysis import check_names
+    from lora_merge_utils.own_adapters.models import read_adapter
+
+    for name in ("train", "a", "1st", "x" * 65):
+        with pytest.raises(ValueError, match="name"):
+            check_names([name, "blobs"], [name, "blobs"])
+    model = copy.deepcopy(world["base"])
+    model.reset_classifier(3)
+    dora = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, use_dora=True, modules_to_save=["head"])
+    get_peft_model(copy.deepcopy(model), dora).save_pretrained(str(tmp_path / "dora"))
+    with pytest.raises(ValueError, match="DoRA"):
+        read_adapter("dora", tmp_path / "dora")
+    norm = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, modules_to_save=["head", "norm"])
+    get_peft_model(copy.deepcopy(model), norm).save_pretrained(str(tmp_path / "norm"))
+    with pytest.raises(ValueError, match="besides LoRA.*head, norm"):
+        read_adapter("norm", tmp_path / "norm", head_file=None)

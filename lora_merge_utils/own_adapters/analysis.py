@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from ..backbone import state_dict_fingerprint
 from ..evaluation import MergeInputs, ScoreStore, code_version, evaluate_merges
 from ..methods import MergeSpec
 from ..profiles import TrainSettings
 from ..scoring import adapter_correctness, head_correctness
-from ..stats import LEVEL, Bootstrap, difference, estimate, pack
+from ..stats import LEVEL, Bootstrap, difference, estimate, holm_p_values, pack
 from ..training import extract_features, train_head
 from ..tuning import COMPACT_DENSITIES, COMPACT_LAMBDAS, grid
 from .data import OwnTask
@@ -72,6 +73,8 @@ def check_names(adapters: list[str], data: list[str]) -> None:
             )
         if name in "lora_":  # PEFT reads a name inside its own prefix as part of it, and re-initialises the weights
             raise ValueError(f"Adapter name {name!r} is part of PEFT's prefix 'lora_': give it a longer name.")
+        if hasattr(nn.ModuleDict(), name):  # PEFT keeps adapters in ModuleDicts, whose own attributes it would shadow
+            raise ValueError(f"Adapter name {name!r} is a name PyTorch's modules use themselves: give another.")
     without_data = sorted(set(adapters) - set(data))
     without_adapter = sorted(set(data) - set(adapters))
     if without_data or without_adapter:
@@ -146,9 +149,13 @@ class Report:
     """Per size: whether its merges are a sample (:data:`MAX_COMBINATIONS`)."""
     recommendation: list[str] = field(default_factory=list)
     """The report's answer in plain sentences."""
-    train_sets: dict | None = field(default=None, repr=False)
-    """Per task, the normalised training images (to refit heads on a saved merge, or to learn AdaMerging's
-    coefficients again for it)."""
+    unlabeled: dict | None = field(default=None, repr=False)
+    """Per task, the unlabeled training images AdaMerging learns from (to merge again for the saved merge)."""
+    validation: dict[int, dict[str, float]] = field(default_factory=dict)
+    """Per size, per family: the mean accuracy kept on the validation split by its chosen setting (which family the
+    report recommends is chosen on these, never on the test split)."""
+    device: str = "cpu"
+    amp: bool = False
     penalties: dict[str, float] = field(default_factory=dict)
     """Per task, the L2 penalty validation chose for its floor's head (refitted heads use it too)."""
     pairs: pd.DataFrame | None = None
@@ -220,7 +227,7 @@ def pair_measures(model, names: list[str], features: dict[str, torch.Tensor], me
     Fréchet distance between the tasks' training images in the base model's features (small: similar data), and the
     accuracy kept in the pair's task-arithmetic merge (each member's, and their mean)."""
     from ..merging import delta_weights
-    from ..similarity import frechet_distance, weight_cosine
+    from ..similarity import weight_cosine
 
     deltas = {name: delta_weights(model, name) for name in names}
     pairs = merges[(merges["size"] == 2) & (merges["family"] == "task arithmetic")]
@@ -231,7 +238,7 @@ def pair_measures(model, names: list[str], features: dict[str, torch.Tensor], me
             {
                 "pair": f"{a}+{b}",
                 "update cosine": weight_cosine(deltas[a], deltas[b])["overall"],
-                "Fréchet distance": frechet_distance(features[a], features[b]),
+                "Fréchet distance": _frechet(features[a], features[b]),
                 f"{a} keeps": float(members.get(a, np.nan)),
                 f"{b} keeps": float(members.get(b, np.nan)),
                 "mean kept": float(members.mean()) if len(members) else np.nan,
@@ -246,20 +253,56 @@ def pair_measures(model, names: list[str], features: dict[str, torch.Tensor], me
     return table[["pair", "update cosine", "Fréchet distance", "kept by", "mean kept"]]
 
 
+def _frechet(a: torch.Tensor, b: torch.Tensor) -> float:
+    """:func:`~lora_merge_utils.similarity.frechet_distance`, or NaN where too few images give no covariance."""
+    from ..similarity import frechet_distance
+
+    if min(len(a), len(b)) < 2:
+        return float("nan")
+    try:
+        return frechet_distance(a, b)
+    except (ValueError, np.linalg.LinAlgError):
+        return float("nan")
+
+
+MOST_TASKS_TESTED = 7
+"""The similarity test relabels the tasks every way (7! = 5,040 ways); beyond this many tasks it is left out."""
+
+
 def similarity_tests(pairs: pd.DataFrame, names: list[str]) -> dict[str, dict]:
     """Whether each measure predicts the pairs' mean accuracy kept (chapter 6's test: Spearman's rho, its p-value by
-    relabelling the tasks, since pairs that share a task are not independent); nothing below 4 tasks."""
+    relabelling the tasks, since pairs that share a task are not independent), on the pairs scored; nothing below 4
+    tasks or above :data:`MOST_TASKS_TESTED`."""
     from ..similarity import permutation_test
 
-    if len(names) < 4:
+    if not 4 <= len(names) <= MOST_TASKS_TESTED:
         return {}
-    kept = pairs.set_index("pair")["mean kept"]
+    kept = pairs.set_index("pair")["mean kept"].dropna()
+    if len(kept) < 4 or pairs[["update cosine", "Fréchet distance"]].isna().any().any():
+        return {}
     found = {}
     for measure, sign in (("update cosine", 1.0), ("Fréchet distance", -1.0)):
         similarity = sign * pairs.set_index("pair")[measure]  # larger = more similar, for both
         test = permutation_test(similarity, kept, names)
-        found[measure] = {"rho": float(test["rho"]), "p": float(test["p"]), "permutations": int(test["permutations"])}
+        found[measure] = {
+            "rho": float(test["rho"]),
+            "p": min(1.0, 2 * float(test["p"])),  # Bonferroni: two measures read at once
+            "permutations": int(test["permutations"]),
+        }
     return found
+
+
+UNLABELED = 256
+"""Unlabeled training images per task that AdaMerging learns from (a seeded sample): its short schedule reads 160."""
+
+
+def unlabeled_images(base: OwnBase, task: OwnTask, most: int = UNLABELED) -> torch.Tensor:
+    """A seeded sample of ``most`` of the task's training images, normalised for ``base``, without their labels."""
+    images = task.images["train"]
+    keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:most].sort().values
+    mean = torch.tensor(base.mean).view(1, 3, 1, 1)
+    std = torch.tensor(base.std).view(1, 3, 1, 1)
+    return (images[keep].float() / 255 - mean) / std
 
 
 def fingerprint(base: OwnBase, adapters: dict[str, OwnAdapter], tasks: dict[str, OwnTask]) -> str:
@@ -269,10 +312,14 @@ def fingerprint(base: OwnBase, adapters: dict[str, OwnAdapter], tasks: dict[str,
     digest = hashlib.sha256(state_dict_fingerprint(base.backbone).encode())
     digest.update(json.dumps([base.image_size, list(base.mean), list(base.std), code_version()]).encode())
     for name in sorted(adapters):
+        config = adapters[name].config.to_dict()
+        digest.update(
+            json.dumps(config, sort_keys=True, default=lambda o: sorted(o) if isinstance(o, set) else str(o)).encode()
+        )
         tensors = {**adapters[name].lora, **{f"head.{k}": v for k, v in adapters[name].head.state_dict().items()}}
         for key in sorted(tensors):
-            digest.update(f"{name}/{key}".encode())
-            digest.update(tensors[key].detach().cpu().contiguous().numpy().tobytes())
+            digest.update(f"{name}/{key} {tensors[key].dtype}".encode())
+            digest.update(tensors[key].detach().cpu().float().contiguous().numpy().tobytes())
     for name in sorted(tasks):
         for split in sorted(tasks[name].images):
             digest.update(f"{name}/{split}".encode())
@@ -300,26 +347,21 @@ def analyse(
     check_inputs(base, adapters, tasks)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     names = list(adapters)
-    model = model if model is not None else load_onto(base, list(adapters.values()))
-    heads = {name: adapter.head for name, adapter in adapters.items()}
+    model = (model if model is not None else load_onto(base, list(adapters.values()))).to(device)
+    heads = {name: adapter.head.to(device) for name, adapter in adapters.items()}
     floors, penalties, features = fit_floors(base, tasks, device, batch_size)
     singles = {
         split: single_rows(base, model, adapters, tasks, split, floors, device, batch_size) for split in ("val", "test")
     }
     sets = {split: {n: t.dataset(split, base.mean, base.std) for n, t in tasks.items()} for split in ("val", "test")}
-    inputs = MergeInputs(
-        unlabeled={n: t.dataset("train", base.mean, base.std).tensors[0] for n, t in tasks.items()},
-        refit_sets={n: t.dataset("train", base.mean, base.std) for n, t in tasks.items()},
-        refit_l2=penalties,
-        num_classes={n: t.num_classes for n, t in tasks.items()},
-        settings=TrainSettings(),
-    )
-    common = dict(device=device, batch_size=batch_size, amp=device.type == "cuda", progress=progress, inputs=inputs)
+    inputs = MergeInputs(unlabeled={n: unlabeled_images(base, t) for n, t in tasks.items()})
+    amp = device.type == "cuda"
+    common = dict(device=device, batch_size=batch_size, amp=amp, progress=progress, inputs=inputs)
     stores = {split: None for split in ("val", "test")}
     if scores is not None:
         context = fingerprint(base, adapters, tasks)
         stores = {split: ScoreStore(Path(scores), f"{split}:{context}") for split in stores}
-    chosen, sampled, tested = {}, {}, []
+    chosen, sampled, tested, validation = {}, {}, [], {}
     for size in range(2, len(names) + 1):
         combos, sampled[size] = combinations(names, size, most)
         chosen[size] = {}
@@ -331,6 +373,7 @@ def analyse(
             means = val_rows.groupby("method", sort=False)["normalized_accuracy"].mean()
             best = max(options, key=lambda spec: (means[spec.label], -options.index(spec)))
             chosen[size][family] = best
+            validation.setdefault(size, {})[family] = float(means[best.label])
             rows = evaluate_merges(
                 model, heads, sets["test"], singles["test"], [best], combos=combos, scores=stores["test"], **common
             )
@@ -344,10 +387,13 @@ def analyse(
         chosen,
         summary,
         sampled,
-        train_sets=inputs.refit_sets,
+        unlabeled=inputs.unlabeled,
         penalties=penalties,
         pairs=pairs,
         similarity=similarity_tests(pairs, names),
+        validation=validation,
+        device=str(device),
+        amp=amp,
     )
     report.recommendation = recommend(report)
     return report
@@ -381,9 +427,14 @@ def summarise(merges: pd.DataFrame, singles: pd.DataFrame) -> pd.DataFrame:
             e = difference(
                 both.sort_values(["members", "task"]), same.sort_values(["members", "task"]), "normalized", boot
             )
-            record |= {"vs task arithmetic": e.value, "vs low": e.low, "vs high": e.high, "resolved": e.resolved}
+            record |= {"vs task arithmetic": e.value, "vs low": e.low, "vs high": e.high, "p": e.p_value}
         records.append(record)
-    return pd.DataFrame(records)
+    table = pd.DataFrame(records)
+    if "p" in table:  # every difference from task arithmetic is read at once: Holm-corrected as one family
+        tested = table["p"].notna()
+        stands = holm_p_values(dict(zip(table.index[tested], table.loc[tested, "p"])))
+        table["resolved"] = [bool(stands.get(i, False)) for i in table.index]
+    return table
 
 
 MEANINGFUL_GAIN = 0.02
@@ -414,13 +465,13 @@ def pair_matrix(report: Report, family: str = "task arithmetic") -> pd.DataFrame
 
 
 def best_family(report: Report, size: int) -> pd.Series:
-    """The family whose accuracy kept is highest at ``size`` (task arithmetic unless another is ahead by a resolved
-    margin: a method is only worth its extra work when the evidence says it helps)."""
-    rows = report.summary[report.summary["size"] == size].set_index("family")
-    ahead = rows[(rows.get("resolved", False) == True) & (rows.get("vs task arithmetic", 0) > 0)]  # noqa: E712
-    if len(ahead):
-        return ahead.sort_values("accuracy kept", ascending=False).iloc[0].rename(ahead.index[0])
-    return rows.loc["task arithmetic"].rename("task arithmetic")
+    """The family the report recommends at ``size``, chosen on the validation split: the highest mean accuracy kept
+    there by its chosen setting (task arithmetic where they tie: the simplest wins a tie); its row of the test
+    summary, named by the family."""
+    scores = report.validation[size]
+    family = max(scores, key=lambda f: (scores[f], f == "task arithmetic"))
+    row = report.summary[(report.summary["size"] == size) & (report.summary["family"] == family)].iloc[0]
+    return row.rename(family)
 
 
 def recommend(report: Report, interferes: float = 0.9) -> list[str]:
@@ -439,15 +490,16 @@ def recommend(report: Report, interferes: float = 0.9) -> list[str]:
         "the share of that gain kept says nothing here)."
     )
     lines.append(
-        f"Merging all {largest} adapters: use {best.name} ({spec.label}); expect each task to keep "
-        f"{best['accuracy kept']:.1%} of its adapter's accuracy on average "
-        f"[{best['accuracy kept low']:.1%}, {best['accuracy kept high']:.1%}], {gain}"
+        f"Merging all {largest} adapters: use {best.name} ({spec.label}; the family and its setting chosen on the "
+        f"validation split); on the test split each task keeps {best['accuracy kept']:.1%} of its adapter's accuracy "
+        f"on average [{best['accuracy kept low']:.1%}, {best['accuracy kept high']:.1%}], {gain}"
     )
     useless = report.singles[report.singles["adapter_accuracy"] <= report.singles["head_accuracy"]]["task"].tolist()
     if useless:
         lines.append(
-            f"{', '.join(useless)}: the adapter does not beat its frozen floor (a head on the base model's features, "
-            "fitted on the same training images); for such a task a head alone does as well, merged or not."
+            f"{', '.join(useless)}: the adapter does not beat its frozen floor on the test split (a head on the base "
+            "model's features, fitted on the same training images; point estimates): for such a task a head alone "
+            "may do as well, merged or not."
         )
     matrix = pair_matrix(report)
     bad = [
@@ -456,11 +508,18 @@ def recommend(report: Report, interferes: float = 0.9) -> list[str]:
         for other in matrix.columns
         if task != other and matrix.loc[task, other] < interferes
     ]
+    scored = int(matrix.notna().to_numpy().sum())
     if bad:
         shown = ", ".join(f"{t} with {o} ({v:.0%})" for t, o, v in sorted(bad, key=lambda b: b[2])[:5])
-        lines.append(f"Pairs that interfere (a task keeps less than {interferes:.0%} of its accuracy): {shown}.")
+        lines.append(
+            f"Pairs that interfere (a task keeps less than {interferes:.0%} of its accuracy; point estimates on the "
+            f"test split): {shown}."
+        )
     else:
-        lines.append(f"No pair interferes: every task keeps at least {interferes:.0%} of its accuracy in every pair.")
+        lines.append(
+            f"No pair interferes: in each of the {scored // 2} pairs scored, every task keeps at least "
+            f"{interferes:.0%} of its accuracy (point estimates on the test split)."
+        )
     below = report.merges[
         (report.merges["size"] == largest)
         & (report.merges["family"] == best.name)
@@ -470,9 +529,10 @@ def recommend(report: Report, interferes: float = 0.9) -> list[str]:
     if len(below):
         lines.append(
             f"In the merge of all {largest}, {', '.join(sorted(below['task'].unique()))} falls to its frozen floor or "
-            "below, losing all its adapter adds: for those tasks keep the separate adapter (or train one joint "
-            "adapter on all the tasks' data)."
+            "below on the test split (a point estimate), losing what its adapter adds: for such a task keep the "
+            "separate adapter (or train one joint adapter on all the tasks' data)."
         )
+    compared = int(report.summary.get("p", pd.Series(dtype=float)).notna().sum())
     for size in sizes:
         sample = " (a sample)" if report.sampled.get(size) else ""
         for family, chosen in report.chosen[size].items():
@@ -482,14 +542,18 @@ def recommend(report: Report, interferes: float = 0.9) -> list[str]:
                 lines.append(
                     f"{size} adapters{sample}: {family} ({chosen.label}) is {side} task arithmetic by "
                     f"{abs(row['vs task arithmetic']):.1%} of accuracy kept [{row['vs low']:+.1%}, "
-                    f"{row['vs high']:+.1%}]."
+                    f"{row['vs high']:+.1%}], resolved with Holm's correction over the {compared} comparisons."
                 )
     lines.append(similarity_sentence(report))
-    tasks = len(report.singles)
     lines.append(
-        f"How sure: {LEVEL:.0%} intervals over the test images"
-        + (f" and the {tasks} tasks" if tasks > 2 else " (with two tasks there are no other tasks to resample)")
-        + "; one training seed per adapter, so another training run of the same adapters may differ more."
+        f"How sure: {LEVEL:.0%} intervals. The merge of all {largest} is one merge, so its interval covers the test "
+        "images only"
+        + (
+            "; where a size has several merges, the intervals leave each task out in turn too"
+            if len(sizes) > 1 and largest > 2
+            else ""
+        )
+        + ". One training seed per adapter: another training run of the same adapters may differ more."
     )
     return lines
 
@@ -498,9 +562,16 @@ def similarity_sentence(report: Report) -> str:
     """Whether similar adapters (or data) merge better here, in words (chapter 6's question)."""
     tasks = len(report.singles)
     if not report.similarity:
+        why = (
+            "too few pairs to tell"
+            if tasks < 4
+            else "too many ways to relabel them for the test"
+            if tasks > MOST_TASKS_TESTED
+            else "too few pairs or images for the test"
+        )
         return (
-            f"With {tasks} tasks there are too few pairs to tell whether more similar adapters or data merge better "
-            "or worse (the test needs 4 tasks or more); the pairs' cosines and data distances are in the table."
+            f"With {tasks} tasks there are {why} whether more similar adapters or data merge better or worse; the "
+            "pairs' cosines and data distances are in the table."
         )
     said = []
     for measure, test in report.similarity.items():
@@ -510,4 +581,8 @@ def similarity_sentence(report: Report) -> str:
         else:
             way = "better" if test["rho"] > 0 else "worse"
             said.append(f"pairs more alike in {what} merge {way} (rho {test['rho']:+.2f}, p = {test['p']:.2f})")
-    return "Which pairs merge well: " + "; ".join(said) + f" (p by relabelling the {tasks} tasks)."
+    return (
+        "Which pairs merge well: "
+        + "; ".join(said)
+        + f" (p by relabelling the {tasks} tasks, Bonferroni-corrected for the two measures)."
+    )

@@ -54,18 +54,27 @@ class OwnBase:
 
 
 class _TransformersFeatures(nn.Module):
-    """A transformers image classifier's backbone, returning the first token's final hidden state: the features its
-    ``classifier`` reads (``ViTForImageClassification`` does exactly this). The backbone keeps its attribute name
-    (``vit``), so that the module names an adapter was trained under still match."""
+    """A transformers image classifier with its ``classifier`` replaced by the identity, returning what the
+    classifier read: the model's own pooling (the first token for ViT and DeiT, the mean for BEiT and Swin). Its
+    modules are this module's children under their own names, so the layer names an adapter was trained under
+    still match."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.prefix = model.base_model_prefix
-        self.add_module(self.prefix, getattr(model, self.prefix))
-        self.num_features = int(model.config.hidden_size)
+        classifier = getattr(model, "classifier", None)
+        if not isinstance(classifier, nn.Linear):
+            raise ValueError(
+                f"{type(model).__name__} has no linear `classifier` to read features before: the report reads "
+                "image classifiers whose head is one linear layer (ViT, DeiT, BEiT, Swin, ...)."
+            )
+        self.num_features = int(classifier.in_features)
+        model.classifier = nn.Identity()
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        object.__setattr__(self, "_model", model)  # not a child: its modules are already this module's
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return getattr(self, self.prefix)(pixel_values=pixel_values).last_hidden_state[:, 0]
+        return self._model(pixel_values=pixel_values).logits
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
@@ -201,18 +210,26 @@ def _transformers_folder(folder: Path) -> OwnBase:
         model = AutoModelForImageClassification.from_pretrained(str(folder), local_files_only=True)
     except Exception as error:
         raise ValueError(f"transformers could not load the model folder {folder}: {error}") from None
-    if not hasattr(model, getattr(model, "base_model_prefix", "")):
-        raise ValueError(f"{folder} is a {type(model).__name__}, which has no backbone the report can read.")
+    model = model.float()  # a folder saved in half precision loads as such; the heads and the report work in float32
     size = model.config.image_size
-    size = size if isinstance(size, int) else int(size[0])
-    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    if not isinstance(size, int):
+        if len(set(size)) != 1:
+            raise ValueError(f"{folder} takes {size} images; the report handles square inputs only.")
+        size = int(size[0])
+    mean, std, said = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), ""
     processor = folder / "preprocessor_config.json"
     if processor.is_file():
         settings = json.loads(processor.read_text(encoding="utf-8"))
-        mean = tuple(settings.get("image_mean", mean))
-        std = tuple(settings.get("image_std", std))
+        if settings.get("do_normalize", True):
+            mean = tuple(settings.get("image_mean", mean))
+            std = tuple(settings.get("image_std", std))
+        else:
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    else:  # said in the report: a wrong guess here moves every number
+        said = "; no preprocessor_config.json, so images are normalised with mean = std = 0.5"
     backbone = _TransformersFeatures(model).eval().requires_grad_(False)
-    return OwnBase(backbone, "transformers", size, mean, std, f"transformers {type(model).__name__} ({folder.name})")
+    name = f"transformers {type(model).__name__} ({folder.name}{said})"
+    return OwnBase(backbone, "transformers", size, mean, std, name)
 
 
 @dataclass
@@ -258,6 +275,20 @@ def read_adapter(name: str, directory: str | Path, head_file: str | Path | None 
         raise ValueError(
             f"Adapter {name!r}: {folder / 'adapter_config.json'} is not a LoRA configuration ({error})."
         ) from None
+    unsupported = [
+        what
+        for what, used in (
+            ("DoRA (use_dora)", getattr(config, "use_dora", False)),
+            ("LoRA biases (lora_bias)", getattr(config, "lora_bias", False)),
+            ("biases trained with it (bias != 'none')", getattr(config, "bias", "none") != "none"),
+        )
+        if used
+    ]
+    if unsupported:
+        raise ValueError(
+            f"Adapter {name!r} uses {', '.join(unsupported)}: the merge methods add plain LoRA updates B A and would "
+            "drop those parts silently. Train it as plain LoRA to merge it."
+        )
     weights = [folder / f for f in ("adapter_model.safetensors", "adapter_model.bin") if (folder / f).is_file()]
     if not weights:
         raise ValueError(f"Adapter {name!r}: {folder} has no adapter_model.safetensors.")
@@ -277,17 +308,18 @@ def read_adapter(name: str, directory: str | Path, head_file: str | Path | None 
             )
     if not lora:
         raise ValueError(f"Adapter {name!r}: {weights[0].name} holds no LoRA weights.")
+    if len(kept) > 1:
+        raise ValueError(
+            f"Adapter {name!r} trained modules besides LoRA ({', '.join(sorted(kept))}), not only its head: a merge "
+            "adds LoRA updates only, so a trained module other than the head would be silently dropped. Give "
+            "adapters whose only saved module is their head (or none, with the head beside it or in --head)."
+        )
     if head_file is not None:
         path = Path(head_file)
         if not path.is_file():
             raise FileNotFoundError(f"Adapter {name!r}: no head file {path}.")
         head = _linear(_read_state(path), f"Adapter {name!r}'s head file {path}")
     elif kept:
-        if len(kept) > 1:
-            raise ValueError(
-                f"Adapter {name!r} saves several modules ({', '.join(sorted(kept))}); give its head with "
-                f"--head {name}=FILE."
-            )
         ((module, tensors),) = kept.items()
         head = _linear(tensors, f"Adapter {name!r}'s saved module {module!r}")
     else:
@@ -303,6 +335,8 @@ def read_adapter(name: str, directory: str | Path, head_file: str | Path | None 
     config.modules_to_save = None
     config.inference_mode = True
     config.base_model_name_or_path = None  # the base is the one the report loads, whatever path trained it
+    # the layers it adapts, named in full: a regex in one adapter and a list in another cannot be combined by PEFT
+    config.target_modules = set(layers)
     return OwnAdapter(name, folder, config, lora, head, layers)
 
 
@@ -341,6 +375,14 @@ def load_onto(base: OwnBase, adapters: list[OwnAdapter]) -> PeftModel:
                 "model (or with another rank than its adapter_config.json says)."
             )
         set_peft_model_state_dict(model, adapter.lora, adapter_name=adapter.name)
+    from ..merging import lora_layers
+
+    other = sorted(name for name, layer in lora_layers(model).items() if not isinstance(layer.base_layer, nn.Linear))
+    if other:
+        raise ValueError(
+            f"The adapters adapt layers that are not linear ({', '.join(other[:3])}): the merge methods handle LoRA "
+            "on linear layers only."
+        )
     model.eval()
     model.requires_grad_(False)
     return model

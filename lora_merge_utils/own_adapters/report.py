@@ -20,13 +20,15 @@ from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state
 
 from ..artifacts import save_head, write_json
 from ..merging import merge_adapters
-from ..safe_io import write_atomic
+from ..safe_io import atomic_dir, write_atomic
 from .analysis import FAMILIES, Report, analyse, best_family, check_inputs, check_names, pair_matrix
 from .data import read_tasks
 from .models import OwnAdapter, OwnBase, load_base, load_onto, read_adapter
 
 MERGED = "merged"
 """The folder, under ``--out``, of the recommended merge."""
+MERGE_NAME = "__merged__"
+"""The merge's adapter name while it is built: no adapter's name can be it (names start with a letter)."""
 SCORES = "scores"
 """The folder, under ``--out``, of every merge's saved score: a second run on the same inputs reads them back."""
 
@@ -114,37 +116,39 @@ def save_merge(report: Report, base: OwnBase, adapters: dict[str, OwnAdapter], f
     family = best_family(report, size).name
     spec = report.chosen[size][family]
     names = list(adapters)
-    model = load_onto(base, list(adapters.values()))
-    folder.mkdir(parents=True, exist_ok=True)
-    if spec.method == "task_arithmetic":
-        scale = spec.params.get("scale")
-        weights = [scale] * len(names) if scale is not None else [1.0 / len(names)] * len(names)
-        model.add_weighted_adapter(names, weights, adapter_name=MERGED, combination_type="cat")
-        state = get_peft_model_state_dict(model, adapter_name=MERGED)
-        config = copy.deepcopy(model.peft_config[MERGED])
-        fresh = get_peft_model(copy.deepcopy(base.backbone), config)  # its one adapter is "default": saved flat
-        set_peft_model_state_dict(fresh, state)
-        fresh.save_pretrained(str(folder))
-        kind = "peft"
-    else:
-        merged = merge_adapters(model, names, method=spec.method, **spec.params, **_data_for(spec, report, adapters))
-        state = {k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}
-        from safetensors.torch import save_file
+    model = load_onto(base, list(adapters.values())).to(report.device)
+    with atomic_dir(folder) as building:  # a merge of another kind from an earlier run is replaced, not mixed in
+        if spec.method == "task_arithmetic":
+            scale = spec.params.get("scale")
+            weights = [scale] * len(names) if scale is not None else [1.0 / len(names)] * len(names)
+            model.add_weighted_adapter(names, weights, adapter_name=MERGE_NAME, combination_type="cat")
+            state = {k: v.cpu() for k, v in get_peft_model_state_dict(model, adapter_name=MERGE_NAME).items()}
+            config = copy.deepcopy(model.peft_config[MERGE_NAME])
+            config.use_rslora = False  # the side-by-side factors carry each adapter's own scaling already
+            fresh = get_peft_model(copy.deepcopy(base.backbone).cpu(), config)  # one adapter, "default": saved flat
+            set_peft_model_state_dict(fresh, state)
+            fresh.save_pretrained(str(building))
+            kind = "peft"
+        else:
+            merged = merge_adapters(
+                model, names, method=spec.method, **spec.params, **_data_for(spec, report, adapters)
+            )
+            state = {k: v.detach().cpu().contiguous() for k, v in merged.state_dict().items()}
+            from safetensors.torch import save_file
 
-        write_atomic(folder / "backbone.safetensors", lambda tmp: save_file(state, str(tmp)))
-        kind = "backbone"
-    heads = {name: adapter.head for name, adapter in adapters.items()}
-    for name, head in heads.items():
-        save_head(head.cpu(), folder / "heads" / f"{name}.safetensors")
-    saved = {
-        "family": family,
-        "setting": spec.label,
-        "members": names,
-        "format": kind,
-        "folder": folder.name,
-        "load": _HOW_TO_LOAD[kind, base.family],
-    }
-    write_json(folder / "merge.json", saved)
+            save_file(state, str(building / "backbone.safetensors"))
+            kind = "backbone"
+        for name, adapter in adapters.items():
+            save_head(adapter.head.cpu(), building / "heads" / f"{name}.safetensors")
+        saved = {
+            "family": family,
+            "setting": spec.label,
+            "members": names,
+            "format": kind,
+            "folder": folder.name,
+            "load": _HOW_TO_LOAD[kind, base.family],
+        }
+        write_json(building / "merge.json", saved)
     return saved
 
 
@@ -154,8 +158,11 @@ def _data_for(spec, report: Report, adapters: dict[str, OwnAdapter]) -> dict:
 
     if get_merge_method(spec.method).data == "none":
         return {}
-    unlabeled = {name: dataset.tensors[0] for name, dataset in report.train_sets.items()}
-    return {"unlabeled": unlabeled, "heads": {n: a.head for n, a in adapters.items()}, "amp": False}
+    return {
+        "unlabeled": {name: images.to(report.device) for name, images in report.unlabeled.items()},
+        "heads": {n: a.head.to(report.device) for n, a in adapters.items()},
+        "amp": report.amp,  # as the analysis merged, so the saved merge is the merge it scored
+    }
 
 
 def summary_json(report: Report, base: OwnBase, saved: dict) -> dict:
@@ -169,6 +176,7 @@ def summary_json(report: Report, base: OwnBase, saved: dict) -> dict:
         "summary": json.loads(report.summary.to_json(orient="records")),
         "merges": json.loads(merges.to_json(orient="records")),
         "sampled": {str(k): v for k, v in report.sampled.items()},
+        "validation": {str(k): v for k, v in report.validation.items()},
         "pairs": json.loads(report.pairs.to_json(orient="records")) if report.pairs is not None else [],
         "similarity": report.similarity,
         "recommendation": report.recommendation,
@@ -249,7 +257,20 @@ def _tables(report: Report) -> dict[str, pd.DataFrame]:
             "" if pd.isna(v) else f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]"
             for v, lo, hi in zip(shown["vs task arithmetic"], shown["vs low"], shown["vs high"])
         ]
-    keep = [c for c in ("size", "family", "setting", "merges", "accuracy kept", "gain kept", "vs task arithmetic")]
+    shown["validation kept"] = [
+        round(report.validation.get(size, {}).get(family, float("nan")), 3)
+        for size, family in zip(shown["size"], shown["family"])
+    ]
+    keep = (
+        "size",
+        "family",
+        "setting",
+        "merges",
+        "validation kept",
+        "accuracy kept",
+        "gain kept",
+        "vs task arithmetic",
+    )
     pairs = report.pairs.round(3) if report.pairs is not None else pd.DataFrame()
     return {"tasks": tasks.round(3), "merges": shown[[c for c in keep if c in shown]], "pairs": pairs}
 
