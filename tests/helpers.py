@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import functools
 import importlib.util
-import sys
 import types
 from pathlib import Path
 
@@ -43,26 +41,10 @@ MINI_METHODS = ("task_arithmetic", "linear", "tsv")
 bytes the kill/resume and scale-out tests pin too."""
 
 
-@functools.cache
 def load_script(name: str) -> types.ModuleType:
-    """``scripts/<name>.py`` as a module, loaded once per session: registered in ``sys.modules`` under ``name`` before
-    it runs (a dataclass looks its module up there) and run with ``scripts/`` first on ``sys.path``, as ``python
-    scripts/<name>.py`` runs it (so it imports its sibling scripts)."""
-    path = ROOT / "scripts" / f"{name}.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"no script {path.relative_to(ROOT)} for load_script({name!r})")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
+    """The tool behind ``scripts/<name>.py``: the module ``book_tools.<name>``, imported by name (each script is a
+    thin wrapper around it)."""
+    return importlib.import_module(f"book_tools.{name}")
 
 
 def needs_chromium(test):

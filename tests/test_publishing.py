@@ -28,7 +28,7 @@ FORK, FORK_BRANCH = "https://github.com/A-Fork/merge-book-fork", "dev"
 FORK_BASEURL = "https://a-fork.github.io/merge-book-fork/"
 COLAB_LINK = re.compile(r"colab\.research\.google\.com/github/([^/\s]+/[^/\s]+)/blob/([^/\s]+)/")
 REPO_URL_LINE = re.compile(r'REPO_URL = "([^"]*)"')
-SET_REPOSITORY = load_script("set_repository")  # it imports ``execute_notebooks`` as a sibling, as a script does
+SET_REPOSITORY = load_script("set_repository")
 
 
 def _book_copy(tmp_path: Path) -> Path:
@@ -36,7 +36,8 @@ def _book_copy(tmp_path: Path) -> Path:
     for name in ["_config.yml", "_toc.yml", "pyproject.toml", "CITATION.cff", "book/intro.md"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, tmp_path / name)
-    shutil.copytree(ROOT / "scripts", tmp_path / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("scripts", "book_tools"):  # the scripts are thin wrappers around book_tools
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "notebooks").mkdir()
     for path in sorted((ROOT / "notebooks").glob("0*.ipynb")):
         shutil.copy2(path, tmp_path / "notebooks" / path.name)
