@@ -64,6 +64,7 @@ TARGETS: dict[str, tuple[str, str, dict[str, str]]] = {
             ),
             "torch.utils.data.dataloader.DataLoader": "data.html#torch.utils.data.DataLoader",
             "torch.utils.data.dataset.Dataset": "data.html#torch.utils.data.Dataset",
+            "torch.utils.data.dataset.TensorDataset": "data.html#torch.utils.data.TensorDataset",
         },
     ),
     "numpy": (

@@ -323,7 +323,7 @@ class Profile:
         num_workers: DataLoader worker processes for decoding images (0 decodes in the main process).
         smoke: A shrunk run that only proves the code path works (stand-in data, a shallow backbone): its numbers
             mean nothing, and checks that need real pretrained weights are skipped, saying so.
-        calibrated_checks: The chapters' checks of what the world shows (:meth:`~lora_merge_utils.study.Study.check`)
+        calibrated_checks: The chapters' checks of what the world shows (:func:`~lora_merge_utils.course.checks.check`)
             were calibrated on this profile's data, so a failed check stops the chapter: it means a bug. Otherwise (real
             data) a failed check prints what published work leads us to expect and the chapter goes on.
         overrides: The ``$LORA_BOOK_OVERRIDES`` applied to this profile, as ``(dotted name, JSON value)`` pairs.

@@ -1,6 +1,6 @@
 """What the chapters' checks expect on real data, with where the expectation comes from.
 
-The tiny world is ours, and its checks are strict (:meth:`~lora_merge_utils.study.Study.check` stops a chapter there).
+The tiny world is ours, and its checks are strict (:func:`~lora_merge_utils.course.checks.check` stops a chapter there).
 On the full profile's real datasets a check that fails prints the matching sentence below instead and the chapter goes
 on: our bars were set on the tiny world, and published results say what a ViT-B/16 should do on the real tasks.
 

@@ -39,13 +39,13 @@ FAMILIES = {
     "magnitude pruning": "data-free",
     "AdaMerging, short schedule": "data-light",
 }
-"""The families the report tunes and compares: task arithmetic (the sum with one weight λ), and the best data-free and
+"""The families the report tunes and compares, task arithmetic (the sum with one weight λ), and the best data-free and
 the best data-light family of chapter 5, as the book's tiny world chose them on validation: magnitude pruning (each
 update's smallest entries dropped, then the scaled sum) and AdaMerging on its short schedule (per-layer coefficients
 learned from unlabeled training images). Chapter 5 finds neither resolved against plain averaging there, which is
 why task arithmetic is the report's default answer unless another family is ahead by a resolved margin."""
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-"""What an adapter's name may be: it names a PEFT adapter and a file."""
+"""What an adapter's name may be (it names a PEFT adapter and a file)."""
 MAX_COMBINATIONS = 20
 """Merges per size scored at most; beyond it, a seeded sample of that many (said in the report)."""
 
@@ -137,32 +137,32 @@ class Report:
     of it."""
 
     singles: pd.DataFrame
-    """Per task: the adapter's test accuracy, the floor's, and their packed correctness."""
+    """Per task, the adapter's test accuracy, the floor's, and their packed correctness."""
     merges: pd.DataFrame
-    """Per merge x family x member task, on the test split, with each family's setting chosen on validation."""
+    """One row per merge x family x member task, on the test split, each family's setting chosen on validation."""
     chosen: dict[int, dict[str, MergeSpec]]
-    """Per merge size, per family: the setting validation chose."""
+    """The setting validation chose, per merge size and family."""
     summary: pd.DataFrame
-    """Per size and family: accuracy kept and share of the gain kept with their intervals, and the difference from
-    task arithmetic."""
+    """Accuracy kept and share of the gain kept with their intervals, and the difference from task arithmetic, per
+    size and family."""
     sampled: dict[int, bool] = field(default_factory=dict)
-    """Per size: whether its merges are a sample (:data:`MAX_COMBINATIONS`)."""
+    """Whether each size's merges are a sample (:data:`MAX_COMBINATIONS`)."""
     recommendation: list[str] = field(default_factory=list)
     """The report's answer in plain sentences."""
     unlabeled: dict | None = field(default=None, repr=False)
     """Per task, the unlabeled training images AdaMerging learns from (to merge again for the saved merge)."""
     validation: dict[int, dict[str, float]] = field(default_factory=dict)
-    """Per size, per family: the mean accuracy kept on the validation split by its chosen setting (which family the
+    """The mean accuracy kept on the validation split by each family's chosen setting, per size (which family the
     report recommends is chosen on these, never on the test split)."""
     device: str = "cpu"
     amp: bool = False
     penalties: dict[str, float] = field(default_factory=dict)
     """Per task, the L2 penalty validation chose for its floor's head (refitted heads use it too)."""
     pairs: pd.DataFrame | None = None
-    """Per pair (chapter 6's measures): the cosine of the two adapters' updates, the Fréchet distance between their
+    """Chapter 6's measures for each pair, the cosine of the two adapters' updates, the Fréchet distance between their
     tasks' images as the base model sees them, and the accuracy each task keeps in their task-arithmetic merge."""
     similarity: dict = field(default_factory=dict)
-    """Whether each measure predicts how well a pair merges: Spearman's rho with a permutation p-value over task
+    """Whether each measure predicts how well a pair merges, by Spearman's rho with a permutation p-value over task
     relabellings (4 tasks or more; fewer leave too few pairs to tell)."""
 
 
@@ -293,7 +293,8 @@ def similarity_tests(pairs: pd.DataFrame, names: list[str]) -> dict[str, dict]:
 
 
 UNLABELED = 256
-"""Unlabeled training images per task that AdaMerging learns from (a seeded sample): its short schedule reads 160."""
+"""How many unlabeled training images per task AdaMerging learns from (a seeded sample; its short schedule reads
+160)."""
 
 
 def unlabeled_images(base: OwnBase, task: OwnTask, most: int = UNLABELED) -> torch.Tensor:
@@ -342,7 +343,8 @@ def analyse(
 ) -> Report:
     """Score the adapters, their floors and every merge (sizes 2 to the number of adapters), each family tuned on
     validation; see the module docstring. With ``scores`` (a folder), every merge's score is saved there as it is
-    made and read back by a later run on the same inputs (:func:`fingerprint`): a run stopped halfway resumes.
+    made and read back by a later run on the same inputs
+    (:func:`~lora_merge_utils.own_adapters.analysis.fingerprint`), so a run stopped halfway resumes.
     ``model``: the adapters already loaded onto the base (:func:`~lora_merge_utils.own_adapters.models.load_onto`)."""
     check_inputs(base, adapters, tasks)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -438,7 +440,7 @@ def summarise(merges: pd.DataFrame, singles: pd.DataFrame) -> pd.DataFrame:
 
 
 MEANINGFUL_GAIN = 0.02
-"""The share of the gain kept is a ratio over the adapters' mean gain above their floor: below this gain (two points
+"""The share of the gain kept is a ratio over the adapters' mean gain above their floor, so below this gain (two points
 of accuracy) the ratio says nothing and is left out (NaN), and the report says why."""
 
 

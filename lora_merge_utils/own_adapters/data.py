@@ -31,8 +31,8 @@ from torch.utils.data import TensorDataset
 from .._progress import tqdm
 
 SPLITS = ("train", "val", "test")
-"""The splits every task needs: ``train`` to fit adapters and heads, ``val`` to choose merge hyperparameters, and
-``test`` to report on images nothing was chosen with."""
+"""The splits every task needs (``train`` to fit adapters and heads, ``val`` to choose merge hyperparameters, and
+``test`` to report on images nothing was chosen with)."""
 
 IMAGE_FOLDER = "image folder"
 SAVE_TO_DISK = "save_to_disk"
