@@ -49,17 +49,19 @@ $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 setup: $(VENV)/.installed
 
 # Colab's package versions (requirements/colab.txt) in an environment of their own, for tests/test_colab_versions.py.
-# Two steps, so that `make -j2 setup colab-venv` (.ci/run) unpacks both environments' wheels side by side: Colab's
-# pinned packages first, then this project, only once .venv has it (two editable builds at once would write the same
-# lora_merge_utils.egg-info).
+# torch and torchvision are .venv's, hard-linked in with the CUDA libraries and every package Colab pins at the version
+# .venv holds (scripts/share_packages.py): a second CUDA build of torch would need about 6 GB more disk than CI
+# machines have been seen to have. pip then installs the rest of Colab's pins (.venv-colab/pins.txt), then this
+# project.
 COLAB_VENV := .venv-colab
-$(COLAB_VENV)/.pinned: requirements/colab.txt
+$(COLAB_VENV)/.pinned: requirements/colab.txt | $(VENV)/.installed
 	test -x $(COLAB_VENV)/bin/python || $(PYTHON) -m venv $(COLAB_VENV)
-	$(COLAB_VENV)/bin/python -m pip install --quiet -r requirements/colab.txt
+	$(PY) scripts/share_packages.py $(COLAB_VENV) requirements/colab.txt --pins-out $(COLAB_VENV)/pins.txt
+	$(COLAB_VENV)/bin/python -m pip install --quiet -r $(COLAB_VENV)/pins.txt
 	touch $@
 
-$(COLAB_VENV)/.installed: pyproject.toml $(COLAB_VENV)/.pinned | $(VENV)/.installed
-	$(COLAB_VENV)/bin/python -m pip install --quiet -c requirements/colab.txt -e '.[dev]'
+$(COLAB_VENV)/.installed: pyproject.toml $(COLAB_VENV)/.pinned
+	$(COLAB_VENV)/bin/python -m pip install --quiet -c $(COLAB_VENV)/pins.txt -e '.[dev]'
 	touch $@
 
 colab-venv: $(COLAB_VENV)/.installed
