@@ -314,6 +314,7 @@ def test_ci_says_in_one_line_when_the_disk_cannot_hold_the_environments(tmp_path
     """CI once failed after 209 s with pip's `No space left on device`; the check says so before anything installs."""
     short = _check_disk(tmp_path, free_kib=5 * 1048576)
     assert short.returncode == 1
-    assert "5 GB free on /work, about 15 GB needed" in short.stderr
-    assert _check_disk(tmp_path, free_kib=40 * 1048576).returncode == 0
+    assert "5.0 GB free on /work, about 7.9 GB needed" in short.stderr
+    # A CI machine was seen with 8 GB free: .venv-colab shares .venv's torch and triton goes, so that is enough.
+    assert _check_disk(tmp_path, free_kib=8 * 1048576).returncode == 0
     assert "bash scripts/check_disk.sh" in (ROOT / ".ci" / "run").read_text()
