@@ -140,7 +140,14 @@ def test_the_report_scores_each_adapter_as_plain_peft_does(world, written):
 
 def test_the_report_writes_its_files_and_every_number(written):
     report, out = written
-    for name in ("report.md", "report.html", "summary.json", "figures/pairs.png", "figures/k_curve.png"):
+    for name in (
+        "report.md",
+        "report.html",
+        "summary.json",
+        "figures/pairs.png",
+        "figures/k_curve.png",
+        "figures/tasks.png",
+    ):
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert {t["task"] for t in summary["tasks"]} == set(TASKS)
@@ -180,6 +187,8 @@ def test_the_saved_merge_reloads_with_plain_peft_to_the_reported_accuracy(world,
 
 
 def test_bad_inputs_are_refused_before_any_work(world, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
     from lora_merge_utils.own_adapters.report import write_report
 
     def run(adapters=None, data=None, **kwargs):
@@ -198,6 +207,15 @@ def test_bad_inputs_are_refused_before_any_work(world, tmp_path):
         run(data={k: v for k, v in world["data"].items() if k != "tints"})
     with pytest.raises(ValueError, match="not the weights of timm's"):
         run(base_args=dict(ARGS, embed_dim=64))
+    convolutions = {}  # "proj" names patch_embed.proj too: a practitioner's easy mistake
+    for task in ("stripes", "blobs"):
+        model = copy.deepcopy(world["base"])
+        model.reset_classifier(TASKS[task])
+        convolutions[task] = tmp_path / "convolution" / task
+        config = LoraConfig(r=2, target_modules=["qkv", "proj"], modules_to_save=["head"])
+        get_peft_model(model, config).save_pretrained(str(convolutions[task]))
+    with pytest.raises(ValueError, match=r"not linear \(patch_embed.proj\).*write 'attn.proj'"):
+        run(adapters=convolutions, data={task: world["data"][task] for task in convolutions})
     with pytest.raises(ValueError, match="--out is empty"):
         write_report(NAME, world["adapters"], world["data"], "", weights=world["root"] / "base.safetensors")
     assert not (tmp_path / "out").exists(), "nothing written for refused input"
@@ -457,3 +475,34 @@ def test_names_peft_cannot_take_and_adapters_with_more_than_lora_are_refused(wor
     get_peft_model(copy.deepcopy(model), norm).save_pretrained(str(tmp_path / "norm"))
     with pytest.raises(ValueError, match="besides LoRA.*head, norm"):
         read_adapter("norm", tmp_path / "norm", head_file=None)
+
+
+def test_the_share_of_the_gain_is_left_out_when_one_adapter_adds_almost_nothing():
+    """One task whose adapter adds a point over its floor makes its ratio noise: the page's first run showed
+    -165% [-1748%, 1418%] from a mean gain of 2.6 points, one task adding 1."""
+    import pandas as pd
+
+    from lora_merge_utils.own_adapters.analysis import MEANINGFUL_GAIN, _gain_kept, small_gains
+
+    rows = pd.DataFrame(
+        {
+            "task": ["a", "b", "a", "b"],
+            "adapter_accuracy": [0.955, 0.92, 0.955, 0.92],
+            "head_accuracy": [0.945, 0.87, 0.945, 0.87],
+        }
+    )
+    assert (rows["adapter_accuracy"] - rows["head_accuracy"]).mean() > MEANINGFUL_GAIN  # the mean alone would pass
+    assert small_gains(rows) == ["a"]
+    assert np.isnan(_gain_kept(rows, boot=None).value)
+
+
+def test_the_floor_sentences_name_the_tasks_and_say_when_the_merge_does_not_pay():
+    from lora_merge_utils.own_adapters.analysis import floor_sentences
+
+    assert floor_sentences([], 3, 3) == []
+    (one,) = floor_sentences(["mnist"], 3, 3)
+    assert "mnist falls to its frozen floor" in one and "what its adapter adds" in one
+    (two,) = floor_sentences(["digits", "mnist"], 3, 3)
+    assert "digits and mnist fall to their frozen floor" in two and "what their adapters add" in two
+    (every,) = floor_sentences(["digits", "mnist", "shapes"], 3, 3)
+    assert "every task falls to its frozen floor" in every and "does not pay here" in every

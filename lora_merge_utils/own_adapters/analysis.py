@@ -43,7 +43,8 @@ FAMILIES = {
 the best data-light family of chapter 5, as the book's tiny world chose them on validation: magnitude pruning (each
 update's smallest entries dropped, then the scaled sum) and AdaMerging on its short schedule (per-layer coefficients
 learned from unlabeled training images). Chapter 5 finds neither resolved against plain averaging there, which is
-why task arithmetic is the report's default answer unless another family is ahead by a resolved margin."""
+why the report, which recommends the family that keeps the most on validation, says when that family's difference
+from task arithmetic is not resolved on the test split, and that task arithmetic then does as well."""
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 """What an adapter's name may be (it names a PEFT adapter and a file)."""
 MAX_COMBINATIONS = 20
@@ -440,16 +441,23 @@ def summarise(merges: pd.DataFrame, singles: pd.DataFrame) -> pd.DataFrame:
 
 
 MEANINGFUL_GAIN = 0.02
-"""The share of the gain kept is a ratio over the adapters' mean gain above their floor, so below this gain (two points
-of accuracy) the ratio says nothing and is left out (NaN), and the report says why."""
+"""The share of the gain kept averages, over tasks, a ratio whose denominator is the adapter's gain above its floor. A
+task whose adapter adds less than this (two points of accuracy) makes its ratio noise that swamps the average, so the
+share is then left out (NaN), and the report names the tasks."""
+
+
+def small_gains(rows: pd.DataFrame) -> list[str]:
+    """The tasks whose adapters add less than :data:`MEANINGFUL_GAIN` over their floor, in order."""
+    gains = (rows["adapter_accuracy"] - rows["head_accuracy"]).groupby(rows["task"], sort=False).mean()
+    return [str(task) for task, gain in gains.items() if gain < MEANINGFUL_GAIN]
 
 
 def _gain_kept(rows: pd.DataFrame, boot: Bootstrap):
-    """The share of the gain kept with its interval, or NaNs where the adapters add less than
-    :data:`MEANINGFUL_GAIN` over their floor (the ratio's denominator would be noise)."""
+    """The share of the gain kept with its interval, or NaNs where a task's adapter adds less than
+    :data:`MEANINGFUL_GAIN` over its floor (:func:`small_gains`: its ratio's denominator would be noise)."""
     from ..stats import Estimate
 
-    if float((rows["adapter_accuracy"] - rows["head_accuracy"]).mean()) < MEANINGFUL_GAIN:
+    if small_gains(rows):
         return Estimate(float("nan"), float("nan"), float("nan"))
     with np.errstate(divide="ignore", invalid="ignore"):  # a jackknife subset of tasks whose adapters add nothing
         return estimate(rows, "gain_kept", boot)
@@ -484,18 +492,32 @@ def recommend(report: Report, interferes: float = 0.9) -> list[str]:
     lines = []
     best = best_family(report, largest)
     spec = report.chosen[largest][best.name]
-    gain = (
-        f"and {best['gain kept']:.0%} of what its adapter adds over the frozen backbone "
-        f"[{best['gain kept low']:.0%}, {best['gain kept high']:.0%}]."
-        if np.isfinite(best["gain kept"])
-        else f"(the adapters add less than {MEANINGFUL_GAIN:.0%} of accuracy over their frozen floor on average, so "
-        "the share of that gain kept says nothing here)."
-    )
+    if np.isfinite(best["gain kept"]):
+        gain = (
+            f", and {best['gain kept']:.0%} of what its adapter adds over the frozen backbone "
+            f"[{best['gain kept low']:.0%}, {best['gain kept high']:.0%}]."
+        )
+    else:
+        small = small_gains(report.merges[report.merges["size"] == largest])
+        gain = (
+            f" (the share of the gain over the frozen floor that it keeps is left out: {_listed(small)} "
+            f"{'adds' if len(small) == 1 else 'add'} less than {MEANINGFUL_GAIN:.0%} of accuracy over "
+            f"{'its floor' if len(small) == 1 else 'their floors'}, which makes that share noise)."
+        )
     lines.append(
         f"Merging all {largest} adapters: use {best.name} ({spec.label}; the family and its setting chosen on the "
         f"validation split); on the test split each task keeps {best['accuracy kept']:.1%} of its adapter's accuracy "
-        f"on average [{best['accuracy kept low']:.1%}, {best['accuracy kept high']:.1%}], {gain}"
+        f"on average [{best['accuracy kept low']:.1%}, {best['accuracy kept high']:.1%}]{gain}"
     )
+    compared_to_arithmetic = "task arithmetic" in report.chosen[largest] and pd.notna(best.get("vs task arithmetic"))
+    if best.name != "task arithmetic" and compared_to_arithmetic and not bool(best.get("resolved", False)):
+        arithmetic = report.chosen[largest]["task arithmetic"]
+        lines.append(
+            "Its difference from task arithmetic is not resolved on the test split "
+            f"({best['vs task arithmetic']:+.1%} of accuracy kept [{best['vs low']:+.1%}, {best['vs high']:+.1%}]): "
+            f"task arithmetic ({arithmetic.label}), "
+            "the simplest merge, does as well within the intervals."
+        )
     useless = report.singles[report.singles["adapter_accuracy"] <= report.singles["head_accuracy"]]["task"].tolist()
     if useless:
         lines.append(
@@ -528,12 +550,7 @@ def recommend(report: Report, interferes: float = 0.9) -> list[str]:
         & (report.merges["accuracy"] <= report.merges["head_accuracy"])
         & (report.merges["head_accuracy"] < report.merges["adapter_accuracy"])
     ]
-    if len(below):
-        lines.append(
-            f"In the merge of all {largest}, {', '.join(sorted(below['task'].unique()))} falls to its frozen floor or "
-            "below on the test split (a point estimate), losing what its adapter adds: for such a task keep the "
-            "separate adapter (or train one joint adapter on all the tasks' data)."
-        )
+    lines += floor_sentences(sorted(below["task"].unique()), len(report.singles), largest)
     compared = int(report.summary.get("p", pd.Series(dtype=float)).notna().sum())
     for size in sizes:
         sample = " (a sample)" if report.sampled.get(size) else ""
@@ -558,6 +575,31 @@ def recommend(report: Report, interferes: float = 0.9) -> list[str]:
         + ". One training seed per adapter: another training run of the same adapters may differ more."
     )
     return lines
+
+
+def _listed(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def floor_sentences(below: list[str], tasks: int, largest: int) -> list[str]:
+    """What the report says of the tasks that fall to their frozen floor or below in the merge of all ``largest``
+    adapters (among those whose adapter beats its floor)."""
+    if not below:
+        return []
+    if len(below) == tasks:
+        return [
+            f"But in the merge of all {largest} every task falls to its frozen floor or below on the test split (point "
+            "estimates): "
+            "a head on the frozen base model does as well as the merge, so merging all of them does not pay here. "
+            "Keep the adapters separate, or train one joint adapter on all the tasks' data."
+        ]
+    return [
+        f"In the merge of all {largest}, {_listed(below)} {'falls' if len(below) == 1 else 'fall'} to "
+        f"{'its' if len(below) == 1 else 'their'} frozen floor or below on the test split (a point estimate), losing "
+        f"what {'its adapter adds' if len(below) == 1 else 'their adapters add'}: for such a task keep the separate "
+        "adapter (or train one joint adapter on all the tasks' data)."
+    ]
 
 
 def similarity_sentence(report: Report) -> str:

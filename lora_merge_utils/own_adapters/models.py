@@ -381,7 +381,9 @@ def load_onto(base: OwnBase, adapters: list[OwnAdapter]) -> PeftModel:
     if other:
         raise ValueError(
             f"The adapters adapt layers that are not linear ({', '.join(other[:3])}): the merge methods handle LoRA "
-            "on linear layers only."
+            "on linear layers only. Fix: train them with target_modules that name linear layers only. A bare name "
+            "matches every layer whose name ends with it: 'proj' matches a timm ViT's patch_embed.proj (a "
+            "convolution) as well as attn.proj; write 'attn.proj', or a regular expression."
         )
     model.eval()
     model.requires_grad_(False)

@@ -185,7 +185,8 @@ def summary_json(report: Report, base: OwnBase, saved: dict) -> dict:
 
 
 def draw_figures(report: Report, folder: Path) -> dict[str, str]:
-    """The pair matrix, accuracy kept along the number of adapters merged, and gain kept by family, as PNG files;
+    """The pair matrix, accuracy kept along the number of adapters merged, each task's accuracy in the recommended
+    merge beside its adapter's and its floor's, and gain kept by family (where it is not left out), as PNG files;
     their paths relative to the report."""
     import matplotlib
 
@@ -217,21 +218,48 @@ def draw_figures(report: Report, folder: Path) -> dict[str, str]:
     ax.set_xticks(sorted(report.summary["size"].unique()))
     ax.legend()
     drawn["k_curve"] = _save(figure, folder / "k_curve.png")
-    figure, ax = plt.subplots(figsize=(6, 4))
+    drawn["tasks"] = _save(_task_bars(report, plt), folder / "tasks.png")
     largest = report.summary[report.summary["size"] == report.summary["size"].max()]
-    ax.bar(
-        largest["family"],
-        largest["gain kept"],
-        yerr=[
-            largest["gain kept"] - largest["gain kept low"],
-            largest["gain kept high"] - largest["gain kept"],
-        ],
-        capsize=4,
-    )
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set(ylabel="share of the adapters' gain kept", title=f"Merging all {int(largest['size'].max())}: gain kept")
-    drawn["gain"] = _save(figure, folder / "gain.png")
+    if largest["gain kept"].notna().any():  # left out where an adapter adds too little (analysis.small_gains)
+        figure, ax = plt.subplots(figsize=(6, 4))
+        ax.bar(
+            largest["family"],
+            largest["gain kept"],
+            yerr=[
+                largest["gain kept"] - largest["gain kept low"],
+                largest["gain kept high"] - largest["gain kept"],
+            ],
+            capsize=4,
+        )
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set(ylabel="share of the adapters' gain kept", title=f"Merging all {int(largest['size'].max())}: gain kept")
+        drawn["gain"] = _save(figure, folder / "gain.png")
     return {name: f"{folder.name}/{path}" for name, path in drawn.items()}
+
+
+def _task_bars(report: Report, plt):
+    """Each task's test accuracy in the recommended merge of all the adapters, beside its adapter's and its frozen
+    floor's: where the merge sits between what a head alone gets and what the adapter gets."""
+    size = max(report.chosen)
+    family = best_family(report, size).name
+    merged = report.merges[(report.merges["size"] == size) & (report.merges["family"] == family)].set_index("task")
+    singles = report.singles.set_index("task")
+    tasks = list(singles.index)
+    bars = {
+        "frozen floor (a head alone)": singles["head_accuracy"],
+        f"merge of all {size} ({family})": merged["accuracy"].reindex(tasks),
+        "adapter alone": singles["adapter_accuracy"],
+    }
+    figure, ax = plt.subplots(figsize=(1.6 * len(tasks) + 3, 4))
+    width = 0.8 / len(bars)
+    for index, (label, values) in enumerate(bars.items()):
+        ax.bar([t + (index - 1) * width for t in range(len(tasks))], values.to_numpy(), width, label=label)
+    low = float(min(values.min() for values in bars.values()))
+    ax.set_ylim(max(0.0, low - 0.1), 1.0)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set(ylabel="test accuracy", title=f"Each task in the merge of all {size}")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
+    return figure
 
 
 def _save(figure, path: Path) -> str:
@@ -249,7 +277,7 @@ def _tables(report: Report) -> dict[str, pd.DataFrame]:
     shown = report.summary.copy()
     for column in ("accuracy kept", "gain kept"):
         shown[column] = [
-            f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(v) else "— (the adapters add too little to share)"
+            f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(v) else "— (an adapter adds under 2 points over its floor)"
             for v, lo, hi in zip(shown[column], shown[f"{column} low"], shown[f"{column} high"])
         ]
     if "vs task arithmetic" in shown:
