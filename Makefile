@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= tiny
 OUT ?= artifacts/$(PROFILE)
 
-NOTEBOOKS := $(wildcard notebooks/[0-9]*.ipynb)
+NOTEBOOKS := $(wildcard notebooks/[0-9]*.ipynb) book/your_own_adapters.ipynb
 # Notebooks always run in the tiny profile here, without progress bars (their stored outputs hold results).
 NB_ENV := LORA_BOOK_PROFILE=tiny LORA_BOOK_PROGRESS=0 PYTHONHASHSEED=0
 

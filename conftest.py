@@ -86,8 +86,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if chapter_of(item.nodeid) is not None:
-            item.add_marker(pytest.mark.notebook)
+        if chapter_of(item.nodeid) is not None or item.nodeid.split("::", 1)[0].endswith(".ipynb"):
+            item.add_marker(pytest.mark.notebook)  # a chapter's cell, or a notebook page's
     rank = {name: index for index, name in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda item: rank.get(group_of(item.nodeid), len(rank)))  # stable: in-group order is kept
 

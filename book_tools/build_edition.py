@@ -101,7 +101,10 @@ def stage(edition: str, staging: Path) -> None:
     staging.mkdir(parents=True)
     for name in SHARED:
         source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, staging / name)
+        if source.is_dir():  # not what a notebook page wrote when it ran (book/own-adapters/: data and adapters)
+            shutil.copytree(source, staging / name, ignore=shutil.ignore_patterns("own-adapters"))
+        else:
+            shutil.copy2(source, staging / name)
     config = (ROOT / "_config.yml").read_text(encoding="utf-8")
     if TITLES[edition]:
         config = re.sub(

@@ -33,6 +33,9 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+PAGES = (ROOT / "book" / "your_own_adapters.ipynb",)
+"""Notebook pages of the book that are not chapters: executed with them in the tiny profile, but with no badge, no
+time plan and no exercises; their setup cell only installs the package where it is missing (:data:`PAGE_SETUP`)."""
 COLAB = "https://colab.research.google.com/github/{owner_repo}/blob/{branch}/notebooks/{name}"
 TIME_MARK = "**Time on a Colab T4**"
 WORK_MARK = "LORA_BOOK_WORK "
@@ -96,6 +99,21 @@ why when all three fail (git's ``fatal:`` and ``error: pathspec`` lines and pip'
 ends with "exit code: 128 / See above for output", which hides the cause)."""
 
 
+PAGE_SETUP = """\
+# Setup. Where this book's package is missing (on Colab, say), install it at the version these pages were made with.
+import importlib.util
+import subprocess
+import sys
+
+PACKAGE = {package}  # this book's package on PyPI ({package_note})
+REPO_URL = "{url}"  # forks: see scripts/set_repository.py
+BOOK_REF = "{ref}"  # the tag these pages were made with
+if importlib.util.find_spec("lora_merge_utils") is None:
+    source = PACKAGE or f"git+{{REPO_URL}}@{{BOOK_REF}}"  # a fork installs its own code
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", source], check=True)"""
+"""The setup cell of a page (:data:`PAGES`), filled in as :data:`SETUP` is."""
+
+
 def repository() -> tuple[str, str]:
     """``(url, branch)`` from ``_config.yml``'s ``repository`` section."""
     import yaml
@@ -117,14 +135,15 @@ def package_on_index() -> bool:
     return bool(yaml.safe_load((ROOT / "_config.yml").read_text())["repository"].get("package_index", False))
 
 
-def setup_source() -> str:
+def setup_source(template: str = SETUP) -> str:
+    """``template`` (a chapter's setup cell, or :data:`PAGE_SETUP`) for this repository and version."""
     url, _ = repository()
     version = book_ref().removeprefix("v")
     if package_on_index():
         package, note = f'"lora-merge-utils=={version}"', "published by .github/workflows/release.yml"
     else:
         package, note = "None", "not used: this repository installs from its own code below"
-    return SETUP.format(url=url, ref=book_ref(), package=package, package_note=note)
+    return template.format(url=url, ref=book_ref(), package=package, package_note=note)
 
 
 def time_line(name: str) -> str:
@@ -195,6 +214,16 @@ def set_reader_tags(notebook) -> bool:
     return changed
 
 
+def refresh_page(notebook) -> bool:
+    """Regenerate a page's setup cell from ``_config.yml`` and the package version; return whether it changed."""
+    changed = False
+    for cell in notebook.cells:
+        if cell.cell_type == "code" and "setup" in cell.metadata.get("tags", []):
+            source, cell.source = cell.source, setup_source(PAGE_SETUP)
+            changed |= cell.source != source
+    return changed
+
+
 def refresh(notebook, name: str) -> None:
     """Regenerate the setup cell, the Colab badge and the expected T4 time of a chapter."""
     refresh_links(notebook, name)
@@ -235,9 +264,12 @@ TINY_ENV = {"LORA_BOOK_PROFILE": "tiny", "LORA_BOOK_PROGRESS": "0", "PYTHONHASHS
 
 
 def execute(path: Path, timeout: int) -> float:
-    """Refresh, execute in the tiny profile and write back one chapter."""
+    """Refresh, execute in the tiny profile and write back one chapter or page."""
     notebook = nbformat.read(path, as_version=4)
-    refresh(notebook, path.name)
+    if path in PAGES:
+        refresh_page(notebook)
+    else:
+        refresh(notebook, path.name)
     env = {key: value for key, value in os.environ.items() if not key.startswith("LORA_BOOK_")} | TINY_ENV
     seconds = run(notebook, path.parent, env, timeout)
     for cell in notebook.cells:
@@ -289,7 +321,9 @@ def smoke_chapter(path: Path, env: dict[str, str], timeout: int) -> tuple[float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebooks/*.ipynb")
+    parser.add_argument(
+        "notebooks", nargs="*", type=Path, help="default: every chapter (notebooks/*.ipynb), then the notebook pages"
+    )
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell")
     parser.add_argument(
         "--times",
@@ -314,7 +348,8 @@ def main() -> None:
         "(default artifacts/full-smoke) instead; nothing is written back",
     )
     args = parser.parse_args()
-    paths = [p.resolve() for p in args.notebooks] or sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+    chapters = sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+    paths = [p.resolve() for p in args.notebooks] or (chapters if args.full_smoke is not None else chapters + [*PAGES])
     total, times = 0.0, {}
     if args.full_smoke is not None:
         directory = args.full_smoke.resolve()

@@ -28,7 +28,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from book_tools.execute_notebooks import refresh_links
+from book_tools.execute_notebooks import PAGES, refresh_links, refresh_page
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "_config.yml"
@@ -139,11 +139,18 @@ def sync_intro(text: str, baseurl: str) -> str:
 
 
 def refresh_notebooks(root: Path = ROOT) -> list[Path]:
-    """Regenerate the badges and setup cells of the chapters from ``_config.yml``; return the notebooks changed."""
+    """Regenerate the badges and setup cells of the chapters, and the pages' setup cells, from ``_config.yml``; return
+    the notebooks changed."""
     changed = []
     for path in sorted((root / "notebooks").glob("0*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
         if refresh_links(notebook, path.name):
+            nbformat.write(notebook, path)
+            changed.append(path)
+    for page in PAGES:
+        path = root / page.relative_to(ROOT)
+        notebook = nbformat.read(path, as_version=4)
+        if refresh_page(notebook):
             nbformat.write(notebook, path)
             changed.append(path)
     return changed

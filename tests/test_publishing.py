@@ -41,6 +41,8 @@ def _book_copy(tmp_path: Path) -> Path:
     (tmp_path / "notebooks").mkdir()
     for path in sorted((ROOT / "notebooks").glob("0*.ipynb")):
         shutil.copy2(path, tmp_path / "notebooks" / path.name)
+    for page in SET_REPOSITORY.PAGES:
+        shutil.copy2(page, tmp_path / page.relative_to(ROOT))
     return tmp_path
 
 
@@ -94,6 +96,10 @@ def test_set_repository_points_config_badges_setup_cells_and_citation_at_a_fork(
         setup = [c.source for c in notebook.cells if "setup" in c.metadata.get("tags", [])]
         assert len(setup) == 1 and REPO_URL_LINE.findall(setup[0]) == [FORK], path.name
         assert "PACKAGE = None" in setup[0], path.name
+    for page in SET_REPOSITORY.PAGES:  # a page's setup cell installs the fork's own code too
+        notebook = nbformat.read(root / page.relative_to(ROOT), as_version=4)
+        setup = [c.source for c in notebook.cells if "setup" in c.metadata.get("tags", [])]
+        assert len(setup) == 1 and REPO_URL_LINE.findall(setup[0]) == [FORK] and "PACKAGE = None" in setup[0]
     citation = yaml.safe_load((root / "CITATION.cff").read_text())
     assert (citation["repository-code"], citation["url"]) == (FORK, FORK_BASEURL)
     assert f"url    = {{{FORK_BASEURL}}}" in (root / "book" / "intro.md").read_text()
@@ -162,6 +168,8 @@ def test_generated_links_are_in_sync_with_config():
         assert not SET_REPOSITORY.refresh_links(notebook, path.name), (
             f"{path.name}: badge or setup cell out of date; run python scripts/set_repository.py {URL}"
         )
+    for page in SET_REPOSITORY.PAGES:
+        assert not SET_REPOSITORY.refresh_page(nbformat.read(page, as_version=4)), f"{page.name}: run {URL} as above"
     for name, text in _tracked_text_files():
         if name.endswith(".ipynb"):  # student notebooks and chapters alike: every Colab link, every REPO_URL
             owner_repo = URL.split("github.com/")[-1]
