@@ -20,10 +20,10 @@ The names are imported on first use (PEP 562), so ``import lora_merge_utils`` an
 ``list`` start without loading torch.
 """
 
-from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 
 from . import _progress  # noqa: F401  (first: imports tqdm.auto before any library does, without its warning)
+from ._lazy import lazy_exports as _lazy_exports
 
 _EXPORTS: dict[str, str] = {
     # module (core modules at the top, then the data/ and instrumentation/ subpackages): the public names it gives
@@ -48,17 +48,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals())
 
 
 try:

@@ -21,7 +21,7 @@ def test_all_lists_exactly_the_public_names():
         for name, value in vars(lora_merge_utils).items()
         if not name.startswith("_")
         and not isinstance(value, ModuleType)
-        and name not in ("PackageNotFoundError", "version", "import_module")
+        and name not in ("PackageNotFoundError", "version")
     }
     assert eager <= set(lora_merge_utils.__all__), "a public name defined outside __all__"
     assert set(lora_merge_utils.__all__) <= set(dir(lora_merge_utils))

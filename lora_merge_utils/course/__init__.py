@@ -9,7 +9,7 @@ uses in nearly every cell are here, imported on first use (PEP 562) like the top
 ``from lora_merge_utils.course import check, check_exercise, glue``.
 """
 
-from importlib import import_module
+from .._lazy import lazy_exports as _lazy_exports
 
 _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("check", "expects_real_results"), "checks"),
@@ -22,14 +22,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals())

@@ -31,7 +31,7 @@ from ..scoring import adapter_correctness, head_correctness
 from ..stats import LEVEL, Bootstrap, difference, estimate, holm_p_values, pack
 from ..training import extract_features, train_head
 from ..tuning import COMPACT_DENSITIES, COMPACT_LAMBDAS, grid
-from .data import OwnTask
+from .data import OwnTask, normalised
 from .models import OwnAdapter, OwnBase, load_onto
 
 FAMILIES = {
@@ -158,7 +158,7 @@ class Report:
     device: str = "cpu"
     amp: bool = False
     penalties: dict[str, float] = field(default_factory=dict)
-    """Per task, the L2 penalty validation chose for its floor's head (refitted heads use it too)."""
+    """Per task, the L2 penalty validation chose for its floor's head (shown in ``summary.json``)."""
     pairs: pd.DataFrame | None = None
     """Chapter 6's measures for each pair, the cosine of the two adapters' updates, the Fréchet distance between their
     tasks' images as the base model sees them, and the accuracy each task keeps in their task-arithmetic merge."""
@@ -302,9 +302,7 @@ def unlabeled_images(base: OwnBase, task: OwnTask, most: int = UNLABELED) -> tor
     """A seeded sample of ``most`` of the task's training images, normalised for ``base``, without their labels."""
     images = task.images["train"]
     keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:most].sort().values
-    mean = torch.tensor(base.mean).view(1, 3, 1, 1)
-    std = torch.tensor(base.std).view(1, 3, 1, 1)
-    return (images[keep].float() / 255 - mean) / std
+    return normalised(images[keep], base.mean, base.std)
 
 
 def fingerprint(base: OwnBase, adapters: dict[str, OwnAdapter], tasks: dict[str, OwnTask]) -> str:

@@ -79,11 +79,15 @@ class OwnTask:
                 )
         if any(s <= 0 for s in std):
             raise ValueError(f"Task {self.name!r}: std must be positive, got {std!r}. Fix: pass the backbone's std.")
-        m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        # The same operations as lora_merge_utils.batches.normalize, so the same bits for the same statistics.
-        images = self.images[split].to(torch.float32, copy=True).div_(255).sub_(m).div_(s)
-        return TensorDataset(images, self.labels[split])
+        return TensorDataset(normalised(self.images[split], mean, std), self.labels[split])
+
+
+def normalised(images: torch.Tensor, mean: tuple[float, float, float], std: tuple[float, float, float]) -> torch.Tensor:
+    """``uint8`` images as float32 ``(x / 255 - mean) / std``, in a new tensor."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    # The same operations as lora_merge_utils.batches.normalize, so the same bits for the same statistics.
+    return images.to(torch.float32, copy=True).div_(255).sub_(m).div_(s)
 
 
 _Source = tuple[str, "bytes | str | Path | None"]

@@ -206,10 +206,7 @@ def draw_figures(report: Report, folder: Path) -> dict[str, str]:
         ax.errorbar(
             rows["size"],
             rows["accuracy kept"],
-            yerr=[
-                rows["accuracy kept"] - rows["accuracy kept low"],
-                rows["accuracy kept high"] - rows["accuracy kept"],
-            ],
+            yerr=_error_bars(rows, "accuracy kept"),
             marker="o",
             capsize=3,
             label=family,
@@ -225,16 +222,18 @@ def draw_figures(report: Report, folder: Path) -> dict[str, str]:
         ax.bar(
             largest["family"],
             largest["gain kept"],
-            yerr=[
-                largest["gain kept"] - largest["gain kept low"],
-                largest["gain kept high"] - largest["gain kept"],
-            ],
+            yerr=_error_bars(largest, "gain kept"),
             capsize=4,
         )
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set(ylabel="share of the adapters' gain kept", title=f"Merging all {int(largest['size'].max())}: gain kept")
         drawn["gain"] = _save(figure, folder / "gain.png")
     return {name: f"{folder.name}/{path}" for name, path in drawn.items()}
+
+
+def _error_bars(rows: pd.DataFrame, column: str) -> list[pd.Series]:
+    """Matplotlib's ``yerr`` for ``column`` from its ``low`` and ``high`` bounds: the distances below and above."""
+    return [rows[column] - rows[f"{column} low"], rows[f"{column} high"] - rows[column]]
 
 
 def _task_bars(report: Report, plt):
