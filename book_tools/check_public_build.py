@@ -21,6 +21,8 @@ from pathlib import Path
 import nbformat
 from bs4 import BeautifulSoup
 
+from book_tools.execute_notebooks import PAGES
+
 ROOT = Path(__file__).resolve().parent.parent
 MIN_LENGTH = 16
 
@@ -172,8 +174,8 @@ def main() -> None:
     pages = "\n".join(
         " ".join(line.split()) for page in (ROOT / "book").glob("*.md") for line in page.read_text().splitlines()
     )
-    # The notebook pages (book/*.ipynb) are public in full: a line they show tells nothing of a solution.
-    shown = [nbformat.read(path, as_version=4) for path in sorted((ROOT / "book").glob("*.ipynb"))]
+    # The notebook pages are public in full: a line they show tells nothing of a solution.
+    shown = [nbformat.read(path, as_version=4) for path in PAGES]
     others = public_text([*notebooks.values(), *shown]) + "\n" + pages
     for path, notebook in notebooks.items():
         problems += [f"{path.name} -> {leak}" for leak in solution_leaks(notebook, files, others)]
