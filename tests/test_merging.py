@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from lora_merge_utils import load_adapters, merge_adapters
 from lora_merge_utils.artifacts import read_json
-from lora_merge_utils.merging import MERGE_METHODS, merged_delta, update_error
+from lora_merge_utils.merging import MERGE_METHODS, merged_delta, module_copy, update_error
 
 from .helpers import make_random_adapter
 
@@ -95,6 +95,38 @@ def test_dare_is_reproducible_with_a_seed_and_varies_without(backbone, random_ad
     other = merge_adapters(model, ["a", "b"], method="dare_linear", density=0.5, seed=2).state_dict()
     key = "blocks.0.attn.qkv.weight"
     assert torch.equal(first[key], again[key]) and not torch.equal(first[key], other[key])
+
+
+def test_a_module_copy_is_the_deep_copy_and_shares_nothing_mutable(backbone):
+    original = copy.deepcopy(backbone).eval().requires_grad_(False)
+    copied, deep = module_copy(original), copy.deepcopy(original)
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(copied(x), deep(x)) and torch.equal(copied(x), original(x))
+    assert [type(m) for m in copied.modules()] == [type(m) for m in deep.modules()]
+    ours, theirs = copied.state_dict(keep_vars=True), original.state_dict(keep_vars=True)
+    assert list(ours) == list(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert all(ours[k].data_ptr() != theirs[k].data_ptr() for k in ours), "a tensor is shared"
+    assert not copied.training and not any(p.requires_grad for p in copied.parameters())
+    copied.blocks[0].register_forward_hook(lambda *args: None)
+    with torch.no_grad():
+        copied.blocks[0].attn.qkv.weight.add_(1.0)
+    assert not original.blocks[0]._forward_hooks, "a hook on the copy reached the original"
+    assert torch.equal(original(x), deep(x)), "an in-place change of the copy reached the original"
+
+
+def test_a_module_copy_keeps_one_copy_of_what_is_referenced_twice():
+    class Wrapper(torch.nn.Module):  # as the report wraps a transformers classifier: its children, and it whole
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+            self.second.weight = self.first.weight  # tied
+            object.__setattr__(self, "_whole", torch.nn.Sequential(self.first, self.second))
+
+    original = Wrapper()
+    copied = module_copy(original)
+    assert copied._whole[0] is copied.first and copied._whole[1] is copied.second
+    assert copied.second.weight is copied.first.weight and copied.first.weight is not original.first.weight
+    assert torch.equal(copied._whole(torch.ones(1, 3)), original._whole(torch.ones(1, 3)))
 
 
 @pytest.mark.parametrize(
