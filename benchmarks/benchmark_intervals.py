@@ -10,6 +10,13 @@ share of the gain kept).
 ``--from-study`` estimates the method x task and task x seed heterogeneity (logit scale) from the study's task
 arithmetic and PEFT-linear pairs and triples (read from its score cache; anything missing is trained and scored
 first, which takes minutes). Figures are printed, never asserted; about 0.2 s a study and variance on one core.
+
+``--multipliers`` keeps the book's standard errors and compares three rules for the interval's half-width, on the same
+simulated studies: the book's ``t`` quantile on the tasks' degrees of freedom; a Satterthwaite quantile, whose
+degrees of freedom weigh each variance part by its own (tasks - 1, seeds - 1, the rows' noise as many); and one
+constant per kind of number, calibrated to 95% coverage on an independent set of studies at the first effect.
+
+    python benchmarks/benchmark_intervals.py --multipliers --from-study --effects 0 0.1 0.3
 """
 
 from __future__ import annotations
@@ -17,7 +24,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import pandas as pd
+
+SEEDS = 3
+"""Training seeds of the simulated design (the tiny profile's)."""
 
 
 def study_heterogeneity() -> dict[str, float]:
@@ -31,6 +42,45 @@ def study_heterogeneity() -> dict[str, float]:
     return heterogeneity(rows, "linear", "task_arithmetic")
 
 
+def satterthwaite_df(rows: pd.DataFrame) -> np.ndarray:
+    """Each interval's Satterthwaite degrees of freedom: its parts' variances over their own degrees of freedom (the
+    tasks' part on tasks - 1, the seeds' on seeds - 1; the rows' noise, estimated from every row, as many)."""
+    parts = rows["task_var"] ** 2 / (rows["tasks_resampled"] - 1).clip(lower=1)
+    parts = parts.where(rows["task_var"] > 0, 0.0) + (rows["seed_var"] ** 2 / (SEEDS - 1)).where(
+        rows["seed_var"] > 0, 0
+    )
+    return np.where(parts > 0, rows["se"] ** 4 / parts.where(parts > 0, 1.0), np.inf)
+
+
+def compare_multipliers(found: pd.DataFrame, calibration: pd.DataFrame) -> pd.DataFrame:
+    """Coverage and width / spread of each rule (see the module docstring) for each effect and kind of number."""
+    from scipy.stats import t as student
+
+    constant = {
+        kind: float(np.quantile(np.abs(rows["value"] - rows["truth"]) / rows["se"], 0.95))
+        for kind, rows in calibration.groupby("kind")
+    }
+    records = []
+    for (effect, kind), rows in found.groupby(["effect", "kind"], sort=False):
+        error = np.abs(rows["value"] - rows["truth"]).to_numpy()
+        spread = float(np.quantile(error, 0.95))
+        for rule, half in (
+            ("t on the tasks (the book)", ((rows["high"] - rows["low"]) / 2).to_numpy()),
+            ("Satterthwaite", student.ppf(0.975, np.minimum(satterthwaite_df(rows), 1e9)) * rows["se"].to_numpy()),
+            (f"calibrated constant {constant[kind]:.2f}", constant[kind] * rows["se"].to_numpy()),
+        ):
+            records.append(
+                {
+                    "effect": effect,
+                    "kind": kind,
+                    "rule": rule,
+                    "coverage": float(np.mean(error <= half)),
+                    "width / spread": float(np.mean(half) / spread),
+                }
+            )
+    return pd.DataFrame(records)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=200, help="simulated studies per effect (default 200)")
@@ -38,13 +88,33 @@ def main() -> None:
     parser.add_argument("--method-task-sd", type=float, default=0.0)
     parser.add_argument("--task-seed-sd", type=float, default=0.0)
     parser.add_argument("--from-study", action="store_true", help="take both SDs from the study's own rows")
+    parser.add_argument("--multipliers", action="store_true", help="compare rules for the width (module docstring)")
     args = parser.parse_args()
-    from lora_merge_utils.coverage import simulate_intervals
+    from lora_merge_utils.coverage import simulate_intervals, simulated_estimates
 
     sds = {"method x task": args.method_task_sd, "task x seed": args.task_seed_sd}
     if args.from_study:
         sds = study_heterogeneity()
     print("heterogeneity (logit SD): " + ", ".join(f"{k} {v:.3f}" for k, v in sds.items()))
+    if args.multipliers:
+
+        def estimates(effect: float, seed: int) -> pd.DataFrame:
+            return simulated_estimates(
+                args.studies,
+                effect,
+                sds["method x task"],
+                sds["task x seed"],
+                ("noise_corrected",),
+                seed=seed,
+                seeds=SEEDS,
+            ).assign(effect=effect)
+
+        start = time.perf_counter()
+        calibration = estimates(args.effects[0], seed=1)  # not the studies it is judged on
+        found = pd.concat([estimates(effect, seed=7) for effect in args.effects], ignore_index=True)
+        print(f"{args.studies} studies per effect, and as many to calibrate, in {time.perf_counter() - start:.0f} s")
+        print(compare_multipliers(found, calibration).round(3).to_string(index=False))
+        return
     tables = []
     for effect in args.effects:
         start = time.perf_counter()

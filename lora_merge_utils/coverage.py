@@ -103,6 +103,47 @@ def _population(effect: float, method_task_sd: float, task_seed_sd: float, draws
     return {"mean": float(a), "difference": float(b - a), "gain kept": float((a - head) / (single - head))}
 
 
+def simulated_estimates(
+    studies: int = 200,
+    method_effect: float = 0.0,
+    method_task_sd: float = 0.0,
+    task_seed_sd: float = 0.0,
+    variances: tuple[str, ...] = ("sum", "noise_corrected"),
+    seed: int = 7,
+    seeds: int = 3,
+) -> pd.DataFrame:
+    """Every interval of ``studies`` simulated studies (see :func:`simulate_intervals`), one row per study, variance
+    and kind: the estimate, its interval, standard error, degrees of freedom and variance parts
+    (:class:`~lora_merge_utils.stats.Estimate`), and the ``truth``. What another rule for the interval's width would
+    do can be read from these rows without simulating again (``benchmarks/benchmark_intervals.py --multipliers``)."""
+    if studies < 1:
+        raise ValueError(f"simulate_intervals needs at least one study, got {studies}.")
+    rng = np.random.default_rng(seed)
+    truth = _population(method_effect, method_task_sd, task_seed_sd)
+    records = []
+    for study in range(studies):
+        rows_a, rows_b, names = simulated_grid(
+            rng,
+            seeds=seeds,
+            method_effect=method_effect,
+            method_task_sd=method_task_sd,
+            task_seed_sd=task_seed_sd,
+            references=True,
+        )
+        images = rows_a.groupby("task")["num_images"].first().astype(int).to_dict()
+        seed_list = sorted(int(s) for s in rows_a["seed"].unique())
+        boot_seed = int(rng.integers(1e9))
+        for variance in variances:
+            boot = Bootstrap(images, seeds=seed_list, replicates=100, seed=boot_seed, variance=variance)
+            for kind, e in (
+                ("mean", estimate(rows_a, "accuracy", boot)),
+                ("difference", difference(rows_b, rows_a, "accuracy", boot)),
+                ("gain kept", estimate(rows_a, "gain_kept", boot)),
+            ):
+                records.append({"study": study, "variance": variance, "kind": kind, **vars(e), "truth": truth[kind]})
+    return pd.DataFrame(records)
+
+
 def simulate_intervals(
     studies: int = 200,
     method_effect: float = 0.0,
@@ -122,44 +163,20 @@ def simulate_intervals(
     wide as the evidence needs, an oracle's), and ``resolved`` (how often a difference's interval excludes 0: the
     power at ``method_effect``, or the rate of false wins when it is 0), with the ``truth`` and the number of
     ``studies``. About 0.04 s a study for ``"noise_corrected"`` and 0.07 s for ``"sum"`` on one core."""
-    if studies < 1:
-        raise ValueError(f"simulate_intervals needs at least one study, got {studies}.")
-    rng = np.random.default_rng(seed)
-    truth = _population(method_effect, method_task_sd, task_seed_sd)
-    found = {(v, kind): [] for v in variances for kind in truth}
-    for _ in range(studies):
-        rows_a, rows_b, names = simulated_grid(
-            rng,
-            seeds=seeds,
-            method_effect=method_effect,
-            method_task_sd=method_task_sd,
-            task_seed_sd=task_seed_sd,
-            references=True,
-        )
-        images = rows_a.groupby("task")["num_images"].first().astype(int).to_dict()
-        seed_list = sorted(int(s) for s in rows_a["seed"].unique())
-        boot_seed = int(rng.integers(1e9))
-        for variance in variances:
-            boot = Bootstrap(images, seeds=seed_list, replicates=100, seed=boot_seed, variance=variance)
-            for kind, e in (
-                ("mean", estimate(rows_a, "accuracy", boot)),
-                ("difference", difference(rows_b, rows_a, "accuracy", boot)),
-                ("gain kept", estimate(rows_a, "gain_kept", boot)),
-            ):
-                found[variance, kind].append((e.value, e.low, e.high))
+    found = simulated_estimates(studies, method_effect, method_task_sd, task_seed_sd, variances, seed, seeds)
     records = []
-    for (variance, kind), values in found.items():
-        value, low, high = np.asarray(values).T
-        error = value - truth[kind]
-        spread = float(np.quantile(np.abs(error), 0.95))
+    for (variance, kind), rows in found.groupby(["variance", "kind"], sort=False):
+        truth = float(rows["truth"].iloc[0])
+        value, low, high = (rows[column].to_numpy() for column in ("value", "low", "high"))
+        spread = float(np.quantile(np.abs(value - truth), 0.95))
         records.append(
             {
                 "variance": variance,
                 "kind": kind,
-                "coverage": float(np.mean((low <= truth[kind]) & (truth[kind] <= high))),
+                "coverage": float(np.mean((low <= truth) & (truth <= high))),
                 "width / spread": float(np.mean((high - low) / 2) / spread) if spread > 0 else float("nan"),
                 "resolved": float(np.mean((low > 0) | (high < 0))) if kind == "difference" else float("nan"),
-                "truth": truth[kind],
+                "truth": truth,
                 "studies": studies,
             }
         )

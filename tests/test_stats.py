@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lora_merge_utils.coverage import simulate_intervals, simulated_grid
+from lora_merge_utils.coverage import simulate_intervals, simulated_estimates, simulated_grid
 from lora_merge_utils.similarity import leave_one_out, permutation_test
 from lora_merge_utils.stats import Bootstrap, difference, estimate, pack, row_values, unpack, verdict
 
@@ -278,3 +278,12 @@ def test_observed_values_a_column_at_a_time_are_the_row_by_row_formula():
                 chance = 1.0 / row.num_classes if metric == "chance_normalized" else 0.0
                 expected.append((merged - chance) / (single - chance) if single - chance > 1e-9 else np.nan)
         np.testing.assert_array_equal(row_values(rows, metric), np.asarray(expected), err_msg=metric)
+
+
+def test_simulated_estimates_give_each_interval_with_its_parts():
+    rows = simulated_estimates(studies=3, method_effect=0.1, variances=("noise_corrected",))
+    assert len(rows) == 9 and set(rows["kind"]) == {"mean", "difference", "gain kept"}
+    np.testing.assert_allclose(rows["se"] ** 2, rows["image_var"] + rows["task_var"] + rows["seed_var"], rtol=1e-9)
+    assert (rows["low"] < rows["value"]).all() and (rows["value"] < rows["high"]).all()
+    assert rows.groupby("kind")["truth"].nunique().eq(1).all() and rows["truth"].nunique() == 3
+    assert (rows["tasks_resampled"] == 6).all(), "every kind's tasks are left out in turn"
