@@ -117,7 +117,7 @@ def simulated_estimates(
     (:class:`~lora_merge_utils.stats.Estimate`), and the ``truth``. What another rule for the interval's width would
     do can be read from these rows without simulating again (``benchmarks/benchmark_intervals.py --multipliers``)."""
     if studies < 1:
-        raise ValueError(f"simulate_intervals needs at least one study, got {studies}.")
+        raise ValueError(f"The coverage simulation needs at least one study, got {studies}.")
     rng = np.random.default_rng(seed)
     truth = _population(method_effect, method_task_sd, task_seed_sd)
     records = []
