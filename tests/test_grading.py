@@ -153,7 +153,7 @@ def test_a_bad_submission_gets_a_row_and_every_other_one_is_still_graded(tmp_pat
     before = sorted(p.name for p in folder.iterdir())
     out = tmp_path / "scores.csv"
     grade_folder(
-        folder, out, jobs=2, cell_timeout=60, notebook_timeout=60, chapters_dir=chapters, progress=lambda _: None
+        folder, out, jobs=2, cell_timeout=30, notebook_timeout=60, chapters_dir=chapters, progress=lambda _: None
     )
     table = _table(out)
     assert sorted(p.name for p in folder.iterdir()) == before, "no submission reached another's files"
@@ -162,7 +162,7 @@ def test_a_bad_submission_gets_a_row_and_every_other_one_is_still_graded(tmp_pat
         table["b_raises.ipynb"]["checked_points"] == str(FULL) and table["b_raises.ipynb"]["cells_with_errors"] == "1"
     )
     hangs, dies = table["c_hangs.ipynb"], table["d_dies.ipynb"]
-    assert "ran past 60 s" in hangs["status"] or "stopped after 60 s" in hangs["status"], hangs
+    assert "ran past 30 s" in hangs["status"], hangs
     assert hangs["checked_points"] == str(FULL), "answers given before the hang count"
     assert "kernel died" in dies["status"] and dies["checked_points"] == str(FULL), dies
     assert table["e_deletes.ipynb"]["checked_points"] == str(FULL)
