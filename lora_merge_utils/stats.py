@@ -179,9 +179,12 @@ class Estimate:
 
     @property
     def p_value(self) -> float:
-        """Two-sided p-value of "the true value is zero", from the same t distribution as the interval."""
+        """Two-sided p-value of "the true value is zero", from the same t distribution as the interval; 1 for an
+        undefined estimate (NaN: it is evidence of nothing, and a Holm family still counts it)."""
         from scipy.stats import t
 
+        if not np.isfinite(self.value):
+            return 1.0
         if not np.isfinite(self.se) or self.se <= 0:
             return 0.0 if self.value != 0 else 1.0
         return float(2 * t.sf(abs(self.value) / self.se, self.df))
@@ -282,9 +285,16 @@ def _jackknife(statistic, groups: list[tuple[np.ndarray, ...]]) -> tuple[float, 
     return ((n - 1) / n * float(((thetas - thetas.mean()) ** 2).sum()) if n > 1 else 0.0), n
 
 
-def _nanmean(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def _mean(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """The mean over rows (the last axis): NaN where a row is, so an undefined row is never averaged away."""
     values = values if mask is None else values[..., mask]
-    return np.nanmean(values, axis=-1)
+    return np.mean(values, axis=-1)
+
+
+def _undefined_rows(observed: list) -> int:
+    """How many observed rows have no value (a share of an adapter at chance, a gain of zero)."""
+    arrays = [array for values, _ in observed for array in (values if isinstance(values, tuple) else (values,))]
+    return sum(int((~np.isfinite(array)).sum()) for array in arrays)
 
 
 def _interval(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootstrap, level: float = LEVEL) -> Estimate:
@@ -299,10 +309,13 @@ def _interval(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootst
 
     def mean(part, mask=None):
         if isinstance(part, tuple):
-            return _nanmean(part[0], mask) / _nanmean(part[1], mask)
-        return _nanmean(part, mask)
+            return _mean(part[0], mask) / _mean(part[1], mask)
+        return _mean(part, mask)
 
     observed = [(values(rows), sign) for rows, sign in parts]
+    if _undefined_rows(observed):
+        # as the plain summaries do (evaluation.summarize_merges): NaN, never the mean of the rows that are defined
+        return Estimate(float("nan"), float("nan"), float("nan"))
 
     def statistic(*masks):
         return sum(sign * float(mean(part, mask)) for (part, sign), mask in zip(observed, masks))
@@ -334,7 +347,7 @@ def _interval(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootst
         image_var = image_bootstrap()
     else:
         image_var, task_var, seed_var = corrected
-    se = float(np.sqrt(image_var + task_var + seed_var))
+    se = float(np.sqrt(max(0.0, image_var + task_var + seed_var)))  # identical parts: a rounding below 0
     q = float(student.ppf((1 + level) / 2, df)) if np.isfinite(df) else float(student.ppf((1 + level) / 2, 1e9))
     return Estimate(point, point - q * se, point + q * se, se, df, clusters, image_var, task_var, seed_var)
 
@@ -459,7 +472,11 @@ def verdict(e: Estimate, better: str, worse: str, resolved: bool | None = None, 
         'not resolved: +0.010 [-0.004, +0.024] includes 0: smaller than ±0.019, or not there (80% power)'
         >>> verdict(Estimate(0.02, 0.001, 0.04), "TIES", "averaging", resolved=False)
         'not resolved once corrected for the other verdicts: +0.020 [+0.001, +0.040]'
+        >>> verdict(Estimate(float("nan"), float("nan"), float("nan")), "TIES", "averaging")[:10]
+        'undefined:'
     """
+    if not np.isfinite(e.value):
+        return "undefined: a row has no value (an adapter at chance, or no gain to keep), and none is averaged away"
     size = e.smallest_resolvable(power) if np.isfinite(e.se) and e.se > 0 else float("nan")
     known = bool(np.isfinite(size))
     smallest = f"±{size:.3f}" if known else ""

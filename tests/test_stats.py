@@ -287,3 +287,27 @@ def test_simulated_estimates_give_each_interval_with_its_parts():
     assert (rows["low"] < rows["value"]).all() and (rows["value"] < rows["high"]).all()
     assert rows.groupby("kind")["truth"].nunique().eq(1).all() and rows["truth"].nunique() == 3
     assert (rows["tasks_resampled"] == 6).all(), "every kind's tasks are left out in turn"
+
+
+def test_a_row_without_a_value_makes_the_interval_undefined_not_the_mean_of_the_others():
+    """An adapter at chance has no share to keep: its rows' chance-normalised value is NaN. The plain summaries show
+    NaN for such a group, and so must its interval, its verdict and its p-value (never resolved in a Holm family)."""
+    from lora_merge_utils.stats import holm
+
+    rng = np.random.default_rng(3)
+    right = {t: list(rng.random(100) < 0.7) for t in "abcd"}
+    rows = _rows("m", right)
+    boot = Bootstrap({t: 100 for t in right}, seeds=[0, 1, 2], replicates=50)
+    assert np.isfinite(estimate(rows, "chance_normalized", boot).value)
+    at_chance = rows.copy()
+    at_chance.loc[at_chance["task"] == "b", "adapter_correct"] = pack([True] * 10 + [False] * 90)  # 10%: chance
+    e = estimate(at_chance, "chance_normalized", boot)
+    assert np.isnan(e.value) and np.isnan(e.low) and np.isnan(e.high), e
+    assert np.isfinite(estimate(at_chance, "accuracy", boot).value), "metrics that are defined stay defined"
+    d = difference(at_chance, rows, "chance_normalized", boot)
+    assert np.isnan(d.value) and not d.resolved and d.p_value == 1.0
+    assert verdict(d, "b", "a").startswith("undefined:")
+    assert holm({"undefined": d, "clear": difference(rows, rows, "accuracy", boot)}) == {
+        "undefined": False,
+        "clear": False,
+    }
