@@ -91,12 +91,23 @@ def _codes(rows: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     present = [c for c in columns if c in rows.columns]
     if not present:
         return np.zeros(len(rows), dtype=int)
-    # one text key per row, numbered in order of first appearance (what groupby(sort=False).ngroup() numbers, at a
-    # fraction of its cost); the separator is a control character no column's text holds
-    keys = rows[present[0]].astype(str).to_numpy(dtype=object)
-    for column in present[1:]:
-        keys = keys + "\x1f" + rows[column].astype(str).to_numpy(dtype=object)
-    return pd.factorize(keys)[0]
+    # each column's values numbered by their text, then the rows' tuples of numbers numbered in order of first
+    # appearance (what groupby(sort=False).ngroup() numbers, at a fraction of its cost)
+    codes = np.zeros(len(rows), dtype=np.int64)
+    for column in present:
+        values = rows[column]
+        if values.dtype.kind in "iub":  # whole numbers: equal exactly when their text is
+            column_codes = pd.factorize(values.to_numpy(), use_na_sentinel=False)[0]
+        else:
+            try:
+                column_codes, uniques = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=False)
+                textual = all(isinstance(u, str) for u in uniques)
+            except TypeError:  # unhashable values: lists, dicts
+                textual = False
+            if not textual:  # compared by their text, as the rows' records print them
+                column_codes = pd.factorize(values.astype(str).to_numpy(dtype=object), use_na_sentinel=False)[0]
+        codes = pd.factorize(codes * (int(column_codes.max(initial=0)) + 1) + column_codes)[0]
+    return codes
 
 
 def noise_covariance(frames: list[pd.DataFrame], lin: Linearised) -> NoiseCovariance | None:

@@ -57,8 +57,13 @@ def unpack(bits: str, n: int) -> np.ndarray:
 @functools.lru_cache(maxsize=65536)
 def _observed_accuracy(bits: str, n: int) -> float:
     """``unpack(bits, n).mean()``, once per packed string: a study's tables repeat the same single-adapter and
-    head-only strings in every merge row, and an interval reads them again for every deletion."""
-    return float(unpack(bits, n).mean())
+    head-only strings in every merge row, and an interval reads them again for every deletion. Counted as the bits
+    of one integer (the same count over the same ``n``, so the same float), about ten times faster than unpacking."""
+    raw = bytes.fromhex(bits)
+    spare = 8 * len(raw) - n
+    if n <= 0 or spare < 0:  # fewer bits than images: what unpack gives, and its mean
+        return float(unpack(bits, n).mean())
+    return (int.from_bytes(raw, "big") >> spare).bit_count() / n
 
 
 @dataclass
@@ -266,11 +271,32 @@ def _adapter_gain(rows: pd.DataFrame, boot: Bootstrap | None) -> np.ndarray:
     return np.stack(out, axis=-1)
 
 
-def _members(rows: pd.DataFrame) -> list[set[str]]:
-    """The tasks each row depends on: its merge's members, or its task for rows of one task."""
-    if "members" in rows.columns:
-        return [set(str(m).split("+")) for m in rows["members"]]
-    return [{t} for t in rows["task"]]
+@dataclass(frozen=True)
+class _Members:
+    """The tasks each row depends on (its merge's members, or its task for rows of one task), held once per distinct
+    merge: ``sets[codes[i]]`` is row ``i``'s. A study's rows repeat a few dozen merges, and every deletion of the task
+    jackknife asks each row whether it holds the task left out."""
+
+    codes: np.ndarray
+    sets: tuple[frozenset[str], ...]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def tasks(self) -> set[str]:
+        return set().union(*self.sets)
+
+    def without(self, task: str) -> np.ndarray:
+        """Which rows do not depend on ``task``."""
+        return np.array([task not in s for s in self.sets], dtype=bool)[self.codes]
+
+
+def _members(rows: pd.DataFrame) -> _Members:
+    column = rows["members"] if "members" in rows.columns else rows["task"]
+    codes, uniques = pd.factorize(column.to_numpy(dtype=object), use_na_sentinel=False)
+    split = "members" in rows.columns
+    sets = tuple(frozenset(str(u).split("+")) if split else frozenset({u}) for u in uniques)
+    return _Members(np.asarray(codes, dtype=np.intp), sets)
 
 
 def _jackknife(statistic, groups: list[tuple[np.ndarray, ...]]) -> tuple[float, int]:
@@ -328,11 +354,10 @@ def _interval(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootst
     tasks_of = [_members(rows) for rows, _ in parts]
     seeds_of = [rows["seed"].to_numpy() for rows, _ in parts]
     task_var, seed_var, df, clusters = 0.0, 0.0, float("inf"), 0
-    tasks = sorted(set().union(*[set().union(*m) for m in tasks_of if m]))
+    tasks = sorted(set().union(*[m.tasks() for m in tasks_of if len(m)]))
     if boot.resample_tasks and len(tasks) > 1:
-        jackknifed, used = _jackknife(
-            statistic, [tuple(np.array([task not in m for m in members]) for members in tasks_of) for task in tasks]
-        )
+        deletions = [tuple(members.without(task) for members in tasks_of) for task in tasks]
+        jackknifed, used = _jackknife(statistic, deletions)
         if used > 1:
             task_var, df, clusters = jackknifed, used - 1, used
     seeds = sorted(set().union(*[set(s.tolist()) for s in seeds_of]))
@@ -362,7 +387,7 @@ def _noise_corrected(parts, observed, tasks_of, seeds_of, tasks, seeds, task_var
     noise = noise_covariance([rows for rows, _ in parts], lin)
     if noise is None:
         return None
-    task_keeps = [np.concatenate([[task not in m for m in members] for members in tasks_of]) for task in tasks]
+    task_keeps = [np.concatenate([members.without(task) for members in tasks_of]) for task in tasks]
     sizes = np.cumsum([0] + [len(members) for members in tasks_of])
     if any(not keep[a:b].any() for keep in task_keeps for a, b in zip(sizes[:-1], sizes[1:])):
         # a task in every row of a part is never left out, so its images' draw is in no jackknife: keep the bootstrap

@@ -311,3 +311,44 @@ def test_a_row_without_a_value_makes_the_interval_undefined_not_the_mean_of_the_
         "undefined": False,
         "clear": False,
     }
+
+
+def test_a_simulation_of_differences_alone_draws_the_same_studies():
+    every = simulated_estimates(6, 0.2, 0.1, 0.05, ("noise_corrected",), seed=5)
+    alone = simulated_estimates(6, 0.2, 0.1, 0.05, ("noise_corrected",), seed=5, kinds=("difference",))
+    assert set(alone["kind"]) == {"difference"}
+    differences = every[every["kind"] == "difference"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone.reset_index(drop=True), differences)
+    with pytest.raises(ValueError, match="kinds must name"):
+        simulated_estimates(1, kinds=("means",))
+
+
+def test_a_packed_strings_accuracy_is_its_first_n_bits_mean():
+    """Counted as an integer's bits, not unpacked: the same float, padding bits beyond ``n`` ignored."""
+    from lora_merge_utils.stats import _observed_accuracy
+
+    rng = np.random.default_rng(4)
+    for n in (1, 7, 8, 9, 100, 333):
+        raw = bytearray(np.packbits(rng.random(n) < 0.6).tobytes())
+        raw[-1] |= 0xFF >> (n % 8 or 8)  # set every padding bit: they must not count
+        bits = bytes(raw).hex()
+        assert _observed_accuracy(bits, n) == unpack(bits, n).mean()
+        assert _observed_accuracy(bits, n - 1 if n > 1 else 1) == unpack(bits, n - 1 if n > 1 else 1).mean()
+
+
+def test_row_units_are_told_apart_by_their_text_in_order_of_first_appearance():
+    from lora_merge_utils.row_noise import _codes
+
+    rows = pd.DataFrame(
+        {
+            "members": ["a+b", "a+b", "b+c", "c+a", "a+b"],
+            "params": [{"x": 1}, {"x": 1}, {"x": 2}, {}, {"x": 1}],
+            "weights": [[0.5, 0.5], [0.5, 0.5], [1.0, 0.0], [1, 0], [0.5, 0.5]],
+            "size": [2, 2, 2, 3, 2],
+            "method": ["m", "m", "m", "m", 1.0],
+        }
+    )
+    assert _codes(rows, ("members",)).tolist() == [0, 0, 1, 2, 0]
+    assert _codes(rows, ("params", "weights", "size")).tolist() == [0, 0, 1, 2, 0]
+    assert _codes(rows, ("members", "method")).tolist() == [0, 0, 1, 2, 3], "1.0 and 'm' differ as text"
+    assert _codes(rows, ("absent",)).tolist() == [0] * 5
