@@ -26,8 +26,8 @@ BASE_LOGIT = 1.2
 
 
 KINDS = ("mean", "difference", "gain kept")
-"""The kinds of number whose intervals the simulation measures: method ``a``'s mean accuracy, the paired difference
-``b - a``, and ``a``'s share of the gain kept."""
+"""The kinds of number whose intervals the simulation measures (method ``a``'s mean accuracy, the paired difference
+``b - a``, and ``a``'s share of the gain kept)."""
 ADAPTER_GAIN, HEAD_LOSS = 1.0, 0.6
 """With ``references=True``: a task's single adapter is this much above the merges' mean logit, and its head-only
 baseline this much below (the tiny profile's adapters add about 5-20 points over their heads)."""
