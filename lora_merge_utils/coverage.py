@@ -42,6 +42,7 @@ def simulated_grid(
     method_task_sd: float = 0.0,
     task_seed_sd: float = 0.0,
     references: bool = False,
+    scored_partner_correlation: float = 0.0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """One simulated study: the rows (as :meth:`~lora_merge_utils.study.Study.merges_table` gives them) of two
     methods, ``a`` and ``b = a + method_effect`` on the logit scale with its own row noise, over every pair and
@@ -50,9 +51,16 @@ def simulated_grid(
     Heterogeneity (logit scale): ``method_task_sd``, how much ``b``'s effect differs between tasks; ``task_seed_sd``,
     how much a task's rows move together within one seed. ``references=True`` draws each task's single adapter and
     head-only baseline per seed on the same images (``ADAPTER_GAIN``/``HEAD_LOSS``), as the book's rows have them,
-    instead of always right and always wrong; the share of the gain kept then is a ratio with a noisy denominator."""
+    instead of always right and always wrong; the share of the gain kept then is a ratio with a noisy denominator.
+    ``scored_partner_correlation`` correlates a task's effect on its own rows with its effect on its partners' (a
+    task that is hard to score may also be a hard partner); 0 draws the numbers it always drew."""
+    if not -1.0 <= scored_partner_correlation <= 1.0:
+        raise ValueError(f"scored_partner_correlation must lie in [-1, 1]; got {scored_partner_correlation}.")
     names = [f"t{i}" for i in range(tasks)]
     task_effect, partner_effect = rng.normal(0, TASK_SD, tasks), rng.normal(0, PARTNER_SD, tasks)
+    if scored_partner_correlation:
+        rho = scored_partner_correlation
+        partner_effect = PARTNER_SD * rho * task_effect / TASK_SD + np.sqrt(1 - rho**2) * partner_effect
     seed_effect, difficulty = rng.normal(0, SEED_SD, seeds), rng.normal(0, IMAGE_SD, (tasks, images))
     # drawn only when asked for, so that the default design draws the numbers it always drew
     method_task = rng.normal(0, method_task_sd, tasks) if method_task_sd else np.zeros(tasks)
@@ -124,13 +132,15 @@ def simulated_estimates(
     seed: int = 7,
     seeds: int = 3,
     kinds: tuple[str, ...] = KINDS,
+    scored_partner_correlation: float = 0.0,
 ) -> pd.DataFrame:
     """Every interval of ``studies`` simulated studies (see :func:`simulate_intervals`), one row per study, variance
     and kind: the estimate, its interval, standard error, degrees of freedom and variance parts
     (:class:`~lora_merge_utils.stats.Estimate`), and the ``truth``. What another rule for the interval's width would
     do can be read from these rows without simulating again (``benchmarks/benchmark_intervals.py --multipliers``).
     ``kinds`` (of :data:`KINDS`) leaves the others' intervals out: the same studies are drawn, at a fraction of the
-    cost where only differences are asked for."""
+    cost where only differences are asked for. ``scored_partner_correlation`` as in :func:`simulated_grid` (the true
+    values do not depend on it: a merge's partners are other tasks)."""
     if studies < 1:
         raise ValueError(f"The coverage simulation needs at least one study, got {studies}.")
     unknown = sorted(set(kinds) - set(KINDS))
@@ -147,6 +157,7 @@ def simulated_estimates(
             method_task_sd=method_task_sd,
             task_seed_sd=task_seed_sd,
             references=True,
+            scored_partner_correlation=scored_partner_correlation,
         )
         images = rows_a.groupby("task")["num_images"].first().astype(int).to_dict()
         seed_list = sorted(int(s) for s in rows_a["seed"].unique())
@@ -168,12 +179,13 @@ def simulate_intervals(
     seed: int = 7,
     seeds: int = 3,
     kinds: tuple[str, ...] = KINDS,
+    scored_partner_correlation: float = 0.0,
 ) -> pd.DataFrame:
     """How the 95% intervals of each ``variances`` way of adding the parts (:class:`~lora_merge_utils.stats.Bootstrap`)
     behave in ``studies`` simulated studies of the book's design with the given heterogeneity, for three kinds of
     number: method ``a``'s mean accuracy, the paired difference ``b - a``, and ``a``'s share of the gain kept, with
     ``seeds`` training seeds (one, as the full profile has, leaves the seeds' part and the rows' noise estimate out);
-    ``kinds`` as in :func:`simulated_estimates`.
+    ``kinds`` and ``scored_partner_correlation`` as in :func:`simulated_estimates`.
 
     One row per (variance, kind): ``coverage`` (how often the interval holds the truth), ``width / spread`` (the mean
     half-width over the 95th percentile of the estimate's distance from the truth: 1.0 is an interval exactly as
@@ -181,7 +193,9 @@ def simulate_intervals(
     power at ``method_effect``, or the rate of false wins when it is 0), with the ``truth`` and the number of
     ``studies``. About 0.03 s a study for ``"noise_corrected"`` (0.02 s for differences alone) and 0.07 s for
     ``"sum"`` on one core."""
-    found = simulated_estimates(studies, method_effect, method_task_sd, task_seed_sd, variances, seed, seeds, kinds)
+    found = simulated_estimates(
+        studies, method_effect, method_task_sd, task_seed_sd, variances, seed, seeds, kinds, scored_partner_correlation
+    )
     records = []
     for (variance, kind), rows in found.groupby(["variance", "kind"], sort=False):
         truth = float(rows["truth"].iloc[0])

@@ -352,3 +352,24 @@ def test_row_units_are_told_apart_by_their_text_in_order_of_first_appearance():
     assert _codes(rows, ("params", "weights", "size")).tolist() == [0, 0, 1, 2, 0]
     assert _codes(rows, ("members", "method")).tolist() == [0, 0, 1, 2, 3], "1.0 and 'm' differ as text"
     assert _codes(rows, ("absent",)).tolist() == [0] * 5
+
+
+def test_a_task_s_scored_and_partner_effects_can_be_drawn_correlated():
+    """0 draws the numbers the design always drew; 1 makes each task's partner effect its scored effect, rescaled,
+    so a task's rows as a partner move with its own rows; outside [-1, 1] is refused."""
+    plain = simulated_grid(np.random.default_rng(2))
+    again = simulated_grid(np.random.default_rng(2), scored_partner_correlation=0.0)
+    assert all(a.equals(b) for a, b in zip(plain[:2], again[:2]))
+    tied = simulated_grid(np.random.default_rng(2), scored_partner_correlation=1.0)
+    assert not tied[0].equals(plain[0])
+    with pytest.raises(ValueError, match="scored_partner_correlation"):
+        simulated_grid(np.random.default_rng(2), scored_partner_correlation=1.5)
+    rows = tied[0].assign(accuracy=[unpack(b, n).mean() for b, n in zip(tied[0]["correct"], tied[0]["num_images"])])
+    own = rows.groupby("task")["accuracy"].mean()
+    as_partner = pd.Series(
+        {
+            t: rows[rows["members"].str.split("+").map(lambda m, t=t: t in m) & (rows["task"] != t)]["accuracy"].mean()
+            for t in own.index
+        }
+    )
+    assert np.corrcoef(own, as_partner)[0, 1] > 0, "a task hard to score is a hard partner"
