@@ -311,8 +311,9 @@ class Profile:
         backbone: How to build and load the ViT.
         tasks: The six task names, in a fixed order (the order of every table and plot).
         similar_pairs: Task pairs built to be similar, used to test the study's similarity claim.
-        related_tasks: Tasks on a main task's images with other labels (``lora_merge_utils.data.tasks.RELABELLINGS``):
-            the study's sense of "similar", trained and merged like the six, outside the six-task grid.
+        related_tasks: Tasks on a main task's images with other labels (``lora_merge_utils.data.tasks.RELABELLINGS``,
+            coarsenings of its classes, and, for generated images only, ``CONFLICTING_RELABELLINGS``, labels that cut
+            across them): the study's sense of "similar", trained and merged like the six, outside the six-task grid.
         data: Where the tasks come from and how many images each split keeps (:class:`GeneratedData` or
             :class:`HubData`).
         lora / train: Hyperparameters.
@@ -390,7 +391,7 @@ TINY = Profile(
     tasks=("digits", "mnist", "letters", "shapes", "textures", "gratings"),
     similar_pairs=(("digits", "mnist"),),
     data=GeneratedData(train_per_class=300, val_per_class=50, test_per_class=40),
-    related_tasks=("digits_parity", "shapes_family"),
+    related_tasks=("digits_parity", "shapes_family", "letters_font", "gratings_frequency"),
     train=TrainSettings(adapter_epochs=4, adapter_lr=1e-2),
     budget=Budget(refit_images=1000, rank_sweep_seeds=2),
     seeds=3,

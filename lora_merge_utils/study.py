@@ -15,7 +15,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -43,12 +42,12 @@ from .artifacts import (
 from .backbone import backbone_identity, create_backbone
 from .batches import InMemoryImages, amp_dtype, decode_all, normalize
 from .data.tasks import (
-    RELABELLINGS,
     ImageTask,
     check_profile_tasks,
     labels_of,
     load_task,
-    relabel,
+    relabelled,
+    relabelling_of,
     sample_cache_dir,
     subsample,
 )
@@ -188,10 +187,10 @@ class Study:
         whole = self.task(task).split(split)
         chosen = subsample(whole, images, self.profile.train.seed)
         key = (task, split, len(chosen))
-        if key not in self._decoded and task in RELABELLINGS and len(chosen) == len(whole):
+        spec = relabelling_of(task)
+        if key not in self._decoded and spec is not None and len(chosen) == len(whole):
             # a relabelled task's split is its images' task's, image for image: decoded once, for both
-            spec = RELABELLINGS[task]
-            self._decoded[key] = relabel(self.dataset(spec.base, split), np.asarray(spec.groups))
+            self._decoded[key] = relabelled(self.profile, task, split, self.dataset(spec.base, split))
         if key not in self._decoded:
             decoded_whole = self._decoded.get((task, split, len(whole)))
             if decoded_whole is not None:  # the whole split is in memory already: pick the sample from it

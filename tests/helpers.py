@@ -29,13 +29,15 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 
 MINI_OVERRIDES: dict = {
     "tasks": ["digits", "shapes", "gratings"],
+    "related_tasks": ["digits_parity", "shapes_family", "gratings_frequency"],  # a coarsening and a conflicting kind
     "data": {"train_per_class": 12, "val_per_class": 10, "test_per_class": 8},
     "train": {"head_l2": [1e-3, 1e-1], "adapter_epochs": 1, "batch_size": 32, "eval_batch_size": 128},
     "seeds": 2,
 }
-"""The tiny profile shrunk for tests (three tasks, few images, one short epoch, two training seeds), as
-``$LORA_BOOK_OVERRIDES`` would give it: in-process studies and ``python -m lora_merge_utils run`` subprocesses use the
-same one, so every test can compare with the one study the session builds (``shared_study``)."""
+"""The tiny profile shrunk for tests (three tasks and relabellings of their images of both kinds, few images, one short
+epoch, two training seeds), as ``$LORA_BOOK_OVERRIDES`` would give it: in-process studies and ``python -m
+lora_merge_utils run`` subprocesses use the same one, so every test can compare with the one study the session builds
+(``shared_study``)."""
 MINI_METHODS = ("task_arithmetic", "linear", "tsv")
 """The methods of the shared study's grid: the exact sum, PEFT's factor-wise one, and one that decomposes (SVD), whose
 bytes the kill/resume and scale-out tests pin too."""

@@ -107,3 +107,18 @@ def test_the_module_is_outside_the_code_saved_work_is_hashed_on():
     hashed = inspect.getsource(study.trainer_code_version)
     assert attributes.__name__.rsplit(".", 2)[-2:] == ["data", "attributes"]
     assert '"data.attributes"' not in hashed and '"data.generated"' in hashed
+
+
+def test_a_conflicting_task_loads_its_base_task_s_images_under_the_drawn_labels(small):
+    from lora_merge_utils.data.tasks import check_profile_tasks, load_task, relabelling_of, shares_images
+
+    profile = small.replace(related_tasks=("gratings_frequency",))
+    check_profile_tasks(profile)
+    task, base = load_task(profile, "gratings_frequency"), load_task(profile, "gratings")
+    labels = attribute_labels(profile, "gratings_frequency")
+    assert task.class_names == ["coarse stripes", "fine stripes"] and relabelling_of(task.name).base == "gratings"
+    for split in ("train", "val", "test"):
+        mine, theirs = task.split(split), base.split(split)
+        assert mine.tensors[0] is theirs.tensors[0], "the images are shared, not copied"
+        np.testing.assert_array_equal(mine.tensors[1].numpy(), labels[split])
+    assert shares_images(["gratings", "gratings_frequency"]) and not shares_images(["digits", "gratings_frequency"])

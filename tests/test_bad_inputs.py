@@ -379,7 +379,7 @@ def test_a_profile_name_that_is_not_a_plain_folder_name_is_refused(name, tmp_pat
     "overrides, message",
     [
         ({"tasks": ["digits", "nope"]}, "tasks names 'nope', which the 'tiny' profile cannot build"),
-        ({"tasks": ["digits"]}, "related_tasks names 'shapes_family', whose images' task is not among tasks"),
+        ({"tasks": ["digits"]}, "related_tasks names 'shapes_family', 'letters_font', 'gratings_frequency', whose"),
         ({"tasks": [1, 2]}, "tasks and related_tasks must be names"),
         ({"backbone.overrides.num_heads": 5}, "timm cannot build .*dim should be divisible by num_heads"),
         ({"backbone.overrides.bogus": 1}, "timm cannot build .*unexpected keyword argument 'bogus'"),

@@ -4,7 +4,13 @@ import torch
 from PIL import Image
 
 from lora_merge_utils import FULL, TINY, load_task
-from lora_merge_utils.data.tasks import RELABELLINGS, TINY_BUILDERS, balanced_split, related_combos, shares_images
+from lora_merge_utils.data.tasks import (
+    TINY_BUILDERS,
+    balanced_split,
+    relabelling_of,
+    related_combos,
+    shares_images,
+)
 from lora_merge_utils.profiles import GeneratedData, HubData
 
 
@@ -249,7 +255,8 @@ def test_related_merges_hold_each_relabelled_task_with_its_images_task_and_with_
     combos = related_combos(profile)
     assert len(combos) == len(set(map(frozenset, combos))), "no merge twice"
     for task in profile.related_tasks:
-        base, others = RELABELLINGS[task].base, [t for t in profile.tasks if t != RELABELLINGS[task].base]
+        base = relabelling_of(task).base
+        others = [t for t in profile.tasks if t != base]
         mine = [set(c) for c in combos if task in c]
         pairs, triples = [c for c in mine if len(c) == 2], [c for c in mine if len(c) == 3]
         assert sorted(map(sorted, pairs)) == sorted(sorted({task, o}) for o in [base, *others])

@@ -236,10 +236,10 @@ def sizes_of(profile: Profile) -> Sizes:
 
 def _with_related(profile: Profile, sizes: Sizes) -> Sizes:
     """``sizes`` with the profile's relabelled tasks: their base task's images, their own classes."""
-    from ..data.tasks import RELABELLINGS
+    from ..data.tasks import relabelling_of
 
     for task in profile.related_tasks:
-        spec = RELABELLINGS[task]
+        spec = relabelling_of(task)
         for split in ("train", "val", "test"):
             getattr(sizes, split)[task] = getattr(sizes, split)[spec.base]
         sizes.classes[task] = len(spec.class_names)
@@ -291,13 +291,14 @@ class Session:
             self.saved.add(("data", task))
 
     def dataset(self, task: str, split: str, images: int | None = None) -> int:
-        from ..data.tasks import RELABELLINGS
+        from ..data.tasks import relabelling_of
 
         self.data(task)
         n = self.sizes.of(task, split, images)
         key = (task, split, n)
-        if key not in self._decoded and task in RELABELLINGS and n == self.sizes.of(task, split):
-            self.dataset(RELABELLINGS[task].base, split)  # its images' task's split, decoded once for both
+        spec = relabelling_of(task)
+        if key not in self._decoded and spec is not None and n == self.sizes.of(task, split):
+            self.dataset(spec.base, split)  # its images' task's split, decoded once for both
             self._decoded.add(key)
         if key not in self._decoded:
             whole = (task, split, self.sizes.of(task, split))

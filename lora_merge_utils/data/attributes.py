@@ -94,13 +94,24 @@ CONFLICTING_RELABELLINGS: dict[str, AttributeRelabelling] = {
 """Every relabelling whose classes cut across its base task's: defined before any of their results were seen."""
 
 
+_LABELS: dict[tuple, dict[str, np.ndarray]] = {}
+
+
 def attribute_labels(profile: Profile | str | None, name: str) -> dict[str, np.ndarray]:
-    """The labels of a conflicting relabelling for each split of its base task, image for image.
+    """The labels of a conflicting relabelling for each split of its base task, image for image (read once per
+    session and settings: drawing a task again takes a second or two).
 
     The base task is drawn again with a :class:`RecordingGenerator` and its images compared with the task's own: a
     generator that no longer draws the same images (or draws the factor more or less than once per image) is refused
     with an error instead of labelling images it did not make."""
     profile = get_profile(profile)
+    key = (name, CONFLICTING_RELABELLINGS.get(name), profile.data, profile.train.seed)
+    if key not in _LABELS:
+        _LABELS[key] = _read_labels(profile, name)
+    return {split: labels.copy() for split, labels in _LABELS[key].items()}
+
+
+def _read_labels(profile: Profile, name: str) -> dict[str, np.ndarray]:
     if name not in CONFLICTING_RELABELLINGS:
         raise ValueError(f"No conflicting relabelling {name!r}; there are {', '.join(CONFLICTING_RELABELLINGS)}.")
     spec = CONFLICTING_RELABELLINGS[name]

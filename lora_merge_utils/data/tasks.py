@@ -5,7 +5,8 @@
 backbone. The profile's data source picks the loader: :mod:`.generated` for
 :class:`~lora_merge_utils.profiles.GeneratedData` (tiny, built offline), :mod:`.hub` for
 :class:`~lora_merge_utils.profiles.HubData` (full, Hugging Face Hub datasets). Related tasks (:data:`RELABELLINGS`) are
-a main task's images under other labels."""
+a main task's images under other labels: coarsenings of its classes, or (:data:`CONFLICTING_RELABELLINGS`) a factor
+that cuts across them."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ..profiles import (  # all_tasks and check_task_name live with the profile 
     check_task_name,
     get_profile,
 )
+from .attributes import CONFLICTING_RELABELLINGS, AttributeRelabelling, attribute_labels
 from .generated import TINY_BUILDERS, arrays_checksum, load_generated
 from .hub import DATA_DIR_ENV, HUB_MIRROR_ENV, SAMPLE_CHECKSUMS, datasets_progress, load_hub
 from .hub_sources import CORRUPTIONS, HUB_SOURCES, HubSource
@@ -43,6 +45,7 @@ from .splits import (
 )
 
 __all__ = [  # the registry, and the names of the data modules a chapter or a practitioner reaches for
+    "CONFLICTING_RELABELLINGS",
     "CORRUPTIONS",
     "HUB_SOURCES",
     "LOADERS",
@@ -59,6 +62,8 @@ __all__ = [  # the registry, and the names of the data modules a chapter or a pr
     "load_task",
     "load_tasks",
     "relabel",
+    "relabelled",
+    "relabelling_of",
     "related_combos",
     "labels_of",
     "sample_cache_dir",
@@ -67,6 +72,7 @@ __all__ = [  # the registry, and the names of the data modules a chapter or a pr
     "subsample",
     "to_tensor",
     "to_uint8_images",
+    "with_labels",
 ]
 
 LOADERS: dict[type, Callable[[Profile, str], ImageTask]] = {GeneratedData: load_generated, HubData: load_hub}
@@ -106,13 +112,20 @@ RELABELLINGS: dict[str, Relabelling] = {
         "the EuroSAT task's images, labelled natural, farmland or built-up",
     ),
 }
-"""Every relabelled task a profile can list in ``related_tasks``."""
+"""The relabelled tasks that coarsen their base task's classes: with :data:`CONFLICTING_RELABELLINGS`, every relabelled
+task a profile can list in ``related_tasks``."""
+
+
+def relabelling_of(name: str) -> Relabelling | AttributeRelabelling | None:
+    """The relabelling a task name stands for (a coarsening or a conflicting one), or ``None`` for a task of its
+    own images. Both kinds name their ``base`` task and their ``class_names``."""
+    return RELABELLINGS.get(name) or CONFLICTING_RELABELLINGS.get(name)
 
 
 def related_combos(profile: Profile) -> list[tuple[str, ...]]:
     """Chapter 6's merges of each relabelled task, pairs then triples: with the task whose images it shares, then
     with the others; in triples, with that task and each other one, then with two of the others."""
-    base = {r: RELABELLINGS[r].base for r in profile.related_tasks}
+    base = {r: relabelling_of(r).base for r in profile.related_tasks}
     others = {r: [o for o in profile.tasks if o != base[r]] for r in profile.related_tasks}
     pairs = [(b, r) for r, b in base.items()] + [(r, o) for r in profile.related_tasks for o in others[r]]
     triples = [(base[r], r, o) for r in profile.related_tasks for o in others[r]] + [
@@ -123,7 +136,7 @@ def related_combos(profile: Profile) -> list[tuple[str, ...]]:
 
 def shares_images(combo: Sequence[str]) -> bool:
     """Whether a merge holds a relabelled task together with the task whose images it shares."""
-    return any(t in RELABELLINGS and RELABELLINGS[t].base in combo for t in combo)
+    return any(relabelling_of(t) is not None and relabelling_of(t).base in combo for t in combo)
 
 
 def relabel(dataset: Dataset, groups: np.ndarray) -> Dataset:
@@ -140,13 +153,33 @@ def relabel(dataset: Dataset, groups: np.ndarray) -> Dataset:
     raise TypeError(f"Cannot relabel a {type(dataset).__name__}.")
 
 
+def with_labels(dataset: Dataset, labels: np.ndarray) -> Dataset:
+    """``dataset`` with its ``i``-th label replaced by ``labels[i]`` (the images are shared, not copied)."""
+    if len(labels) != len(dataset):
+        raise ValueError(f"{len(labels)} labels for a split of {len(dataset)} images.")
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(dataset.tensors[0], labels)
+    if isinstance(dataset, InMemoryImages):
+        return InMemoryImages(dataset.images, labels)
+    raise TypeError(f"Cannot relabel a {type(dataset).__name__} image by image.")
+
+
+def relabelled(profile: Profile, name: str, split: str, dataset: Dataset) -> Dataset:
+    """``dataset``, the whole ``split`` of relabelled task ``name``'s base task in its order, under ``name``'s
+    labels."""
+    spec = relabelling_of(name)
+    if isinstance(spec, Relabelling):
+        return relabel(dataset, np.asarray(spec.groups))
+    return with_labels(dataset, attribute_labels(profile, name)[split])
+
+
 def _load_relabelled(profile: Profile, name: str) -> ImageTask:
-    spec = RELABELLINGS[name]
+    spec = relabelling_of(name)
     base = load_task(profile, spec.base)
-    if len(spec.groups) != base.num_classes:
+    if isinstance(spec, Relabelling) and len(spec.groups) != base.num_classes:
         raise ValueError(f"{name}: {len(spec.groups)} groups for the {base.num_classes} classes of {spec.base!r}.")
-    groups = np.asarray(spec.groups)
-    splits = {split: relabel(base.split(split), groups) for split in ("train", "val", "test")}
+    splits = {split: relabelled(profile, name, split, base.split(split)) for split in ("train", "val", "test")}
     return ImageTask(name, list(spec.class_names), splits["train"], splits["test"], spec.description, splits["val"])
 
 
@@ -169,11 +202,19 @@ def check_profile_tasks(profile: Profile) -> None:
             f"tasks names {', '.join(map(repr, unknown))}, which the {profile.name!r} profile cannot build "
             f"(choose among {', '.join(known)})"
         )
-    strays = [t for t in profile.related_tasks if t not in RELABELLINGS or RELABELLINGS[t].base not in profile.tasks]
+    strays = [t for t in profile.related_tasks if getattr(relabelling_of(t), "base", None) not in profile.tasks]
     if strays:
         problems.append(
             f"related_tasks names {', '.join(map(repr, strays))}, whose images' task is not among tasks "
             '(override related_tasks too, e.g. "related_tasks": [])'
+        )
+    drawn = [t for t in profile.related_tasks if t in CONFLICTING_RELABELLINGS]
+    if drawn and not isinstance(profile.data, GeneratedData):
+        problems.append(
+            f"related_tasks names {', '.join(map(repr, drawn))}, labelled by what the tiny world's generator drew, "
+            "in a profile whose images are not generated (list only coarsenings there, e.g. "
+            + ", ".join(map(repr, RELABELLINGS))
+            + ")"
         )
     if problems:
         raise ValueError("; ".join(problems) + ".")
