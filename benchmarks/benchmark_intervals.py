@@ -21,6 +21,15 @@ degrees of freedom weigh each variance part by its own (tasks - 1, seeds - 1, th
 constant per kind of number, calibrated to 95% coverage on an independent set of studies at the first effect.
 
     python benchmarks/benchmark_intervals.py --multipliers --from-study --effects 0 0.1 0.3
+
+``--rules`` sets the book's interval beside intervals that cluster the rows differently, on the same simulated
+studies: its member jackknife on Satterthwaite's degrees of freedom, and a jackknife that leaves out each *scored*
+task only (the rows' noise then sits in it once; each is less its expected noise, plus the noise counted once and the
+seeds' part, as the book adds them), on 5 degrees of freedom or on Satterthwaite's. The scored-task jackknife ignores
+a task's effect as a partner: it is the narrowest valid interval only where methods do not interact with partners,
+and wrong for a mean. Slower (about 0.05 s a study and kind).
+
+    python benchmarks/benchmark_intervals.py --rules --method-task-sd 0.027 --effects 0 0.1 0.3 --studies 400
 """
 
 from __future__ import annotations
@@ -85,6 +94,100 @@ def compare_multipliers(found: pd.DataFrame, calibration: pd.DataFrame) -> pd.Da
     return pd.DataFrame(records)
 
 
+def _scored_task_parts(rows_a: pd.DataFrame, rows_b: pd.DataFrame, kind: str) -> tuple[float, float]:
+    """The delete-one-scored-task jackknife of one simulated number and the rows' noise it is expected to hold."""
+    from lora_merge_utils import stats
+    from lora_merge_utils.row_noise import jackknife_noise, linearise, noise_covariance
+
+    parts = {"mean": [(rows_a, 1.0)], "difference": [(rows_b, 1.0), (rows_a, -1.0)], "gain kept": [(rows_a, 1.0)]}[kind]
+    metric = "gain_kept" if kind == "gain kept" else "accuracy"
+    observed = []
+    for rows, sign in parts:
+        if metric == "gain_kept":
+            observed.append(((stats.row_values(rows, "minus_head"), stats._adapter_gain(rows, None)), sign))
+        else:
+            observed.append((stats.row_values(rows, metric), sign))
+
+    def statistic(*masks):
+        total = 0.0
+        for (values, sign), mask in zip(observed, masks):
+            if isinstance(values, tuple):
+                total += sign * values[0][mask].mean() / values[1][mask].mean()
+            else:
+                total += sign * values[mask].mean()
+        return total
+
+    scored = [rows["task"].to_numpy() for rows, _ in parts]
+    tasks = sorted(set(scored[0]))
+    jackknifed, _ = stats._jackknife(statistic, [tuple(s != task for s in scored) for task in tasks])
+    lin = linearise(observed)
+    noise = noise_covariance([rows for rows, _ in parts], lin)
+    keeps = [np.concatenate([s != task for s in scored]) for task in tasks]
+    return jackknifed, jackknife_noise(noise, lin, keeps)
+
+
+def compare_rules(args, sds: dict[str, float]) -> pd.DataFrame:
+    """Coverage and width / spread of the book's interval and the ``--rules`` alternatives (module docstring), for
+    each effect and kind of number, on the same simulated studies."""
+    from scipy.stats import t as student
+
+    from lora_merge_utils.coverage import KINDS, _interval_of, _population, simulated_grid
+    from lora_merge_utils.stats import Bootstrap
+
+    records = []
+    for effect in args.effects:
+        rng = np.random.default_rng(7)
+        truth = _population(effect, sds["method x task"], sds["task x seed"])
+        found = []
+        for _ in range(args.studies):
+            rows_a, rows_b, _ = simulated_grid(
+                rng,
+                seeds=SEEDS,
+                method_effect=effect,
+                method_task_sd=sds["method x task"],
+                task_seed_sd=sds["task x seed"],
+                references=True,
+                scored_partner_correlation=args.scored_partner_correlation,
+            )
+            images = rows_a.groupby("task")["num_images"].first().astype(int).to_dict()
+            boot = Bootstrap(images, seeds=list(range(SEEDS)), replicates=100, seed=int(rng.integers(1e9)))
+            for kind in KINDS:
+                e = _interval_of(kind, rows_a, rows_b, boot)
+                scored, scored_noise = _scored_task_parts(rows_a, rows_b, kind)
+                found.append({"kind": kind, **vars(e), "scored": scored, "scored_noise": scored_noise})
+        found = pd.DataFrame(found)
+        found["truth"] = found["kind"].map(truth)
+        for kind, rows in found.groupby("kind", sort=False):
+            error = np.abs(rows["value"] - rows["truth"]).to_numpy()
+            spread = float(np.quantile(error, 0.95))
+            noise = rows["image_var"]
+            scored_part = (rows["scored"] - rows["scored_noise"]).clip(lower=0)
+            scored_var = scored_part + noise + rows["seed_var"]
+            seed_df = (rows["seed_var"] ** 2 / (SEEDS - 1)).where(rows["seed_var"] > 0, 0.0)
+            scored_df = np.where(
+                scored_part + seed_df > 0,
+                scored_var**2 / (scored_part**2 / 5 + seed_df).where(scored_part**2 / 5 + seed_df > 0, 1.0),
+                np.inf,
+            )
+            quantile = lambda df: student.ppf(0.975, np.minimum(df, 1e9))  # noqa: E731
+            for rule, half in (
+                ("the book", ((rows["high"] - rows["low"]) / 2).to_numpy()),
+                ("the book, Satterthwaite", quantile(satterthwaite_df(rows)) * rows["se"].to_numpy()),
+                ("scored task only, t on 5 df", quantile(5) * np.sqrt(scored_var.to_numpy())),
+                ("scored task only, Satterthwaite", quantile(scored_df) * np.sqrt(scored_var.to_numpy())),
+            ):
+                records.append(
+                    {
+                        "effect": effect,
+                        "kind": kind,
+                        "rule": rule,
+                        "coverage": float(np.mean(error <= half)),
+                        "width / spread": float(np.mean(half) / spread),
+                    }
+                )
+    return pd.DataFrame(records)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--studies", type=int, default=200, help="simulated studies per effect (default 200)")
@@ -99,6 +202,7 @@ def main() -> None:
         help="correlation of a task's effect on its own rows and on its partners' (default 0)",
     )
     parser.add_argument("--multipliers", action="store_true", help="compare rules for the width (module docstring)")
+    parser.add_argument("--rules", action="store_true", help="compare ways of clustering the rows (module docstring)")
     args = parser.parse_args()
     from lora_merge_utils.coverage import simulate_intervals, simulated_estimates
 
@@ -110,6 +214,13 @@ def main() -> None:
         + ", ".join(f"{k} {v:.3f}" for k, v in sds.items())
         + f"; scored x partner correlation {args.scored_partner_correlation:+.2f}"
     )
+    if args.rules:
+        start = time.perf_counter()
+        table = compare_rules(args, sds)
+        print(f"{args.studies} studies per effect in {time.perf_counter() - start:.0f} s; coverage / width ÷ spread:")
+        table["cell"] = table["coverage"].map("{:.3f}".format) + " / " + table["width / spread"].map("{:.2f}".format)
+        print(table.pivot(index="rule", columns=["kind", "effect"], values="cell").to_string())
+        return
     if args.multipliers:
 
         def estimates(effect: float, seed: int) -> pd.DataFrame:

@@ -16,8 +16,8 @@ This module sits outside the code whose hash every saved head and adapter record
 (:func:`~lora_merge_utils.study.trainer_code_version`), so defining these tasks does not refuse saved work.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the API page documents RecordingGenerator's signature from its evaluated
+# annotations (a class's string annotations stay unresolved there).
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,7 +32,7 @@ SPLIT_STREAMS = {"train": 0, "test": 1, "val": 2}
 
 
 class RecordingGenerator:
-    """A :class:`numpy.random.Generator` that also keeps the values of one kind of draw: calls of ``method`` with
+    """A ``numpy.random.Generator`` that also keeps the values of one kind of draw: calls of ``method`` with
     exactly ``args`` (and no keywords). Every draw is passed through, so code given it makes what it would make with
     the generator alone."""
 
@@ -91,7 +91,7 @@ CONFLICTING_RELABELLINGS: dict[str, AttributeRelabelling] = {
         "the gratings task's images, labelled by their spatial frequency: below or above the middle of its range",
     ),
 }
-"""Every relabelling whose classes cut across its base task's: defined before any of their results were seen."""
+"""Every relabelling whose classes cut across its base task's, defined before any of their results were seen."""
 
 
 _LABELS: dict[tuple, dict[str, np.ndarray]] = {}

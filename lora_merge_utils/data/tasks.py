@@ -5,8 +5,8 @@
 backbone. The profile's data source picks the loader: :mod:`.generated` for
 :class:`~lora_merge_utils.profiles.GeneratedData` (tiny, built offline), :mod:`.hub` for
 :class:`~lora_merge_utils.profiles.HubData` (full, Hugging Face Hub datasets). Related tasks (:data:`RELABELLINGS`) are
-a main task's images under other labels: coarsenings of its classes, or (:data:`CONFLICTING_RELABELLINGS`) a factor
-that cuts across them."""
+a main task's images under other labels: coarsenings of its classes, or
+(:data:`~lora_merge_utils.data.attributes.CONFLICTING_RELABELLINGS`) a factor that cuts across them."""
 
 from __future__ import annotations
 
@@ -112,8 +112,9 @@ RELABELLINGS: dict[str, Relabelling] = {
         "the EuroSAT task's images, labelled natural, farmland or built-up",
     ),
 }
-"""The relabelled tasks that coarsen their base task's classes: with :data:`CONFLICTING_RELABELLINGS`, every relabelled
-task a profile can list in ``related_tasks``."""
+"""The relabelled tasks that coarsen their base task's classes (with
+:data:`~lora_merge_utils.data.attributes.CONFLICTING_RELABELLINGS`, every relabelled task a profile can list in
+``related_tasks``)."""
 
 
 def relabelling_of(name: str) -> Relabelling | AttributeRelabelling | None:
