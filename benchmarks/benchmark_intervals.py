@@ -76,22 +76,29 @@ def compare_multipliers(found: pd.DataFrame, calibration: pd.DataFrame) -> pd.Da
     records = []
     for (effect, kind), rows in found.groupby(["effect", "kind"], sort=False):
         error = np.abs(rows["value"] - rows["truth"]).to_numpy()
-        spread = float(np.quantile(error, 0.95))
-        for rule, half in (
-            ("t on the tasks (the book)", ((rows["high"] - rows["low"]) / 2).to_numpy()),
-            ("Satterthwaite", student.ppf(0.975, np.minimum(satterthwaite_df(rows), 1e9)) * rows["se"].to_numpy()),
-            (f"calibrated constant {constant[kind]:.2f}", constant[kind] * rows["se"].to_numpy()),
-        ):
-            records.append(
-                {
-                    "effect": effect,
-                    "kind": kind,
-                    "rule": rule,
-                    "coverage": float(np.mean(error <= half)),
-                    "width / spread": float(np.mean(half) / spread),
-                }
-            )
+        halves = {
+            "t on the tasks (the book)": ((rows["high"] - rows["low"]) / 2).to_numpy(),
+            "Satterthwaite": student.ppf(0.975, np.minimum(satterthwaite_df(rows), 1e9)) * rows["se"].to_numpy(),
+            f"calibrated constant {constant[kind]:.2f}": constant[kind] * rows["se"].to_numpy(),
+        }
+        records += _rule_records(effect, kind, error, halves)
     return pd.DataFrame(records)
+
+
+def _rule_records(effect: float, kind: str, error: np.ndarray, halves: dict[str, np.ndarray]) -> list[dict]:
+    """One record per rule: how often its half-widths cover ``error`` (|estimate - truth|), and their mean width over
+    the spread the evidence needs (the 95th percentile of ``error``)."""
+    spread = float(np.quantile(error, 0.95))
+    return [
+        {
+            "effect": effect,
+            "kind": kind,
+            "rule": rule,
+            "coverage": float(np.mean(error <= half)),
+            "width / spread": float(np.mean(half) / spread),
+        }
+        for rule, half in halves.items()
+    ]
 
 
 def _scored_task_parts(rows_a: pd.DataFrame, rows_b: pd.DataFrame, kind: str) -> tuple[float, float]:
@@ -159,7 +166,6 @@ def compare_rules(args, sds: dict[str, float]) -> pd.DataFrame:
         found["truth"] = found["kind"].map(truth)
         for kind, rows in found.groupby("kind", sort=False):
             error = np.abs(rows["value"] - rows["truth"]).to_numpy()
-            spread = float(np.quantile(error, 0.95))
             noise = rows["image_var"]
             scored_part = (rows["scored"] - rows["scored_noise"]).clip(lower=0)
             scored_var = scored_part + noise + rows["seed_var"]
@@ -170,21 +176,13 @@ def compare_rules(args, sds: dict[str, float]) -> pd.DataFrame:
                 np.inf,
             )
             quantile = lambda df: student.ppf(0.975, np.minimum(df, 1e9))  # noqa: E731
-            for rule, half in (
-                ("the book", ((rows["high"] - rows["low"]) / 2).to_numpy()),
-                ("the book, Satterthwaite", quantile(satterthwaite_df(rows)) * rows["se"].to_numpy()),
-                ("scored task only, t on 5 df", quantile(5) * np.sqrt(scored_var.to_numpy())),
-                ("scored task only, Satterthwaite", quantile(scored_df) * np.sqrt(scored_var.to_numpy())),
-            ):
-                records.append(
-                    {
-                        "effect": effect,
-                        "kind": kind,
-                        "rule": rule,
-                        "coverage": float(np.mean(error <= half)),
-                        "width / spread": float(np.mean(half) / spread),
-                    }
-                )
+            halves = {
+                "the book": ((rows["high"] - rows["low"]) / 2).to_numpy(),
+                "the book, Satterthwaite": quantile(satterthwaite_df(rows)) * rows["se"].to_numpy(),
+                "scored task only, t on 5 df": quantile(5) * np.sqrt(scored_var.to_numpy()),
+                "scored task only, Satterthwaite": quantile(scored_df) * np.sqrt(scored_var.to_numpy()),
+            }
+            records += _rule_records(effect, kind, error, halves)
     return pd.DataFrame(records)
 
 

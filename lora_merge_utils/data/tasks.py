@@ -137,16 +137,13 @@ def related_combos(profile: Profile) -> list[tuple[str, ...]]:
 
 def shares_images(combo: Sequence[str]) -> bool:
     """Whether a merge holds a relabelled task together with the task whose images it shares."""
-    return any(relabelling_of(t) is not None and relabelling_of(t).base in combo for t in combo)
+    return any(getattr(relabelling_of(t), "base", None) in combo for t in combo)
 
 
 def relabel(dataset: Dataset, groups: np.ndarray) -> Dataset:
     """``dataset`` with each label ``y`` replaced by ``groups[y]`` (the images are shared, not copied)."""
-    if isinstance(dataset, TensorDataset):
-        images, labels = dataset.tensors[:2]
-        return TensorDataset(images, torch.as_tensor(groups[labels.numpy()], dtype=torch.long))
-    if isinstance(dataset, InMemoryImages):
-        return InMemoryImages(dataset.images, torch.as_tensor(groups[dataset.labels.numpy()]))
+    if isinstance(dataset, TensorDataset | InMemoryImages):
+        return with_labels(dataset, np.asarray(groups)[labels_of(dataset).numpy()])
     if isinstance(dataset, HFImageDataset):
         out = copy.copy(dataset)
         out.labels = groups[dataset.labels]
