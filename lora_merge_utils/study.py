@@ -323,16 +323,16 @@ class Study:
         """Every adapter of ``tasks`` (default: the profile's six and its relabelled ones) and ``seeds`` (default:
         every seed index), each loaded if saved and checked as :meth:`ensure_adapter` does, the missing ones trained
         several at a time on a CPU (:mod:`lora_merge_utils.parallel`); with ``joint=True`` also the adapter trained
-        on all six tasks at once (:meth:`joint_adapter`, seed 0), in the same batch of jobs. Returns each adapter's
-        directory by ``(task, seed)``."""
+        on all six tasks at once (:meth:`joint_adapter`), one for each of ``seeds``, in the same batch of jobs.
+        Returns each adapter's directory by ``(task, seed)``."""
         tasks = list(tasks or all_tasks(self.profile))
         for task in tasks:
             check_task_name(self.profile, task)
         seeds = self._seeds(seeds)
         wanted = [(task, seed) for seed in seeds for task in tasks]
         jobs = [("adapter", task, seed) for task, seed in wanted if not self._adapter_saved(task, seed)]
-        if joint and not self._joint_saved(0):
-            jobs.append(("joint", 0))
+        if joint:
+            jobs += [("joint", seed) for seed in seeds if not self._joint_saved(seed)]
         # the longest first (the joint adapter trains on every task), so that no process is left with a long job at
         # the end while the others wait
         jobs.sort(key=lambda job: -float("inf") if job[0] == "joint" else -len(self.task(job[1]).train))

@@ -237,7 +237,8 @@ def test_a_variant_shares_what_does_not_depend_on_the_adapters(own_root, mini_pr
 
 def test_one_adapter_trained_on_every_task_is_saved_checked_and_scored_like_a_merge(own_root, mini_profile):
     """The joint upper bound: one adapter, a head per task, the same steps as the tasks' own adapters together;
-    saved with checksums and reloaded without training; its rows read like a merge of every task."""
+    saved with checksums and reloaded without training; its rows read like a merge of every task; one per training
+    seed when the adapters are trained with ``joint=True``."""
     from lora_merge_utils.instrumentation.workload import work_done
     from lora_merge_utils.study import JOINT
 
@@ -259,6 +260,12 @@ def test_one_adapter_trained_on_every_task_is_saved_checked_and_scored_like_a_me
     rows = study.joint_table(singles, seed=0)
     assert set(rows["method"]) == {JOINT} and list(rows["task"]) == list(mini_profile.tasks)
     assert rows["size"].eq(len(mini_profile.tasks)).all() and rows["accuracy"].between(0, 1).all()
+    start = work_done()["trained"]  # the shared study's own adapters are saved: only joint ones are trained below
+    study.ensure_adapters(list(mini_profile.tasks), seeds=[0], joint=True)
+    assert work_done()["trained"] == start, "seed 0's joint adapter is saved: not trained again"
+    study.ensure_adapters(list(mini_profile.tasks), joint=True)
+    assert work_done()["trained"] - start == (mini_profile.seeds - 1) * trained, "every other seed's joint adapter"
+    assert (own_root / "joint" / "seed-1" / "metrics.json").is_file()
     heads_file = own_root / "joint" / "seed-0" / "heads.safetensors"
     heads_file.write_bytes(heads_file.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(ValueError, match="is not the file that was saved"):
