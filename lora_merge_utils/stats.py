@@ -220,6 +220,19 @@ class Estimate:
         """
         return float(np.sqrt(self.task_var + (self.image_var + self.seed_var) * seeds_now / seeds))
 
+    def se_with_images(self, images_now: float, images: float) -> float:
+        """The standard error with ``images`` test images per task instead of ``images_now`` (a power calculation):
+        the tasks' and the seeds' parts stay, the rows' own noise scales as ``images_now / images``. Where rows have
+        several seeds that noise holds the adapters' training noise too, which images do not change, so this
+        overstates both what more images would buy and what fewer would cost.
+
+        Example:
+            >>> e = Estimate(0.0, -0.1, 0.1, 0.05, 5, 6, image_var=0.0005, task_var=0.0015, seed_var=0.0005)
+            >>> round(e.se_with_images(200, 400), 4)  # 0.0015 + 0.0005 + 0.0005 / 2
+            0.0474
+        """
+        return float(np.sqrt(self.task_var + self.seed_var + self.image_var * images_now / images))
+
     def smallest_resolvable(self, power: float = 0.8, level: float = LEVEL, se: float | None = None) -> float:
         """The smallest true difference this design would resolve (interval excluding zero) with probability
         ``power``: ``(t_{(1 + level) / 2} + t_{power}) * se`` on the interval's degrees of freedom (``se``: this
