@@ -255,6 +255,23 @@ def dare_ties(
     return _ties_merge(dropped, weights, trim_density, majority_sign_method, trim=trim_density < 1.0)
 
 
+def dare_ties_no_trim(
+    factors: Factors, weights: Sequence[float], density: float, seed: int = 0, majority_sign_method: str = "total"
+) -> Deltas:
+    """DARE-TIES as KnOTS's code configures it (``configs/vitB_r16_dare_ties.py``: ``topK`` 100), the recipe
+    Marczak et al. (2025) report under that name: DARE's drop and rescale, then sign election and the disjoint mean,
+    with no trim (:func:`dare_ties` with ``trim_density=1``).
+
+    Example (at density 1.0 DARE drops nothing, so this is TIES without its trim):
+        >>> import torch
+        >>> one = torch.ones(1, 1)
+        >>> factors = {"layer": [(one, torch.tensor([[3.0, 1.0]])), (one, torch.tensor([[-1.0, 2.0]]))]}
+        >>> dare_ties_no_trim(factors, [1.0, 1.0], density=1.0)["layer"]
+        tensor([[3.0000, 1.5000]])
+    """
+    return dare_ties(factors, weights, density, seed, majority_sign_method, trim_density=1.0)
+
+
 @_repeatable
 def magnitude_prune(factors: Factors, weights: Sequence[float], density: float) -> Deltas:
     """Keep each task's ``density`` largest-magnitude entries (whole model), then a weighted sum."""

@@ -184,12 +184,16 @@ def transfer_table(
 
 def tuning_grids(name: str) -> dict[str, list[MergeSpec]]:
     """Every family's candidates on the tuning grid called ``name`` (see :data:`GRIDS`): the data-free families on
-    its scale values (and density values, for the methods that take a density), the data-light ones as they are.
+    its scale values (and density values, for the methods that take a density; the compact grid leaves out the
+    families a GPU session cannot afford, :attr:`~lora_merge_utils.methods.MergeMethod.compact_grid`), the
+    data-light ones as they are.
 
     Example:
         >>> grids = tuning_grids("shared")
-        >>> len(grids["TIES"]), len(grids["Iso-C"]), len(grids["refitted heads"])
-        (63, 9, 1)
+        >>> len(grids["TIES"]), len(grids["Iso-C (span)"]), len(grids["Iso-C (official)"]), len(grids["refitted heads"])
+        (63, 9, 9, 1)
+        >>> "Iso-C (official)" in tuning_grids("compact")  # dense float64 SVDs: left out of a GPU session's grid
+        False
     """
     if name not in GRIDS:
         raise ValueError(f"Unknown tuning grid {name!r}; choose one of {', '.join(map(repr, GRIDS))}.")
@@ -198,6 +202,8 @@ def tuning_grids(name: str) -> dict[str, list[MergeSpec]]:
     lambdas, densities = GRIDS[name]
     grids = {}
     for family, method in DATA_FREE.items():
+        if name == "compact" and not get_merge_method(method).compact_grid:
+            continue
         values = {"scale": lambdas}
         if "density" in get_merge_method(method).knobs:
             values["density"] = densities

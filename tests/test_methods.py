@@ -40,13 +40,19 @@ def test_declarations_are_consistent():
 
 def test_a_method_s_family_is_declared_once_on_the_method():
     """Chapter 5's data-free families come from the methods' own ``family`` field: one method per family, each data-
-    free, and the tuning grids hold exactly those families beside the data-light ones."""
+    free, and the tuning grids hold exactly those families beside the data-light ones (the compact grid all but the
+    official dense recipes and KnOTS's DARE-TIES, which the full profile's T4 budget leaves out)."""
     from lora_merge_utils import tuning
 
     families = [m.family for m in MERGE_METHODS.values() if m.family is not None]
     assert len(families) == len(set(families)) == len(tuning.DATA_FREE) > 0
     assert all(MERGE_METHODS[name].data == "none" for name in tuning.DATA_FREE.values())
-    assert set(tuning.tuning_grids("compact")) == set(tuning.DATA_FREE) | set(tuning.DATA_LIGHT)
+    assert set(tuning.tuning_grids("shared")) == set(tuning.DATA_FREE) | set(tuning.DATA_LIGHT)
+    dense = {family for family, name in tuning.DATA_FREE.items() if MERGE_METHODS[name].dense_svd}
+    assert dense == {"TSV-Merge (official)", "Iso-C (official)", "Iso-CTS (official)"}
+    left_out = {family for family, name in tuning.DATA_FREE.items() if not MERGE_METHODS[name].compact_grid}
+    assert left_out == dense | {"DARE-TIES (KnOTS config, no trim)"}
+    assert set(tuning.tuning_grids("compact")) == set(tuning.DATA_FREE) - left_out | set(tuning.DATA_LIGHT)
 
 
 def test_the_command_line_has_one_flag_per_knob():

@@ -89,7 +89,8 @@ text heads, so its floor is the zero-shot model, far below the tiny world's trai
 (2025), "No Task Left Behind" (ICML 2025, arXiv:2502.04959v3), which states that it uses KnOTS's code and checkpoints
 (Stoica et al., 2025). Its DARE-TIES is KnOTS's configuration (``gstoica27/KnOTS``, ``configs/vitB_r16_dare_ties.py``
 at 01a940c1: ``dare_pruning_coeffs`` 0.2, ``topK`` 100, sign election by the sum of values, scaling 0.6), which keeps
-every entry where TIES would trim; this book's ``dare_ties`` trims as MergeLM does, so the name says whose it is."""
+every entry where TIES would trim: this book's ``dare_ties_no_trim`` is that recipe, and its ``dare_ties`` trims as
+MergeLM does."""
 SOURCE_LORA_MERGES = (
     "Marczak et al. (2025), No Task Left Behind (ICML 2025, arXiv:2502.04959v3), Table 2: eight rank-16 LoRA "
     "adapters of CLIP in KnOTS's protocol (Stoica et al., 2025), normalized accuracy averaged over tasks"

@@ -531,6 +531,19 @@ def _chapter4(s: Session, t: Throughput) -> None:
 
 
 DATA_LIGHT_KINDS = {"refitted heads": "refit", "AdaMerging, short schedule": "adamerging"}
+DENSE_SVD_SETS = {"tsv_full": (1, 2), "iso_c_full": (0, 1), "iso_cts_full": (1, 1)}
+"""Sets of dense float64 SVDs of every target layer a merge by each official dense recipe runs, per member task and
+for the merge (:attr:`~lora_merge_utils.course.plan.Spec.svd_sets`): tsv_full decomposes each task's update and then
+both concatenated bases (about one set each), iso_c_full the sum, iso_cts_full the sum and each task's update."""
+
+
+def _family_spec(family: str, which) -> Spec:
+    """A data-free family's candidate ``which`` (an index, or ``"chosen"``), priced with its dense SVDs if any."""
+    from ..tuning import DATA_FREE
+
+    return Spec((family, which), svd_sets=DENSE_SVD_SETS.get(DATA_FREE.get(family, ""), (0, 0)))
+
+
 """Chapter 5's data-light families and what each costs beyond a plain merge."""
 CHAPTER5_CHOICES = ("magnitude pruning", "AdaMerging, short schedule")
 """The best data-free and data-light families the stored run of chapter 5 chose on validation data (the replay
@@ -550,12 +563,12 @@ def _chapter5(s: Session, t: Throughput) -> None:
     s.singles("val", budget.tuning_images, seeds=[0])
     if shipped_table(s.profile.label) is None:  # the table is computed in the chapter
         for family in data_free:
-            specs = [Spec((family, i)) for i in range(len(grids[family]))]
+            specs = [_family_spec(family, i) for i in range(len(grids[family]))]
             s.merges(tuning, specs, "val", budget.tuning_images, cache=True, seeds=[0])
         for family, kind in DATA_LIGHT_KINDS.items():
             s.merges(tuning, [Spec(family, kind)], "val", budget.tuning_images, cache=True, seeds=[0])
     else:  # read, and a few families' choices scored again to check it
-        checked = [Spec((family, "chosen")) for family in data_free[:CHECKED_FAMILIES]]
+        checked = [_family_spec(family, "chosen") for family in data_free[:CHECKED_FAMILIES]]
         s.merges(tuning, checked, "val", budget.tuning_images, cache=True, seeds=[0])
     sample = budget.comparison_images
     s.singles("test", sample, seeds=[0])  # how a validation choice transfers: the scaled sum on the test split
@@ -570,7 +583,7 @@ def _chapter5(s: Session, t: Throughput) -> None:
     )
     survey = (
         [Spec("task_arithmetic"), Spec("linear")]
-        + [Spec((family, "chosen")) for family in data_free]
+        + [_family_spec(family, "chosen") for family in data_free]
         + [Spec(family, kind) for family, kind in DATA_LIGHT_KINDS.items()]
     )
     for spec in survey:
@@ -580,9 +593,10 @@ def _chapter5(s: Session, t: Throughput) -> None:
         s.merges(cost_merge, [spec], "test", sample, seeds=[0])
     # TSV-Merge, Iso-C and Iso-CTS over the updates' span and over the paper's space, on one pair; tsv_full
     # decomposes each task's update and then both concatenated bases, about one dense set each
-    iso_spaces = [Spec(("iso space", 0)), Spec(("iso space", 1), svd_sets=(1, 2))]  # tsv, tsv_full
-    iso_spaces += [Spec(("iso space", 2)), Spec(("iso space", 3), svd_sets=(0, 1))]  # iso_c, iso_c_full
-    iso_spaces += [Spec(("iso space", 4)), Spec(("iso space", 5), svd_sets=(1, 1))]  # iso_cts, iso_cts_full
+    iso_spaces = [
+        Spec(("iso space", i), svd_sets=DENSE_SVD_SETS.get(method, (0, 0)))
+        for i, method in enumerate(("tsv", "tsv_full", "iso_c", "iso_c_full", "iso_cts", "iso_cts_full"))
+    ]
     s.merges(tuning[:1], iso_spaces, "test", sample, seeds=[0])
     # AdaMerging on the paper's schedule beside the short one (whose scores the survey cached)
     schedules = [Spec("AdaMerging, short schedule", "adamerging"), Spec("AdaMerging, paper's", "adamerging_paper")]
@@ -591,7 +605,8 @@ def _chapter5(s: Session, t: Throughput) -> None:
     )
     s.singles("test", sample)
     best_free, best_light = s.chapter5_choices or CHAPTER5_CHOICES
-    for spec in (Spec("task_arithmetic"), Spec((best_free, "chosen")), Spec(best_light, DATA_LIGHT_KINDS[best_light])):
+    light = Spec(best_light, DATA_LIGHT_KINDS[best_light])
+    for spec in (Spec("task_arithmetic"), _family_spec(best_free, "chosen"), light):
         s.merges(_grid(s.profile), [spec], "test", sample, cache=True)
     few = exercise_merges(s.profile)
     s.merges(few, [Spec(("svd", r)) for r in (4, 8, 16)], "val", budget.tuning_images, seeds=[0])  # solution 3
