@@ -265,9 +265,9 @@ class HubData:
 class Budget:
     """How many images per task the chapters that try many merge settings score, so that they fit a session.
 
-    ``None`` uses the whole split. The full profile chooses hyperparameters on a sample of the validation split and
-    compares merge methods (chapter 5) on a sample of the test split; every method of that comparison is scored on
-    the same sample.
+    ``None`` uses the whole split. The full profile chooses hyperparameters on a sample of the validation split, and
+    both profiles compare merge methods (chapter 5) on a sample of the test split; every method of that comparison is
+    scored on the same sample.
     """
 
     tuning_images: int | None = None
@@ -275,7 +275,8 @@ class Budget:
     tuning_grid: str = "shared"
     """The grid hyperparameters are chosen on, ``"shared"`` (one scale grid and one density grid for every method,
     :data:`~lora_merge_utils.tuning.LAMBDAS` and :data:`~lora_merge_utils.tuning.DENSITIES`) or ``"compact"`` (three
-    values of each, for a session that cannot afford the shared grid)."""
+    values of each, for a session that cannot afford the shared grid, and without the families
+    :attr:`~lora_merge_utils.methods.MergeMethod.compact_grid` leaves out)."""
     tuning_pairs: int | None = None
     """How many pairs hyperparameters are chosen on, ``None`` for every pair (see
     :func:`~lora_merge_utils.tuning.tuning_merges`)."""
@@ -393,9 +394,9 @@ TINY = Profile(
     data=GeneratedData(train_per_class=300, val_per_class=50, test_per_class=40),
     related_tasks=("digits_parity", "shapes_family", "letters_font", "gratings_frequency"),
     train=TrainSettings(adapter_epochs=4, adapter_lr=1e-2),
-    # Chapter 5 compares methods on 200 test images per task (of 300-400): there the images carry 1-7% of each
-    # headline verdict's variance and at most 23% of any interval it prints, so none widens by more than 10% (the
-    # power table of chapter 5 prints each share and what every test image would resolve).
+    # Chapter 5 compares methods on 200 test images per task (of 300-400), which saves it nearly half of the images
+    # it scores: the bootstrap of the images puts their share of its comparisons' variance at 7-42%, so with every
+    # image each would resolve an effect 2-10% smaller (chapter 5's power table prints both).
     budget=Budget(refit_images=1000, rank_sweep_seeds=2, comparison_images=200),
     seeds=3,
     calibrated_checks=True,

@@ -220,18 +220,21 @@ class Estimate:
         """
         return float(np.sqrt(self.task_var + (self.image_var + self.seed_var) * seeds_now / seeds))
 
-    def se_with_images(self, images_now: float, images: float) -> float:
+    def se_with_images(self, images_now: float, images: float, image_var: float | None = None) -> float:
         """The standard error with ``images`` test images per task instead of ``images_now`` (a power calculation):
-        the tasks' and the seeds' parts stay, the rows' own noise scales as ``images_now / images``. Where rows have
-        several seeds that noise holds the adapters' training noise too, which images do not change, so this
-        overstates both what more images would buy and what fewer would cost.
+        the images' part of ``se ** 2``, ``image_var``, scales as ``images_now / images`` and the rest stays. Pass
+        :func:`~lora_merge_utils.stats.image_variance` (the bootstrap of the images, the part every seed shares
+        included); the default, the rows' own noise (:attr:`image_var`), leaves that shared part out.
 
         Example:
             >>> e = Estimate(0.0, -0.1, 0.1, 0.05, 5, 6, image_var=0.0005, task_var=0.0015, seed_var=0.0005)
             >>> round(e.se_with_images(200, 400), 4)  # 0.0015 + 0.0005 + 0.0005 / 2
             0.0474
+            >>> round(e.se_with_images(200, 400, image_var=0.001), 4)  # 0.0025 - 0.001 + 0.001 / 2
+            0.0447
         """
-        return float(np.sqrt(self.task_var + self.seed_var + self.image_var * images_now / images))
+        part = self.image_var if image_var is None else image_var
+        return float(np.sqrt(max(0.0, self.se**2 - part + part * images_now / images)))
 
     def smallest_resolvable(self, power: float = 0.8, level: float = LEVEL, se: float | None = None) -> float:
         """The smallest true difference this design would resolve (interval excluding zero) with probability
@@ -336,21 +339,44 @@ def _undefined_rows(observed: list) -> int:
     return sum(int((~np.isfinite(array)).sum()) for array in arrays)
 
 
+def _part_values(rows: pd.DataFrame, metric: str, boot: Bootstrap | None = None):
+    """A part's row values, or ``(numerator, denominator)`` row values for ``gain_kept``, a ratio of means."""
+    if metric == "gain_kept":  # (merged - head) over (single - head)
+        return row_values(rows, "minus_head", boot), _adapter_gain(rows, boot)
+    return row_values(rows, metric, boot)
+
+
+def _part_mean(part, mask: np.ndarray | None = None) -> np.ndarray:
+    if isinstance(part, tuple):
+        return _mean(part[0], mask) / _mean(part[1], mask)
+    return _mean(part, mask)
+
+
+def _image_bootstrap(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootstrap) -> float:
+    """The variance of ``sum(sign * mean)`` over ``boot``'s draws of test images, the same draw for every seed."""
+    replicated = [(_part_values(rows, metric, boot), sign) for rows, sign in parts]
+    return float(np.nanvar(sum(sign * _part_mean(part) for part, sign in replicated), ddof=1))
+
+
+def image_variance(rows: pd.DataFrame, metric: str, boot: Bootstrap, minus: pd.DataFrame | None = None) -> float:
+    """The variance of :func:`estimate` (with ``minus``: of :func:`difference`, ``rows - minus``) over the bootstrap
+    of test images alone, every seed scored on the same draw: what the test images carry of its uncertainty. That
+    includes the part every seed shares, which the interval counts in its tasks' jackknife (a task's rows all use
+    its images) and :attr:`Estimate.image_var`, the rows' own noise, leaves out. A power calculation of the test
+    images' count scales this (:meth:`Estimate.se_with_images`)."""
+    parts = [(rows, 1.0)] + ([] if minus is None else [(minus, -1.0)])
+    return _image_bootstrap(parts, metric, boot)
+
+
 def _interval(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootstrap, level: float = LEVEL) -> Estimate:
     """The interval of ``sum(sign * mean(metric over rows))`` over ``parts`` (one part: an estimate; two with signs
     +1 and -1: a paired difference)."""
     from scipy.stats import t as student
 
     def values(rows, boot=None):
-        if metric == "gain_kept":  # a ratio of means: (merged - head) over (single - head)
-            return row_values(rows, "minus_head", boot), _adapter_gain(rows, boot)
-        return row_values(rows, metric, boot)
+        return _part_values(rows, metric, boot)
 
-    def mean(part, mask=None):
-        if isinstance(part, tuple):
-            return _mean(part[0], mask) / _mean(part[1], mask)
-        return _mean(part, mask)
-
+    mean = _part_mean
     observed = [(values(rows), sign) for rows, sign in parts]
     if _undefined_rows(observed):
         # as the plain summaries do (evaluation.summarize_merges): NaN, never the mean of the rows that are defined
@@ -360,8 +386,7 @@ def _interval(parts: list[tuple[pd.DataFrame, float]], metric: str, boot: Bootst
         return sum(sign * float(mean(part, mask)) for (part, sign), mask in zip(observed, masks))
 
     def image_bootstrap() -> float:
-        replicated = [(values(rows, boot), sign) for rows, sign in parts]
-        return float(np.nanvar(sum(sign * mean(part) for part, sign in replicated), ddof=1))
+        return _image_bootstrap(parts, metric, boot)
 
     point = statistic(*[np.ones(len(rows), bool) for rows, _ in parts])
     tasks_of = [_members(rows) for rows, _ in parts]
