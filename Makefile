@@ -69,7 +69,7 @@ colab-venv: $(COLAB_VENV)/.installed
 run: setup
 	$(PY) -m lora_merge_utils run --profile $(PROFILE) --out $(OUT)
 
-# Chapter 5 reads this table instead of scoring about 8,000 merges (an hour on two cores); it ships with the package.
+# Chapter 5 reads this table instead of scoring about 9,500 merges (over an hour on two cores); it ships with the package.
 # The adapters and the score cache are the chapters' own (notebooks/artifacts/tiny), so an interrupted run resumes.
 TUNING_TABLE := lora_merge_utils/assets/tuning-tiny.csv
 tuning-table: setup

@@ -169,8 +169,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--grid",
         default=None,
         choices=FIELDS["budget.tuning_grid"].values.choices,
-        help="shared: every method on the same scales and densities; compact: three of each (default: the "
-        "profile's budget.tuning_grid)",
+        help="shared: every method on the same scales and densities; compact: three of each, without the official "
+        "dense recipes and KnOTS's DARE-TIES (default: the profile's budget.tuning_grid)",
     )
     tune.add_argument(
         "--pairs", type=_at_least(1), default=None, help="pairs to tune on (default: the profile's budget.tuning_pairs)"

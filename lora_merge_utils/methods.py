@@ -135,11 +135,11 @@ class MergeMethod:
     """The data-free merge family it stands for in chapter 5's tuning table (:data:`lora_merge_utils.tuning.DATA_FREE`),
     or ``None`` for a method the table does not tune."""
     dense_svd: bool = False
-    """It decomposes every target layer's dense update in float64, as the official TSV and Iso code do: cheap on the
-    tiny backbone, about 13 s of a T4 per set of SVDs at ViT-B/16 scale."""
+    """Whether it decomposes every target layer's dense update in float64, as the official TSV and Iso code do (cheap
+    on the tiny backbone, about 13 s of a T4 per set of SVDs at ViT-B/16 scale)."""
     compact_grid: bool = True
-    """Its family is tuned and surveyed on the compact grid too, a GPU session's (``budget.tuning_grid``): the
-    official dense recipes and KnOTS's configuration of DARE-TIES, which chapter 5 adds to set published numbers
+    """Whether its family is tuned and surveyed on the compact grid too, a GPU session's (``budget.tuning_grid``).
+    The official dense recipes and KnOTS's configuration of DARE-TIES, which chapter 5 adds to set published numbers
     beside their own recipes, are left out of it to keep the full profile inside its T4 budget (see ``plan``)."""
 
     def __post_init__(self) -> None:

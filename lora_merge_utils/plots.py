@@ -310,7 +310,7 @@ def tuning_curves(table: pd.DataFrame, grids: Mapping[str, Sequence], columns: i
             for c in candidates:
                 if c.label in chosen:
                     ax.plot(c.params["scale"], score[c.label], "o", mfc="none", mec="crimson", ms=9, mew=1.8)
-        ax.set_title(textwrap.shorten(family.replace("magnitude pruning on", "magnitude on"), 30), fontsize=FONT)
+        ax.set_title(textwrap.shorten(family.replace("magnitude pruning on", "magnitude on"), 34), fontsize=FONT)
         ax.set_xscale("log")
         ax.tick_params(labelsize=MIN_FONT_PT)
     for ax in list(axes.flat)[len(families) :]:

@@ -3,8 +3,8 @@ when a choice lands on the edge of its grid; and show how a validation choice tr
 
 Chapter 5's choices come from one table (:func:`tuning_table`): every merge family's candidates on one shared grid,
 scored on the validation split of every pair of seed 0's adapters. The tiny profile's table is computed by
-``python -m lora_merge_utils tune`` (``make tuning-table``) and ships with the package, since its 8,000 merges take
-about an hour on two CPU cores; any other profile computes its table where it runs.
+``python -m lora_merge_utils tune`` (``make tuning-table``) and ships with the package, since its 9,500 merges take
+over an hour on two CPU cores; any other profile computes its table where it runs.
 """
 
 from __future__ import annotations

@@ -53,6 +53,9 @@ def test_a_method_s_family_is_declared_once_on_the_method():
     left_out = {family for family, name in tuning.DATA_FREE.items() if not MERGE_METHODS[name].compact_grid}
     assert left_out == dense | {"DARE-TIES (KnOTS config, no trim)"}
     assert set(tuning.tuning_grids("compact")) == set(tuning.DATA_FREE) - left_out | set(tuning.DATA_LIGHT)
+    from lora_merge_utils.course.plan import DENSE_SVD_SETS
+
+    assert set(DENSE_SVD_SETS) == {m.name for m in MERGE_METHODS.values() if m.dense_svd}, "the plan prices them all"
 
 
 def test_the_command_line_has_one_flag_per_knob():

@@ -58,7 +58,7 @@ CHAPTERS: tuple[Chapter, ...] = (
         1, "01_head_finetuning_baseline.ipynb", "Head finetuning baseline", "", 55, (2, "evaluate", "eval_batch"), 75
     ),
     Chapter(
-        2, "02_training_the_adapters.ipynb", "Training the six adapters", "adapters", 266, (4, "train", "batch"), 90
+        2, "02_training_the_adapters.ipynb", "Training the six adapters", "adapters", 409, (4, "train", "batch"), 90
     ),
     Chapter(3, "03_pairwise_merges.ipynb", "Pairwise merges", "", 46, (3, "evaluate", "eval_batch"), 90),
     Chapter(4, "04_triple_merges.ipynb", "Triple merges", "", 83, (4, "train", "batch"), 75, records_verdicts=True),

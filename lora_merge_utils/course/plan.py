@@ -531,9 +531,10 @@ def _chapter4(s: Session, t: Throughput) -> None:
 
 
 DATA_LIGHT_KINDS = {"refitted heads": "refit", "AdaMerging, short schedule": "adamerging"}
+"""Chapter 5's data-light families and what each costs beyond a plain merge."""
 DENSE_SVD_SETS = {"tsv_full": (1, 2), "iso_c_full": (0, 1), "iso_cts_full": (1, 1)}
 """Sets of dense float64 SVDs of every target layer a merge by each official dense recipe runs, per member task and
-for the merge (:attr:`~lora_merge_utils.course.plan.Spec.svd_sets`): tsv_full decomposes each task's update and then
+for the merge (``Spec.svd_sets``): tsv_full decomposes each task's update and then
 both concatenated bases (about one set each), iso_c_full the sum, iso_cts_full the sum and each task's update."""
 
 
@@ -544,7 +545,6 @@ def _family_spec(family: str, which) -> Spec:
     return Spec((family, which), svd_sets=DENSE_SVD_SETS.get(DATA_FREE.get(family, ""), (0, 0)))
 
 
-"""Chapter 5's data-light families and what each costs beyond a plain merge."""
 CHAPTER5_CHOICES = ("magnitude pruning", "AdaMerging, short schedule")
 """The best data-free and data-light families the stored run of chapter 5 chose on validation data (the replay
 cannot know them in advance; they decide which families run with every seed). Chapter 5 prints its choices."""
