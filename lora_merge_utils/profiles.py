@@ -412,8 +412,8 @@ FULL = Profile(
     backbone=BackboneSpec(model_name="vit_base_patch16_224.augreg_in21k", weights="hub"),
     tasks=("mnist", "svhn", "eurosat", "resisc45", "gtsrb", "dtd"),
     similar_pairs=(("mnist", "svhn"), ("eurosat", "resisc45")),
-    # 500 test images per task: the images carry a small share of every comparison's variance, which the six tasks
-    # dominate (chapter 6 prints the shares), and they are most of a T4 session's evaluations.
+    # 500 test images per task: the six tasks carry most of every comparison's variance (chapter 5's power table
+    # prints the images' share in the tiny profile), and the images are most of a T4 session's evaluations.
     data=HubData(train_size=2000, val_size=500, test_size=500),
     related_tasks=("mnist_parity", "eurosat_landuse"),
     lora=LoraSettings(rank=8, alpha=16, dropout=0.1),

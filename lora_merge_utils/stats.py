@@ -198,7 +198,9 @@ class Estimate:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
     def shares(self) -> dict[str, float]:
-        """Each source's share of the variance, ``{"tasks": ..., "seeds": ..., "images": ...}``.
+        """Each source's share of the variance, ``{"tasks": ..., "seeds": ..., "images": ...}``. ``"images"`` is the
+        rows' own noise (:attr:`image_var`); the draw of test images that every seed shares counts with the tasks,
+        whose jackknife removes it with each task (:func:`~lora_merge_utils.stats.image_variance` measures it).
 
         Example:
             >>> Estimate(0.0, -0.1, 0.1, 0.05, 5, 6, image_var=0.0005, task_var=0.0015, seed_var=0.0005).shares()
