@@ -134,9 +134,11 @@ class MergeMethod:
     family: str | None = None
     """The data-free merge family it stands for in chapter 5's tuning table (:data:`lora_merge_utils.tuning.DATA_FREE`),
     or ``None`` for a method the table does not tune."""
-    dense_svd: bool = False
-    """Whether it decomposes every target layer's dense update in float64, as the official TSV and Iso code do (cheap
-    on the tiny backbone, about 13 s of a T4 per set of SVDs at ViT-B/16 scale)."""
+    dense_svd_sets: tuple[int, int] = (0, 0)
+    """How many sets of dense float64 SVDs of every target layer one merge runs, per member task and for the merge,
+    as the official TSV and Iso code do: cheap on the tiny backbone, about 13 s of a T4 per set at ViT-B/16 scale
+    (the time plan prices them). ``tsv_full`` decomposes each task's update and then both concatenated bases (about one
+    set each), ``iso_c_full`` the sum, ``iso_cts_full`` the sum and each task's update."""
     compact_grid: bool = True
     """Whether its family is tuned and surveyed on the compact grid too, a GPU session's (``budget.tuning_grid``).
     The official dense recipes and KnOTS's configuration of DARE-TIES, which chapter 5 adds to set published numbers
@@ -233,7 +235,7 @@ MERGE_METHODS: dict[str, MergeMethod] = {
             "tsv_full",
             "TSV-Merge as the official code (dense: min(m, n)/K components per task, null-space ones included)",
             family="TSV-Merge (official)",
-            dense_svd=True,
+            dense_svd_sets=(1, 2),
             compact_grid=False,
         ),
         _ours("iso_c", "Iso-C: the weighted sum with a flat (isotropic) spectrum", family="Iso-C (span)"),
@@ -247,7 +249,7 @@ MERGE_METHODS: dict[str, MergeMethod] = {
             "iso_c_full",
             "Iso-C over the paper's space (every direction of the dense sum, its null space's included)",
             family="Iso-C (official)",
-            dense_svd=True,
+            dense_svd_sets=(0, 1),
             compact_grid=False,
         ),
         _ours(
@@ -255,7 +257,7 @@ MERGE_METHODS: dict[str, MergeMethod] = {
             "Iso-CTS over the paper's space (dense SVDs; on LoRA updates the task-specific directions are arbitrary)",
             "common_fraction",
             family="Iso-CTS (official)",
-            dense_svd=True,
+            dense_svd_sets=(1, 1),
             compact_grid=False,
         ),
         _peft("linear", "PEFT linear: weighted sums of the A and of the B factors separately (not exact)", "linear"),

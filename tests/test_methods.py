@@ -48,14 +48,11 @@ def test_a_method_s_family_is_declared_once_on_the_method():
     assert len(families) == len(set(families)) == len(tuning.DATA_FREE) > 0
     assert all(MERGE_METHODS[name].data == "none" for name in tuning.DATA_FREE.values())
     assert set(tuning.tuning_grids("shared")) == set(tuning.DATA_FREE) | set(tuning.DATA_LIGHT)
-    dense = {family for family, name in tuning.DATA_FREE.items() if MERGE_METHODS[name].dense_svd}
+    dense = {family for family, name in tuning.DATA_FREE.items() if any(MERGE_METHODS[name].dense_svd_sets)}
     assert dense == {"TSV-Merge (official)", "Iso-C (official)", "Iso-CTS (official)"}
     left_out = {family for family, name in tuning.DATA_FREE.items() if not MERGE_METHODS[name].compact_grid}
     assert left_out == dense | {"DARE-TIES (KnOTS config, no trim)"}
     assert set(tuning.tuning_grids("compact")) == set(tuning.DATA_FREE) - left_out | set(tuning.DATA_LIGHT)
-    from lora_merge_utils.course.plan import DENSE_SVD_SETS
-
-    assert set(DENSE_SVD_SETS) == {m.name for m in MERGE_METHODS.values() if m.dense_svd}, "the plan prices them all"
 
 
 def test_the_command_line_has_one_flag_per_knob():

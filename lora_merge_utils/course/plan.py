@@ -26,7 +26,7 @@ import pandas as pd
 from ..data.hub_sources import HUB_SOURCES
 from ..evaluation import merge_combinations
 from ..instrumentation.workload import KINDS
-from ..methods import ADAMERGING_PAPER, ADAMERGING_SHORT, DEFAULT_METHODS
+from ..methods import ADAMERGING_PAPER, ADAMERGING_SHORT, DEFAULT_METHODS, get_merge_method
 from ..profiles import GeneratedData, HubData, Profile, get_profile
 from .chapters import CHAPTERS as BOOK_CHAPTERS
 from .chapters import RANK_SWEEP
@@ -532,17 +532,13 @@ def _chapter4(s: Session, t: Throughput) -> None:
 
 DATA_LIGHT_KINDS = {"refitted heads": "refit", "AdaMerging, short schedule": "adamerging"}
 """Chapter 5's data-light families and what each costs beyond a plain merge."""
-DENSE_SVD_SETS = {"tsv_full": (1, 2), "iso_c_full": (0, 1), "iso_cts_full": (1, 1)}
-"""Sets of dense float64 SVDs of every target layer a merge by each official dense recipe runs, per member task and
-for the merge (``Spec.svd_sets``): tsv_full decomposes each task's update and then
-both concatenated bases (about one set each), iso_c_full the sum, iso_cts_full the sum and each task's update."""
 
 
 def _family_spec(family: str, which) -> Spec:
-    """A data-free family's candidate ``which`` (an index, or ``"chosen"``), priced with its dense SVDs if any."""
+    """A data-free family's candidate ``which`` (an index, or ``"chosen"``), priced with its method's dense SVDs."""
     from ..tuning import DATA_FREE
 
-    return Spec((family, which), svd_sets=DENSE_SVD_SETS.get(DATA_FREE.get(family, ""), (0, 0)))
+    return Spec((family, which), svd_sets=get_merge_method(DATA_FREE[family]).dense_svd_sets)
 
 
 CHAPTER5_CHOICES = ("magnitude pruning", "AdaMerging, short schedule")
@@ -594,7 +590,7 @@ def _chapter5(s: Session, t: Throughput) -> None:
     # TSV-Merge, Iso-C and Iso-CTS over the updates' span and over the paper's space, on one pair; tsv_full
     # decomposes each task's update and then both concatenated bases, about one dense set each
     iso_spaces = [
-        Spec(("iso space", i), svd_sets=DENSE_SVD_SETS.get(method, (0, 0)))
+        Spec(("iso space", i), svd_sets=get_merge_method(method).dense_svd_sets)
         for i, method in enumerate(("tsv", "tsv_full", "iso_c", "iso_c_full", "iso_cts", "iso_cts_full"))
     ]
     s.merges(tuning[:1], iso_spaces, "test", sample, seeds=[0])
