@@ -77,6 +77,8 @@ class FieldRule:
     values: Range
     optional: bool = False
     each: bool = False
+    empty: bool = False
+    """Whether ``each`` accepts an empty tuple too (one that switches the work off)."""
     regex: bool = False
 
     def check(self, value: object, name: str) -> None:
@@ -94,8 +96,9 @@ class FieldRule:
             return
         if self.each:
             _require(
-                isinstance(value, tuple | list) and len(value) > 0,
-                f"{name} must list one or more values, each {self.values.words}, got {value!r}.",
+                isinstance(value, tuple | list) and (len(value) > 0 or self.empty),
+                f"{name} must list {'zero' if self.empty else 'one'} or more values, each {self.values.words}, "
+                f"got {value!r}.",
             )
             for item in value:  # type: ignore[union-attr]
                 self.values.check(item, name)
@@ -149,9 +152,11 @@ FIELDS: dict[str, FieldRule] = {
     "budget.comparison_images": _int(1, IMAGES, optional=True),
     "budget.refit_images": _int(1, IMAGES, optional=True),
     "budget.survey_sizes": _int(2, 64, each=True),
+    "budget.curve_sizes": _int(2, 64, each=True, empty=True),
     "budget.timing_rounds": _int(1, 10_000),
     "budget.paper_schedule_pairs": _int(0, 10_000),
     "budget.rank_sweep_seeds": _int(1, 100, optional=True),
+    "budget.rank_sweep_leaders": FieldRule(Range(bool)),
     "backbone.overrides.img_size": _int(8, 1024),
     "backbone.overrides.patch_size": _int(1, 1024),
     "backbone.overrides.embed_dim": _int(1, 65536),
@@ -287,6 +292,9 @@ class Budget:
     survey_sizes: tuple[int, ...] = (2, 3)
     """The merge sizes on which chapter 5 surveys every method (the leading methods are always scored on pairs and
     triples)."""
+    curve_sizes: tuple[int, ...] = (2, 3, 4, 5, 6)
+    """The merge sizes along which chapter 5 follows its best data-free and best data-light methods beside task
+    arithmetic, each scale chosen again on validation for every size (``()`` skips the curve)."""
     timing_rounds: int = 20
     """Rounds of chapter 7's interleaved timings (each round times every strategy once)."""
     paper_schedule_pairs: int = 2
@@ -297,6 +305,9 @@ class Budget:
     ``None`` for every seed. Its comparisons' variance is mostly the tasks' (the chapter prints each part and what
     one more seed would narrow), and each seed of the sweep costs as much training as a seed of the six adapters
     twice over."""
+    rank_sweep_leaders: bool = True
+    """Whether chapter 6's rank sweep also merges by chapter 5's best data-free and best data-light method, on
+    chapter 5's sample of test images (``budget.comparison_images``)."""
 
     def __post_init__(self) -> None:
         check_fields(self, "budget")
@@ -426,6 +437,10 @@ FULL = Profile(
         refit_images=200,
         survey_sizes=(2,),
         paper_schedule_pairs=0,  # one pair would add about 6 T4 minutes to chapter 5 (see `plan`)
+        # chapter 5's K curve would add about 11 T4 minutes to chapter 5; chapter 6's leaders at every rank about 4
+        # (12 on a fresh runtime, which computes chapter 5's tuning table first): `plan` with LORA_BOOK_OVERRIDES
+        curve_sizes=(),
+        rank_sweep_leaders=False,
         # chapter 7's ratios differ from 1 by a factor of two and more; 10 rounds resolve a few percent
         timing_rounds=10,
     ),

@@ -6,6 +6,10 @@ Example:
     0.5
     >>> Range(int, 1, 10).words
     'a whole number from 1 to 10'
+    >>> Range(bool).check(1, "budget.rank_sweep_leaders")
+    Traceback (most recent call last):
+    ...
+    ValueError: budget.rank_sweep_leaders must be true or false, got 1.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class Range:
         """The accepted values in words, e.g. ``in (0, 1]`` or ``a whole number from 1 to 100000``."""
         if self.choices:
             return " or ".join(repr(c) for c in self.choices)
+        if self.kind is bool:
+            return "true or false"
         if self.kind is int:
             return (
                 f"a whole number from {self.low:d} to {self.high:d}"
@@ -42,6 +48,10 @@ class Range:
         """``value`` converted to the type if it is accepted; a ``ValueError`` naming ``name`` otherwise."""
         if self.choices:
             if value not in self.choices:
+                raise ValueError(f"{name} must be {self.words}, got {value!r}.")
+            return value
+        if self.kind is bool:
+            if not isinstance(value, bool):
                 raise ValueError(f"{name} must be {self.words}, got {value!r}.")
             return value
         if self.kind is int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -235,6 +236,58 @@ def tuning_merges(tasks: Sequence[str], pairs: int | None = None) -> list[tuple[
     return chosen
 
 
+def cover_merges(tasks: Sequence[str], size: int) -> list[tuple[str, ...]]:
+    """The fewest merges of ``size`` of ``tasks`` that use every task equally often, on which a hyperparameter is
+    chosen for merges of that size: each next merge the one whose tasks have been used least (ties go to the earlier
+    merge in ``itertools.combinations`` order), until every task has been used ``lcm(size, len(tasks)) /
+    len(tasks)`` times.
+
+    Example:
+        >>> cover_merges("abcdef", 3)
+        [('a', 'b', 'c'), ('d', 'e', 'f')]
+        >>> cover_merges("abcdef", 4)
+        [('a', 'b', 'c', 'd'), ('a', 'b', 'e', 'f'), ('c', 'd', 'e', 'f')]
+        >>> len(cover_merges("abcdef", 5)), cover_merges("abcdef", 6)
+        (6, [('a', 'b', 'c', 'd', 'e', 'f')])
+    """
+    if not 1 <= size <= len(tasks):
+        raise ValueError(f"A merge of {size} tasks needs 1 to {len(tasks)} tasks of the {len(tasks)} given.")
+    every = list(itertools.combinations(tasks, size))
+    uses = dict.fromkeys(tasks, 0)
+    chosen: list[tuple[str, ...]] = []
+    for _ in range(math.lcm(size, len(tasks)) // size):
+        merge = min((m for m in every if m not in chosen), key=lambda m: sum(uses[t] for t in m))
+        chosen.append(merge)
+        for task in merge:
+            uses[task] += 1
+    if len(set(uses.values())) > 1:  # the greedy order can fail for some sizes; never silently uneven
+        raise ValueError(f"Found no even cover of {len(tasks)} tasks by merges of {size}: uses {uses}.")
+    return chosen
+
+
+def scale_candidates(candidates: Sequence[MergeSpec], chosen: MergeSpec) -> list[MergeSpec]:
+    """The candidates of a family's grid that differ from its ``chosen`` spec in the scale alone: the choice to make
+    again for merges of another size, where the same per-adapter scale weighs the sum differently (the density, or
+    any other knob, stays as chosen on pairs).
+
+    Example:
+        >>> family = grid("ties", density=[0.3, 0.5], scale=[0.5, 1.0])
+        >>> [spec.label for spec in scale_candidates(family, family[1])]
+        ['ties density=0.3 scale=0.5', 'ties density=0.3 scale=1']
+    """
+    others = {k: v for k, v in chosen.params.items() if k != "scale"}
+    found = [
+        spec
+        for spec in candidates
+        if spec.method == chosen.method
+        and "scale" in spec.params
+        and {k: v for k, v in spec.params.items() if k != "scale"} == others
+    ]
+    if not found:
+        raise ValueError(f"No candidate differs from {chosen.label!r} in its scale alone: it has no scale to choose.")
+    return found
+
+
 TABLE_COLUMNS = ["family", "method", "val_mean_normalized", "merges", "chosen"]
 """The columns of a tuning table, which holds each candidate's mean normalized accuracy over the tuning merges and
 whether it is its family's choice."""
@@ -362,6 +415,24 @@ def chosen_specs(table: pd.DataFrame, grids: dict[str, list[MergeSpec]]) -> dict
         label = table.loc[(table["family"] == family) & table["chosen"], "method"].iloc[0]
         chosen[family] = next(c for c in candidates if c.label == label)
     return chosen
+
+
+def leading_families(table: pd.DataFrame) -> tuple[str, str]:
+    """The best data-free and the best data-light family of a tuning table, each by its chosen candidate's validation
+    score (ties go to the family listed first): chapter 5's leaders, which chapters 5 and 6 follow along K and rank.
+
+    Example:
+        >>> table = pd.DataFrame({"family": ["TIES", "TIES", "magnitude pruning", "refitted heads"],
+        ...                       "val_mean_normalized": [0.91, 0.95, 0.93, 0.92]})
+        >>> leading_families(table)
+        ('TIES', 'refitted heads')
+    """
+    score = table.groupby("family", sort=False)["val_mean_normalized"].max()
+    free = [family for family in score.index if family not in DATA_LIGHT]
+    light = [family for family in score.index if family in DATA_LIGHT]
+    if not free or not light:
+        raise ValueError("A tuning table names at least one data-free and one data-light family; this one does not.")
+    return max(free, key=lambda f: score[f]), max(light, key=lambda f: score[f])
 
 
 def choice_warnings(table: pd.DataFrame, grid_name: str) -> list[str]:

@@ -133,6 +133,13 @@ SETTINGS_CASES = [
     ("an empty training sample", lambda: apply_overrides(TINY, {"data.train_per_class": 0}), "data.train_per_class"),
     ("a zero hub sample", lambda: apply_overrides(FULL, {"data.val_size": 0}), "data.val_size must be"),
     ("a survey of 1 task", lambda: apply_overrides(TINY, {"budget.survey_sizes": [1, 2]}), "budget.survey_sizes"),
+    ("an empty survey", lambda: apply_overrides(TINY, {"budget.survey_sizes": []}), "one or more values"),
+    ("a K curve of 1 task", lambda: apply_overrides(TINY, {"budget.curve_sizes": [1]}), "budget.curve_sizes"),
+    (
+        "a switch given as a number",
+        lambda: apply_overrides(TINY, {"budget.rank_sweep_leaders": 1}),
+        "Override 'budget.rank_sweep_leaders': expected bool, got 1",
+    ),
     ("an image size of 2", lambda: apply_overrides(TINY, {"image_size": 2}), "image_size must be a whole number"),
     ("a seed past 32 bits", lambda: apply_overrides(TINY, {"train.seed": 2**40}), "train.seed must be"),
     ("an unknown profile", lambda: get_profile("huge"), "Unknown profile 'huge'"),

@@ -1,6 +1,8 @@
 """The time plan: its T4 budget for the full profile, and the rules its replay follows. (That the replay matches what
 the chapters really do is checked by the full-profile smoke test.)"""
 
+import dataclasses
+
 from lora_merge_utils import FULL, TINY
 from lora_merge_utils.cli import main
 from lora_merge_utils.course.plan import T4, Session, Sizes, chapter_plan, sizes_of
@@ -178,3 +180,18 @@ def test_the_replay_counts_each_adamerging_schedule_at_its_own_steps():
     assert adapted["adamerging"] == short["steps"] * 2 * short["batch_size"]
     # each step takes a batch of every task, at most the task's unlabeled training images (b has 20)
     assert adapted["adamerging_paper"] == paper["steps"] * (paper["batch_size"] + 20)
+
+
+def test_the_leader_curves_cost_what_their_merges_cost_and_nothing_when_off():
+    on = chapter_plan(TINY, T4).set_index("notebook")["merges"]
+    # the same profile with both switched off (not an override, which would name another profile without a table)
+    off = TINY.replace(budget=dataclasses.replace(TINY.budget, curve_sizes=(), rank_sweep_leaders=False))
+    off = chapter_plan(off, T4).set_index("notebook")["merges"]
+    # chapter 5: two families' 9 scales on the validation covers of K = 3..6 (2 + 3 + 6 + 1 merges), then on test
+    # the merges the survey has not scored: both re-scaled families' 20 triples, and all four families' K = 4..6
+    assert on["05_merge_methods.ipynb"] - off["05_merge_methods.ipynb"] == 2 * 9 * 12 + 2 * 20 + 4 * (15 + 6 + 1)
+    # chapter 6: three methods on 15 pairs at the two other ranks, for each of the sweep's seeds (rank 8: cached)
+    seeds = TINY.budget.rank_sweep_seeds
+    assert on["06_task_similarity.ipynb"] - off["06_task_similarity.ipynb"] == 3 * 15 * 2 * seeds
+    unchanged = [name for name in on.index if name not in ("05_merge_methods.ipynb", "06_task_similarity.ipynb")]
+    assert (on[unchanged] == off[unchanged]).all()

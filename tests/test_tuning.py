@@ -84,6 +84,42 @@ def test_tuning_merges_are_every_pair_or_an_even_spread():
     assert len({task for pair in spread for task in pair}) == len(TINY.tasks), "the spread reaches every task"
 
 
+@pytest.mark.parametrize("size", [2, 3, 4, 5, 6])
+def test_a_cover_uses_every_task_equally_often_with_the_fewest_merges(size):
+    merges = tuning.cover_merges("abcdef", size)
+    uses = pd.Series([task for merge in merges for task in merge]).value_counts()
+    assert set(uses.index) == set("abcdef") and uses.nunique() == 1
+    assert len(merges) * size == len(uses) * uses.iloc[0] and len(set(merges)) == len(merges)
+    assert len(merges) == {2: 3, 3: 2, 4: 3, 5: 6, 6: 1}[size]
+
+
+def test_a_cover_refuses_a_size_it_cannot_make():
+    with pytest.raises(ValueError, match="needs 1 to 6 tasks"):
+        tuning.cover_merges("abcdef", 7)
+
+
+def test_scale_candidates_keep_every_other_knob_as_chosen():
+    family = grid("magnitude_prune", density=[0.3, 0.7], scale=[0.1, 0.5, 1.0])
+    chosen = family[4]  # density 0.7, scale 0.5
+    assert [s.params for s in tuning.scale_candidates(family, chosen)] == [
+        {"density": 0.7, "scale": 0.1},
+        {"density": 0.7, "scale": 0.5},
+        {"density": 0.7, "scale": 1.0},
+    ]
+    with pytest.raises(ValueError, match="no scale to choose"):
+        tuning.scale_candidates(family, MergeSpec("adamerging_short", "adamerging_short", {}))
+
+
+def test_the_leading_families_are_the_shipped_tables_and_need_both_kinds():
+    table, _ = tuning.load_tuning_table(tuning.shipped_table("tiny"))
+    best_free, best_light = tuning.leading_families(table)
+    score = table.groupby("family")["val_mean_normalized"].max()
+    assert best_light in tuning.DATA_LIGHT and best_free not in tuning.DATA_LIGHT
+    assert score[best_free] == score.drop(list(tuning.DATA_LIGHT)).max()
+    with pytest.raises(ValueError, match="data-light"):
+        tuning.leading_families(table[~table["family"].isin(list(tuning.DATA_LIGHT))])
+
+
 def test_edge_warnings_say_when_a_grid_cannot_be_extended():
     candidates = grid("ties", density=[0.5, 1.0], scale=[0.5, 1.0])
     at_one = next(c for c in candidates if c.params == {"density": 1.0, "scale": 0.5})

@@ -548,22 +548,39 @@ CHECKED_FAMILIES = 3
 """How many families' choices chapter 5 scores again to check a tuning table it read."""
 
 
-def _chapter5(s: Session, t: Throughput) -> None:
+def _tuning_table(s: Session) -> bool:
+    """Chapter 5's tuning table, as :func:`~lora_merge_utils.tuning.tuning_table` gets it: computed where no table
+    ships with the package (its scores cached, so a later chapter that reads the table reuses them when artifacts are
+    kept). Whether it was computed."""
     from ..tuning import shipped_table, tuning_grids, tuning_merges
+
+    if shipped_table(s.profile.label) is not None:
+        return False
+    budget = s.profile.budget
+    tuning = tuning_merges(s.profile.tasks, budget.tuning_pairs)
+    grids = tuning_grids(budget.tuning_grid)
+    s.singles("val", budget.tuning_images, seeds=[0])
+    for family in grids:
+        if family in DATA_LIGHT_KINDS:
+            s.merges(
+                tuning, [Spec(family, DATA_LIGHT_KINDS[family])], "val", budget.tuning_images, cache=True, seeds=[0]
+            )
+        else:
+            specs = [_family_spec(family, i) for i in range(len(grids[family]))]
+            s.merges(tuning, specs, "val", budget.tuning_images, cache=True, seeds=[0])
+    return True
+
+
+def _chapter5(s: Session, t: Throughput) -> None:
+    from ..tuning import GRIDS, cover_merges, tuning_grids, tuning_merges
 
     budget = s.profile.budget
     tuning = tuning_merges(s.profile.tasks, budget.tuning_pairs)
     grids = tuning_grids(budget.tuning_grid)
     data_free = [family for family in grids if family not in DATA_LIGHT_KINDS]
     s.load_adapters(seed=0)
-    s.singles("val", budget.tuning_images, seeds=[0])
-    if shipped_table(s.profile.label) is None:  # the table is computed in the chapter
-        for family in data_free:
-            specs = [_family_spec(family, i) for i in range(len(grids[family]))]
-            s.merges(tuning, specs, "val", budget.tuning_images, cache=True, seeds=[0])
-        for family, kind in DATA_LIGHT_KINDS.items():
-            s.merges(tuning, [Spec(family, kind)], "val", budget.tuning_images, cache=True, seeds=[0])
-    else:  # read, and a few families' choices scored again to check it
+    if not _tuning_table(s):  # read, and a few families' choices scored again to check it
+        s.singles("val", budget.tuning_images, seeds=[0])
         checked = [_family_spec(family, "chosen") for family in data_free[:CHECKED_FAMILIES]]
         s.merges(tuning, checked, "val", budget.tuning_images, cache=True, seeds=[0])
     sample = budget.comparison_images
@@ -604,6 +621,22 @@ def _chapter5(s: Session, t: Throughput) -> None:
     light = Spec(best_light, DATA_LIGHT_KINDS[best_light])
     for spec in (Spec("task_arithmetic"), _family_spec(best_free, "chosen"), light):
         s.merges(_grid(s.profile), [spec], "test", sample, cache=True)
+    # the K curve on seed 0: each tuned family's scale chosen again on validation for every size but pairs (whose
+    # choice is the table's), on an even cover of that size's merges, then every merge of that size
+    sizes = [k for k in budget.curve_sizes if k <= len(s.profile.tasks)]
+    if sizes:
+        s.singles("val", sample, seeds=[0])
+    scales = len(GRIDS[budget.tuning_grid][0])
+    for k in sizes:
+        specs = [Spec("task_arithmetic"), light]
+        for family in dict.fromkeys(["task arithmetic, scaled sum", best_free]):
+            if k == 2:
+                specs.append(_family_spec(family, "chosen"))
+                continue
+            candidates = [_family_spec(family, ("K", k, i)) for i in range(scales)]
+            s.merges(cover_merges(s.profile.tasks, k), candidates, "val", sample, cache=True, seeds=[0])
+            specs.append(_family_spec(family, ("K", k)))
+        s.merges(_grid(s.profile, (k,)), specs, "test", sample, cache=True, seeds=[0])
     few = exercise_merges(s.profile)
     s.merges(few, [Spec(("svd", r)) for r in (4, 8, 16)], "val", budget.tuning_images, seeds=[0])  # solution 3
     s.merges(few, [Spec(("sum", i)) for i in range(len(scaled_sum))], "val", budget.tuning_images, seeds=[0])  # 4
@@ -644,6 +677,25 @@ def _chapter6(s: Session, t: Throughput) -> None:
                 s.work["merges"] += 1
                 for task in combo:
                     s.evaluate(task, "test")
+    if s.profile.budget.rank_sweep_leaders:  # chapter 5's leaders at every rank, on chapter 5's sample of test images
+        _tuning_table(s)
+        sample = s.profile.budget.comparison_images
+        best_free, best_light = s.chapter5_choices or CHAPTER5_CHOICES
+        kind = DATA_LIGHT_KINDS[best_light]
+        s.singles("test", sample, seeds=sweep_seeds)  # the rank-8 adapters, and the heads' features, on the sample
+        for rank in RANK_SWEEP:
+            if rank == s.profile.lora.rank:  # the book's own adapters: chapter 5's headline scored these pairs
+                leaders = [Spec("task_arithmetic"), _family_spec(best_free, "chosen"), Spec(best_light, kind)]
+            else:
+                leaders = [
+                    Spec((rank, "sum")),
+                    _family_spec(best_free, (rank, "chosen")),
+                    Spec((rank, best_light), kind),
+                ]
+                for _ in sweep_seeds:  # the other rank's adapters on the sample
+                    for task in s.profile.tasks:
+                        s.evaluate(task, "test", sample)
+            s.merges(_grid(s.profile, (2,)), leaders, "test", sample, cache=True, seeds=sweep_seeds)
 
 
 def _chapter7(s: Session, t: Throughput) -> None:

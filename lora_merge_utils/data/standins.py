@@ -63,13 +63,17 @@ SMOKE_OVERRIDES: dict = {
     "budget.tuning_images": 10,
     "budget.tuning_pairs": 2,
     "budget.comparison_images": 30,
+    "budget.curve_sizes": [2, 4, 6],  # the full profile skips both leader curves; the smoke proves their path
+    "budget.rank_sweep_leaders": True,
     "budget.timing_rounds": 3,
 }
 """The full profile shrunk to prove the code path on a CPU — a 2-block ViT of width 48 that keeps ViT-B's layer names
 and 224-px input, about 100 training, 20 validation and 50 test images per task (at least 2, 1 and 1 per class),
 one adapter epoch, budgets that make chapter 5 score samples of the validation and test splits, and three rounds of
 chapter 7's timings (the smoke proves the code path; the tiny run's twenty rounds are what the book shows). Like the
-full profile it skips AdaMerging's paper schedule, which the tiny run's chapters run."""
+full profile it skips AdaMerging's paper schedule, which the tiny run's chapters run; unlike it, it runs chapter 5's
+K curve (on three sizes) and chapter 6's leaders at every rank, so that their code and their replay in the time plan
+are proven where a GPU session would run them."""
 
 
 def _image(style: ImageStyle, label: int, classes: int, rng: np.random.Generator) -> bytes:
