@@ -294,7 +294,8 @@ class Budget:
     triples)."""
     curve_sizes: tuple[int, ...] = (2, 3, 4, 5, 6)
     """The merge sizes along which chapter 5 follows its best data-free and best data-light methods beside task
-    arithmetic, each scale chosen again on validation for every size (``()`` skips the curve)."""
+    arithmetic, each scale chosen again on validation for every size above 2 (pairs keep the tuning table's choice;
+    sizes above the number of tasks are left out, and ``()`` skips the curve)."""
     timing_rounds: int = 20
     """Rounds of chapter 7's interleaved timings (each round times every strategy once)."""
     paper_schedule_pairs: int = 2

@@ -251,7 +251,7 @@ def cover_merges(tasks: Sequence[str], size: int) -> list[tuple[str, ...]]:
         (6, [('a', 'b', 'c', 'd', 'e', 'f')])
     """
     if not 1 <= size <= len(tasks):
-        raise ValueError(f"A merge of {size} tasks needs 1 to {len(tasks)} tasks of the {len(tasks)} given.")
+        raise ValueError(f"size must be from 1 to {len(tasks)} (the tasks given), got {size}.")
     every = list(itertools.combinations(tasks, size))
     uses = dict.fromkeys(tasks, 0)
     chosen: list[tuple[str, ...]] = []

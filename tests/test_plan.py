@@ -188,7 +188,8 @@ def test_the_leader_curves_cost_what_their_merges_cost_and_nothing_when_off():
     off = TINY.replace(budget=dataclasses.replace(TINY.budget, curve_sizes=(), rank_sweep_leaders=False))
     off = chapter_plan(off, T4).set_index("notebook")["merges"]
     # chapter 5: two families' 9 scales on the validation covers of K = 3..6 (2 + 3 + 6 + 1 merges), then on test
-    # the merges the survey has not scored: both re-scaled families' 20 triples, and all four families' K = 4..6
+    # both re-scaled families' 20 triples (the plan cannot know a scale chosen again equals the pairs', whose triples
+    # the survey scored: it counts them) and all four families' K = 4..6
     assert on["05_merge_methods.ipynb"] - off["05_merge_methods.ipynb"] == 2 * 9 * 12 + 2 * 20 + 4 * (15 + 6 + 1)
     # chapter 6: three methods on 15 pairs at the two other ranks, for each of the sweep's seeds (rank 8: cached)
     seeds = TINY.budget.rank_sweep_seeds

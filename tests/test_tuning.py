@@ -94,7 +94,7 @@ def test_a_cover_uses_every_task_equally_often_with_the_fewest_merges(size):
 
 
 def test_a_cover_refuses_a_size_it_cannot_make():
-    with pytest.raises(ValueError, match="needs 1 to 6 tasks"):
+    with pytest.raises(ValueError, match=r"size must be from 1 to 6 \(the tasks given\), got 7"):
         tuning.cover_merges("abcdef", 7)
 
 

@@ -623,7 +623,7 @@ def _chapter5(s: Session, t: Throughput) -> None:
         s.merges(_grid(s.profile), [spec], "test", sample, cache=True)
     # the K curve on seed 0: each tuned family's scale chosen again on validation for every size but pairs (whose
     # choice is the table's), on an even cover of that size's merges, then every merge of that size
-    sizes = [k for k in budget.curve_sizes if k <= len(s.profile.tasks)]
+    sizes = sorted({k for k in budget.curve_sizes if k <= len(s.profile.tasks)})
     if sizes:
         s.singles("val", sample, seeds=[0])
     scales = len(GRIDS[budget.tuning_grid][0])
