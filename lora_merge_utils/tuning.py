@@ -265,6 +265,38 @@ def cover_merges(tasks: Sequence[str], size: int) -> list[tuple[str, ...]]:
     return chosen
 
 
+def exercise_merges(tasks: Sequence[str]) -> list[tuple[str, ...]]:
+    """The two pairs and two triples on which chapter 5's exercises choose (fewer than the tuning table's merges, so
+    that a student's answer runs in seconds). Needs six tasks or more.
+
+    Example:
+        >>> exercise_merges("abcdef")
+        [('a', 'd'), ('b', 'e'), ('a', 'c', 'f'), ('b', 'd', 'e')]
+    """
+    if len(tasks) < 6:
+        raise ValueError(f"Chapter 5's exercises merge among six tasks; this study has {len(tasks)}.")
+    t = tasks
+    return [(t[0], t[3]), (t[1], t[4]), (t[0], t[2], t[5]), (t[1], t[3], t[4])]
+
+
+def schedule_pairs(tasks: Sequence[str], count: int) -> list[tuple[str, ...]]:
+    """The ``count`` pairs on which chapter 5 sets AdaMerging's paper schedule beside its short one
+    (``budget.paper_schedule_pairs``): the exercises' two pairs first, then every other pair in
+    ``itertools.combinations`` order; every pair where ``count`` is at least their number.
+
+    Example:
+        >>> schedule_pairs("abcdef", 3)
+        [('a', 'd'), ('b', 'e'), ('a', 'b')]
+        >>> len(schedule_pairs("abcdef", 99)), schedule_pairs("abcdef", 0)
+        (15, [])
+    """
+    if count < 0:
+        raise ValueError(f"count must be 0 or more, got {count}.")
+    first = [merge for merge in exercise_merges(tasks) if len(merge) == 2]
+    every = first + [pair for pair in itertools.combinations(tasks, 2) if pair not in first]
+    return every[:count]
+
+
 def scale_candidates(candidates: Sequence[MergeSpec], chosen: MergeSpec) -> list[MergeSpec]:
     """The candidates of a family's grid that differ from its ``chosen`` spec in the scale alone: the choice to make
     again for merges of another size, where the same per-adapter scale weighs the sum differently (the density, or

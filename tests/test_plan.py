@@ -196,3 +196,12 @@ def test_the_leader_curves_cost_what_their_merges_cost_and_nothing_when_off():
     assert on["06_task_similarity.ipynb"] - off["06_task_similarity.ipynb"] == 3 * 15 * 2 * seeds
     unchanged = [name for name in on.index if name not in ("05_merge_methods.ipynb", "06_task_similarity.ipynb")]
     assert (on[unchanged] == off[unchanged]).all()
+
+
+def test_the_paper_schedule_costs_one_merge_pair_per_pair_up_to_every_pair():
+    def merges(pairs: int) -> int:
+        profile = TINY.replace(budget=dataclasses.replace(TINY.budget, paper_schedule_pairs=pairs))
+        return int(chapter_plan(profile, T4).set_index("notebook").loc["05_merge_methods.ipynb", "merges"])
+
+    # the short schedule's merges of those pairs are the survey's (cached); the paper's are new
+    assert merges(3) - merges(2) == 1 and merges(15) - merges(2) == 13 and merges(1000) == merges(15)

@@ -98,6 +98,20 @@ def test_a_cover_refuses_a_size_it_cannot_make():
         tuning.cover_merges("abcdef", 7)
 
 
+def test_the_paper_schedule_runs_on_the_exercises_pairs_first_and_on_pairs_only():
+    assert tuning.schedule_pairs(TINY.tasks, 2) == [m for m in tuning.exercise_merges(TINY.tasks) if len(m) == 2]
+    # more than the exercises' two: the other pairs follow (before, a third "pair" was an exercise's triple)
+    five = tuning.schedule_pairs(TINY.tasks, 5)
+    assert len(five) == len(set(five)) == 5 and all(len(pair) == 2 for pair in five)
+    every = tuning.schedule_pairs(TINY.tasks, 1000)
+    assert sorted(every) == sorted(tuning.tuning_merges(TINY.tasks)) and every[:5] == five
+    assert tuning.schedule_pairs(TINY.tasks, 0) == []
+    with pytest.raises(ValueError, match="count must be 0 or more, got -1"):
+        tuning.schedule_pairs(TINY.tasks, -1)
+    with pytest.raises(ValueError, match="merge among six tasks; this study has 3"):
+        tuning.exercise_merges("abc")
+
+
 def test_scale_candidates_keep_every_other_knob_as_chosen():
     family = grid("magnitude_prune", density=[0.3, 0.7], scale=[0.1, 0.5, 1.0])
     chosen = family[4]  # density 0.7, scale 0.5

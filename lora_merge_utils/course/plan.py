@@ -572,7 +572,7 @@ def _tuning_table(s: Session) -> bool:
 
 
 def _chapter5(s: Session, t: Throughput) -> None:
-    from ..tuning import GRIDS, cover_merges, tuning_grids, tuning_merges
+    from ..tuning import GRIDS, cover_merges, exercise_merges, schedule_pairs, tuning_grids, tuning_merges
 
     budget = s.profile.budget
     tuning = tuning_merges(s.profile.tasks, budget.tuning_pairs)
@@ -614,7 +614,7 @@ def _chapter5(s: Session, t: Throughput) -> None:
     # AdaMerging on the paper's schedule beside the short one (whose scores the survey cached)
     schedules = [Spec("AdaMerging, short schedule", "adamerging"), Spec("AdaMerging, paper's", "adamerging_paper")]
     s.merges(
-        exercise_merges(s.profile)[: budget.paper_schedule_pairs], schedules, "test", sample, cache=True, seeds=[0]
+        schedule_pairs(s.profile.tasks, budget.paper_schedule_pairs), schedules, "test", sample, cache=True, seeds=[0]
     )
     s.singles("test", sample)
     best_free, best_light = s.chapter5_choices or CHAPTER5_CHOICES
@@ -637,15 +637,9 @@ def _chapter5(s: Session, t: Throughput) -> None:
             s.merges(cover_merges(s.profile.tasks, k), candidates, "val", sample, cache=True, seeds=[0])
             specs.append(_family_spec(family, ("K", k)))
         s.merges(_grid(s.profile, (k,)), specs, "test", sample, cache=True, seeds=[0])
-    few = exercise_merges(s.profile)
+    few = exercise_merges(s.profile.tasks)
     s.merges(few, [Spec(("svd", r)) for r in (4, 8, 16)], "val", budget.tuning_images, seeds=[0])  # solution 3
     s.merges(few, [Spec(("sum", i)) for i in range(len(scaled_sum))], "val", budget.tuning_images, seeds=[0])  # 4
-
-
-def exercise_merges(profile: Profile) -> list[tuple[str, ...]]:
-    """The two pairs and two triples chapter 5's exercises choose on (cheaper than the tuning table's merges)."""
-    t = profile.tasks
-    return [(t[0], t[3]), (t[1], t[4]), (t[0], t[2], t[5]), (t[1], t[3], t[4])]
 
 
 def _chapter6(s: Session, t: Throughput) -> None:
