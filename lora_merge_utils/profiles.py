@@ -299,8 +299,8 @@ class Budget:
     timing_rounds: int = 20
     """Rounds of chapter 7's interleaved timings (each round times every strategy once)."""
     paper_schedule_pairs: int = 2
-    """On how many pairs chapter 5 runs AdaMerging on the paper's schedule beside the short one: the exercises' two
-    first, then the other pairs, every pair where it is at least their number
+    """On how many pairs chapter 5 runs AdaMerging on the paper's schedule beside the short one. The exercises' two
+    come first, then the other pairs, and every pair where it is at least their number
     (:func:`~lora_merge_utils.tuning.schedule_pairs`). Each such merge costs about fifty times a short merge; 0 skips
     the comparison."""
     rank_sweep_seeds: int | None = None

@@ -198,7 +198,7 @@ def test_the_leader_curves_cost_what_their_merges_cost_and_nothing_when_off():
     assert (on[unchanged] == off[unchanged]).all()
 
 
-def test_the_paper_schedule_costs_one_merge_pair_per_pair_up_to_every_pair():
+def test_each_pair_of_the_paper_schedule_costs_the_plan_one_merge_up_to_every_pair():
     def merges(pairs: int) -> int:
         profile = TINY.replace(budget=dataclasses.replace(TINY.budget, paper_schedule_pairs=pairs))
         return int(chapter_plan(profile, T4).set_index("notebook").loc["05_merge_methods.ipynb", "merges"])
